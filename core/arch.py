@@ -1,0 +1,58 @@
+"""``Arch``: plain data naming a space, its config, and the chosen option per decision (``arch.json``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import NascoreError
+from .fileio import atomic_write_text
+from .validation import format_validation_error
+
+
+class Arch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    space: str = Field(min_length=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+    choices: dict[str, str]
+    task: str | None = None
+    name: str | None = None
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, self.model_dump_json(indent=2, exclude_none=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Arch:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise NascoreError(f"arch file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NascoreError(f"arch file {path} cannot be read: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise NascoreError(f"arch file {path} is not valid JSON: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise NascoreError(f"arch file {path} is not a valid arch:\n"
+                               + "\n".join(f"  {line}" for line in format_validation_error(exc))) from None
+
+
+def resolve_arch(ref: str, registry=None) -> Arch:
+    """An arch from a JSON file path or a named arch of any installed space (e.g. ``fbnet_c``)."""
+    from .registry import get_registry, unknown_name_message
+
+    if Path(ref).suffix == ".json" or Path(ref).exists():
+        return Arch.load(ref)
+    registry = registry or get_registry()
+    named: dict[str, Arch] = {}
+    for space_name in registry.names("space"):
+        named.update(registry.get("space", space_name).named_archs())
+    if ref in named:
+        return named[ref]
+    raise NascoreError(f"'{ref}' is neither an arch file nor a named arch; "
+                       + unknown_name_message("named arch", ref, sorted(named)).split("; ", 1)[1])

@@ -1,0 +1,213 @@
+"""The ``nascore`` command. User errors print a message and exit with status 2 (``--debug``: traceback)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nascore", description="Plugin-based neural architecture search.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def overrides(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec field, e.g. --set strategy.epochs=3 (repeatable)")
+
+    r = sub.add_parser("run", help="search (and train, with a train: block) as a spec says")
+    r.add_argument("spec")
+    r.add_argument("--out", help="run directory (default runs/<spec name>-<time>)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    overrides(r)
+
+    v = sub.add_parser("validate", help="check a spec; prints ok or every error")
+    v.add_argument("spec")
+    overrides(v)
+
+    sub.add_parser("schema", help="print the JSON Schema of the spec, plugin configs included")
+    sub.add_parser("plugins", help="list installed components and broken plugins")
+
+    i = sub.add_parser("info", help="params, multiply-adds and block table of an arch")
+    i.add_argument("arch", help="arch.json file or named arch (e.g. fbnet_c)")
+    i.add_argument("--input-size", type=int)
+    i.add_argument("--num-classes", type=int, default=1000)
+
+    t = sub.add_parser("train", help="train a found arch from scratch and report validation metrics")
+    t.add_argument("arch", help="arch.json file or named arch")
+    t.add_argument("--spec", required=True, help="spec giving dataset, tasks, device, seed and train: block")
+    t.add_argument("--out", help="output directory (default runs/train-<arch>-<time>)")
+    t.add_argument("--resume", action="store_true")
+    overrides(t)
+
+    d = sub.add_parser("data", help="built-in data utilities")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    e = dsub.add_parser("export", help="write a dataset as COCO JSON + PNG masks")
+    e.add_argument("dataset", help="dataset name (digit-scenes)")
+    e.add_argument("dir")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, e.g. --set image_size=96")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .errors import NascoreError
+
+    try:
+        return COMMANDS[args.command](args) or 0
+    except NascoreError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .spec import load_spec
+
+    load_spec(args.spec, args.overrides)
+    print("ok")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from .spec import spec_json_schema
+
+    print(json.dumps(spec_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .progress import Reporter
+    from .registry import get_registry
+
+    registry = get_registry()
+    conflicted = {(e.kind, e.name) for group in registry.conflicts.values() for e in group}
+    rows = [(e.kind, e.name, e.source.dist, "name conflict" if (e.kind, e.name) in conflicted else "ok")
+            for e in registry.all_entries()]
+    reporter = Reporter()
+    reporter.table("components", rows, ("kind", "name", "distribution", "status"))
+    if registry.problems:
+        reporter.table("broken plugins", [(p.source.dist, p.source.entry_point, p.message)
+                                          for p in registry.problems], ("distribution", "entry point", "error"))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from .arch import resolve_arch
+    from .costs.flops import count_macs, count_params
+    from .dataset import DataInfo
+    from .errors import NascoreError
+    from .progress import Reporter
+    from .registry import get_registry
+    from .task import build_network
+
+    from nascore.tasks.classification import Classification
+
+    registry = get_registry()
+    arch = resolve_arch(args.arch, registry)
+    space_cls = registry.get("space", arch.space)
+    overrides = {"input_size": args.input_size} if args.input_size else {}
+    space = space_cls.for_arch(arch, **overrides)
+    space.check_arch(arch)
+    if args.num_classes < 2:
+        raise NascoreError("--num-classes must be at least 2")
+    backbone = space.build(arch)
+    size = space.input_size
+    net = build_network(backbone, [Classification({"num_classes": args.num_classes})], None)
+    x = torch.zeros(1, 3, size, size)
+    reporter = Reporter()
+    rows = [(d.name, arch.choices[d.name]) for d in space.decisions()]
+    reporter.table(f"{arch.name or args.arch} ({arch.space})", rows, ("decision", "choice"))
+    levels = ", ".join(f"{f['num_chs']}@/{f['reduction']}" for f in backbone.feature_info)
+    print(f"input: {size}x{size}, classes: {args.num_classes}")
+    print(f"params: {count_params(net) / 1e6:.3f} M")
+    print(f"multiply-adds: {count_macs(net, x) / 1e6:.1f} M")
+    print(f"feature levels (channels@/reduction): {levels}")
+    return 0
+
+
+def _default_out(stem: str) -> Path:
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .run import open_run, run_spec
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    if args.resume and not args.out:
+        from .errors import NascoreError
+
+        raise NascoreError("--resume needs --out DIR, the run directory to continue")
+    run = open_run(spec, Path(args.out) if args.out else _default_out(Path(args.spec).stem), args.resume)
+    run.reporter.log(f"run directory: {run.out_dir}")
+    summary = run_spec(run)
+    _print_summary(run, summary)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .arch import resolve_arch
+    from .fileio import atomic_write_text
+    from .run import open_run, train
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    arch = resolve_arch(args.arch)
+    out = Path(args.out) if args.out else _default_out(f"train-{Path(args.arch).stem}")
+    run = open_run(spec, out, args.resume)
+    run.reporter.log(f"run directory: {run.out_dir}")
+    if not args.resume:
+        arch.save(run.out_dir / "arch.json")
+    result = train(run, arch)
+    atomic_write_text(run.out_dir / "summary.json", json.dumps({"archs": {"trained": {"train": result}}},
+                                                               indent=2) + "\n")
+    _print_summary(run, {"archs": {arch.task or "shared": {"file": "arch.json", "choices": arch.choices,
+                                                           "train": result}}})
+    return 0
+
+
+def _print_summary(run: Any, summary: dict[str, Any]) -> None:
+    for key, entry in summary["archs"].items():
+        rows = [(d, c) for d, c in entry["choices"].items()]
+        run.reporter.table(f"found arch ({key}) -> {run.out_dir / entry['file']}", rows, ("decision", "choice"))
+        if "train" in entry:
+            res = entry["train"]
+            metrics = ", ".join(f"{k[4:]}={v:.4f}" for k, v in res.items() if k.startswith("val/"))
+            print(f"[{key}] multiply-adds: {res['macs'] / 1e6:.2f} M, params: {res['params'] / 1e6:.3f} M, "
+                  f"validation: {metrics}")
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .errors import NascoreError
+    from .registry import get_registry
+    from .spec import ComponentSpec, apply_overrides, validate_component
+
+    registry = get_registry()
+    cls = registry.get("dataset", args.dataset)
+    if not hasattr(cls, "export"):
+        raise NascoreError(f"dataset '{args.dataset}' cannot be exported")
+    config = validate_component(cls, apply_overrides({}, args.overrides), "dataset")
+    paths = ComponentSpec("dataset", args.dataset, cls, config).create().export(args.dir)
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plugins": _cmd_plugins,
+            "info": _cmd_info, "train": _cmd_train, "data": _cmd_data}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Cost models price one operation at its real input shape; spaces turn prices into expected costs."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import nn
+
+from ..component import Component
+
+
+def op_key(module: nn.Module) -> str:
+    """Identifies an operation's configuration; blocks may set ``op_key``, else the module's repr is used."""
+    return getattr(module, "op_key", None) or repr(module)
+
+
+class CostModel(Component):
+    kind: ClassVar[str] = "cost"
+    #: unit of the prices, e.g. "MACs", "params", "ms"
+    unit: ClassVar[str] = ""
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._cache: dict[tuple[str, tuple[int, ...]], float] = {}
+
+    def price(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+        """The cost of ``module`` on an input of ``input_shape`` (cached per op configuration and shape)."""
+        key = (op_key(module), tuple(input_shape))
+        if key not in self._cache:
+            self._cache[key] = float(self.measure(module, tuple(input_shape)))
+        return self._cache[key]
+
+    def measure(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+        raise NotImplementedError
+
+    @property
+    def display_unit(self) -> str:
+        return self.unit

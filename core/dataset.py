@@ -1,0 +1,36 @@
+"""Dataset components: splits of (image, targets dict) samples and what they hold."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch.utils.data import default_collate
+
+from .component import Component
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    in_channels: int
+    image_size: int
+    #: number of classes per target key, e.g. {"label": 10, "semantic": 11}
+    num_classes: dict[str, int]
+
+    @property
+    def targets(self) -> set[str]:
+        return set(self.num_classes)
+
+
+class Dataset(Component):
+    kind: ClassVar[str] = "dataset"
+    splits: ClassVar[tuple[str, ...]] = ("train", "val")
+
+    def info(self) -> DataInfo:
+        raise NotImplementedError
+
+    def split(self, name: str) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def collate(self, batch: list[Any]) -> Any:
+        return default_collate(batch)

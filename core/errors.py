@@ -1,0 +1,24 @@
+"""Errors that nascore reports to users as a message and exit status 2 (no traceback)."""
+from __future__ import annotations
+
+
+class NascoreError(Exception):
+    """A problem with user input (spec, arch file, dataset, plugin, checkpoint)."""
+
+
+class SpecError(NascoreError):
+    """A spec that does not validate; ``errors`` holds one line per problem ("path: message")."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source} is not a valid spec:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+class NonFiniteLossError(NascoreError):
+    """Training produced a NaN or infinite loss."""
+
+    def __init__(self, epoch: int, step: int, what: str = "loss"):
+        self.epoch, self.step = epoch, step
+        super().__init__(f"non-finite {what} at epoch {epoch}, step {step}; "
+                         "the run stopped and the last good checkpoint was kept")

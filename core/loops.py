@@ -1,0 +1,62 @@
+"""Shared pieces of training loops: task losses, finiteness checks, evaluation, optimisers."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .data import to_device
+from .errors import NonFiniteLossError
+from .task import Task
+
+
+def task_losses(outputs: dict[str, Any], targets: dict[str, Any], tasks: list[Task]) -> dict[str, Tensor]:
+    return {t.name: t.loss(outputs[t.name], targets) for t in tasks}
+
+
+def check_finite(loss: Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss.detach()).all():
+        raise NonFiniteLossError(epoch, step)
+
+
+@torch.no_grad()
+def evaluate(network: nn.Module, batches: Iterable, tasks: list[Task], device: torch.device) -> dict[str, float]:
+    """Metrics of every task over ``batches``, keyed ``<task>/<metric>``, plus ``<task>/loss``."""
+    was_training = network.training
+    network.eval()
+    metrics = {t.name: t.metrics(device) for t in tasks}
+    loss_sums = {t.name: 0.0 for t in tasks}
+    n = 0
+    for images, targets in batches:
+        images, targets = to_device(images, device), to_device(targets, device)
+        outputs = network(images)
+        for t in tasks:
+            loss_sums[t.name] += float(t.loss(outputs[t.name], targets)) * len(images)
+            t.update_metrics(metrics[t.name], outputs[t.name], targets)
+        n += len(images)
+    network.train(was_training)
+    out: dict[str, float] = {}
+    for t in tasks:
+        out.update({f"{t.name}/{k}": v for k, v in t.compute_metrics(metrics[t.name]).items()})
+        out[f"{t.name}/loss"] = loss_sums[t.name] / max(n, 1)
+    return out
+
+
+def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
+    """Cosine decay per epoch, a pure function of the epoch so that resuming needs no scheduler state."""
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def weight_optimizer(params: Iterable[Tensor], kind: str, lr: float, momentum: float, weight_decay: float
+                     ) -> torch.optim.Optimizer:
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)

@@ -1,0 +1,197 @@
+"""The plugin host: loads ``nascore`` entry points with pluggy and indexes the components they contribute.
+
+A broken plugin (import error, unknown hook, a hook that raises or returns the wrong thing, a name
+claimed twice) is recorded as a :class:`Problem` naming its distribution and entry point; every other
+plugin stays usable.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as md
+import inspect
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+
+from . import hookspecs
+from .errors import NascoreError
+
+#: kind -> (hook name, base class path). Base classes are imported lazily (they import torch).
+FAMILIES: dict[str, tuple[str, str]] = {
+    "space": ("nascore_search_spaces", "nascore.space:SearchSpace"),
+    "strategy": ("nascore_search_strategies", "nascore.strategy:SearchStrategy"),
+    "cost": ("nascore_cost_models", "nascore.costs.base:CostModel"),
+    "task": ("nascore_tasks", "nascore.task:Task"),
+    "dataset": ("nascore_datasets", "nascore.dataset:Dataset"),
+}
+
+
+def _base_class(kind: str) -> type:
+    module, _, attr = FAMILIES[kind][1].partition(":")
+    return getattr(__import__(module, fromlist=[attr]), attr)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a plugin comes from: its distribution and entry point."""
+
+    dist: str
+    entry_point: str
+
+    def __str__(self) -> str:
+        return f"distribution '{self.dist}', entry point '{self.entry_point}'"
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    cls: type
+    source: Source
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: Source
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}"
+
+
+class Registry:
+    """Components by kind and name, the pluggy manager for lifecycle hooks, and the plugin problems."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.entries: dict[str, dict[str, Entry]] = {kind: {} for kind in FAMILIES}
+        self.conflicts: dict[tuple[str, str], list[Entry]] = {}
+        self.problems: list[Problem] = []
+        self._sources: dict[str, Source] = {}
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def from_entry_points(cls, group: str = hookspecs.PROJECT) -> Registry:
+        registry = cls()
+        eps = sorted(md.entry_points(group=group),
+                     key=lambda ep: (_dist_name(ep) != "nascore", _dist_name(ep), ep.name))
+        for ep in eps:
+            source = Source(_dist_name(ep), f"{ep.name} = {ep.value}")
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # any import failure must not take the host down
+                registry.problems.append(Problem(source, f"failed to import: {type(exc).__name__}: {exc}"))
+                continue
+            registry.register(plugin, source)
+        registry.collect()
+        return registry
+
+    def register(self, plugin: Any, source: Source) -> None:
+        """Register one plugin object (usually a module) implementing hooks."""
+        key = f"{source.dist}:{source.entry_point}"
+        try:
+            self.pm.register(plugin, name=key)
+        except Exception as exc:  # pluggy.PluginValidationError, ValueError on duplicates
+            self.problems.append(Problem(source, f"invalid hook implementation: {exc}"))
+            return
+        self._sources[key] = source
+        for hook_name in dir(plugin):
+            if hook_name.startswith("nascore_") and not hasattr(hookspecs, hook_name):
+                self.problems.append(Problem(source, f"implements unknown hook '{hook_name}' "
+                                                     f"(known: {', '.join(_hook_names())})"))
+
+    def collect(self) -> None:
+        """Call every component hook of every registered plugin, one plugin at a time."""
+        for kind, (hook_name, _) in FAMILIES.items():
+            base = _base_class(kind)
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                source = self._sources[impl.plugin_name]
+                try:
+                    result = impl.function()
+                except Exception as exc:
+                    self.problems.append(Problem(source, f"hook {hook_name} raised {type(exc).__name__}: {exc}"))
+                    continue
+                bad = _check_components(result, base)
+                if bad:
+                    self.problems.append(Problem(source, f"hook {hook_name} returned {bad}; expected a list of "
+                                                         f"{base.__name__} subclasses with a str 'name' and a "
+                                                         "pydantic 'Config'"))
+                    continue
+                for comp in result:
+                    self._add(Entry(kind, comp.name, comp, source))
+
+    def _add(self, entry: Entry) -> None:
+        table = self.entries[entry.kind]
+        key = (entry.kind, entry.name)
+        if key in self.conflicts:
+            self.conflicts[key].append(entry)
+        elif entry.name in table:
+            first = table.pop(entry.name)
+            self.conflicts[key] = [first, entry]
+        else:
+            table[entry.name] = entry
+            return
+        self.problems.append(Problem(entry.source, f"{entry.kind} name '{entry.name}' is already provided by "
+                                                   f"{self.conflicts[key][0].source}; neither can be used"))
+
+    # -- lookup ------------------------------------------------------------------------------
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries[kind])
+
+    def get(self, kind: str, name: str) -> type:
+        if (kind, name) in self.conflicts:
+            who = "; ".join(str(e.source) for e in self.conflicts[(kind, name)])
+            raise NascoreError(f"{kind} '{name}' is provided by several plugins ({who}); uninstall one of them")
+        try:
+            return self.entries[kind][name].cls
+        except KeyError:
+            raise NascoreError(unknown_name_message(kind, name, self.names(kind))) from None
+
+    def all_entries(self) -> list[Entry]:
+        rows = [e for table in self.entries.values() for e in table.values()]
+        rows += [e for group in self.conflicts.values() for e in group]
+        return sorted(rows, key=lambda e: (list(FAMILIES).index(e.kind), e.name, e.source.dist))
+
+    @property
+    def hook(self) -> Any:
+        """Lifecycle hooks, e.g. ``registry.hook.nascore_epoch_end(run=..., epoch=..., metrics=...)``."""
+        return self.pm.hook
+
+
+def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
+    msg = f"unknown {kind} '{name}'; available: {', '.join(available) or 'none'}"
+    close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
+    return msg + (f". Did you mean '{close[0]}'?" if close else "")
+
+
+def _dist_name(ep: md.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "<unknown distribution>"
+
+
+def _hook_names() -> list[str]:
+    return [n for n in dir(hookspecs) if n.startswith("nascore_")]
+
+
+def _check_components(result: Any, base: type) -> str | None:
+    """Why ``result`` is not a list of valid component classes, or None when it is."""
+    if not isinstance(result, (list, tuple)):
+        return f"a {type(result).__name__}"
+    for item in result:
+        if not (inspect.isclass(item) and issubclass(item, base)):
+            return f"{item!r}, not a {base.__name__} subclass"
+        if not isinstance(getattr(item, "name", None), str) or not item.name:
+            return f"{item.__name__} without a str 'name'"
+        config = getattr(item, "Config", None)
+        if not (inspect.isclass(config) and issubclass(config, BaseModel)):
+            return f"{item.__name__} without a pydantic 'Config'"
+    return None
+
+
+@lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    """The process-wide registry built from installed entry points."""
+    return Registry.from_entry_points()

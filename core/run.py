@@ -1,0 +1,228 @@
+"""Runs: one output directory per run holding the resolved spec, arch.json, metrics.jsonl, checkpoints
+(written atomically), the trained model and summary.json. ``resume`` continues from the last checkpoint;
+every epoch reseeds from (seed, epoch), so a resumed run ends exactly like an uninterrupted one."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .arch import Arch
+from .costs.flops import count_macs, count_params
+from .data import epoch_seed, loader, to_device
+from .errors import NascoreError
+from .fileio import atomic_write_text, load_checkpoint, save_checkpoint
+from .loops import check_finite, cosine_lr, evaluate, set_lr, task_losses, weight_optimizer
+from .progress import Reporter
+from .registry import Registry, get_registry
+from .spec import RunSpec
+from .strategy import SearchContext
+from .task import Network, Task, build_network
+
+SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
+
+
+@dataclass
+class RunContext:
+    """What lifecycle hooks see of a run."""
+
+    spec: RunSpec
+    out_dir: Path
+    registry: Registry
+    device: torch.device
+    reporter: Reporter
+    resume: bool = False
+
+
+def open_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
+             reporter: Reporter | None = None) -> RunContext:
+    """Create (or, resuming, check) the run directory and write the resolved spec."""
+    device = _device(spec.device)
+    resolved = yaml.safe_dump(spec.dump(), sort_keys=False)
+    spec_path = out_dir / SPEC_FILE
+    if resume:
+        if not spec_path.is_file():
+            raise NascoreError(f"--resume: {out_dir} holds no run ({SPEC_FILE} is missing)")
+        if yaml.safe_load(spec_path.read_text()) != spec.dump():
+            raise NascoreError(f"--resume: the spec differs from the one the run in {out_dir} started with "
+                               f"({spec_path}); resume with the same spec and --set options")
+    else:
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise NascoreError(f"output directory {out_dir} is not empty; pass --resume to continue that run "
+                               "or choose another --out")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(spec_path, resolved)
+    return RunContext(spec, out_dir, registry or get_registry(), device, reporter or Reporter(), resume)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise NascoreError(f"device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NascoreError("device: 'cuda' was asked for but CUDA is not available on this machine")
+    return device
+
+
+class EpochLoop:
+    """Runs epochs of one phase, appending to metrics.jsonl and checkpointing after each epoch."""
+
+    def __init__(self, run: RunContext, phase: str, epochs: int, get_state: Callable[[], dict],
+                 set_state: Callable[[dict], None]):
+        self.run, self.phase, self.epochs = run, phase, epochs
+        self.get_state, self.set_state = get_state, set_state
+        self.ckpt = run.out_dir / "checkpoints" / f"{phase.replace('/', '_')}.pt"
+
+    def start_epoch(self) -> int:
+        if not (self.run.resume and self.ckpt.is_file()):
+            return 0
+        state = load_checkpoint(self.ckpt, map_location=self.run.device)
+        try:
+            self.set_state(state["state"])
+            return int(state["epoch"]) + 1
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise NascoreError(f"checkpoint {self.ckpt} does not match this run: {exc}") from None
+
+    def __call__(self, run_epoch: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+        start = self.start_epoch()
+        rows = _rewrite_metrics(self.run.out_dir / METRICS_FILE, self.phase, start)
+        for epoch in range(start, self.epochs):
+            torch.manual_seed(epoch_seed(self.run.spec.seed, epoch, stream=99))
+            row = {"phase": self.phase, "epoch": epoch, **run_epoch(epoch)}
+            with open(self.run.out_dir / METRICS_FILE, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            save_checkpoint({"epoch": epoch, "state": self.get_state()}, self.ckpt)
+            rows.append(row)
+            self.run.reporter.epoch(self.phase, row)
+            self.run.registry.hook.nascore_epoch_end(run=self.run, epoch=epoch, metrics=row)
+        return rows
+
+
+def _rewrite_metrics(path: Path, phase: str, start: int) -> list[dict[str, Any]]:
+    """Drop rows of ``phase`` from epoch ``start`` on (a resumed run redoes them); return the phase's rows."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if row.get("phase") != phase or row.get("epoch", 0) < start:
+            kept.append(row)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return [r for r in kept if r.get("phase") == phase]
+
+
+# -- search -------------------------------------------------------------------------------------
+def search(run: RunContext) -> dict[str | None, Arch]:
+    spec = run.spec
+    dataset, tasks = spec.dataset.create(), [t.create() for t in spec.tasks]
+    info = dataset.info()
+    space = spec.space.create()
+    torch.manual_seed(spec.seed)
+    supernet = space.supernet()
+    cost_model = spec.cost.create() if spec.cost else None
+    table = supernet.price(cost_model, space.input_size, info.in_channels) if cost_model else None
+    network = build_network(supernet, tasks, info).to(run.device)
+    strategy = spec.strategy.create()
+    strategy.setup(SearchContext(network, supernet, tasks, dataset.split("train"), dataset.split("val"),
+                                 dataset.collate, run.device, spec.seed, cost_model, table,
+                                 spec.objective if table is not None else None, run.reporter.progress))
+    loop = EpochLoop(run, "search", strategy.epochs,
+                     lambda: {"network": network.state_dict(), "strategy": strategy.state_dict()},
+                     lambda s: (network.load_state_dict(s["network"]), strategy.load_state_dict(s["strategy"])))
+    loop(strategy.run_epoch)
+    config = space.config.model_dump(mode="json")
+    archs = {owner: Arch(space=space.name, config=config, choices=choices, task=owner)
+             for owner, choices in strategy.derive().items()}
+    for owner, arch in archs.items():
+        arch.save(run.out_dir / arch_file_name(owner))
+    return archs
+
+
+def arch_file_name(owner: str | None) -> str:
+    return "arch.json" if owner is None else f"arch_{owner}.json"
+
+
+# -- training a fixed arch ---------------------------------------------------------------------
+def build_arch_network(arch: Arch, tasks: list[Task], info, registry: Registry) -> Network:
+    space_cls = registry.get("space", arch.space)
+    overrides = {"input_size": info.image_size} if "input_size" in space_cls.Config.model_fields else {}
+    space = space_cls.for_arch(arch, **overrides)
+    space.check_arch(arch)
+    return build_network(space.build(arch), tasks, info)
+
+
+def train(run: RunContext, arch: Arch, phase: str = "train") -> dict[str, Any]:
+    """Train ``arch`` from scratch with the spec's ``train`` block; returns final validation metrics."""
+    spec, cfg = run.spec, run.spec.train
+    if cfg is None:
+        from .spec import TrainConfig
+
+        cfg = TrainConfig()
+    dataset = spec.dataset.create()
+    tasks = [t.create() for t in spec.tasks if arch.task is None or t.name == arch.task]
+    info = dataset.info()
+    torch.manual_seed(spec.seed)
+    network = build_arch_network(arch, tasks, info, run.registry).to(run.device)
+    optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    train_set, val_set = dataset.split("train"), dataset.split("val")
+
+    def run_epoch(epoch: int) -> dict[str, Any]:
+        lr = cfg.lr if cfg.schedule == "constant" else cosine_lr(cfg.lr, epoch, cfg.epochs)
+        set_lr(optimizer, lr)
+        network.train()
+        batches = loader(train_set, cfg.batch_size, dataset.collate, shuffle=True, seed=spec.seed, epoch=epoch)
+        total, step = 0.0, 0
+        with run.reporter.progress(len(batches), f"{phase} {epoch + 1}/{cfg.epochs}") as advance:
+            for step, (images, targets) in enumerate(batches):
+                images, targets = to_device(images, run.device), to_device(targets, run.device)
+                loss = sum(task_losses(network(images), targets, tasks).values())
+                check_finite(loss, epoch, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss)
+                advance()
+        val = loader(val_set, cfg.batch_size, dataset.collate, shuffle=False)
+        return {"lr": lr, "train_loss": total / (step + 1),
+                **{f"val/{k}": v for k, v in evaluate(network, val, tasks, run.device).items()}}
+
+    rows = EpochLoop(run, phase, cfg.epochs,
+                     lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()},
+                     lambda s: (network.load_state_dict(s["network"]), optimizer.load_state_dict(s["optimizer"])))(
+        run_epoch)
+    save_checkpoint({"arch": arch.model_dump(mode="json"), "network": network.state_dict()},
+                    run.out_dir / f"{phase.replace('/', '_')}_model.pt")
+    final = {k: v for k, v in rows[-1].items() if k.startswith("val/")}
+    return {**final, **model_counts(network, info.in_channels, info.image_size)}
+
+
+def model_counts(network: torch.nn.Module, in_channels: int, image_size: int) -> dict[str, int]:
+    device = next(network.parameters()).device
+    return {"macs": count_macs(network, torch.zeros(1, in_channels, image_size, image_size, device=device)),
+            "params": count_params(network)}
+
+
+# -- the whole run -----------------------------------------------------------------------------
+def run_spec(run: RunContext) -> dict[str, Any]:
+    """Search, then (with a ``train`` block) train every found arch from scratch; write summary.json."""
+    run.registry.hook.nascore_run_start(run=run)
+    archs = search(run)
+    summary: dict[str, Any] = {"archs": {}}
+    for owner, arch in archs.items():
+        key = owner or "shared"
+        entry: dict[str, Any] = {"file": arch_file_name(owner), "choices": arch.choices}
+        if run.spec.train is not None:
+            entry["train"] = train(run, arch, "train" if owner is None else f"train/{owner}")
+        summary["archs"][key] = entry
+    atomic_write_text(run.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    run.registry.hook.nascore_run_end(run=run, summary=summary)
+    return summary

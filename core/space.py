@@ -1,0 +1,62 @@
+"""Search-space components: decisions, a supernet for searching, and standalone models for archs."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import ValidationError
+
+from .arch import Arch
+from .component import Component
+from .errors import NascoreError
+from .features import Backbone
+from .supernet import Decision, Supernet
+from .validation import format_validation_error
+
+
+class SearchSpace(Component):
+    kind: ClassVar[str] = "space"
+
+    def decisions(self) -> list[Decision]:
+        raise NotImplementedError
+
+    def supernet(self) -> Supernet:
+        raise NotImplementedError
+
+    def build(self, arch: Arch) -> Backbone:
+        """A standalone backbone for ``arch`` with no supernet code in it."""
+        raise NotImplementedError
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+    @classmethod
+    def named_archs(cls) -> dict[str, Arch]:
+        """Published architectures of this space by name (e.g. ``fbnet_c``)."""
+        return {}
+
+    @classmethod
+    def for_arch(cls, arch: Arch, **overrides) -> SearchSpace:
+        """The space instance an arch was found in, its config optionally overridden (e.g. input size)."""
+        if arch.space != cls.name:
+            raise NascoreError(f"arch belongs to space '{arch.space}', not '{cls.name}'")
+        try:
+            config = cls.Config.model_validate({**arch.config, **overrides})
+        except ValidationError as exc:
+            raise NascoreError("arch config is not valid for space "
+                               f"'{cls.name}':\n" + "\n".join(f"  {line}" for line in
+                                                              format_validation_error(exc, "config"))) from None
+        return cls(config)
+
+    def check_arch(self, arch: Arch) -> None:
+        """Raise a NascoreError naming the first decision an arch gets wrong."""
+        known = {d.name: d for d in self.decisions()}
+        for name in arch.choices:
+            if name not in known:
+                raise NascoreError(f"choices.{name}: not a decision of space '{self.name}'")
+        for d in known.values():
+            if d.name not in arch.choices:
+                raise NascoreError(f"choices.{d.name}: missing (options: {', '.join(d.options)})")
+            if arch.choices[d.name] not in d.options:
+                raise NascoreError(f"choices.{d.name}: {arch.choices[d.name]!r} is not one of "
+                                   f"{', '.join(d.options)}")

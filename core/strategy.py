@@ -1,0 +1,66 @@
+"""Search strategies: own the architecture parameters, run epochs of search, derive archs."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from .component import Component
+from .costs.base import CostModel
+from .supernet import CostTable, Decision, Supernet
+from .task import Network, Task
+
+
+@dataclass
+class SearchContext:
+    """Everything a strategy searches with; built by the runner from the spec."""
+
+    network: Network  # supernet backbone + one head per task
+    supernet: Supernet
+    tasks: list[Task]
+    train_set: torch.utils.data.Dataset
+    val_set: torch.utils.data.Dataset
+    collate: Callable[[list], Any]
+    device: torch.device
+    seed: int
+    cost_model: CostModel | None = None
+    cost_table: CostTable | None = None
+    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    #: ``progress(total, description)`` -> context manager yielding an ``advance()`` callable
+    progress: Callable[[int, str], AbstractContextManager[Callable[[], None]]] | None = None
+
+
+class SearchStrategy(Component):
+    """Subclasses' ``Config`` must have an ``epochs`` field; the runner loops, checkpoints and logs."""
+
+    kind: ClassVar[str] = "strategy"
+
+    def setup(self, ctx: SearchContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def epochs(self) -> int:
+        return self.config.epochs
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch of search; returns the metrics row for ``metrics.jsonl``."""
+        raise NotImplementedError
+
+    def derive(self) -> dict[str | None, dict[str, str]]:
+        """The found architecture(s): choices per owning task (``None`` when all tasks share one arch)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+def owners(decisions: list[Decision]) -> Iterator[str | None]:
+    """The tasks that own decisions, or just ``None`` when every decision is shared."""
+    tasks = sorted({d.task for d in decisions if d.task is not None})
+    yield from tasks or [None]

@@ -1,0 +1,147 @@
+"""The search seam: decisions, weighted choices, and the supernet base class.
+
+A supernet lists its :class:`Decision`s. A strategy owns the architecture parameters and, before each
+forward, sets a weight vector per decision (soft Gumbel-softmax weights or one-hot samples); a
+:class:`Choice` computes only the options whose weight is non-zero.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .errors import NascoreError
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One architecture decision: a name, its option labels, and the task that owns it (None = shared)."""
+
+    name: str
+    options: tuple[str, ...]
+    task: str | None = None
+
+
+class Choice(nn.Module):
+    """Weighted sum of candidate operations for one decision (several Choices may share a decision)."""
+
+    def __init__(self, decision: str, candidates: Mapping[str, nn.Module]):
+        super().__init__()
+        self.decision = decision
+        self.candidates = nn.ModuleDict(candidates)
+        self.weight: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        if w is None:
+            raise RuntimeError(f"no weights set for decision '{self.decision}'")
+        active = [i for i, v in enumerate(w.detach().tolist()) if v != 0.0]
+        ops = list(self.candidates.values())
+        if len(active) == 1 and not w.requires_grad and w[active[0]].item() == 1.0:
+            return ops[active[0]](x)  # a plain sampled path: no multiply, as in the standalone child
+        out = w[active[0]] * ops[active[0]](x)
+        for i in active[1:]:
+            out = out + w[i] * ops[i](x)
+        return out
+
+
+@dataclass
+class CostTable:
+    """Prices of every option of every decision and of the fixed parts, in one cost model's unit."""
+
+    unit: str
+    fixed: float
+    options: dict[str, Tensor]  # decision name -> cost per option
+
+    def expected(self, weights: Mapping[str, Tensor]) -> Tensor:
+        """Differentiable expected cost ``fixed + sum_d sum_i w_di * c_di``."""
+        device = next(iter(weights.values())).device
+        total = torch.tensor(self.fixed, device=device)
+        for name, costs in self.options.items():
+            total = total + (weights[name] * costs.to(device)).sum()
+        return total
+
+    def of_choices(self, choices: Mapping[str, str], decisions: list[Decision]) -> float:
+        """Cost of one discrete architecture."""
+        index = {d.name: d.options.index(choices[d.name]) for d in decisions}
+        return self.fixed + sum(float(c[index[n]]) for n, c in self.options.items())
+
+
+class Supernet(nn.Module):
+    """Base class of search-space supernets: ``forward(x)`` returns multi-scale features.
+
+    Subclasses set ``feature_info`` (timm convention) and build their searchable layers from
+    :class:`Choice` modules; :meth:`fixed_modules` names the parts that every architecture has.
+    """
+
+    feature_info: list[dict]
+
+    def decisions(self) -> list[Decision]:
+        raise NotImplementedError
+
+    def fixed_modules(self) -> dict[str, nn.Module]:
+        return {}
+
+    def choices(self) -> Iterator[Choice]:
+        return (m for m in self.modules() if isinstance(m, Choice))
+
+    def set_weights(self, weights: Mapping[str, Tensor]) -> None:
+        sizes = {d.name: len(d.options) for d in self.decisions()}
+        missing = set(sizes) - set(weights)
+        if missing:
+            raise ValueError(f"no weights for decisions {sorted(missing)}")
+        for name, w in weights.items():
+            if w.shape != (sizes[name],):
+                raise ValueError(f"weights of '{name}' have shape {tuple(w.shape)}, expected ({sizes[name]},)")
+        for choice in self.choices():
+            choice.weight = weights[choice.decision]
+
+    def set_choices(self, choices: Mapping[str, str]) -> None:
+        """One-hot weights for a discrete architecture."""
+        self.set_weights(one_hot(self.decisions(), choices, device=_device_of(self)))
+
+    def price(self, cost_model, input_size: int, in_channels: int = 3) -> CostTable:
+        """Price every option of every decision at its real input shape, and the fixed parts."""
+        shapes: dict[nn.Module, tuple[int, ...]] = {}
+        targets = list(self.choices()) + list(self.fixed_modules().values())
+        hooks = [m.register_forward_pre_hook(lambda mod, args: shapes.setdefault(mod, tuple(args[0].shape)))
+                 for m in targets]
+        previous = {c: c.weight for c in self.choices()}
+        was_training, device = self.training, _device_of(self)
+        try:
+            self.set_weights({d.name: torch.full((len(d.options),), 1.0 / len(d.options), device=device)
+                              for d in self.decisions()})
+            with torch.no_grad():
+                self.eval()(torch.zeros(1, in_channels, input_size, input_size, device=device))
+        finally:
+            self.train(was_training)
+            for h in hooks:
+                h.remove()
+            for c, w in previous.items():
+                c.weight = w
+        fixed = sum(cost_model.price(m, shapes[m]) for m in self.fixed_modules().values())
+        options: dict[str, Tensor] = {}
+        for choice in self.choices():
+            row = torch.tensor([cost_model.price(op, shapes[choice]) for op in choice.candidates.values()])
+            options[choice.decision] = options.get(choice.decision, 0) + row
+        return CostTable(cost_model.unit, float(fixed), options)
+
+
+def one_hot(decisions: list[Decision], choices: Mapping[str, str], device: torch.device | str = "cpu"
+            ) -> dict[str, Tensor]:
+    weights = {}
+    for d in decisions:
+        label = choices.get(d.name)
+        if label not in d.options:
+            raise NascoreError(f"decision '{d.name}': option {label!r} is not one of {list(d.options)}")
+        w = torch.zeros(len(d.options), device=device)
+        w[d.options.index(label)] = 1.0
+        weights[d.name] = w
+    return weights
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")

@@ -1,0 +1,55 @@
+"""Task components: a head over backbone features, a loss, and metrics."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .component import Component
+from .dataset import DataInfo
+
+
+class Task(Component):
+    kind: ClassVar[str] = "task"
+    #: key of the targets dict this task learns from
+    target: ClassVar[str]
+    #: name of the metric that ranks models (a key of ``compute_metrics``' result)
+    primary_metric: ClassVar[str]
+
+    def build_head(self, feature_info: list[dict], num_features: int | None, data: DataInfo) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, output: Any, targets: dict[str, Any]) -> Tensor:
+        raise NotImplementedError
+
+    def metrics(self, device: torch.device) -> Any:
+        """A fresh torchmetrics Metric/MetricCollection; updated with ``update_metrics``."""
+        raise NotImplementedError
+
+    def update_metrics(self, metrics: Any, output: Any, targets: dict[str, Any]) -> None:
+        metrics.update(output, targets[self.target])
+
+    def compute_metrics(self, metrics: Any) -> dict[str, float]:
+        out = metrics.compute()
+        if isinstance(out, dict):
+            return {k: float(v) for k, v in out.items()}
+        return {self.primary_metric: float(out)}
+
+
+class Network(nn.Module):
+    """A backbone (supernet or built model) with one head per task; returns outputs by task name."""
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module]):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, x: Tensor) -> dict[str, Any]:
+        features = self.backbone(x)
+        return {name: head(features) for name, head in self.heads.items()}
+
+
+def build_network(backbone: nn.Module, tasks: list[Task], data: DataInfo) -> Network:
+    num_features = getattr(backbone, "num_features", None)
+    return Network(backbone, {t.name: t.build_head(backbone.feature_info, num_features, data) for t in tasks})

@@ -1,0 +1,58 @@
+"""FBNet's candidate blocks, with mobile-vision's semantics (the code the released FBNet-A/B/C use):
+inverted residual ``[1x1 expand] -> kxk depth-wise (stride) -> 1x1 project``, BN after each conv, ReLU
+after the first two, no expansion conv when e == 1, residual when stride 1 and in == out; ``g2`` blocks
+shuffle channels and use 2 groups in the point-wise projection; ``skip`` is an identity, or a strided
+1x1 conv when the shape changes."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nascore.features import make_divisible
+
+#: label -> (kernel, expansion, point-wise groups); None = skip
+CANDIDATES: dict[str, tuple[int, int, int] | None] = {
+    "k3_e1": (3, 1, 1), "k3_e1_g2": (3, 1, 2), "k3_e3": (3, 3, 1), "k3_e6": (3, 6, 1),
+    "k5_e1": (5, 1, 1), "k5_e1_g2": (5, 1, 2), "k5_e3": (5, 3, 1), "k5_e6": (5, 6, 1),
+    "skip": None,
+}
+
+
+def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
+
+
+class ChannelShuffle(nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.channel_shuffle(x, self.groups)
+
+
+class IRFBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int, expansion: int, groups: int = 1,
+                 divisor: int = 8):
+        super().__init__()
+        mid = cin if expansion == 1 else make_divisible(cin * expansion, divisor)
+        self.pw = conv_bn(cin, mid, groups=groups) if mid != cin else nn.Identity()
+        self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
+        self.dw = conv_bn(mid, mid, kernel, stride, groups=mid)
+        self.pwl = conv_bn(mid, cout, groups=groups, relu=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.pwl(self.dw(self.shuffle(self.pw(x))))
+        return x + y if self.residual else y
+
+
+def make_block(label: str, cin: int, cout: int, stride: int, divisor: int = 8) -> nn.Module:
+    spec = CANDIDATES[label]
+    if spec is None:
+        block = nn.Identity() if cin == cout and stride == 1 else conv_bn(cin, cout, 1, stride)
+    else:
+        block = IRFBlock(cin, cout, stride, *spec, divisor=divisor)
+    block.op_key = f"fbnet:{label}:{cin}>{cout}:s{stride}"
+    return block

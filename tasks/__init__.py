@@ -1,0 +1,1 @@
+"""Built-in tasks (heads, losses, metrics) and datasets."""

@@ -1,0 +1,68 @@
+"""Image classification: a head over the backbone's last feature level, cross-entropy, top-1 accuracy."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from nascore.component import ComponentConfig
+from nascore.dataset import DataInfo
+from nascore.hookspecs import hookimpl
+from nascore.task import Task
+
+
+class ClassifierHead(nn.Module):
+    """[1x1 conv to ``num_features`` + BN + ReLU] -> global average pool -> dropout -> linear."""
+
+    def __init__(self, in_chs: int, num_classes: int, num_features: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        if num_features:
+            self.conv_head = nn.Sequential(nn.Conv2d(in_chs, num_features, 1, bias=False),
+                                           nn.BatchNorm2d(num_features), nn.ReLU(inplace=True))
+            in_chs = num_features
+        else:
+            self.conv_head = nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_chs, num_classes)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        x = self.conv_head(features[-1]).mean((2, 3))
+        return self.fc(self.dropout(x))
+
+
+class Classification(Task):
+    name: ClassVar[str] = "classification"
+    target: ClassVar[str] = "label"
+    primary_metric: ClassVar[str] = "top1"
+
+    class Config(ComponentConfig):
+        #: defaults to the dataset's number of classes
+        num_classes: int | None = Field(None, ge=2)
+        dropout: float = Field(0.0, ge=0, lt=1)
+        label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+    def num_classes(self, data: DataInfo | None) -> int:
+        if self.config.num_classes is not None:
+            return self.config.num_classes
+        if data is None:
+            raise ValueError("num_classes is needed when no dataset is given")
+        return data.num_classes[self.target]
+
+    def build_head(self, feature_info: list[dict], num_features: int | None, data: DataInfo | None) -> nn.Module:
+        self._num_classes = self.num_classes(data)
+        return ClassifierHead(feature_info[-1]["num_chs"], self._num_classes, num_features, self.config.dropout)
+
+    def loss(self, output: Tensor, targets: dict[str, Tensor]) -> Tensor:
+        return F.cross_entropy(output, targets[self.target], label_smoothing=self.config.label_smoothing)
+
+    def metrics(self, device: torch.device) -> MulticlassAccuracy:
+        return MulticlassAccuracy(num_classes=self._num_classes, average="micro").to(device)
+
+
+@hookimpl
+def nascore_tasks():
+    return [Classification]
