@@ -39,7 +39,7 @@ class Arch(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise NascoreError(f"arch file {path} is not a valid arch:\n"
-                               + "\n".join(f"  {line}" for line in format_validation_error(exc))) from None
+                               + "\n".join(f"  {line}" for line in format_validation_error(exc, model=cls))) from None
 
 
 def resolve_arch(ref: str, registry=None) -> Arch:
@@ -56,3 +56,22 @@ def resolve_arch(ref: str, registry=None) -> Arch:
         return named[ref]
     raise NascoreError(f"'{ref}' is neither an arch file nor a named arch; "
                        + unknown_name_message("named arch", ref, sorted(named)).split("; ", 1)[1])
+
+
+def arch_space(arch: Arch, ref: str, registry=None, **overrides):
+    """The space instance ``arch`` was found in (config optionally overridden, e.g. ``input_size``), after
+    checking the arch against it; errors name the arch (``ref``: its file or name) and the field."""
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    where = f"arch file {ref}" if Path(ref).suffix == ".json" or Path(ref).exists() else f"arch '{ref}'"
+    try:
+        space_cls = registry.get("space", arch.space)
+    except NascoreError as exc:
+        raise NascoreError(f"{where}: space: {exc}") from None
+    try:
+        space = space_cls.for_arch(arch, **overrides)
+        space.check_arch(arch)
+    except NascoreError as exc:
+        raise NascoreError(f"{where}: {exc}") from None
+    return space

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:  # an unreadable input or unwritable output path, e.g. --out on a read-only disk
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130
@@ -82,32 +88,42 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_schema(args: argparse.Namespace) -> int:
     from .spec import spec_json_schema
 
-    print(json.dumps(spec_json_schema(), indent=2))
+    problems: list[str] = []
+    schema = spec_json_schema(problems=problems)
+    for problem in problems:  # on stderr: stdout stays valid JSON
+        print(f"warning: {problem}", file=sys.stderr)
+    print(json.dumps(schema, indent=2))
     return 0
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
     from .progress import Reporter
     from .registry import get_registry
 
     registry = get_registry()
     conflicted = {(e.kind, e.name) for group in registry.conflicts.values() for e in group}
-    rows = [(e.kind, e.name, e.source.dist, "name conflict" if (e.kind, e.name) in conflicted else "ok")
-            for e in registry.all_entries()]
-    reporter = Reporter()
-    reporter.table("components", rows, ("kind", "name", "distribution", "status"))
+    table = Table(title="components", show_header=True)
+    for header in ("kind", "name", "distribution", "status"):
+        table.add_column(header, overflow="fold")  # never elide a name, however narrow the terminal
+    for e in registry.all_entries():
+        table.add_row(e.kind, e.name, e.source.dist, "name conflict" if (e.kind, e.name) in conflicted else "ok")
+    Reporter().out.print(table)
     if registry.problems:
-        reporter.table("broken plugins", [(p.source.dist, p.source.entry_point, p.message)
-                                          for p in registry.problems], ("distribution", "entry point", "error"))
+        # plain lines, not a table: distribution, entry point and error must show in full at any width
+        print(f"\nbroken plugins ({len(registry.problems)}):")
+        for p in registry.problems:
+            print(f"- distribution '{p.source.dist}', entry point '{p.source.entry_point}':")
+            print(textwrap.indent(p.message, "    "))
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from .arch import resolve_arch
+    from .arch import arch_space, resolve_arch
     from .costs.flops import count_macs, count_params
-    from .dataset import DataInfo
     from .errors import NascoreError
     from .progress import Reporter
     from .registry import get_registry
@@ -115,14 +131,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     from nascore.tasks.classification import Classification
 
+    if args.num_classes < 2:
+        raise NascoreError(f"--num-classes must be at least 2, not {args.num_classes}")
+    if args.input_size is not None and args.input_size < 1:
+        raise NascoreError(f"--input-size must be a positive number of pixels, not {args.input_size}")
     registry = get_registry()
     arch = resolve_arch(args.arch, registry)
-    space_cls = registry.get("space", arch.space)
     overrides = {"input_size": args.input_size} if args.input_size else {}
-    space = space_cls.for_arch(arch, **overrides)
-    space.check_arch(arch)
-    if args.num_classes < 2:
-        raise NascoreError("--num-classes must be at least 2")
+    space = arch_space(arch, args.arch, registry, **overrides)
     backbone = space.build(arch)
     size = space.input_size
     net = build_network(backbone, [Classification({"num_classes": args.num_classes})], None)
@@ -191,15 +207,22 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .errors import NascoreError
+    from .errors import NascoreError, SpecError
     from .registry import get_registry
     from .spec import ComponentSpec, apply_overrides, validate_component
 
     registry = get_registry()
     cls = registry.get("dataset", args.dataset)
-    if not hasattr(cls, "export"):
-        raise NascoreError(f"dataset '{args.dataset}' cannot be exported")
-    config = validate_component(cls, apply_overrides({}, args.overrides), "dataset")
+    try:
+        config = validate_component(cls, apply_overrides({}, args.overrides), "")
+    except SpecError as exc:
+        raise NascoreError(f"options of dataset '{args.dataset}' (--set) are not valid:\n"
+                           + "\n".join(f"  {line}" for line in exc.errors)) from None
+    if not callable(getattr(cls, "export", None)):
+        exportable = [n for n in registry.names("dataset") if callable(getattr(registry.get("dataset", n), "export",
+                                                                                 None))]
+        raise NascoreError(f"dataset '{args.dataset}' cannot be exported (exportable: "
+                           f"{', '.join(exportable) or 'none'})")
     paths = ComponentSpec("dataset", args.dataset, cls, config).create().export(args.dir)
     for split, path in paths.items():
         print(f"{split}: {path}")

@@ -72,6 +72,7 @@ class Registry:
         self.conflicts: dict[tuple[str, str], list[Entry]] = {}
         self.problems: list[Problem] = []
         self._sources: dict[str, Source] = {}
+        self._collected: set[str] = set()  # plugins whose component hooks were called already
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -95,20 +96,30 @@ class Registry:
         key = f"{source.dist}:{source.entry_point}"
         try:
             self.pm.register(plugin, name=key)
-        except Exception as exc:  # pluggy.PluginValidationError, ValueError on duplicates
+        except pluggy.PluginValidationError as exc:
             self.problems.append(Problem(source, f"invalid hook implementation: {exc}"))
+            return
+        except Exception as exc:  # ValueError when the same object or name is registered twice
+            self.problems.append(Problem(source, f"cannot be registered: {exc}"))
             return
         self._sources[key] = source
         for hook_name in dir(plugin):
-            if hook_name.startswith("nascore_") and not hasattr(hookspecs, hook_name):
+            if not hook_name.startswith("nascore_"):
+                continue
+            if not hasattr(hookspecs, hook_name):
                 self.problems.append(Problem(source, f"implements unknown hook '{hook_name}' "
                                                      f"(known: {', '.join(_hook_names())})"))
+            elif callable(getattr(plugin, hook_name, None)) and self.pm.parse_hookimpl_opts(plugin, hook_name) is None:
+                self.problems.append(Problem(source, f"defines {hook_name} without the @nascore.hookimpl decorator, "
+                                                     "so it is ignored"))
 
     def collect(self) -> None:
         """Call every component hook of every registered plugin, one plugin at a time."""
         for kind, (hook_name, _) in FAMILIES.items():
             base = _base_class(kind)
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name in self._collected or impl.plugin_name not in self._sources:
+                    continue
                 source = self._sources[impl.plugin_name]
                 try:
                     result = impl.function()
@@ -123,6 +134,7 @@ class Registry:
                     continue
                 for comp in result:
                     self._add(Entry(kind, comp.name, comp, source))
+        self._collected.update(self._sources)
 
     def _add(self, entry: Entry) -> None:
         table = self.entries[entry.kind]
@@ -149,7 +161,11 @@ class Registry:
         try:
             return self.entries[kind][name].cls
         except KeyError:
-            raise NascoreError(unknown_name_message(kind, name, self.names(kind))) from None
+            msg = unknown_name_message(kind, name, self.names(kind))
+            if self.problems:  # the component may come from a plugin that failed to load
+                msg += (f" ({len(self.problems)} plugin{'s' if len(self.problems) > 1 else ''} failed to load; "
+                        "`nascore plugins` shows which and why)")
+            raise NascoreError(msg) from None
 
     def all_entries(self) -> list[Entry]:
         rows = [e for table in self.entries.values() for e in table.values()]
@@ -158,13 +174,52 @@ class Registry:
 
     @property
     def hook(self) -> Any:
-        """Lifecycle hooks, e.g. ``registry.hook.nascore_epoch_end(run=..., epoch=..., metrics=...)``."""
-        return self.pm.hook
+        """Lifecycle hooks, e.g. ``registry.hook.nascore_epoch_end(run=..., epoch=..., metrics=...)``.
+
+        A hook implementation that raises becomes a NascoreError naming its distribution and entry point
+        (the original exception is chained, ``--debug`` shows it); ``self.pm.hook`` is the raw pluggy relay.
+        """
+        return _GuardedHooks(self)
+
+    def _culprit(self, hook_name: str, exc: BaseException) -> Source | None:
+        """The plugin whose implementation of ``hook_name`` raised ``exc`` (found in its traceback)."""
+        codes = {getattr(impl.function, "__code__", None): impl.plugin_name
+                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls()}
+        tb = exc.__traceback__
+        while tb is not None:
+            name = codes.get(tb.tb_frame.f_code)
+            if name is not None:
+                return self._sources.get(name)
+            tb = tb.tb_next
+        return None
+
+
+class _GuardedHooks:
+    """``registry.hook``: calls pluggy hooks; a plugin exception becomes a NascoreError naming the plugin."""
+
+    def __init__(self, registry: Registry):
+        self._registry = registry
+
+    def __getattr__(self, hook_name: str) -> Any:
+        caller = getattr(self._registry.pm.hook, hook_name)
+
+        def call(**kwargs: Any) -> Any:
+            try:
+                return caller(**kwargs)
+            except NascoreError:
+                raise
+            except Exception as exc:
+                source = self._registry._culprit(hook_name, exc)
+                who = str(source) if source else "a plugin"
+                raise NascoreError(f"{who}: hook {hook_name} raised {type(exc).__name__}: {exc}") from exc
+
+        call.__name__ = hook_name
+        return call
 
 
 def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
     msg = f"unknown {kind} '{name}'; available: {', '.join(available) or 'none'}"
-    close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
     return msg + (f". Did you mean '{close[0]}'?" if close else "")
 
 

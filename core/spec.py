@@ -1,12 +1,13 @@
 """The run spec: YAML -> pydantic. Each component block is validated by that component's ``Config``."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
 
 from .component import Component, ComponentConfig
 from .costs.objective import Multiplicative, Objective
@@ -39,6 +40,14 @@ class _Block(BaseModel):
 class _CostBlock(_Block):
     loss: Objective = Field(default_factory=Multiplicative)
 
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _default_form(cls, value: Any) -> Any:
+        """``form`` defaults to multiplicative (FBNet's), as when ``loss`` is left out altogether."""
+        if isinstance(value, dict) and "form" not in value:
+            return {"form": "multiplicative", **value}
+        return value
+
 
 class _SpecModel(BaseModel):
     """Structure of a spec; component blocks are checked against their own Config afterwards."""
@@ -52,6 +61,18 @@ class _SpecModel(BaseModel):
     strategy: _Block
     cost: _CostBlock | None = None
     train: TrainConfig | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, value: str) -> str:
+        """A device torch understands (whether it is present is checked when a run starts)."""
+        import torch
+
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"'{value}' is not a torch device; expected e.g. cpu, cuda, cuda:1, mps") from None
+        return value
 
 
 @dataclass
@@ -105,23 +126,36 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise NascoreError(f"spec file {path} is not valid YAML: {exc}") from None
+        raise NascoreError(f"spec file {path} is not valid YAML: {yaml_error(exc)}") from None
+    if data is None:
+        raise NascoreError(f"spec file {path} is empty; expected a mapping of keys (seed, dataset, tasks, space, "
+                           "strategy, ...)")
     if not isinstance(data, dict):
         raise NascoreError(f"spec file {path} must hold a mapping of keys (seed, dataset, tasks, space, "
                            f"strategy, ...), not a {type(data).__name__}")
     return data
 
 
+def yaml_error(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line, column) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML; list items by index: ``tasks.0.x=1``)."""
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key or "" in key.split("."):
             raise NascoreError(f"--set {item!r}: expected KEY=VALUE, e.g. strategy.epochs=3")
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise NascoreError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+            raise NascoreError(f"--set {item!r}: value is not valid YAML: {yaml_error(exc)}") from None
         node: Any = data
         parts = key.split(".")
         for i, part in enumerate(parts):
@@ -147,22 +181,34 @@ def validate_component(cls: type[Component], options: dict[str, Any], path: str)
     try:
         return cls.Config.model_validate(options)
     except ValidationError as exc:
-        raise SpecError(path, format_validation_error(exc, path)) from None
+        raise SpecError(path, format_validation_error(exc, path, model=cls.Config)) from None
 
 
 def validate_spec(data: dict[str, Any], registry: Registry | None = None, source: str = "<spec>") -> RunSpec:
-    """Validate a spec mapping; raises SpecError listing every problem with its field path."""
+    """Validate a spec mapping; raises SpecError listing every problem with its field path.
+
+    Structural errors (unknown keys, wrong types) and the errors of every component block are reported
+    together, so one ``nascore validate`` shows everything there is to fix.
+    """
     registry = registry or get_registry()
+    if not isinstance(data, dict):
+        raise SpecError(source, [f"<root>: expected a mapping of keys (seed, dataset, tasks, space, strategy, ...), "
+                                 f"got a {type(data).__name__}"])
+    errors: list[str] = []
+    model: _SpecModel | None = None
     try:
         model = _SpecModel.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, format_validation_error(exc)) from None
-    errors: list[str] = []
+        errors.extend(format_validation_error(exc, model=_SpecModel))
 
-    def resolve(kind: str, block: _Block, path: str) -> ComponentSpec | None:
-        options = dict(block.model_extra or {})
+    def resolve(kind: str, block: Any, path: str) -> ComponentSpec | None:
+        # blocks that are not a mapping with a str name were reported by the structural check above
+        if not isinstance(block, dict) or not isinstance(block.get("name"), str):
+            return None
+        name = block["name"]
+        options = {k: v for k, v in block.items() if k != "name" and not (kind == "cost" and k == "loss")}
         try:
-            cls = registry.get(kind, block.name)
+            cls = registry.get(kind, name)
         except NascoreError as exc:
             errors.append(f"{path}.name: {exc}")
             return None
@@ -171,18 +217,20 @@ def validate_spec(data: dict[str, Any], registry: Registry | None = None, source
         except SpecError as exc:
             errors.extend(exc.errors)
             return None
-        return ComponentSpec(kind, block.name, cls, config)
+        return ComponentSpec(kind, name, cls, config)
 
-    dataset = resolve("dataset", model.dataset, "dataset")
-    tasks = [resolve("task", t, f"tasks[{i}]") for i, t in enumerate(model.tasks)]
-    space = resolve("space", model.space, "space")
-    strategy = resolve("strategy", model.strategy, "strategy")
-    cost = resolve("cost", model.cost, "cost") if model.cost else None
-    names = [t.name for t in model.tasks]
-    for name in {n for n in names if names.count(n) > 1}:
+    dataset = resolve("dataset", data.get("dataset"), "dataset")
+    raw_tasks = data.get("tasks")
+    raw_tasks = raw_tasks if isinstance(raw_tasks, list) else []
+    tasks = [resolve("task", t, f"tasks[{i}]") for i, t in enumerate(raw_tasks)]
+    space = resolve("space", data.get("space"), "space")
+    strategy = resolve("strategy", data.get("strategy"), "strategy")
+    cost = resolve("cost", data.get("cost"), "cost") if data.get("cost") is not None else None
+    names = [t["name"] for t in raw_tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    for name in sorted({n for n in names if names.count(n) > 1}):
         errors.append(f"tasks: task '{name}' is listed twice")
-    if errors:
-        raise SpecError(source, errors)
+    if errors or model is None:
+        raise SpecError(source, _in_spec_order(errors))
     spec = RunSpec(model.seed, model.device, dataset, tasks, space, strategy, cost,
                    model.cost.loss if model.cost else Multiplicative(), model.train, source, data)
     _check_compatibility(spec, errors)
@@ -191,9 +239,27 @@ def validate_spec(data: dict[str, Any], registry: Registry | None = None, source
     return spec
 
 
+def _in_spec_order(errors: list[str]) -> list[str]:
+    """Errors sorted by their top-level key in spec order (stable within one key)."""
+    order = list(_SpecModel.model_fields)
+
+    def key(line: str) -> int:
+        head = re.split(r"[.\[:]", line, maxsplit=1)[0]
+        return order.index(head) if head in order else len(order)
+
+    return sorted(errors, key=key)
+
+
 def _check_compatibility(spec: RunSpec, errors: list[str]) -> None:
     """Cross-block checks: every task's target must be in the dataset."""
-    info = spec.dataset.create().info()
+    try:
+        info = spec.dataset.create().info()
+    except NascoreError as exc:
+        errors.append(f"dataset: {exc}")
+        return
+    except Exception as exc:  # a dataset plugin that cannot read its data
+        errors.append(f"dataset: dataset '{spec.dataset.name}' cannot be opened: {type(exc).__name__}: {exc}")
+        return
     for i, task in enumerate(spec.tasks):
         if task.cls.target not in info.targets:
             errors.append(f"tasks[{i}].name: task '{task.name}' needs '{task.cls.target}' targets, which dataset "
@@ -205,18 +271,30 @@ def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | 
     return validate_spec(data, registry, source=str(path))
 
 
-def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
-    """JSON Schema of the spec with every installed component's Config as a tagged alternative."""
+def spec_json_schema(registry: Registry | None = None, problems: list[str] | None = None) -> dict[str, Any]:
+    """JSON Schema of the spec with every installed component's Config as a tagged alternative.
+
+    A component whose Config cannot be expressed as JSON Schema is left out and described in ``problems``.
+    """
     registry = registry or get_registry()
+    problems = problems if problems is not None else []
 
     def union(kind: str) -> Any:
         models = []
         for name in registry.names(kind):
             cls = registry.get(kind, name)
             extra = {"loss": (Objective, Field(default_factory=Multiplicative))} if kind == "cost" else {}
-            models.append(create_model(f"{kind}_{name}".replace("-", "_"), __base__=cls.Config,
-                                       __doc__=(cls.__doc__ or "").strip() or None,
-                                       name=(Literal[name], ...), **extra))
+            try:
+                model = create_model(f"{kind}_{name}".replace("-", "_"), __base__=cls.Config,
+                                     __doc__=(cls.__doc__ or "").strip() or None,
+                                     name=(Literal[name], ...), **extra)
+                TypeAdapter(model).json_schema()
+            except Exception as exc:  # a plugin's Config must not take the whole schema down
+                source = registry.entries[kind][name].source
+                problems.append(f"{kind} '{name}' ({source}) left out: its Config has no JSON Schema: "
+                                f"{type(exc).__name__}: {exc}")
+                continue
+            models.append(model)
         if not models:
             return _Block
         return models[0] if len(models) == 1 else Annotated[Union[tuple(models)], Field(discriminator="name")]
@@ -224,6 +302,7 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
     spec_model = create_model(
         "RunSpec", __config__=ConfigDict(extra="forbid"),
         seed=(int, 0), device=(str, "cpu"),
-        dataset=(union("dataset"), ...), tasks=(list[union("task")], ...), space=(union("space"), ...),
-        strategy=(union("strategy"), ...), cost=(Optional[union("cost")], None), train=(TrainConfig | None, None))
+        dataset=(union("dataset"), ...), tasks=(list[union("task")], Field(..., min_length=1)),
+        space=(union("space"), ...), strategy=(union("strategy"), ...), cost=(Optional[union("cost")], None),
+        train=(TrainConfig | None, None))
     return TypeAdapter(spec_model).json_schema()

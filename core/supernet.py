@@ -92,6 +92,9 @@ class Supernet(nn.Module):
         missing = set(sizes) - set(weights)
         if missing:
             raise ValueError(f"no weights for decisions {sorted(missing)}")
+        unknown = set(weights) - set(sizes)
+        if unknown:
+            raise ValueError(f"weights for unknown decisions {sorted(unknown)}; decisions: {sorted(sizes)}")
         for name, w in weights.items():
             if w.shape != (sizes[name],):
                 raise ValueError(f"weights of '{name}' have shape {tuple(w.shape)}, expected ({sizes[name]},)")
@@ -105,9 +108,12 @@ class Supernet(nn.Module):
     def price(self, cost_model, input_size: int, in_channels: int = 3) -> CostTable:
         """Price every option of every decision at its real input shape, and the fixed parts."""
         shapes: dict[nn.Module, tuple[int, ...]] = {}
+
+        def record(module: nn.Module, args: tuple) -> None:
+            shapes.setdefault(module, tuple(args[0].shape))
+
         targets = list(self.choices()) + list(self.fixed_modules().values())
-        hooks = [m.register_forward_pre_hook(lambda mod, args: shapes.setdefault(mod, tuple(args[0].shape)))
-                 for m in targets]
+        hooks = [m.register_forward_pre_hook(record) for m in targets]
         previous = {c: c.weight for c in self.choices()}
         was_training, device = self.training, _device_of(self)
         try:

@@ -54,5 +54,6 @@ def make_block(label: str, cin: int, cout: int, stride: int, divisor: int = 8) -
         block = nn.Identity() if cin == cout and stride == 1 else conv_bn(cin, cout, 1, stride)
     else:
         block = IRFBlock(cin, cout, stride, *spec, divisor=divisor)
-    block.op_key = f"fbnet:{label}:{cin}>{cout}:s{stride}"
+    # the divisor sets the expansion width, so it is part of the configuration a cost model caches by
+    block.op_key = f"fbnet:{label}:{cin}>{cout}:s{stride}:d{divisor}"
     return block

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from nascore.component import ComponentConfig
 from nascore.dataset import DataInfo
@@ -59,7 +58,9 @@ class Classification(Task):
     def loss(self, output: Tensor, targets: dict[str, Tensor]) -> Tensor:
         return F.cross_entropy(output, targets[self.target], label_smoothing=self.config.label_smoothing)
 
-    def metrics(self, device: torch.device) -> MulticlassAccuracy:
+    def metrics(self, device: torch.device):
+        from torchmetrics.classification import MulticlassAccuracy  # slow import, only when evaluating
+
         return MulticlassAccuracy(num_classes=self._num_classes, average="micro").to(device)
 
 

@@ -5,12 +5,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 
 from nascore.component import ComponentConfig
 from nascore.dataset import DataInfo, Dataset
+from nascore.errors import NascoreError
 from nascore.hookspecs import hookimpl
 
 from . import digit_scenes as ds
@@ -29,14 +30,24 @@ class DigitScenes(Dataset):
         num_val: int = Field(400, ge=1)
         num_test: int = Field(400, ge=1)
         max_digits: int = Field(3, ge=1, le=5)
+        #: digit side as a fraction of the image side
+        min_scale: float = Field(0.25, gt=0, le=1)
+        max_scale: float = Field(0.6, gt=0, le=1)
         seed: int = 0
         #: where generated splits are cached (default $NASCORE_CACHE or ~/.cache/nascore)
         cache_dir: str | None = None
 
+        @model_validator(mode="after")
+        def _scales(self) -> DigitScenes.Config:
+            if self.min_scale > self.max_scale:
+                raise ValueError(f"min_scale ({self.min_scale}) must not exceed max_scale ({self.max_scale})")
+            return self
+
     def scene_config(self) -> ds.SceneConfig:
         c = self.config
         return ds.SceneConfig(image_size=c.image_size, num_train=c.num_train, num_val=c.num_val,
-                              num_test=c.num_test, max_digits=c.max_digits, seed=c.seed)
+                              num_test=c.num_test, max_digits=c.max_digits, min_scale=c.min_scale,
+                              max_scale=c.max_scale, seed=c.seed)
 
     def info(self) -> DataInfo:
         return DataInfo(3, self.config.image_size,
@@ -48,6 +59,13 @@ class DigitScenes(Dataset):
 
     def collate(self, batch: list[Any]) -> Any:
         return ds.collate(batch)
+
+    def export(self, out_dir: str | Path) -> dict[str, Path]:
+        """COCO-format JSON + PNG images and semantic masks per split (``nascore data export``)."""
+        try:
+            return ds.export_coco(self.scene_config(), out_dir, cache_dir=self.config.cache_dir)
+        except FileExistsError as exc:
+            raise NascoreError(str(exc)) from None
 
 
 class _Labelled(torch.utils.data.Dataset):
@@ -96,7 +114,8 @@ class ImageFolder(Dataset):
                                T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
         folder = tvd.ImageFolder(str(self.config.root / name), transform=transform)
         if folder.classes != self._classes():
-            raise ValueError(f"{self.config.root / name}: classes {folder.classes} differ from train's")
+            raise NascoreError(f"{self.config.root / name}: classes {folder.classes} differ from train's "
+                               f"{self._classes()}")
         return _Labelled(folder)
 
 

@@ -1,0 +1,265 @@
+"""DNAS (FBNet): temperature, warm-up, one Gumbel sample per arch step, derive, state, cost pressure."""
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nascore.strategies.dnas as dnas_module
+from nascore.costs import Additive, Multiplicative
+from nascore.costs.flops import FlopsCost
+from nascore.spaces.fbnet import FBNetSpace
+from nascore.strategies.dnas import DNAS, Temperature
+from nascore.strategy import SearchContext
+from nascore.task import build_network
+from nascore.tasks.classification import Classification
+from nascore.tasks.datasets import DigitScenes
+
+torch.set_num_threads(1)  # see test_supernet.py: small ops on a loaded CPU
+
+CONFIG = {"epochs": 3, "warmup_epochs": 1, "batch_size": 8, "max_steps": 2}
+
+
+# -- temperature -------------------------------------------------------------------------------
+def test_temperature_schedule():
+    t = DNAS().config.temperature
+    assert (t.initial, t.decay) == (5.0, 0.045)
+    for epoch in range(0, 91, 7):
+        assert t.at(epoch) == pytest.approx(5.0 * math.exp(-0.045 * epoch), rel=1e-12)
+    assert Temperature(initial=2.0, decay=0.0).at(50) == 2.0
+    assert DNAS().config.warmup_epochs == 10 and DNAS().config.epochs == 90
+    assert DNAS().config.arch_fraction == 0.2
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return DigitScenes({"image_size": 32, "num_train": 60, "num_val": 20, "num_test": 1,
+                        "cache_dir": str(tmp_path_factory.mktemp("digits"))})
+
+
+@pytest.fixture(scope="module")
+def splits(data):
+    return data.split("train"), data.split("val")
+
+
+SPACE = {"width": 0.25, "input_size": 32}
+
+
+@pytest.fixture(scope="module")
+def table():
+    return FBNetSpace(SPACE).supernet().price(FlopsCost(), 32)
+
+
+def make_ctx(data, splits, table=None, objective=None, seed=0) -> SearchContext:
+    torch.manual_seed(seed)
+    supernet = FBNetSpace(SPACE).supernet()
+    tasks = [Classification()]
+    network = build_network(supernet, tasks, data.info())
+    if table is not None and objective is None:
+        objective = Multiplicative()
+    return SearchContext(network, supernet, tasks, splits[0], splits[1], data.collate, torch.device("cpu"), seed,
+                         FlopsCost() if table is not None else None, table, objective)
+
+
+def make_dnas(ctx, **config) -> DNAS:
+    strategy = DNAS({**CONFIG, **config})
+    strategy.setup(ctx)
+    return strategy
+
+
+def thetas(strategy: DNAS) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in strategy.theta.items()}
+
+
+def params(ctx) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in ctx.network.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def searched(data, splits, table):
+    """A warm-up epoch, then a search epoch; the states in between."""
+    ctx = make_ctx(data, splits, table)
+    strategy = make_dnas(ctx)
+    p0, t0 = params(ctx), thetas(strategy)
+    row0 = strategy.run_epoch(0)
+    p1, t1 = params(ctx), thetas(strategy)
+    grads_after_warmup = [v.grad for v in strategy.theta.values()]
+    row1 = strategy.run_epoch(1)
+    return dict(ctx=ctx, strategy=strategy, rows=(row0, row1), params=(p0, p1, params(ctx)),
+                thetas=(t0, t1, thetas(strategy)), grads_after_warmup=grads_after_warmup)
+
+
+# -- splits ------------------------------------------------------------------------------------
+def test_weights_and_architecture_split_80_20(data, splits):
+    strategy = make_dnas(make_ctx(data, splits))
+    w, a = strategy.weight_set, strategy.arch_set
+    assert (len(w), len(a)) == (48, 12)
+    assert set(w.indices).isdisjoint(a.indices) and set(w.indices) | set(a.indices) == set(range(60))
+    again = make_dnas(make_ctx(data, splits))
+    assert again.arch_set.indices == a.indices  # a function of the seed
+
+
+# -- epochs ------------------------------------------------------------------------------------
+def test_warmup_epoch_trains_weights_only(searched):
+    t0, t1, _ = searched["thetas"]
+    p0, p1, _ = searched["params"]
+    assert all(torch.equal(t0[k], t1[k]) for k in t0)
+    assert all(g is None for g in searched["grads_after_warmup"])
+    assert any(not torch.equal(p0[k], p1[k]) for k in p0)
+    row0 = searched["rows"][0]
+    assert "arch_loss" not in row0 and "expected_cost" not in row0
+    assert row0["temperature"] == 5.0
+    assert row0["entropy"] == pytest.approx(math.log(9))  # theta still uniform
+
+
+def test_search_epoch_changes_theta(searched):
+    _, t1, t2 = searched["thetas"]
+    changed = [k for k in t1 if not torch.equal(t1[k], t2[k])]
+    assert len(changed) == len(t1)  # every decision got a gradient
+    row1 = searched["rows"][1]
+    assert row1["temperature"] == pytest.approx(5.0 * math.exp(-0.045))
+    assert row1["entropy"] < math.log(9)
+
+
+def test_metrics_row_with_a_cost_table(searched):
+    row = searched["rows"][1]
+    for key in ("entropy", "top_choices", "temperature", "expected_cost", "arch_loss", "task_loss", "weight_loss",
+                "lr", "derived_cost", "val/classification/top1", "val/classification/loss"):
+        assert key in row, key
+    strategy = searched["strategy"]
+    assert set(row["top_choices"]) == {d.name for d in strategy.decisions}
+    assert all(row["top_choices"][d.name] in d.options for d in strategy.decisions)
+    assert row["derived_cost"] == searched["ctx"].cost_table.of_choices(strategy.derive()[None], strategy.decisions)
+    table = searched["ctx"].cost_table
+    lo = table.fixed + sum(float(c.min()) for c in table.options.values())
+    hi = table.fixed + sum(float(c.max()) for c in table.options.values())
+    assert lo <= row["expected_cost"] <= hi
+    assert all(math.isfinite(v) for v in row.values() if isinstance(v, float))
+
+
+def test_metrics_row_without_a_cost_table(data, splits):
+    strategy = make_dnas(make_ctx(data, splits), warmup_epochs=0, max_steps=1)
+    row = strategy.run_epoch(0)
+    assert "arch_loss" in row and "entropy" in row and "temperature" in row and "top_choices" in row
+    assert "expected_cost" not in row and "derived_cost" not in row
+
+
+def test_arch_steps_leave_the_network_weights_alone(data, splits, table):
+    ctx = make_ctx(data, splits, table)
+    strategy = make_dnas(ctx)
+    before, t0 = params(ctx), thetas(strategy)
+    strategy._arch_pass(1, 3.0)
+    after = params(ctx)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(t0[k], strategy.theta[k]) for k in t0)
+
+
+def test_one_gumbel_sample_drives_forward_and_cost(data, splits, table, monkeypatch):
+    ctx = make_ctx(data, splits, table)
+    strategy = make_dnas(ctx)
+    events = []
+    real_gumbel, real_expected, real_set = F.gumbel_softmax, ctx.cost_table.expected, ctx.supernet.set_weights
+
+    def gumbel(logits, *args, **kwargs):
+        out = real_gumbel(logits, *args, **kwargs)
+        events.append(("gumbel", out))
+        return out
+
+    def set_weights(weights):
+        events.append(("set", dict(weights)))
+        return real_set(weights)
+
+    def expected(weights):
+        events.append(("expected", dict(weights)))
+        return real_expected(weights)
+
+    monkeypatch.setattr(dnas_module.F, "gumbel_softmax", gumbel)
+    monkeypatch.setattr(ctx.cost_table, "expected", expected)
+    monkeypatch.setattr(ctx.supernet, "set_weights", set_weights)
+    strategy._arch_pass(1, 2.0)
+
+    costs = [i for i, (kind, _) in enumerate(events) if kind == "expected"]
+    assert costs, "the arch pass never priced its sample"
+    for i in costs:
+        weights = events[i][1]
+        # the forward of this step ran with exactly these tensors ...
+        sets = [e for kind, e in events[:i] if kind == "set"]
+        assert sets and all(sets[-1][k] is weights[k] for k in weights)
+        # ... which are this step's Gumbel-softmax samples, differentiable wrt theta
+        samples = [e for kind, e in events[:i] if kind == "gumbel"][-len(weights):]
+        assert all(any(w is s for s in samples) for w in weights.values())
+        assert all(w.requires_grad for w in weights.values())
+        assert set(weights) == {d.name for d in strategy.decisions}
+
+
+# -- results and state -------------------------------------------------------------------------
+def test_derive_returns_the_argmax(data, splits):
+    strategy = make_dnas(make_ctx(data, splits))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for t in strategy.theta.values():
+            t.copy_(torch.randn(t.shape, generator=g))
+    derived = strategy.derive()
+    assert list(derived) == [None]
+    assert derived[None] == {d.name: d.options[int(strategy.theta[d.name].argmax())] for d in strategy.decisions}
+    with torch.no_grad():
+        strategy.theta["layer04"].fill_(0).index_fill_(0, torch.tensor([8]), 1.0)
+    assert strategy.derive()[None]["layer04"] == "skip"
+
+
+@pytest.mark.xfail(strict=True, reason="dnas.py _distribution_stats takes the argmax of softmax(theta), derive() "
+                   "that of theta: at near-ties (every theta is +-lr after the first Adam step) softmax rounds "
+                   "them equal and top_choices in metrics.jsonl names a different arch than the one derived")
+def test_top_choices_in_the_metrics_are_the_derived_arch(data, splits):
+    strategy = make_dnas(make_ctx(data, splits))
+    with torch.no_grad():
+        theta = strategy.theta["layer01"]
+        theta[0] = 0.01
+        theta[5] = torch.nextafter(torch.tensor(0.01), torch.tensor(1.0))  # larger, by one float32 ulp
+    assert strategy.derive()[None]["layer01"] == "k5_e1_g2"
+    assert strategy._distribution_stats()["top_choices"] == strategy.derive()[None]
+
+
+def test_state_dict_round_trip(searched, data, splits, table):
+    strategy = searched["strategy"]
+    buffer = io.BytesIO()
+    torch.save(strategy.state_dict(), buffer)  # what a checkpoint holds; must load with weights_only=True
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    fresh = make_dnas(make_ctx(data, splits, table, seed=1))
+    assert fresh.derive() != strategy.derive() or all(float(t.abs().sum()) == 0 for t in fresh.theta.values())
+    fresh.load_state_dict(state)
+    assert fresh.derive() == strategy.derive()
+    assert all(torch.equal(fresh.theta[k].detach(), strategy.theta[k].detach()) for k in strategy.theta)
+    assert fresh.theta["layer01"].requires_grad  # still a leaf the optimiser updates
+    assert fresh.a_opt.state_dict()["state"][0]["step"] == strategy.a_opt.state_dict()["state"][0]["step"]
+
+
+# -- the cost term -----------------------------------------------------------------------------
+def expected_under_softmax(strategy: DNAS, table) -> float:
+    with torch.no_grad():
+        return float(table.expected({k: torch.softmax(v, 0) for k, v in strategy.theta.items()}))
+
+
+@pytest.mark.parametrize("objective", [Multiplicative(), Additive(form="additive", lambda_=1.0)])
+def test_cost_term_pushes_towards_cheaper_ops(data, splits, table, objective, monkeypatch):
+    ctx = make_ctx(data, splits, table, objective)
+    strategy = make_dnas(ctx, batch_size=4, max_steps=3, arch={"lr": 0.05, "weight_decay": 0.0})
+    # the task loss is a constant: only the cost term moves theta
+    monkeypatch.setattr(dnas_module, "task_losses",
+                        lambda outputs, targets, tasks: {"c": torch.tensor(1.0, requires_grad=True)})
+    start = thetas(strategy)
+    before = expected_under_softmax(strategy, table)
+    for epoch in range(1, 3):
+        strategy._arch_pass(epoch, 5.0)
+    after = expected_under_softmax(strategy, table)
+    assert after < before
+    for name, costs in table.options.items():
+        moved = strategy.theta[name].detach() - start[name]
+        if costs.max() > costs.min():
+            assert moved[int(costs.argmin())] > 0, name  # the cheapest op gains ...
+            assert moved[int(costs.argmax())] < 0, name  # ... the dearest loses

@@ -1,0 +1,131 @@
+"""End to end through the ``nascore`` command in a subprocess: outputs, determinism, kill and resume,
+non-finite losses."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nascore.arch import Arch
+from nascore.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_spec(tmp: Path, cache: Path, **strategy) -> Path:
+    spec = {
+        "seed": 3,
+        "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 64, "num_val": 16, "num_test": 8,
+                    "cache_dir": str(cache)},
+        "tasks": [{"name": "classification"}],
+        "space": {"name": "fbnet", "width": 0.25, "input_size": 32, "head_channels": 64},
+        "strategy": {"name": "dnas", "epochs": 3, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2,
+                     **strategy},
+        "cost": {"name": "flops", "loss": {"form": "multiplicative", "alpha": 0.2, "beta": 0.6}},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.05},
+    }
+    path = tmp / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def nascore(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nascore.cli", *args], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("spec")
+    return tiny_spec(tmp, tmp / "cache")
+
+
+@pytest.fixture(scope="module")
+def first_run(spec_path, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("runs") / "a"
+    return nascore("run", str(spec_path), "--out", str(out)), out
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_every_output(first_run):
+    proc, out = first_run
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["arch.json", "checkpoints", "metrics.jsonl", "spec.yaml",
+                                                    "summary.json", "train_model.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["search.pt", "train.pt"]
+    arch = Arch.load(out / "arch.json")
+    assert arch.space == "fbnet" and len(arch.choices) == 22 and arch.config["width"] == 0.25
+    resolved = yaml.safe_load((out / "spec.yaml").read_text())
+    assert resolved["strategy"]["temperature"] == {"initial": 5.0, "decay": 0.045}  # defaults filled in
+    search = [r for r in rows(out) if r["phase"] == "search"]
+    train = [r for r in rows(out) if r["phase"] == "train"]
+    assert [r["epoch"] for r in search] == [0, 1, 2] and [r["epoch"] for r in train] == [0, 1]
+    assert "arch_loss" not in search[0] and "arch_loss" in search[1]  # warm-up trains weights only
+    for r in search:
+        assert {"temperature", "entropy", "top_choices", "weight_loss", "val/classification/top1"} <= set(r)
+    assert search[1]["expected_cost"] > 0 and search[2]["top_choices"] == arch.choices
+    summary = json.loads((out / "summary.json").read_text())
+    result = summary["archs"]["shared"]["train"]
+    assert result["macs"] > 0 and 0 <= result["val/classification/top1"] <= 1
+    assert "multiply-adds" in proc.stdout and "classification/top1" in proc.stdout
+    model = torch.load(out / "train_model.pt", weights_only=True)
+    assert Arch.model_validate(model["arch"]) == arch
+
+
+def test_same_seed_same_arch(first_run, spec_path, tmp_path):
+    _, out = first_run
+    proc = nascore("run", str(spec_path), "--out", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b" / "arch.json").read_text() == (out / "arch.json").read_text()
+    assert rows(tmp_path / "b") == rows(out)
+
+
+@pytest.mark.parametrize("kill_after", ["start", "search.pt", "train.pt"])
+def test_killed_run_resumes_to_same_arch(first_run, spec_path, tmp_path, kill_after):
+    _, out = first_run
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "nascore.cli", "run", str(spec_path), "--out", str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run_dir / ("spec.yaml" if kill_after == "start" else f"checkpoints/{kill_after}")
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = nascore("run", str(spec_path), "--out", str(run_dir), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run_dir / "arch.json").read_text() == (out / "arch.json").read_text()
+    assert rows(run_dir) == rows(out)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, capsys, monkeypatch):
+    from nascore.tasks import classification
+
+    spec = tiny_spec(tmp_path, tmp_path / "cache")
+    calls = {"n": 0}
+    original = classification.Classification.loss
+
+    def loss(self, output, targets):
+        calls["n"] += 1
+        value = original(self, output, targets)
+        return value * float("nan") if calls["n"] > 3 else value  # epoch 0: 2 steps + 1 val batch
+
+    monkeypatch.setattr(classification.Classification, "loss", loss)
+    out = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch 1, step" in err and "Traceback" not in err
+    kept = torch.load(out / "checkpoints" / "search.pt", weights_only=True)
+    assert kept["epoch"] == 0
+    assert not (out / "arch.json").exists()
