@@ -189,7 +189,7 @@ def train(run: RunContext, arch: Arch, phase: str = "train") -> dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss)
+                total += loss.item()
                 advance()
         val = loader(val_set, cfg.batch_size, dataset.collate, shuffle=False)
         return {"lr": lr, "train_loss": total / (step + 1),

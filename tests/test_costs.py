@@ -13,7 +13,6 @@ from nascore.costs import Additive, Multiplicative, Objective, op_key
 from nascore.costs.flops import FlopsCost, count_macs
 from nascore.spaces.fbnet_blocks import make_block
 
-torch.set_num_threads(1)  # see test_supernet.py: small ops on a loaded CPU
 
 
 # -- FlopsCost ---------------------------------------------------------------------------------

@@ -18,9 +18,8 @@ from nascore.task import build_network
 from nascore.tasks.classification import Classification
 from nascore.tasks.datasets import DigitScenes
 
-torch.set_num_threads(1)  # see test_supernet.py: small ops on a loaded CPU
 
-CONFIG = {"epochs": 3, "warmup_epochs": 1, "batch_size": 8, "max_steps": 2}
+CONFIG = {"epochs": 3, "warmup_epochs": 1, "batch_size": 8, "max_steps": 1}
 
 
 # -- temperature -------------------------------------------------------------------------------
@@ -160,7 +159,7 @@ def test_arch_steps_leave_the_network_weights_alone(data, splits, table):
 
 def test_one_gumbel_sample_drives_forward_and_cost(data, splits, table, monkeypatch):
     ctx = make_ctx(data, splits, table)
-    strategy = make_dnas(ctx)
+    strategy = make_dnas(ctx, batch_size=4, max_steps=2)
     events = []
     real_gumbel, real_expected, real_set = F.gumbel_softmax, ctx.cost_table.expected, ctx.supernet.set_weights
 
@@ -183,7 +182,7 @@ def test_one_gumbel_sample_drives_forward_and_cost(data, splits, table, monkeypa
     strategy._arch_pass(1, 2.0)
 
     costs = [i for i, (kind, _) in enumerate(events) if kind == "expected"]
-    assert costs, "the arch pass never priced its sample"
+    assert len(costs) == 2, "one priced sample per arch step"
     for i in costs:
         weights = events[i][1]
         # the forward of this step ran with exactly these tensors ...
@@ -211,9 +210,6 @@ def test_derive_returns_the_argmax(data, splits):
     assert strategy.derive()[None]["layer04"] == "skip"
 
 
-@pytest.mark.xfail(strict=True, reason="dnas.py _distribution_stats takes the argmax of softmax(theta), derive() "
-                   "that of theta: at near-ties (every theta is +-lr after the first Adam step) softmax rounds "
-                   "them equal and top_choices in metrics.jsonl names a different arch than the one derived")
 def test_top_choices_in_the_metrics_are_the_derived_arch(data, splits):
     strategy = make_dnas(make_ctx(data, splits))
     with torch.no_grad():
@@ -231,7 +227,7 @@ def test_state_dict_round_trip(searched, data, splits, table):
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
     fresh = make_dnas(make_ctx(data, splits, table, seed=1))
-    assert fresh.derive() != strategy.derive() or all(float(t.abs().sum()) == 0 for t in fresh.theta.values())
+    assert all(float(t.abs().sum()) == 0 for t in fresh.theta.values())  # uniform before loading
     fresh.load_state_dict(state)
     assert fresh.derive() == strategy.derive()
     assert all(torch.equal(fresh.theta[k].detach(), strategy.theta[k].detach()) for k in strategy.theta)
@@ -248,7 +244,7 @@ def expected_under_softmax(strategy: DNAS, table) -> float:
 @pytest.mark.parametrize("objective", [Multiplicative(), Additive(form="additive", lambda_=1.0)])
 def test_cost_term_pushes_towards_cheaper_ops(data, splits, table, objective, monkeypatch):
     ctx = make_ctx(data, splits, table, objective)
-    strategy = make_dnas(ctx, batch_size=4, max_steps=3, arch={"lr": 0.05, "weight_decay": 0.0})
+    strategy = make_dnas(ctx, batch_size=4, max_steps=2, arch={"lr": 0.05, "weight_decay": 0.0})
     # the task loss is a constant: only the cost term moves theta
     monkeypatch.setattr(dnas_module, "task_losses",
                         lambda outputs, targets, tasks: {"c": torch.tensor(1.0, requires_grad=True)})

@@ -10,9 +10,6 @@ from nascore.spaces.fbnet import FBNetSpace, layer_plan
 from nascore.spaces.fbnet_blocks import make_block
 from nascore.supernet import Choice, CostTable, Decision, Supernet, one_hot
 
-# A loaded 2-core CPU: torch's intra-op threads spin against each other and make every small op ~100x
-# slower; one thread keeps these tests fast.
-torch.set_num_threads(1)
 
 
 class Counting(nn.Module):

@@ -99,7 +99,7 @@ class DNAS(SearchStrategy):
                 self.w_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.w_opt.step()
-                w_loss += float(loss)
+                w_loss += loss.item()
                 advance()
         row["weight_loss"] = w_loss / (step + 1)
 
@@ -124,14 +124,14 @@ class DNAS(SearchStrategy):
                 if ctx.cost_table is not None and ctx.objective is not None:
                     cost = ctx.cost_table.expected(weights)
                     loss = ctx.objective(task_loss, cost)
-                    sums["expected_cost"] += float(cost)
+                    sums["expected_cost"] += cost.item()
                 check_finite(loss, epoch, step)
                 self.a_opt.zero_grad(set_to_none=True)
                 self.w_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.a_opt.step()
-                sums["arch_loss"] += float(loss)
-                sums["task_loss"] += float(task_loss)
+                sums["arch_loss"] += loss.item()
+                sums["task_loss"] += task_loss.item()
                 advance()
         return {k: v / (step + 1) for k, v in sums.items() if k != "expected_cost" or ctx.cost_table is not None}
 
@@ -140,7 +140,7 @@ class DNAS(SearchStrategy):
         for d in self.decisions:
             p = torch.softmax(self.theta[d.name].detach(), 0)
             entropies.append(float(-(p * p.clamp_min(1e-12).log()).sum()))
-            top[d.name] = d.options[int(p.argmax())]
+            top[d.name] = d.options[int(self.theta[d.name].detach().argmax())]  # as derive() does
         return {"entropy": sum(entropies) / len(entropies), "top_choices": top}
 
     def _evaluate_derived(self) -> dict[str, float]:
