@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
+import timeit
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.benchmark import Timer
 
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
@@ -56,7 +57,10 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(ops)
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
-        return sum(w[i] * op(x) for i, op in enumerate(self.ops))
+        out = w[0] * self.ops[0](x)  # sum(w_i * op_i(x)) without Python sum's extra ``0 +`` kernel
+        for i in range(1, len(self.ops)):
+            out = out + w[i] * self.ops[i](x)
+        return out
 
 
 class PlainSupernet(nn.Module):
@@ -195,9 +199,9 @@ def check_equal(steps, first: str, second: str, n: int = 2) -> float:
     worst = 0.0
     for i in range(n):
         torch.manual_seed(100 + i)
-        l1 = float(steps[first]())
+        l1 = float(steps[first]().detach())
         torch.manual_seed(100 + i)
-        l2 = float(steps[second]())
+        l2 = float(steps[second]().detach())
         diff = abs(l1 - l2) / max(abs(l2), 1e-12)
         print(f"  check step {i}: loss ({first}) {l1:.6f}  ({second}) {l2:.6f}  rel diff {diff:.1e}")
         if not diff <= 1e-4:
@@ -207,8 +211,13 @@ def check_equal(steps, first: str, second: str, n: int = 2) -> float:
 
 
 def interleaved(steps, first: str, second: str, args) -> dict[str, list[float]]:
-    """Median seconds per step of each block, blocks alternating first/second."""
-    timers = {k: Timer("step()", globals={"step": steps[k]}, num_threads=args.threads) for k in (first, second)}
+    """Seconds per step of each timed block, blocks alternating between ``first`` and ``second``.
+
+    Plain ``timeit`` blocks (what ``torch.utils.benchmark.Timer`` wraps) with the thread count fixed by
+    ``torch.set_num_threads``: ``Timer.timeit`` runs two untimed warm-up calls before every block,
+    which would triple the cost of the supernet blocks (one step of a few seconds each).
+    """
+    timers = {k: timeit.Timer(steps[k]) for k in (first, second)}
     for k in (first, second):  # warm-up (allocator, autograd caches, optimiser state)
         for _ in range(args.warmup):
             steps[k]()
@@ -219,7 +228,9 @@ def interleaved(steps, first: str, second: str, args) -> dict[str, list[float]]:
     for r in range(args.repeats):
         order = (first, second) if r % 2 == 0 else (second, first)  # A B B A A B ...: no side always first
         for k in order:
-            out[k].append(timers[k].timeit(number).median)
+            out[k].append(timers[k].timeit(number) / number)
+        print(f"  block {r + 1}/{args.repeats}: ({first}) {out[first][-1] * 1e3:.1f} ms, "
+              f"({second}) {out[second][-1] * 1e3:.1f} ms per step ({number} steps per block)", file=sys.stderr)
     return out
 
 
@@ -243,12 +254,13 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--head-channels", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=15, help="timed blocks per setup (median over them)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per setup before timing")
+    p.add_argument("--repeats", type=int, default=10, help="timed blocks per setup (median over them)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per setup before timing")
     p.add_argument("--block-seconds", type=float, default=0.4, help="approximate length of one timed block")
     p.add_argument("--profile", action="store_true", help="also profile each step with torch.profiler")
     p.add_argument("--profile-steps", type=int, default=5)
     args = p.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
     torch.set_num_threads(args.threads)
 
     t_start = time.perf_counter()

@@ -58,8 +58,8 @@ def resolve_arch(ref: str, registry=None) -> Arch:
                        + unknown_name_message("named arch", ref, sorted(named)).split("; ", 1)[1])
 
 
-def arch_space(arch: Arch, ref: str, registry=None, **overrides):
-    """The space instance ``arch`` was found in (config optionally overridden, e.g. ``input_size``), after
+def arch_space(arch: Arch, ref: str, registry=None, input_size: int | None = None):
+    """The space instance ``arch`` was found in (at ``input_size`` when given and the space has one), after
     checking the arch against it; errors name the arch (``ref``: its file or name) and the field."""
     from .registry import get_registry
 
@@ -69,6 +69,7 @@ def arch_space(arch: Arch, ref: str, registry=None, **overrides):
         space_cls = registry.get("space", arch.space)
     except NascoreError as exc:
         raise NascoreError(f"{where}: space: {exc}") from None
+    overrides = {"input_size": input_size} if input_size and "input_size" in space_cls.Config.model_fields else {}
     try:
         space = space_cls.for_arch(arch, **overrides)
         space.check_arch(arch)

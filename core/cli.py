@@ -175,23 +175,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .arch import resolve_arch
+    from .arch import arch_space, resolve_arch
     from .fileio import atomic_write_text
-    from .run import open_run, train
+    from .run import SUMMARY_FILE, open_run, train
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     arch = resolve_arch(args.arch)
+    arch_space(arch, args.arch, input_size=spec.dataset.create().info().image_size)  # check before writing
     out = Path(args.out) if args.out else _default_out(f"train-{Path(args.arch).stem}")
     run = open_run(spec, out, args.resume)
     run.reporter.log(f"run directory: {run.out_dir}")
     if not args.resume:
         arch.save(run.out_dir / "arch.json")
-    result = train(run, arch)
-    atomic_write_text(run.out_dir / "summary.json", json.dumps({"archs": {"trained": {"train": result}}},
-                                                               indent=2) + "\n")
-    _print_summary(run, {"archs": {arch.task or "shared": {"file": "arch.json", "choices": arch.choices,
-                                                           "train": result}}})
+    result = train(run, arch, ref=args.arch)
+    summary = {"archs": {arch.task or "shared": {"file": "arch.json", "choices": arch.choices, "train": result}}}
+    atomic_write_text(run.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    _print_summary(run, summary)
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-from .arch import Arch
+from .arch import Arch, arch_space
 from .costs.flops import count_macs, count_params
 from .data import epoch_seed, loader, to_device
 from .errors import NascoreError
@@ -22,7 +22,7 @@ from .progress import Reporter
 from .registry import Registry, get_registry
 from .spec import RunSpec
 from .strategy import SearchContext
-from .task import Network, Task, build_network
+from .task import build_network
 
 SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
 
@@ -152,16 +152,9 @@ def arch_file_name(owner: str | None) -> str:
 
 
 # -- training a fixed arch ---------------------------------------------------------------------
-def build_arch_network(arch: Arch, tasks: list[Task], info, registry: Registry) -> Network:
-    space_cls = registry.get("space", arch.space)
-    overrides = {"input_size": info.image_size} if "input_size" in space_cls.Config.model_fields else {}
-    space = space_cls.for_arch(arch, **overrides)
-    space.check_arch(arch)
-    return build_network(space.build(arch), tasks, info)
-
-
-def train(run: RunContext, arch: Arch, phase: str = "train") -> dict[str, Any]:
-    """Train ``arch`` from scratch with the spec's ``train`` block; returns final validation metrics."""
+def train(run: RunContext, arch: Arch, phase: str = "train", ref: str = "arch.json") -> dict[str, Any]:
+    """Train ``arch`` (named ``ref`` in errors) from scratch with the spec's ``train`` block, at the dataset's
+    image size; returns final validation metrics, multiply-adds and params."""
     spec, cfg = run.spec, run.spec.train
     if cfg is None:
         from .spec import TrainConfig
@@ -171,7 +164,8 @@ def train(run: RunContext, arch: Arch, phase: str = "train") -> dict[str, Any]:
     tasks = [t.create() for t in spec.tasks if arch.task is None or t.name == arch.task]
     info = dataset.info()
     torch.manual_seed(spec.seed)
-    network = build_arch_network(arch, tasks, info, run.registry).to(run.device)
+    space = arch_space(arch, ref, run.registry, input_size=info.image_size)
+    network = build_network(space.build(arch), tasks, info).to(run.device)
     optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     train_set, val_set = dataset.split("train"), dataset.split("val")
 

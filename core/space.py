@@ -45,7 +45,7 @@ class SearchSpace(Component):
         except ValidationError as exc:
             raise NascoreError("arch config is not valid for space "
                                f"'{cls.name}':\n" + "\n".join(f"  {line}" for line in
-                                                              format_validation_error(exc, "config"))) from None
+                                                              format_validation_error(exc, "config", model=cls.Config))) from None
         return cls(config)
 
     def check_arch(self, arch: Arch) -> None:

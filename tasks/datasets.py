@@ -94,16 +94,21 @@ class ImageFolder(Dataset):
         @field_validator("root")
         @classmethod
         def _layout(cls, root: Path) -> Path:
+            classes = {}
             for split_name in ("train", "val"):
                 folder = root / split_name
                 if not folder.is_dir():
                     raise ValueError(f"expected a folder {folder} with one sub-folder per class")
-                if not any(p.is_dir() for p in folder.iterdir()):
+                classes[split_name] = _class_names(folder)
+                if not classes[split_name]:
                     raise ValueError(f"{folder} has no class sub-folders")
+            if classes["val"] != classes["train"]:
+                raise ValueError(f"class folders of {root / 'val'} {classes['val']} differ from those of "
+                                 f"{root / 'train'} {classes['train']}")
             return root
 
     def _classes(self) -> list[str]:
-        return sorted(p.name for p in (self.config.root / "train").iterdir() if p.is_dir())
+        return _class_names(self.config.root / "train")
 
     def info(self) -> DataInfo:
         return DataInfo(3, self.config.image_size, {"label": len(self._classes())})
@@ -112,11 +117,14 @@ class ImageFolder(Dataset):
         size = self.config.image_size
         transform = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(),
                                T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-        folder = tvd.ImageFolder(str(self.config.root / name), transform=transform)
-        if folder.classes != self._classes():
-            raise NascoreError(f"{self.config.root / name}: classes {folder.classes} differ from train's "
-                               f"{self._classes()}")
-        return _Labelled(folder)
+        try:
+            return _Labelled(tvd.ImageFolder(str(self.config.root / name), transform=transform))
+        except (FileNotFoundError, OSError) as exc:  # e.g. a class folder without images
+            raise NascoreError(f"dataset image-folder: {exc}") from None
+
+
+def _class_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir())
 
 
 @hookimpl
