@@ -1,6 +1,6 @@
 """Framework overhead of nascore's search steps on the FBNet supernet, against plain PyTorch.
 
-Four training steps, timed in one process with interleaved blocks (A B A B ...) so that drift on a
+Four training steps, timed in one process with interleaved blocks (A B B A A B ...) so that drift on a
 busy machine hits both sides of a ratio alike:
 
   (a) nascore DNAS step: Gumbel-softmax weights for every decision from theta, ``Supernet.set_weights``,

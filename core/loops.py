@@ -45,6 +45,24 @@ def evaluate(network: nn.Module, batches: Iterable, tasks: list[Task], device: t
     return out
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(network: nn.Module, batches: Iterable, device: torch.device) -> None:
+    """Re-estimate BatchNorm statistics for the current (e.g. one-hot) architecture of a supernet: the
+    running statistics gathered under mixed paths do not describe a single path."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    was_training = network.training
+    network.train()
+    for images, _ in batches:
+        network(to_device(images, device))
+    network.train(was_training)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
     """Cosine decay per epoch, a pure function of the epoch so that resuming needs no scheduler state."""
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))

@@ -20,7 +20,7 @@ from .fileio import atomic_write_text, load_checkpoint, save_checkpoint
 from .loops import check_finite, cosine_lr, evaluate, set_lr, task_losses, weight_optimizer
 from .progress import Reporter
 from .registry import Registry, get_registry
-from .spec import RunSpec
+from .spec import RunSpec, TrainConfig
 from .strategy import SearchContext
 from .task import build_network
 
@@ -155,11 +155,7 @@ def arch_file_name(owner: str | None) -> str:
 def train(run: RunContext, arch: Arch, phase: str = "train", ref: str = "arch.json") -> dict[str, Any]:
     """Train ``arch`` (named ``ref`` in errors) from scratch with the spec's ``train`` block, at the dataset's
     image size; returns final validation metrics, multiply-adds and params."""
-    spec, cfg = run.spec, run.spec.train
-    if cfg is None:
-        from .spec import TrainConfig
-
-        cfg = TrainConfig()
+    spec, cfg = run.spec, run.spec.train or TrainConfig()
     dataset = spec.dataset.create()
     tasks = [t.create() for t in spec.tasks if arch.task is None or t.name == arch.task]
     info = dataset.info()

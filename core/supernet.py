@@ -6,7 +6,7 @@ forward, sets a weight vector per decision (soft Gumbel-softmax weights or one-h
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,25 +25,39 @@ class Decision:
 
 
 class Choice(nn.Module):
-    """Weighted sum of candidate operations for one decision (several Choices may share a decision)."""
+    """Weighted sum of candidate operations for one decision (several Choices may share a decision).
+
+    Setting ``weight`` works out once which options are active, so a forward needs no device sync.
+    """
 
     def __init__(self, decision: str, candidates: Mapping[str, nn.Module]):
         super().__init__()
         self.decision = decision
         self.candidates = nn.ModuleDict(candidates)
-        self.weight: Tensor | None = None
+        self._ops = list(self.candidates.values())
+        self.weight = None
+
+    @property
+    def weight(self) -> Tensor | None:
+        return self._weight
+
+    @weight.setter
+    def weight(self, w: Tensor | None) -> None:
+        self._weight = w
+        values = [] if w is None else w.detach().tolist()
+        self._active = [i for i, v in enumerate(values) if v != 0.0]
+        # a plain sampled path: no multiply, exactly the standalone child's computation
+        self._plain = len(self._active) == 1 and not w.requires_grad and values[self._active[0]] == 1.0
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight
+        w, active = self._weight, self._active
         if w is None:
             raise RuntimeError(f"no weights set for decision '{self.decision}'")
-        active = [i for i, v in enumerate(w.detach().tolist()) if v != 0.0]
-        ops = list(self.candidates.values())
-        if len(active) == 1 and not w.requires_grad and w[active[0]].item() == 1.0:
-            return ops[active[0]](x)  # a plain sampled path: no multiply, as in the standalone child
-        out = w[active[0]] * ops[active[0]](x)
+        if self._plain:
+            return self._ops[active[0]](x)
+        out = w[active[0]] * self._ops[active[0]](x)
         for i in active[1:]:
-            out = out + w[i] * ops[i](x)
+            out = out + w[i] * self._ops[i](x)
         return out
 
 
@@ -84,8 +98,11 @@ class Supernet(nn.Module):
     def fixed_modules(self) -> dict[str, nn.Module]:
         return {}
 
-    def choices(self) -> Iterator[Choice]:
-        return (m for m in self.modules() if isinstance(m, Choice))
+    def choices(self) -> list[Choice]:
+        """The Choice modules, found once (a supernet's structure is fixed once it is built)."""
+        if "_choices" not in self.__dict__:
+            self.__dict__["_choices"] = [m for m in self.modules() if isinstance(m, Choice)]
+        return self.__dict__["_choices"]
 
     def set_weights(self, weights: Mapping[str, Tensor]) -> None:
         sizes = {d.name: len(d.options) for d in self.decisions()}

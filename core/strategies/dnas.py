@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..component import ComponentConfig
 from ..data import epoch_seed, loader, split, to_device
 from ..hookspecs import hookimpl
-from ..loops import check_finite, cosine_lr, evaluate, set_lr, task_losses
+from ..loops import check_finite, cosine_lr, evaluate, recalibrate_batchnorm, set_lr, task_losses
 from ..strategy import SearchContext, SearchStrategy, owners
 from ..supernet import one_hot
 
@@ -56,6 +56,8 @@ class DNAS(SearchStrategy):
         arch: ArchOptim = ArchOptim()
         #: steps per epoch cap for each pass (None = the whole split); for quick runs
         max_steps: int | None = Field(None, ge=1)
+        #: training batches that re-estimate BatchNorm statistics before the derived arch is evaluated
+        bn_batches: int = Field(8, ge=1)
 
     def setup(self, ctx: SearchContext) -> None:
         super().setup(ctx)
@@ -72,11 +74,11 @@ class DNAS(SearchStrategy):
     def _gumbel(self, tau: float, grad: bool) -> dict[str, torch.Tensor]:
         return {n: F.gumbel_softmax(t if grad else t.detach(), tau=tau, hard=False) for n, t in self.theta.items()}
 
-    def _batches(self, dataset, epoch: int, stream: int):
+    def _batches(self, dataset, epoch: int, stream: int, limit: int | None = None):
         batches = loader(dataset, self.config.batch_size, self.ctx.collate, shuffle=True, seed=self.ctx.seed,
                          epoch=epoch, stream=stream)
-        limit = self.config.max_steps or len(batches)
-        return limit, (b for i, b in zip(range(limit), batches))
+        limit = min(limit or self.config.max_steps or len(batches), len(batches))
+        return limit, (b for _, b in zip(range(limit), batches))
 
     def _progress(self, total: int, desc: str):
         return self.ctx.progress(total, desc) if self.ctx.progress else nullcontext(lambda: None)
@@ -106,7 +108,7 @@ class DNAS(SearchStrategy):
         if epoch >= cfg.warmup_epochs:
             row.update(self._arch_pass(epoch, tau))
         row.update(self._distribution_stats())
-        row.update(self._evaluate_derived())
+        row.update(self._evaluate_derived(epoch))
         return row
 
     def _arch_pass(self, epoch: int, tau: float) -> dict[str, float]:
@@ -143,11 +145,13 @@ class DNAS(SearchStrategy):
             top[d.name] = d.options[int(self.theta[d.name].detach().argmax())]  # as derive() does
         return {"entropy": sum(entropies) / len(entropies), "top_choices": top}
 
-    def _evaluate_derived(self) -> dict[str, float]:
-        """Validation metrics of the current argmax arch(s) and their cost."""
+    def _evaluate_derived(self, epoch: int) -> dict[str, float]:
+        """Validation metrics of the current argmax arch(s), BatchNorm recalibrated on that path, and cost."""
         ctx, out = self.ctx, {}
         for owner, choices in self.derive().items():
             ctx.supernet.set_weights(one_hot(self.decisions, choices, ctx.device))
+            _, batches = self._batches(self.weight_set, epoch, stream=2, limit=self.config.bn_batches)
+            recalibrate_batchnorm(ctx.network, batches, ctx.device)
             val = loader(ctx.val_set, self.config.batch_size, ctx.collate, shuffle=False)
             tasks = [t for t in ctx.tasks if owner is None or t.name == owner]
             out.update({f"val/{k}": v for k, v in evaluate(ctx.network, val, tasks, ctx.device).items()})
