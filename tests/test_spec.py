@@ -61,7 +61,9 @@ def test_blocks_become_component_configs():
     assert [t.name for t in spec.tasks] == ["classification"]
     assert spec.cost.name == "flops" and spec.cost.config.metric == "macs"
     assert isinstance(spec.objective, Multiplicative) and spec.objective.alpha == 0.2
-    assert spec.train.epochs == 8 and spec.train.optimizer == "sgd"
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    assert spec.train.epochs == raw["train"]["epochs"] and spec.train.optimizer == raw["train"]["optimizer"]
+    assert spec.train.momentum == 0.9 and spec.train.schedule == "cosine"  # defaults filled in
     assert spec.space.create().config is spec.space.config
 
 
