@@ -12,12 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from .component import Component, ComponentConfig
 from .costs.objective import Multiplicative, Objective
 from .errors import NascoreError, SpecError
-from .registry import Registry, get_registry, unknown_name_message
+from .registry import Registry, get_registry
 from .validation import format_validation_error
-
-#: spec key -> component kind, in spec order
-BLOCKS = {"dataset": "dataset", "tasks": "task", "space": "space", "strategy": "strategy", "cost": "cost"}
-
 
 class TrainConfig(BaseModel):
     """Final training of a found arch from scratch (``train:`` block, ``nascore train``)."""

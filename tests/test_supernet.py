@@ -218,7 +218,7 @@ def priced():
 
 
 def test_price_uses_the_real_input_shape_of_each_layer(priced):
-    supernet, t, cost = priced["supernet"], priced["table"], priced["cost"]
+    supernet, cost = priced["supernet"], priced["cost"]
     shapes = expected_layer_inputs(priced["space"].config)
     # the layers at stride 2 (2, 6, 10, 18) see the halved shape of the layer before them
     assert shapes[1][2:] == (16, 16) and shapes[5][2:] == (8, 8) and shapes[6][2:] == (4, 4)

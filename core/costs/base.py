@@ -31,7 +31,3 @@ class CostModel(Component):
 
     def measure(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
         raise NotImplementedError
-
-    @property
-    def display_unit(self) -> str:
-        return self.unit

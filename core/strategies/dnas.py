@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..component import ComponentConfig
-from ..data import epoch_seed, loader, split, to_device
+from ..data import loader, split, to_device
 from ..hookspecs import hookimpl
 from ..loops import check_finite, cosine_lr, evaluate, recalibrate_batchnorm, set_lr, task_losses
 from ..strategy import SearchContext, SearchStrategy, owners
