@@ -41,7 +41,7 @@ def test_data_export_writes_coco_and_masks(tmp_path, capsys):
 def _spec(tmp_path: Path, dataset: dict) -> Path:
     spec = {"seed": 0, "dataset": dataset, "tasks": [{"name": "classification"}],
             "space": {"name": "fbnet", "width": 0.25, "input_size": 32},
-            "strategy": {"name": "dnas", "epochs": 1},
+            "strategy": {"name": "dnas", "epochs": 1, "warmup_epochs": 0},
             "train": {"epochs": 2, "batch_size": 8, "optimizer": "adamw", "lr": 0.003}}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))

@@ -417,3 +417,9 @@ def test_schema_leaves_out_a_config_without_json_schema_and_says_why():
     assert len(problems) == 1
     assert problems[0].startswith("space 'odd' (distribution 'nascore-odd', entry point 'odd = odd_space') left out: "
                                   "its Config has no JSON Schema: ")
+
+
+def test_dnas_warmup_must_leave_epochs_to_search(capsys):
+    code, out, err = cli(capsys, "validate", QUICKSTART, "--set", "strategy.warmup_epochs=4",
+                         "--set", "strategy.epochs=4")
+    assert code == 2 and "strategy: warmup_epochs (4) must be less than epochs (4)" in err

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..component import ComponentConfig
 from ..data import loader, split, to_device
@@ -58,6 +58,13 @@ class DNAS(SearchStrategy):
         max_steps: int | None = Field(None, ge=1)
         #: training batches that re-estimate BatchNorm statistics before the derived arch is evaluated
         bn_batches: int = Field(8, ge=1)
+
+        @model_validator(mode="after")
+        def _some_search(self) -> DNAS.Config:
+            if self.warmup_epochs >= self.epochs:
+                raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs}): "
+                                 "warm-up epochs train weights only, the architecture is searched after them")
+            return self
 
     def setup(self, ctx: SearchContext) -> None:
         super().setup(ctx)
