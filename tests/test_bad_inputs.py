@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from nascore.cli import main
 from nascore.registry import Registry, Source
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.spec import load_spec
+from plugin_code import DEPTH_TASK, module_from_code
 
 FBNET_C = FBNetSpace.named_archs()["fbnet_c"].model_dump(mode="json", exclude_none=True)
 
@@ -326,29 +325,12 @@ def test_resume_with_another_spec(run_dir, capsys):
 
 # -- cross-block checks and plugins (a registry with an extra plugin registered in-process) ---------------
 def _registry_with(code: str, source: Source) -> Registry:
-    module = types.ModuleType(source.entry_point.split(" = ")[-1])
-    exec(textwrap.dedent(code), module.__dict__)
+    module = module_from_code(source.entry_point.split(" = ")[-1], code)
     registry = Registry.from_entry_points()
     registry.register(module, source)
     registry.collect()
     return registry
 
-
-DEPTH_TASK = '''
-    from typing import ClassVar
-
-    import nascore
-    from nascore import hookimpl
-
-    class Depth(nascore.Task):
-        """Per-pixel depth regression."""
-        name: ClassVar[str] = "depth"
-        target: ClassVar[str] = "depth"
-
-    @hookimpl
-    def nascore_tasks():
-        return [Depth]
-'''
 
 SECOND_DNAS = '''
     from typing import ClassVar

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ import nascore
 from nascore.errors import NascoreError, SpecError
 from nascore.registry import Registry, Source, get_registry
 from nascore.spec import validate_spec
+from plugin_code import DEPTH_TASK, module_from_code
 
 DIST = "nascore-testplugin-throwaway"
 PKG = "nascore_testplugin_throwaway"
@@ -481,12 +481,6 @@ def _builtin_registry() -> Registry:
     return registry
 
 
-def _module(name: str, code: str) -> types.ModuleType:
-    mod = types.ModuleType(name)
-    exec(textwrap.dedent(code), mod.__dict__)
-    return mod
-
-
 OBSERVER = '''
     from nascore import hookimpl
 
@@ -508,7 +502,7 @@ OBSERVER = '''
 
 def test_lifecycle_hooks_are_called_on_registered_observers():
     registry = Registry()
-    first, second = _module("observer_a", OBSERVER), _module("observer_b", OBSERVER)
+    first, second = module_from_code("observer_a", OBSERVER), module_from_code("observer_b", OBSERVER)
     registry.register(first, Source("observer-dist", "a = observer_a"))
     registry.register(second, Source("observer-dist", "b = observer_b"))
     registry.collect()
@@ -523,8 +517,8 @@ def test_lifecycle_hooks_are_called_on_registered_observers():
 
 def test_lifecycle_hook_that_raises_names_its_plugin():
     registry = Registry()
-    registry.register(_module("quiet", OBSERVER), Source("quiet-dist", "quiet = quiet"))
-    registry.register(_module("loud", '''
+    registry.register(module_from_code("quiet", OBSERVER), Source("quiet-dist", "quiet = quiet"))
+    registry.register(module_from_code("loud", '''
         from nascore import hookimpl
 
         @hookimpl
@@ -540,7 +534,7 @@ def test_lifecycle_hook_that_raises_names_its_plugin():
 
 def test_lifecycle_hook_with_wrong_arguments_is_rejected_at_registration():
     registry = Registry()
-    registry.register(_module("wrongargs", '''
+    registry.register(module_from_code("wrongargs", '''
         from nascore import hookimpl
 
         @hookimpl
@@ -558,21 +552,7 @@ def test_collect_is_idempotent_and_picks_up_later_plugins():
     registry = _builtin_registry()
     before = {(e.kind, e.name) for e in registry.all_entries()}
     problems = list(registry.problems)
-    registry.register(_module("extra_task", '''
-        from typing import ClassVar
-
-        import nascore
-        from nascore import hookimpl
-
-        class Depth(nascore.Task):
-            """Per-pixel depth."""
-            name: ClassVar[str] = "depth"
-            target: ClassVar[str] = "depth"
-
-        @hookimpl
-        def nascore_tasks():
-            return [Depth]
-    '''), Source("depth-dist", "depth = extra_task"))
+    registry.register(module_from_code("extra_task", DEPTH_TASK), Source("depth-dist", "depth = extra_task"))
     registry.collect()
     registry.collect()
     assert registry.conflicts == {}
@@ -583,7 +563,7 @@ def test_collect_is_idempotent_and_picks_up_later_plugins():
 
 def test_same_module_under_two_entry_points_is_a_problem_not_a_crash():
     registry = Registry()
-    mod = _module("twice", OBSERVER)
+    mod = module_from_code("twice", OBSERVER)
     registry.register(mod, Source("twice-dist", "one = twice"))
     registry.register(mod, Source("twice-dist", "two = twice"))
     assert [str(p) for p in registry.problems] == [
