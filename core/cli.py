@@ -120,13 +120,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import torch
-
     from .arch import arch_space, resolve_arch
-    from .costs.flops import count_macs, count_params
     from .errors import NascoreError
     from .progress import Reporter
     from .registry import get_registry
+    from .run import model_counts
     from .task import build_network
 
     from nascore.tasks.classification import Classification
@@ -142,14 +140,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     backbone = space.build(arch)
     size = space.input_size
     net = build_network(backbone, [Classification({"num_classes": args.num_classes})], None)
-    x = torch.zeros(1, 3, size, size)
+    counts = model_counts(net, 3, size)
     reporter = Reporter()
     rows = [(d.name, arch.choices[d.name]) for d in space.decisions()]
     reporter.table(f"{arch.name or args.arch} ({arch.space})", rows, ("decision", "choice"))
     levels = ", ".join(f"{f['num_chs']}@/{f['reduction']}" for f in backbone.feature_info)
     print(f"input: {size}x{size}, classes: {args.num_classes}")
-    print(f"params: {count_params(net) / 1e6:.3f} M")
-    print(f"multiply-adds: {count_macs(net, x) / 1e6:.1f} M")
+    print(f"params: {counts['params'] / 1e6:.3f} M")
+    print(f"multiply-adds: {counts['macs'] / 1e6:.1f} M")
     print(f"feature levels (channels@/reduction): {levels}")
     return 0
 

@@ -129,7 +129,7 @@ class Supernet(nn.Module):
         def record(module: nn.Module, args: tuple) -> None:
             shapes.setdefault(module, tuple(args[0].shape))
 
-        targets = list(self.choices()) + list(self.fixed_modules().values())
+        targets = self.choices() + list(self.fixed_modules().values())
         hooks = [m.register_forward_pre_hook(record) for m in targets]
         previous = {c: c.weight for c in self.choices()}
         was_training, device = self.training, _device_of(self)

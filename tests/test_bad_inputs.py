@@ -280,15 +280,6 @@ def run_dir(ws, cache_dir) -> tuple[Path, Path]:
     return spec_path, ws / "out"
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one thread while a test computes (two threads thrash on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _resume(spec_path: Path, out: Path, capsys, *extra: str) -> tuple[int, str, str]:
     code = main(["run", str(spec_path.name), "--out", str(out.name), "--resume", *extra])
     o, e = capsys.readouterr()
@@ -300,7 +291,7 @@ def _resume(spec_path: Path, out: Path, capsys, *extra: str) -> tuple[int, str, 
                                   "checkpoint: "),
     ("list", "error: checkpoint out/checkpoints/search.pt holds a list, expected a dict"),
 ], ids=["garbage", "not-a-dict"])
-def test_corrupt_checkpoint_on_resume(run_dir, capsys, content, expected, one_thread):
+def test_corrupt_checkpoint_on_resume(run_dir, capsys, content, expected):
     spec_path, out = run_dir
     ckpt = out / "checkpoints" / "search.pt"
     ckpt.parent.mkdir()

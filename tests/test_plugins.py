@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 import nascore
@@ -407,16 +406,7 @@ def test_spec_uses_external_components_by_name(registry, image_root):
     assert "available: dnas, random-sampling. Did you mean 'random-sampling'?" in exc.value.errors[0]
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one thread while a test computes (two threads thrash on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_external_strategy_cost_and_observer_run_a_search(registry, image_root, tmp_path, one_thread):
+def test_external_strategy_cost_and_observer_run_a_search(registry, image_root, tmp_path):
     """The external strategy searches, the external cost model prices, the external observer's lifecycle
     hooks are called: a team's pip-installed plugin works end to end."""
     from nascore.progress import Reporter
