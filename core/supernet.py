@@ -7,7 +7,8 @@ forward, sets a weight vector per decision (soft Gumbel-softmax weights or one-h
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -63,16 +64,28 @@ class Choice(nn.Module):
 
 @dataclass
 class CostTable:
-    """Prices of every option of every decision and of the fixed parts, in one cost model's unit."""
+    """Prices of every option of every decision and of the fixed parts, in one cost model's unit.
+
+    ``reduce="sum"`` (MACs, params, latency): a network costs the sum of its parts; ``options`` holds the
+    per-option price of each decision summed over the Choices that share it. ``reduce="max"`` (peak memory):
+    a network costs its most expensive part; ``positions`` keeps each Choice's row and ``fixed`` is the
+    largest fixed part, and the expected cost is the max of the per-position expectations (exact for one-hot
+    weights, a differentiable surrogate otherwise).
+    """
 
     unit: str
     fixed: float
     options: dict[str, Tensor]  # decision name -> cost per option
+    reduce: Literal["sum", "max"] = "sum"
+    positions: list[tuple[str, Tensor]] = field(default_factory=list)  # (decision, row) per Choice
 
     def expected(self, weights: Mapping[str, Tensor]) -> Tensor:
-        """Differentiable expected cost ``fixed + sum_d sum_i w_di * c_di``."""
+        """Differentiable expected cost: ``fixed + sum_d sum_i w_di * c_di`` (or the max, see above)."""
         device = next(iter(weights.values())).device
         total = torch.tensor(self.fixed, device=device)
+        if self.reduce == "max":
+            parts = [(weights[name] * costs.to(device)).sum() for name, costs in self.positions]
+            return torch.stack([total, *parts]).max()
         for name, costs in self.options.items():
             total = total + (weights[name] * costs.to(device)).sum()
         return total
@@ -80,7 +93,28 @@ class CostTable:
     def of_choices(self, choices: Mapping[str, str], decisions: list[Decision]) -> float:
         """Cost of one discrete architecture."""
         index = {d.name: d.options.index(choices[d.name]) for d in decisions}
+        if self.reduce == "max":
+            return max([self.fixed] + [float(c[index[n]]) for n, c in self.positions])
         return self.fixed + sum(float(c[index[n]]) for n, c in self.options.items())
+
+    def bounds(self) -> tuple[float, float]:
+        """The cheapest and the dearest cost any architecture of the space can have."""
+        if self.reduce == "max":
+            return (max([self.fixed] + [float(c.min()) for _, c in self.positions]),
+                    max([self.fixed] + [float(c.max()) for _, c in self.positions]))
+        return (self.fixed + sum(float(c.min()) for c in self.options.values()),
+                self.fixed + sum(float(c.max()) for c in self.options.values()))
+
+
+@dataclass(frozen=True, eq=False)
+class Operation:
+    """One module of a supernet at the input shape it sees: a Choice's candidate or a fixed part."""
+
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    decision: str | None = None  # None for fixed parts
+    option: str | None = None
+    position: int = -1  # index of the Choice in ``Supernet.choices()``
 
 
 class Supernet(nn.Module):
@@ -122,8 +156,12 @@ class Supernet(nn.Module):
         """One-hot weights for a discrete architecture."""
         self.set_weights(one_hot(self.decisions(), choices, device=_device_of(self)))
 
-    def price(self, cost_model, input_size: int, in_channels: int = 3) -> CostTable:
-        """Price every option of every decision at its real input shape, and the fixed parts."""
+    def operations(self, input_size: int, in_channels: int = 3) -> list[Operation]:
+        """Every candidate of every Choice and every fixed part, with the input shape it sees (batch 1).
+
+        Shapes are recorded by forward pre-hooks during one forward with uniform weights, so they are the
+        real ones whatever the space's wiring (strides, resolutions, channel counts).
+        """
         shapes: dict[nn.Module, tuple[int, ...]] = {}
 
         def record(module: nn.Module, args: tuple) -> None:
@@ -144,12 +182,29 @@ class Supernet(nn.Module):
                 h.remove()
             for c, w in previous.items():
                 c.weight = w
-        fixed = sum(cost_model.price(m, shapes[m]) for m in self.fixed_modules().values())
+        ops = [Operation(m, shapes[m]) for m in self.fixed_modules().values()]
+        for position, choice in enumerate(self.choices()):
+            ops.extend(Operation(op, shapes[choice], choice.decision, label, position)
+                       for label, op in choice.candidates.items())
+        return ops
+
+    def price(self, cost_model, input_size: int, in_channels: int = 3) -> CostTable:
+        """Price every option of every decision at its real input shape, and the fixed parts."""
+        ops = self.operations(input_size, in_channels)
+        prices = cost_model.price_all([(op.module, op.input_shape) for op in ops])
+        fixed = [p for op, p in zip(ops, prices) if op.decision is None]
+        rows: dict[int, list[float]] = {}
+        for op, p in zip(ops, prices):
+            if op.decision is not None:
+                rows.setdefault(op.position, []).append(p)
+        choices = self.choices()
+        positions = [(choices[i].decision, torch.tensor(row)) for i, row in sorted(rows.items())]
+        if cost_model.reduce == "max":
+            return CostTable(cost_model.unit, max(fixed, default=0.0), {}, "max", positions)
         options: dict[str, Tensor] = {}
-        for choice in self.choices():
-            row = torch.tensor([cost_model.price(op, shapes[choice]) for op in choice.candidates.values()])
-            options[choice.decision] = options.get(choice.decision, 0) + row
-        return CostTable(cost_model.unit, float(fixed), options)
+        for name, row in positions:
+            options[name] = options.get(name, 0) + row
+        return CostTable(cost_model.unit, float(sum(fixed)) + cost_model.overhead(), options)
 
 
 def one_hot(decisions: list[Decision], choices: Mapping[str, str], device: torch.device | str = "cpu"

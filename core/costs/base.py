@@ -1,7 +1,8 @@
 """Cost models price one operation at its real input shape; spaces turn prices into expected costs."""
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 from torch import nn
 
@@ -17,6 +18,8 @@ class CostModel(Component):
     kind: ClassVar[str] = "cost"
     #: unit of the prices, e.g. "MACs", "params", "ms"
     unit: ClassVar[str] = ""
+    #: how parts combine into a network's cost: "sum" (MACs, latency) or "max" (peak memory)
+    reduce: ClassVar[Literal["sum", "max"]] = "sum"
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -29,5 +32,17 @@ class CostModel(Component):
             self._cache[key] = float(self.measure(module, tuple(input_shape)))
         return self._cache[key]
 
+    def price_all(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> list[float]:
+        """Prices of many operations; models backed by a file override this to read and write it once."""
+        return [self.price(module, shape) for module, shape in items]
+
+    def overhead(self) -> float:
+        """A cost paid once per network rather than per operation (e.g. a runtime's per-call latency)."""
+        return 0.0
+
     def measure(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
         raise NotImplementedError
+
+    def measure_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
+        """The cost of a whole built network, measured directly (not summed from a table)."""
+        return float(self.measure(model, tuple(input_shape)))
