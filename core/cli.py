@@ -46,6 +46,24 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true")
     overrides(t)
 
+    lut = sub.add_parser("lut", help="latency lookup tables")
+    lsub = lut.add_subparsers(dest="lut_command", required=True, metavar="ACTION")
+    b = lsub.add_parser("build", help="time every candidate operation of a spec's space on this machine "
+                                      "(an existing table is resumed)")
+    b.add_argument("spec", help="spec with a cost: {name: latency, ...} block")
+    b.add_argument("--out", help="table file (default: the spec's cost.lut)")
+    overrides(b)
+
+    m = sub.add_parser("measure", help="end-to-end latency of an arch next to its lookup-table estimate")
+    m.add_argument("arch", help="arch.json file or named arch")
+    m.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    m.add_argument("--input-size", type=int)
+    m.add_argument("--batch", type=int, default=1)
+    m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
+    m.add_argument("--lut", help="lookup table to estimate from (operations it lacks are measured and added)")
+    m.add_argument("--min-run-time", type=float, default=1.0, help="seconds of end-to-end timing")
+
     d = sub.add_parser("data", help="built-in data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     e = dsub.add_parser("export", help="write a dataset as COCO JSON + PNG masks")
@@ -73,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
+        hint = "run the same command again to resume the table" if args.command == "lut" else "resume with --resume"
+        print(f"interrupted; {hint}", file=sys.stderr)
         return 130
 
 
@@ -157,17 +176,20 @@ def _default_out(stem: str) -> Path:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .run import open_run, run_spec
+    from .errors import NascoreError
+    from .run import discard_unstarted, open_run, run_spec
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     if args.resume and not args.out:
-        from .errors import NascoreError
-
         raise NascoreError("--resume needs --out DIR, the run directory to continue")
     run = open_run(spec, Path(args.out) if args.out else _default_out(Path(args.spec).stem), args.resume)
     run.reporter.log(f"run directory: {run.out_dir}")
-    summary = run_spec(run)
+    try:
+        summary = run_spec(run)
+    except NascoreError:
+        discard_unstarted(run)
+        raise
     _print_summary(run, summary)
     return 0
 
@@ -204,6 +226,74 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
                   f"validation: {metrics}")
 
 
+def _cmd_lut(args: argparse.Namespace) -> int:
+    from .costs.latency import LatencyCost
+    from .errors import NascoreError
+    from .progress import Reporter
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    cost = spec.cost.create() if spec.cost else None
+    if not isinstance(cost, LatencyCost):
+        raise NascoreError(f"{args.spec}: cost: `nascore lut build` needs a cost: {{name: latency, ...}} block, "
+                           f"not {'none' if cost is None else repr(cost.name)}")
+    out = args.out or cost.config.lut
+    if out is None:
+        raise NascoreError(f"{args.spec}: give the table file with --out FILE or cost.lut in the spec")
+    cost.config = cost.config.model_copy(update={"lut": out})
+    space = spec.space.create()
+    ops = space.supernet().operations(space.input_size, spec.dataset.create().info().in_channels)
+    reporter = Reporter()
+    cost.progress = reporter.progress
+    before, start = len(cost.table.entries), time.perf_counter()
+    cost.overhead()
+    measured = cost.measure_missing([(op.module, op.input_shape) for op in ops])
+    cost.save()
+    fingerprint = ", ".join(f"{k}={v}" for k, v in cost.table.fingerprint.items())
+    print(f"{out}: {len(cost.table.entries)} operations ({measured} measured now, {before} already in the table) "
+          f"in {time.perf_counter() - start:.1f} s\nfingerprint: {fingerprint}")
+    return 0
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from .arch import arch_space, resolve_arch
+    from .costs.latency import LatencyCost
+    from .errors import NascoreError, SpecError
+    from .progress import Reporter
+    from .spec import validate_component
+
+    if args.input_size is not None and args.input_size < 1:
+        raise NascoreError(f"--input-size must be a positive number of pixels, not {args.input_size}")
+    if args.min_run_time <= 0:
+        raise NascoreError(f"--min-run-time must be positive, not {args.min_run_time}")
+    flags = {"backend": "--backend", "batch_size": "--batch", "threads": "--threads", "device": "--device",
+             "lut": "--lut"}
+    try:
+        config = validate_component(LatencyCost, {"backend": args.backend, "batch_size": args.batch,
+                                                  "threads": args.threads, "device": args.device,
+                                                  "lut": args.lut}, "")
+    except SpecError as exc:
+        lines = [flags.get(line.split(":", 1)[0], "") + ":" + line.split(":", 1)[1] for line in exc.errors]
+        raise NascoreError("\n".join(lines)) from None
+    arch = resolve_arch(args.arch)
+    space = arch_space(arch, args.arch, input_size=args.input_size)
+    size, cost, reporter = space.input_size, LatencyCost(config), Reporter()
+    cost.progress = reporter.progress
+    # the estimate: the arch's own operations priced from the table (missing ones measured first)
+    ops = [op for op in space.supernet().operations(size)
+           if op.decision is None or arch.choices[op.decision] == op.option]
+    estimate = sum(cost.price_all([(op.module, op.input_shape) for op in ops])) + cost.overhead()
+    timing = cost.time_model(space.build(arch), (args.batch, 3, size, size), args.min_run_time)
+    error = (estimate - timing.median_ms) / timing.median_ms
+    reporter.table(f"{arch.name or args.arch}: latency ({args.backend})", [
+        ("setup", f"{cost.table.fingerprint['device']}, {args.threads} thread(s), batch {args.batch}, "
+                  f"input {size}x{size}"),
+        ("measured median", f"{timing.median_ms:.3f} ms"),
+        ("measured p90", f"{timing.p90_ms:.3f} ms ({timing.runs} runs)"),
+        ("lookup-table estimate", f"{estimate:.3f} ms ({error:+.1%})")], ("", "value"))
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from .errors import NascoreError, SpecError
     from .registry import get_registry
@@ -228,7 +318,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plugins": _cmd_plugins,
-            "info": _cmd_info, "train": _cmd_train, "data": _cmd_data}
+            "info": _cmd_info, "train": _cmd_train, "lut": _cmd_lut, "measure": _cmd_measure, "data": _cmd_data}
 
 if __name__ == "__main__":
     sys.exit(main())

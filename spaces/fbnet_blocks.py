@@ -5,7 +5,6 @@ shuffle channels and use 2 groups in the point-wise projection; ``skip`` is an i
 1x1 conv when the shape changes."""
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nascore.features import make_divisible
@@ -29,7 +28,9 @@ class ChannelShuffle(nn.Module):
         self.groups = groups
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.channel_shuffle(x, self.groups)
+        # as F.channel_shuffle, written with view/transpose because ONNX has no channel_shuffle operator
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 class IRFBlock(nn.Module):

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from nascore.cli import main
-from nascore.costs.objective import Additive, Multiplicative
+from nascore.costs.objective import Additive, Budget, Multiplicative
 from nascore.errors import NascoreError, SpecError
 from nascore.spec import apply_overrides, load_spec, spec_json_schema, validate_spec
 from nascore.spaces.fbnet import FBNetSpace
@@ -123,14 +123,15 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
         "strategy.temperature.initial: Input should be greater than 0",
         "cost.loss.alpha: Input should be greater than 0",
         "train.lr: Input should be greater than 0",
-        "extra_key: unknown field; expected one of: seed, device, dataset, tasks, space, strategy, cost, train",
+        "extra_key: unknown field; expected one of: seed, device, dataset, tasks, space, strategy, cost, train, "
+        "pareto",
     ]
 
 
 @pytest.mark.parametrize("block, name, expected", [
     ("space", "fbnett", "space.name: unknown space 'fbnett'; available: fbnet. Did you mean 'fbnet'?"),
     ("strategy", "dnass", "strategy.name: unknown strategy 'dnass'; available: dnas. Did you mean 'dnas'?"),
-    ("cost", "flop", "cost.name: unknown cost 'flop'; available: flops. Did you mean 'flops'?"),
+    ("cost", "flop", "cost.name: unknown cost 'flop'; available: flops, latency, memory. Did you mean 'flops'?"),
     ("dataset", "digit-scene", "dataset.name: unknown dataset 'digit-scene'; available: digit-scenes, "
                                "image-folder. Did you mean 'digit-scenes'?"),
     ("tasks", "classifcation", "tasks[0].name: unknown task 'classifcation'; available: classification. "
@@ -245,7 +246,7 @@ def test_dump_round_trips_through_validate_spec(tmp_path):
     spec = load_spec(QUICKSTART)
     dumped = spec.dump()
     assert dumped["space"] == {"name": "fbnet", "width": 0.25, "input_size": 32, "head_channels": 512, "divisor": 8}
-    assert dumped["cost"]["loss"] == {"form": "multiplicative", "alpha": 0.2, "beta": 0.6}
+    assert dumped["cost"]["loss"] == {"form": "multiplicative", "alpha": 0.2, "beta": 0.6, "scale": 1.0}
     again = validate_spec(yaml.safe_load(yaml.safe_dump(dumped)))
     assert again.dump() == dumped
     # the same through a file, with an additive loss (alias 'lambda') and a Path-valued option
@@ -268,6 +269,9 @@ def test_dump_round_trips_through_validate_spec(tmp_path):
     ({"alpha": 0.4}, Multiplicative, {"alpha": 0.4, "beta": 0.6}),  # form defaults to multiplicative
     ({"form": "additive", "lambda": 0.5}, Additive, {"lambda_": 0.5, "scale": 1e6}),
     ({"form": "additive", "lambda": 2, "scale": 1000}, Additive, {"lambda_": 2.0, "scale": 1000.0}),
+    ({"scale": 100}, Multiplicative, {"alpha": 0.2, "beta": 0.6, "scale": 100.0}),
+    ({"form": "budget", "target": 5000}, Budget, {"target": 5000.0, "lambda_": 1.0}),
+    ({"form": "budget", "target": 2e4, "lambda": 3}, Budget, {"target": 2e4, "lambda_": 3.0}),
 ])
 def test_cost_loss_forms(loss, form, fields):
     data = base_spec()
@@ -278,18 +282,24 @@ def test_cost_loss_forms(loss, form, fields):
     task_loss, cost = torch.tensor(2.0), torch.tensor(1e4)
     value = float(objective(task_loss, cost))
     if form is Multiplicative:
-        assert value == pytest.approx(2.0 * fields["alpha"] * torch.log(cost).item() ** fields["beta"])
+        scale = fields.get("scale", 1.0)
+        assert value == pytest.approx(2.0 * fields["alpha"] * torch.log(cost / scale).item() ** fields["beta"])
+    elif form is Budget:  # hinge: 1e4 is over a 5000 target by 100%, under a 2e4 one
+        assert value == pytest.approx(2.0 + fields["lambda_"] * max(0.0, 1e4 / fields["target"] - 1))
     else:
         assert value == pytest.approx(2.0 + fields["lambda_"] * 1e4 / fields["scale"])
 
 
 @pytest.mark.parametrize("loss, expected", [
-    ({"form": "budget"}, "cost.loss: Input tag 'budget' found using 'form' does not match any of the expected "
-                         "tags: 'multiplicative', 'additive'"),
+    ({"form": "hinge"}, "cost.loss: Input tag 'hinge' found using 'form' does not match any of the expected "
+                        "tags: 'multiplicative', 'additive', 'budget'"),
+    ({"form": "budget"}, "cost.loss.target: Field required"),
+    ({"form": "budget", "target": 0}, "cost.loss.target: Input should be greater than 0"),
     ({"form": "additive", "lambda": -1}, "cost.loss.lambda: Input should be greater than or equal to 0"),
     ({"form": "additive", "lamda": 1}, "cost.loss.lamda: unknown field; expected one of: form, lambda, scale. "
                                        "Did you mean 'lambda'?"),
-    ({"form": "multiplicative", "lambda": 1}, "cost.loss.lambda: unknown field; expected one of: form, alpha, beta"),
+    ({"form": "multiplicative", "lambda": 1}, "cost.loss.lambda: unknown field; expected one of: form, alpha, beta, "
+                                              "scale"),
     (3, "cost.loss: expected a mapping of fields, got int 3"),
 ])
 def test_bad_cost_loss(loss, expected):
@@ -324,14 +334,20 @@ def _ref(schema: dict, node: dict) -> dict:
 def _members(schema: dict, node: dict) -> dict[str, dict]:
     """Component name -> its definition, for a block that is one model or a discriminated union."""
     node = _ref(schema, node)
-    refs = node.get("oneOf") or node.get("anyOf") or [node]
-    models = [_ref(schema, r) for r in refs if r.get("type") != "null"]
-    return {m["properties"]["name"]["const"]: m for m in models}
+    refs = node.get("oneOf") or node.get("anyOf")
+    if refs is None:
+        return {node["properties"]["name"]["const"]: node}
+    members: dict[str, dict] = {}
+    for r in refs:  # an optional block is anyOf [a one-model-or-union block, null]
+        if r.get("type") != "null":
+            members.update(_members(schema, r))
+    return members
 
 
 def test_schema_structure_includes_plugin_configs(schema):
     assert schema["type"] == "object" and schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"seed", "device", "dataset", "tasks", "space", "strategy", "cost", "train"}
+    assert set(schema["properties"]) == {"seed", "device", "dataset", "tasks", "space", "strategy", "cost", "train",
+                                         "pareto"}
     assert {"dataset", "tasks", "space", "strategy"} <= set(schema["required"])
     props = schema["properties"]
     assert props["tasks"]["type"] == "array" and props["tasks"]["minItems"] == 1
@@ -354,7 +370,7 @@ def test_schema_structure_includes_plugin_configs(schema):
     flops = _members(schema, props["cost"])["flops"]
     loss = flops["properties"]["loss"]
     forms = {_ref(schema, m)["properties"]["form"]["const"] for m in loss["oneOf"]}
-    assert forms == {"multiplicative", "additive"}
+    assert forms == {"multiplicative", "additive", "budget"}
     additive = next(_ref(schema, m) for m in loss["oneOf"] if _ref(schema, m)["title"] == "Additive")
     assert "lambda" in additive["properties"] and "lambda_" not in additive["properties"]
 

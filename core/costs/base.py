@@ -1,7 +1,8 @@
 """Cost models price one operation at its real input shape; spaces turn prices into expected costs."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import ClassVar, Literal
 
 from torch import nn
@@ -10,8 +11,9 @@ from ..component import Component
 
 
 def op_key(module: nn.Module) -> str:
-    """Identifies an operation's configuration; blocks may set ``op_key``, else the module's repr is used."""
-    return getattr(module, "op_key", None) or repr(module)
+    """Identifies an operation's configuration; blocks may set ``op_key``, else the module's repr (on one
+    line) is used."""
+    return getattr(module, "op_key", None) or " ".join(repr(module).split())
 
 
 class CostModel(Component):
@@ -24,6 +26,9 @@ class CostModel(Component):
     def __init__(self, config=None):
         super().__init__(config)
         self._cache: dict[tuple[str, tuple[int, ...]], float] = {}
+        #: ``progress(total, description)`` -> context manager yielding ``advance()``; runners set a real one
+        self.progress: Callable[[int, str], AbstractContextManager[Callable[[], None]]] = \
+            lambda total, description: nullcontext(lambda: None)
 
     def price(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
         """The cost of ``module`` on an input of ``input_shape`` (cached per op configuration and shape)."""

@@ -1,0 +1,190 @@
+"""Latency cost model (FBNet's lookup table): every candidate operation is timed at its real input shape
+on the target backend, once; the table lives in a JSON file with the fingerprint of the setup it was
+measured on, so later searches reuse it and a table from another machine is not used by mistake.
+
+A network's estimate is ``sum(op - overhead) + overhead``: each isolated measurement pays the runtime's
+per-call cost (``overhead``, the time of a call that computes nothing) which a whole network pays once.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from ..component import ComponentConfig
+from ..errors import NascoreError
+from ..hookspecs import hookimpl
+from .base import CostModel, op_key
+from .lut import Entry, LatencyTable, entry_key, fingerprint_differences, load_table
+from .timing import BackendName, Timing, make_backend
+
+#: input of the do-nothing call that measures a backend's per-call overhead
+OVERHEAD_SHAPE = (1, 1, 1)
+
+
+class LatencyConfig(ComponentConfig):
+    lut: str | None = Field(None, description="lookup table file (JSON): read when it exists; entries it "
+                                              "lacks are measured and written back")
+    backend: BackendName = Field("torch", description="torch (eager) or onnxruntime (CPU execution provider)")
+    device: str = Field("cpu", description="device the torch backend times on (cpu, cuda, cuda:1)")
+    threads: int = Field(1, ge=1, description="intra-op threads while timing")
+    batch_size: int = Field(1, ge=1)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    min_run_time: float = Field(0.2, gt=0, description="seconds of timing per operation")
+    measure_missing: bool = Field(True, description="measure operations the table lacks (else: an error "
+                                                    "naming them)")
+    allow_other_fingerprint: bool = Field(False, description="use a table measured on another setup")
+    subtract_overhead: bool = Field(True, description="count the per-call overhead once per network, not "
+                                                      "once per operation")
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, value: str) -> str:
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"'{value}' is not a torch device; expected e.g. cpu, cuda, cuda:1") from None
+        return value
+
+    @field_validator("lut")
+    @classmethod
+    def _readable_table(cls, value: str | None) -> str | None:
+        """A table that exists must be a valid one (a missing one is created by measuring)."""
+        if value is not None and Path(value).exists():
+            try:
+                load_table(value)
+            except NascoreError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> LatencyConfig:
+        if self.backend == "onnxruntime" and (torch.device(self.device).type != "cpu" or self.dtype != "float32"):
+            raise ValueError("backend onnxruntime times float32 on the CPU execution provider; "
+                             f"device {self.device!r} and dtype {self.dtype!r} need backend torch")
+        return self
+
+
+class LatencyCost(CostModel):
+    """Latency in milliseconds from a measured lookup table (``lut``), measured on demand."""
+
+    name: ClassVar[str] = "latency"
+    unit: ClassVar[str] = "ms"
+    Config: ClassVar[type[LatencyConfig]] = LatencyConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._backend = None
+        self._table: LatencyTable | None = None
+        self._foreign = False  # the table was measured on another setup (allowed by the config)
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            cfg = self.config
+            self._backend = make_backend(cfg.backend, cfg.device, cfg.threads, cfg.dtype)
+        return self._backend
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**self.backend.fingerprint(), "dtype": self.config.dtype, "batch_size": self.config.batch_size}
+
+    @property
+    def table(self) -> LatencyTable:
+        if self._table is None:
+            self._table = self._open()
+        return self._table
+
+    def _open(self) -> LatencyTable:
+        path, here = self.config.lut, self.fingerprint()
+        if path is None or not Path(path).exists():
+            return LatencyTable(fingerprint=here)
+        table = load_table(path)
+        differences = fingerprint_differences(table.fingerprint, here)
+        if differences and not self.config.allow_other_fingerprint:
+            raise NascoreError(f"latency table {path} was measured on another setup:\n"
+                               + "\n".join(f"  {d}" for d in differences)
+                               + "\nmeasure one here (`nascore lut build SPEC --out NEW.json`), or set "
+                                 "cost.allow_other_fingerprint: true to use it anyway")
+        self._foreign = bool(differences)
+        return table
+
+    def _shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.config.batch_size, *input_shape[1:])
+
+    def save(self) -> None:
+        """Write the table to ``lut`` (atomically); without a ``lut`` it lives in memory only."""
+        if self.config.lut is not None:
+            self.table.save(self.config.lut)
+
+    # -- pricing -----------------------------------------------------------------------------
+    def overhead(self) -> float:
+        if not self.config.subtract_overhead:
+            return 0.0
+        table = self.table
+        if table.overhead_ms is None:
+            self._check_measurable(["the per-call overhead"])
+            table.overhead_ms = self.backend.time(nn.Identity(), self._shape(OVERHEAD_SHAPE),
+                                                  self.config.min_run_time).median_ms
+            self.save()
+        return table.overhead_ms
+
+    def price(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+        return self.price_all([(module, input_shape)])[0]
+
+    def price_all(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> list[float]:
+        self.measure_missing(items)
+        overhead = self.overhead()
+        return [max(self.table.entries[key].median_ms - overhead, 0.0) for key, _, _ in self._keyed(items)]
+
+    def measure_missing(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> int:
+        """Time the operations the table lacks, saving the table after each; returns how many."""
+        todo: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
+        for key, module, shape in self._keyed(items):
+            if key not in self.table.entries:
+                todo.setdefault(key, (module, shape))
+        if not todo:
+            return 0
+        self._check_measurable(list(todo))
+        with self.progress(len(todo), f"measuring latency ({self.config.backend})") as advance:
+            for key, (module, shape) in todo.items():
+                t = self.backend.time(module, shape, self.config.min_run_time)
+                self.table.entries[key] = Entry(median_ms=t.median_ms, p90_ms=t.p90_ms, runs=t.runs)
+                self.save()  # a killed build keeps what it measured
+                advance()
+        return len(todo)
+
+    def _keyed(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]
+               ) -> Iterator[tuple[str, nn.Module, tuple[int, ...]]]:
+        """(table key, module, input shape at the configured batch size) per item."""
+        for module, shape in items:
+            shape = self._shape(shape)
+            yield entry_key(op_key(module), shape), module, shape
+
+    def _check_measurable(self, what: list[str]) -> None:
+        shown = "\n".join(f"  {k}" for k in what[:5]) + (f"\n  ... and {len(what) - 5} more" if len(what) > 5
+                                                          else "")
+        where = f"latency table {self.config.lut}" if self.config.lut else "the latency table"
+        if self._foreign:
+            raise NascoreError(f"{where} was measured on another setup and lacks {len(what)} entries, which "
+                               f"cannot be measured here:\n{shown}")
+        if not self.config.measure_missing:
+            raise NascoreError(f"{where} lacks {len(what)} entries and cost.measure_missing is false:\n{shown}\n"
+                               "measure them with `nascore lut build SPEC`")
+
+    # -- whole networks ----------------------------------------------------------------------
+    def time_model(self, model: nn.Module, input_shape: tuple[int, ...],
+                   min_run_time: float | None = None) -> Timing:
+        """End-to-end latency of a built network (batch from the config)."""
+        return self.backend.time(model, self._shape(input_shape), min_run_time or self.config.min_run_time)
+
+    def measure(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+        return self.time_model(module, input_shape).median_ms
+
+
+@hookimpl
+def nascore_cost_models():
+    return [LatencyCost]

@@ -1,0 +1,122 @@
+"""Latency backends: time a module on PyTorch eager (CPU or CUDA) or on ONNX Runtime.
+
+Both use ``torch.utils.benchmark.Timer.blocked_autorange`` (warm-up, repeated blocks, CUDA sync); the
+median and 90th percentile are taken over the blocks' per-call times.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import platform
+import statistics
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..errors import NascoreError
+
+BackendName = Literal["torch", "onnxruntime"]
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+WARMUP_CALLS = 3
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p90_ms: float
+    runs: int
+
+
+def device_name(device: torch.device) -> str:
+    """What the latency belongs to: the GPU's name, or the CPU's model and architecture."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"cpu: {model} ({platform.machine()})"
+
+
+def _blocks(stmt: str, scope: dict[str, Any], threads: int, min_run_time: float) -> Timing:
+    import torch.utils.benchmark as benchmark  # imported here: importing it logs a CUDA_HOME warning
+
+    measurement = benchmark.Timer(stmt, globals=scope, num_threads=threads).blocked_autorange(
+        min_run_time=min_run_time)
+    times = sorted(measurement.times)
+    p90 = statistics.quantiles(times, n=10, method="inclusive")[-1] if len(times) > 1 else times[0]
+    return Timing(measurement.median * 1e3, p90 * 1e3, len(times) * measurement.number_per_run)
+
+
+class TorchBackend:
+    """PyTorch eager, inference mode, on ``device`` with ``threads`` intra-op threads."""
+
+    name: BackendName = "torch"
+
+    def __init__(self, device: str = "cpu", threads: int = 1, dtype: str = "float32"):
+        self.device, self.threads, self.dtype = torch.device(device), threads, DTYPES[dtype]
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise NascoreError("latency device 'cuda' was asked for but CUDA is not available on this machine")
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": device_name(self.device), "torch": torch.__version__,
+                "threads": self.threads}
+
+    def time(self, module: nn.Module, input_shape: tuple[int, ...], min_run_time: float) -> Timing:
+        model = copy.deepcopy(module).to(self.device, self.dtype).eval()
+        x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
+        call = torch.inference_mode()(model)
+        for _ in range(WARMUP_CALLS):
+            call(x)
+        return _blocks("call(x)", {"call": call, "x": x}, self.threads, min_run_time)
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime's CPU execution provider on a graph exported with ``torch.onnx.export``."""
+
+    name: BackendName = "onnxruntime"
+
+    def __init__(self, threads: int = 1):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise NascoreError("latency backend 'onnxruntime' needs the onnxruntime package: "
+                               "pip install onnxruntime (or pip install 'nascore[onnx]')") from None
+        self.ort, self.threads = onnxruntime, threads
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": device_name(torch.device("cpu")),
+                "onnxruntime": self.ort.__version__, "threads": self.threads}
+
+    def session(self, module: nn.Module, input_shape: tuple[int, ...]):
+        model = copy.deepcopy(module).cpu().float().eval()
+        buffer = io.BytesIO()
+        # the TorchScript exporter (dynamo=False) exports one block in ~0.1 s; the dynamo exporter takes
+        # 4-6 s, too slow for tables of hundreds of operations
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.zeros(input_shape),), buffer, dynamo=False,
+                              input_names=["input"], output_names=["output"])
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
+        options.log_severity_level = 3
+        return self.ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def time(self, module: nn.Module, input_shape: tuple[int, ...], min_run_time: float) -> Timing:
+        session = self.session(module, input_shape)
+        feed = {"input": torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).numpy()}
+        for _ in range(WARMUP_CALLS):
+            session.run(None, feed)
+        return _blocks("session.run(None, feed)", {"session": session, "feed": feed}, self.threads,
+                       min_run_time)
+
+
+def make_backend(name: BackendName, device: str = "cpu", threads: int = 1, dtype: str = "float32"):
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(threads)
+    return TorchBackend(device, threads, dtype)
