@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                                       "(an existing table is resumed)")
     b.add_argument("spec", help="spec with a cost: {name: latency, ...} block")
     b.add_argument("--out", help="table file (default: the spec's cost.lut)")
+    b.add_argument("--calibrate", type=int, default=8, metavar="N",
+                   help="time N random archs end to end and fit the table's calibration to them (default 8; "
+                        "0: none; a table that has one keeps it)")
     overrides(b)
 
     m = sub.add_parser("measure", help="end-to-end latency of an arch next to its lookup-table estimate")
@@ -227,11 +230,13 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
 
 
 def _cmd_lut(args: argparse.Namespace) -> int:
-    from .costs.latency import LatencyCost
+    from .costs.latency import LatencyCost, calibrate
     from .errors import NascoreError
     from .progress import Reporter
     from .spec import load_spec
 
+    if args.calibrate == 1 or args.calibrate < 0:
+        raise NascoreError(f"--calibrate must be 0 or at least 2 archs, not {args.calibrate}")
     spec = load_spec(args.spec, args.overrides)
     cost = spec.cost.create() if spec.cost else None
     if not isinstance(cost, LatencyCost):
@@ -242,16 +247,22 @@ def _cmd_lut(args: argparse.Namespace) -> int:
         raise NascoreError(f"{args.spec}: give the table file with --out FILE or cost.lut in the spec")
     cost.config = cost.config.model_copy(update={"lut": out})
     space = spec.space.create()
-    ops = space.supernet().operations(space.input_size, spec.dataset.create().info().in_channels)
+    in_channels = spec.dataset.create().info().in_channels
+    ops = space.supernet().operations(space.input_size, in_channels)
     reporter = Reporter()
     cost.progress = reporter.progress
     before, start = len(cost.table.entries), time.perf_counter()
     cost.overhead()
     measured = cost.measure_missing([(op.module, op.input_shape) for op in ops])
     cost.save()
+    if args.calibrate and cost.table.calibration is None:
+        calibrate(cost, space, args.calibrate, spec.seed, in_channels)
     fingerprint = ", ".join(f"{k}={v}" for k, v in cost.table.fingerprint.items())
     print(f"{out}: {len(cost.table.entries)} operations ({measured} measured now, {before} already in the table) "
           f"in {time.perf_counter() - start:.1f} s\nfingerprint: {fingerprint}")
+    if (c := cost.table.calibration) is not None:
+        print(f"calibration on {c.archs} archs: measured = {c.scale:.3f} x estimate {c.offset_ms:+.3f} ms "
+              f"(median error {c.error_before:.1%} -> {c.error_after:.1%})")
     return 0
 
 

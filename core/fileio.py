@@ -30,6 +30,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
 

@@ -18,6 +18,7 @@ from .data import epoch_seed, loader, to_device
 from .errors import NascoreError
 from .fileio import atomic_write_text, load_checkpoint, save_checkpoint
 from .loops import check_finite, cosine_lr, evaluate, set_lr, task_losses, weight_optimizer
+from .pareto import ParetoRow, run_pareto, summarize
 from .progress import Reporter
 from .registry import Registry, get_registry
 from .spec import RunSpec, TrainConfig
@@ -37,6 +38,7 @@ class RunContext:
     device: torch.device
     reporter: Reporter
     resume: bool = False
+    created_dir: bool = False  # open_run made out_dir (so a run that never started may remove it)
 
 
 def open_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
@@ -55,9 +57,24 @@ def open_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | No
         if out_dir.exists() and any(out_dir.iterdir()):
             raise NascoreError(f"output directory {out_dir} is not empty; pass --resume to continue that run "
                                "or choose another --out")
+        created = not out_dir.exists()
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(spec_path, resolved)
-    return RunContext(spec, out_dir, registry or get_registry(), device, reporter or Reporter(), resume)
+    return RunContext(spec, out_dir, registry or get_registry(), device, reporter or Reporter(), resume,
+                      created_dir=not resume and created)
+
+
+def discard_unstarted(run: RunContext) -> None:
+    """Remove a new run directory that holds nothing but its spec (the run failed before its first epoch),
+    so the same command can be run again once the problem is fixed."""
+    files = [p for p in run.out_dir.rglob("*") if p.is_file()]
+    if run.resume or [p.name for p in files] != [SPEC_FILE]:
+        return
+    files[0].unlink()
+    for d in sorted((p for p in run.out_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()
+    if run.created_dir:
+        run.out_dir.rmdir()
 
 
 def _device(name: str) -> torch.device:
@@ -121,7 +138,9 @@ def _rewrite_metrics(path: Path, phase: str, start: int) -> list[dict[str, Any]]
 
 
 # -- search -------------------------------------------------------------------------------------
-def search(run: RunContext) -> dict[str | None, Arch]:
+def search(run: RunContext) -> tuple[dict[str | None, Arch], list[ParetoRow] | None]:
+    """Search, save the derived arch(s), then (unless ``pareto.samples`` is 0) the Pareto step; returns the
+    archs by owner and the Pareto rows (None when the step did not run)."""
     spec = run.spec
     dataset, tasks = spec.dataset.create(), [t.create() for t in spec.tasks]
     info = dataset.info()
@@ -129,12 +148,19 @@ def search(run: RunContext) -> dict[str | None, Arch]:
     torch.manual_seed(spec.seed)
     supernet = space.supernet()
     cost_model = spec.cost.create() if spec.cost else None
-    table = supernet.price(cost_model, space.input_size, info.in_channels) if cost_model else None
+    table = None
+    if cost_model is not None:
+        cost_model.progress = run.reporter.progress
+        table = supernet.price(cost_model, space.input_size, info.in_channels)
+        problem = spec.objective.check_bounds(*table.bounds(), table.unit)
+        if problem:
+            raise NascoreError(problem)
     network = build_network(supernet, tasks, info).to(run.device)
     strategy = spec.strategy.create()
-    strategy.setup(SearchContext(network, supernet, tasks, dataset.split("train"), dataset.split("val"),
-                                 dataset.collate, run.device, spec.seed, cost_model, table,
-                                 spec.objective if table is not None else None, run.reporter.progress))
+    ctx = SearchContext(network, supernet, tasks, dataset.split("train"), dataset.split("val"), dataset.collate,
+                        run.device, spec.seed, cost_model, table, spec.objective if table is not None else None,
+                        run.reporter.progress)
+    strategy.setup(ctx)
     loop = EpochLoop(run, "search", strategy.epochs,
                      lambda: {"network": network.state_dict(), "strategy": strategy.state_dict()},
                      lambda s: (network.load_state_dict(s["network"]), strategy.load_state_dict(s["strategy"])))
@@ -144,7 +170,10 @@ def search(run: RunContext) -> dict[str | None, Arch]:
              for owner, choices in strategy.derive().items()}
     for owner, arch in archs.items():
         arch.save(run.out_dir / arch_file_name(owner))
-    return archs
+    rows = None
+    if spec.pareto.samples:
+        rows = run_pareto(ctx, space, info.in_channels, strategy, spec.pareto, run.out_dir, run.reporter.log)
+    return archs, rows
 
 
 def arch_file_name(owner: str | None) -> str:
@@ -205,8 +234,10 @@ def model_counts(network: torch.nn.Module, in_channels: int, image_size: int) ->
 def run_spec(run: RunContext) -> dict[str, Any]:
     """Search, then (with a ``train`` block) train every found arch from scratch; write summary.json."""
     run.registry.hook.nascore_run_start(run=run)
-    archs = search(run)
+    archs, pareto_rows = search(run)
     summary: dict[str, Any] = {"archs": {}}
+    if pareto_rows is not None:
+        summary["pareto"] = summarize(pareto_rows)
     for owner, arch in archs.items():
         key = owner or "shared"
         entry: dict[str, Any] = {"file": arch_file_name(owner), "choices": arch.choices}

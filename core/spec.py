@@ -28,6 +28,17 @@ class TrainConfig(BaseModel):
     schedule: Literal["cosine", "constant"] = "cosine"
 
 
+class ParetoConfig(BaseModel):
+    """The Pareto step after the search (``pareto:`` block): the derived arch and ``samples`` archs drawn
+    from the strategy's final distribution, priced and evaluated on the supernet's shared weights."""
+
+    model_config = ConfigDict(extra="forbid")
+    samples: int = Field(8, ge=0, description="archs drawn per owner besides the derived one; 0 disables the step")
+    bn_batches: int = Field(4, ge=1, description="training batches that re-estimate BatchNorm statistics for "
+                                                 "each arch before it is evaluated")
+    batch_size: int = Field(64, ge=1)
+
+
 class _Block(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
@@ -57,6 +68,7 @@ class _SpecModel(BaseModel):
     strategy: _Block
     cost: _CostBlock | None = None
     train: TrainConfig | None = None
+    pareto: ParetoConfig = Field(default_factory=ParetoConfig)
 
     @field_validator("device")
     @classmethod
@@ -96,6 +108,7 @@ class RunSpec:
     cost: ComponentSpec | None
     objective: Any  # one of the Objective forms
     train: TrainConfig | None
+    pareto: ParetoConfig = field(default_factory=ParetoConfig)
     source: str = "<spec>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -108,6 +121,7 @@ class RunSpec:
             out["cost"] = {**self.cost.dump(), "loss": self.objective.model_dump(mode="json", by_alias=True)}
         if self.train is not None:
             out["train"] = self.train.model_dump(mode="json")
+        out["pareto"] = self.pareto.model_dump(mode="json")
         return out
 
 
@@ -228,7 +242,7 @@ def validate_spec(data: dict[str, Any], registry: Registry | None = None, source
     if errors or model is None:
         raise SpecError(source, _in_spec_order(errors))
     spec = RunSpec(model.seed, model.device, dataset, tasks, space, strategy, cost,
-                   model.cost.loss if model.cost else Multiplicative(), model.train, source, data)
+                   model.cost.loss if model.cost else Multiplicative(), model.train, model.pareto, source, data)
     _check_compatibility(spec, errors)
     if errors:
         raise SpecError(source, errors)
@@ -300,5 +314,5 @@ def spec_json_schema(registry: Registry | None = None, problems: list[str] | Non
         seed=(int, 0), device=(str, "cpu"),
         dataset=(union("dataset"), ...), tasks=(list[union("task")], Field(..., min_length=1)),
         space=(union("space"), ...), strategy=(union("strategy"), ...), cost=(Optional[union("cost")], None),
-        train=(TrainConfig | None, None))
+        train=(TrainConfig | None, None), pareto=(ParetoConfig, Field(default_factory=ParetoConfig)))
     return TypeAdapter(spec_model).json_schema()

@@ -1,7 +1,7 @@
 """Search strategies: own the architecture parameters, run epochs of search, derive archs."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -10,6 +10,8 @@ import torch
 
 from .component import Component
 from .costs.base import CostModel
+from .data import loader
+from .loops import evaluate, recalibrate_batchnorm
 from .supernet import CostTable, Decision, Supernet
 from .task import Network, Task
 
@@ -53,6 +55,12 @@ class SearchStrategy(Component):
         """The found architecture(s): choices per owning task (``None`` when all tasks share one arch)."""
         raise NotImplementedError
 
+    def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[dict[str, str]]]:
+        """``n`` archs per owner drawn from the final search distribution, deterministic given ``generator``
+        (the Pareto step's candidates besides the derived arch)."""
+        raise NotImplementedError(f"strategy '{self.name}' does not sample archs from a search distribution "
+                                  "(it has no SearchStrategy.sample)")
+
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -64,3 +72,18 @@ def owners(decisions: list[Decision]) -> Iterator[str | None]:
     """The tasks that own decisions, or just ``None`` when every decision is shared."""
     tasks = sorted({d.task for d in decisions if d.task is not None})
     yield from tasks or [None]
+
+
+def owner_tasks(tasks: list[Task], owner: str | None) -> list[Task]:
+    """The tasks an arch of ``owner`` serves: all of them for a shared arch."""
+    return [t for t in tasks if owner is None or t.name == owner]
+
+
+def evaluate_arch(ctx: SearchContext, choices: Mapping[str, str], owner: str | None, bn_batches: Iterable,
+                  batch_size: int) -> dict[str, float]:
+    """Validation metrics of one discrete arch (``choices`` for every decision) on the supernet's shared
+    weights: one-hot weights, BatchNorm statistics re-estimated on ``bn_batches``, the tasks of ``owner``."""
+    ctx.supernet.set_choices(choices)
+    recalibrate_batchnorm(ctx.network, bn_batches, ctx.device)
+    val = loader(ctx.val_set, batch_size, ctx.collate, shuffle=False)
+    return evaluate(ctx.network, val, owner_tasks(ctx.tasks, owner), ctx.device)

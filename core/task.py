@@ -16,6 +16,8 @@ class Task(Component):
     target: ClassVar[str]
     #: name of the metric that ranks models (a key of ``compute_metrics``' result)
     primary_metric: ClassVar[str]
+    #: whether a larger primary metric is better (accuracy) or worse (an error)
+    higher_is_better: ClassVar[bool] = True
 
     def build_head(self, feature_info: list[dict], num_features: int | None, data: DataInfo) -> nn.Module:
         raise NotImplementedError

@@ -89,7 +89,7 @@ CASES: dict[str, Case] = {
     "spec-empty": Case(["validate", "s.yaml"], "error: spec file s.yaml is empty; expected a mapping", {"s.yaml": ""}),
     "spec-unknown-top-level-key": Case(
         ["validate", "s.yaml"], "  strategyy: unknown field; expected one of: seed, device, dataset, tasks, space, "
-                                "strategy, cost, train. Did you mean 'strategy'?",
+                                "strategy, cost, train, pareto. Did you mean 'strategy'?",
         {"s.yaml": lambda ws, base: yaml.safe_dump({**base, "strategyy": base["strategy"]})}),
     "spec-missing-tasks": Case(["validate", "s.yaml"], "error: s.yaml is not a valid spec:\n  tasks: Field required",
                                {"s.yaml": spec_file(tasks=DROP)}),
@@ -118,6 +118,13 @@ CASES: dict[str, Case] = {
                                                            "not match any of the expected tags: 'multiplicative', "
                                                            "'additive'",
                                    {"s.yaml": spec_file(cost__loss={"form": "hinge"})}),
+    "spec-pareto-out-of-range": Case(["validate", "s.yaml"], "  pareto.samples: Input should be greater than or "
+                                                             "equal to 0",
+                                     {"s.yaml": spec_file(pareto={"samples": -2})}),
+    "spec-pareto-typo-on-run": Case(["run", "s.yaml", "--out", "out"], "  pareto.bn_batch: unknown field; expected "
+                                                                       "one of: samples, bn_batches, batch_size. "
+                                                                       "Did you mean 'bn_batches'?",
+                                    {"s.yaml": spec_file(pareto={"bn_batch": 2})}),
     "spec-bad-device": Case(["run", "s.yaml", "--out", "out"], "  device: 'gpu:zero' is not a torch device; expected "
                                                                "e.g. cpu, cuda, cuda:1, mps",
                             {"s.yaml": spec_file(device="gpu:zero")}),

@@ -61,8 +61,8 @@ def rows(out: Path) -> list[dict]:
 def test_run_writes_every_output(first_run):
     proc, out = first_run
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["arch.json", "checkpoints", "metrics.jsonl", "spec.yaml",
-                                                    "summary.json", "train_model.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["arch.json", "checkpoints", "metrics.jsonl", "pareto.csv",
+                                                    "pareto.png", "spec.yaml", "summary.json", "train_model.pt"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["search.pt", "train.pt"]
     arch = Arch.load(out / "arch.json")
     assert arch.space == "fbnet" and len(arch.choices) == 22 and arch.config["width"] == 0.25
@@ -76,6 +76,7 @@ def test_run_writes_every_output(first_run):
         assert {"temperature", "entropy", "top_choices", "weight_loss", "val/classification/top1"} <= set(r)
     assert search[1]["expected_cost"] > 0 and search[2]["top_choices"] == arch.choices
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["pareto"]["files"] == ["pareto.csv", "pareto.png"] and summary["pareto"]["archs"] >= 2
     result = summary["archs"]["shared"]["train"]
     assert result["macs"] > 0 and 0 <= result["val/classification/top1"] <= 1
     assert "multiply-adds" in proc.stdout and "classification/top1" in proc.stdout
@@ -89,6 +90,7 @@ def test_same_seed_same_arch(first_run, spec_path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "b" / "arch.json").read_text() == (out / "arch.json").read_text()
     assert rows(tmp_path / "b") == rows(out)
+    assert (tmp_path / "b" / "pareto.csv").read_text() == (out / "pareto.csv").read_text()
 
 
 @pytest.mark.parametrize("kill_after", ["start", "search.pt", "train.pt"])
@@ -107,6 +109,7 @@ def test_killed_run_resumes_to_same_arch(first_run, spec_path, tmp_path, kill_af
     assert resumed.returncode == 0, resumed.stderr
     assert (run_dir / "arch.json").read_text() == (out / "arch.json").read_text()
     assert rows(run_dir) == rows(out)
+    assert (run_dir / "pareto.csv").read_text() == (out / "pareto.csv").read_text()
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, capsys, monkeypatch):

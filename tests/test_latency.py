@@ -18,7 +18,7 @@ from torch import nn
 from nascore.cli import main
 from nascore.costs import Budget, Multiplicative
 from nascore.costs.base import op_key
-from nascore.costs.latency import LatencyCost
+from nascore.costs.latency import LatencyCost, fit_calibration
 from nascore.costs.lut import entry_key, load_table
 from nascore.costs.timing import OnnxRuntimeBackend
 from nascore.errors import NascoreError
@@ -68,9 +68,10 @@ def test_build_measures_every_operation_once(built, capsys):
     fp = table.fingerprint
     assert fp["backend"] == "torch" and fp["torch"] == torch.__version__ and fp["threads"] == 1
     assert fp["batch_size"] == 1 and fp["dtype"] == "float32" and fp["device"].startswith("cpu: ")
-    # a second build finds everything there
+    # a second build finds everything there, the calibration too
     assert main(["lut", "build", str(spec)]) == 0
-    assert "(0 measured now" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(0 measured now" in out and "calibration on 8 archs: measured = " in out
     assert load_table(lut).entries == table.entries
 
 
@@ -249,8 +250,9 @@ def test_expected_latency_is_the_table_sum_and_differentiable(built):
     for _ in range(3):
         choices = {d.name: d.options[rng.integers(len(d.options))] for d in decisions}
         picked = [op for op in ops if op.decision is None or choices[op.decision] == op.option]
-        by_hand = sum(max(raw.entries[entry_key(op_key(op.module), op.input_shape)].median_ms - overhead, 0)
-                      for op in picked) + overhead
+        summed = sum(max(raw.entries[entry_key(op_key(op.module), op.input_shape)].median_ms - overhead, 0)
+                     for op in picked) + overhead
+        by_hand = raw.calibration.scale * summed + raw.calibration.offset_ms
         assert table.expected(one_hot(decisions, choices)).item() == pytest.approx(by_hand, rel=1e-5)
         assert table.of_choices(choices, decisions) == pytest.approx(by_hand, rel=1e-6)  # float32 rows
     theta = {d.name: torch.zeros(len(d.options), requires_grad=True) for d in decisions}
@@ -269,10 +271,28 @@ def test_overhead_counts_once_per_network(built):
                                                  32)
     decisions = FBNetSpace(SPACE).decisions()
     choices = {d.name: "k3_e3" for d in decisions}
-    overhead = load_table(lut).overhead_ms
+    raw = load_table(lut)
     parts = 1 + len(decisions)  # stem + 22 layers
     assert without.of_choices(choices, decisions) - with_.of_choices(choices, decisions) == \
-        pytest.approx((parts - 1) * overhead, rel=1e-6, abs=1e-9)
+        pytest.approx(raw.calibration.scale * (parts - 1) * raw.overhead_ms, rel=1e-5, abs=1e-9)
+
+
+def test_calibration_fit_recovers_a_line_and_can_be_turned_off(built):
+    fit = fit_calibration([1.0, 2.0, 4.0, 8.0], [1.3 * x + 0.5 for x in (1.0, 2.0, 4.0, 8.0)])
+    assert (fit.scale, fit.offset_ms) == (pytest.approx(1.3), pytest.approx(0.5))
+    assert fit.error_after == pytest.approx(0, abs=1e-9) and fit.error_before > 0.2
+    with pytest.raises(NascoreError, match="at least 2 archs with different estimates"):
+        fit_calibration([2.0, 2.0], [3.0, 4.0])
+    # the built table carries one, fitted on the spec's space; calibrated: false prices without it
+    _, lut = built
+    raw = load_table(lut)
+    assert raw.calibration.archs == 8 and raw.calibration.scale > 0
+    decisions = FBNetSpace(SPACE).decisions()
+    choices = {d.name: "k5_e6" for d in decisions}
+    on = FBNetSpace(SPACE).supernet().price(LatencyCost({**FAST, "lut": str(lut)}), 32)
+    off = FBNetSpace(SPACE).supernet().price(LatencyCost({**FAST, "lut": str(lut), "calibrated": False}), 32)
+    assert on.of_choices(choices, decisions) == pytest.approx(
+        raw.calibration.scale * off.of_choices(choices, decisions) + raw.calibration.offset_ms, rel=1e-5)
 
 
 def test_budget_loss_pushes_under_the_budget():
@@ -346,6 +366,11 @@ def test_measure_prints_latency_and_estimate(tmp_path, capsys):
     # again: the estimate comes from the table, nothing new is measured
     assert main(["measure", "fbnet_a", "--input-size", "32", "--min-run-time", "0.05", "--lut", str(lut)]) == 0
     assert load_table(lut).entries == table.entries
+
+
+def test_lut_build_bad_calibrate(built, capsys):
+    assert main(["lut", "build", str(built[0]), "--calibrate", "1"]) == 2
+    assert "--calibrate must be 0 or at least 2 archs, not 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -4,22 +4,28 @@ measured on, so later searches reuse it and a table from another machine is not 
 
 A network's estimate is ``sum(op - overhead) + overhead``: each isolated measurement pays the runtime's
 per-call cost (``overhead``, the time of a call that computes nothing) which a whole network pays once.
+A table may also carry a calibration fitted on a few whole archs timed end to end
+(``scale * estimate + offset``), for what isolated timings miss, e.g. caches that are cold in a network.
 """
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from ..arch import Arch
 from ..component import ComponentConfig
 from ..errors import NascoreError
 from ..hookspecs import hookimpl
+from ..space import SearchSpace
 from .base import CostModel, op_key
-from .lut import Entry, LatencyTable, entry_key, fingerprint_differences, load_table
+from .lut import Calibration, Entry, LatencyTable, entry_key, fingerprint_differences, load_table
 from .timing import BackendName, Timing, make_backend
 
 #: input of the do-nothing call that measures a backend's per-call overhead
@@ -40,6 +46,7 @@ class LatencyConfig(ComponentConfig):
     allow_other_fingerprint: bool = Field(False, description="use a table measured on another setup")
     subtract_overhead: bool = Field(True, description="count the per-call overhead once per network, not "
                                                       "once per operation")
+    calibrated: bool = Field(True, description="apply the table's end-to-end calibration when it has one")
 
     @field_validator("device")
     @classmethod
@@ -121,7 +128,8 @@ class LatencyCost(CostModel):
             self.table.save(self.config.lut)
 
     # -- pricing -----------------------------------------------------------------------------
-    def overhead(self) -> float:
+    def _call_overhead(self) -> float:
+        """The runtime's per-call cost, timed once per table (0 without ``subtract_overhead``)."""
         if not self.config.subtract_overhead:
             return 0.0
         table = self.table
@@ -132,13 +140,21 @@ class LatencyCost(CostModel):
             self.save()
         return table.overhead_ms
 
+    def _calibration(self) -> tuple[float, float]:
+        c = self.table.calibration
+        return (c.scale, c.offset_ms) if c is not None and self.config.calibrated else (1.0, 0.0)
+
+    def overhead(self) -> float:
+        scale, offset = self._calibration()
+        return scale * self._call_overhead() + offset
+
     def price(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
         return self.price_all([(module, input_shape)])[0]
 
     def price_all(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> list[float]:
         self.measure_missing(items)
-        overhead = self.overhead()
-        return [max(self.table.entries[key].median_ms - overhead, 0.0) for key, _, _ in self._keyed(items)]
+        overhead, (scale, _) = self._call_overhead(), self._calibration()
+        return [scale * max(self.table.entries[key].median_ms - overhead, 0.0) for key, _, _ in self._keyed(items)]
 
     def measure_missing(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> int:
         """Time the operations the table lacks, saving the table after each; returns how many."""
@@ -183,6 +199,45 @@ class LatencyCost(CostModel):
 
     def measure(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
         return self.time_model(module, input_shape).median_ms
+
+
+def fit_calibration(estimates: Sequence[float], measured: Sequence[float]) -> Calibration:
+    """Least squares of ``measured ~ scale * estimate + offset`` weighted by 1 / measured (relative errors)."""
+    est, meas = np.asarray(estimates, dtype=float), np.asarray(measured, dtype=float)
+    if len(est) < 2 or np.ptp(est) == 0:
+        raise NascoreError("calibration needs at least 2 archs with different estimates")
+    scale, offset = np.polyfit(est, meas, 1, w=1.0 / meas)
+    if scale <= 0:
+        raise NascoreError(f"calibration fit a non-positive scale ({scale:.3g}): the end-to-end timings do not "
+                           "follow the table; is the machine busy? measure again on a quiet machine")
+
+    def error(pred: np.ndarray) -> float:
+        return float(np.median(np.abs(pred - meas) / meas))
+
+    return Calibration(scale=float(scale), offset_ms=float(offset), archs=len(est), error_before=error(est),
+                       error_after=error(scale * est + offset))
+
+
+def calibrate(cost: LatencyCost, space: SearchSpace, archs: int, seed: int = 0, in_channels: int = 3
+              ) -> Calibration:
+    """Time ``archs`` random archs of ``space`` end to end and fit the table's calibration to them (stored in
+    the table and saved)."""
+    cost.table.calibration = None  # fit against the uncalibrated estimate
+    size, decisions = space.input_size, space.decisions()
+    table = space.supernet().price(cost, size, in_channels)
+    rng = random.Random(seed)
+    config = space.config.model_dump(mode="json")
+    estimates, measured = [], []
+    with cost.progress(archs, "calibrating on whole archs") as advance:
+        for _ in range(archs):
+            choices = {d.name: rng.choice(d.options) for d in decisions}
+            model = space.build(Arch(space=space.name, config=config, choices=choices))
+            estimates.append(table.of_choices(choices, decisions))
+            measured.append(cost.time_model(model, (1, in_channels, size, size)).median_ms)
+            advance()
+    cost.table.calibration = fit_calibration(estimates, measured)
+    cost.save()
+    return cost.table.calibration
 
 
 @hookimpl

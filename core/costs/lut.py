@@ -22,6 +22,19 @@ class Entry(BaseModel):
     runs: int = Field(ge=1)
 
 
+class Calibration(BaseModel):
+    """``measured = scale * estimate + offset_ms``, fitted on archs timed end to end (``nascore lut build
+    --calibrate N``): what isolated timings miss, e.g. caches that are cold inside a whole network."""
+
+    model_config = ConfigDict(extra="forbid")
+    scale: float = Field(gt=0)
+    offset_ms: float
+    archs: int = Field(ge=2)
+    #: median |relative error| on the fitted archs before and after calibrating
+    error_before: float = Field(ge=0)
+    error_after: float = Field(ge=0)
+
+
 class LatencyTable(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: Literal["nascore-latency-lut"] = FORMAT
@@ -31,6 +44,7 @@ class LatencyTable(BaseModel):
     overhead_ms: float | None = Field(None, ge=0)
     #: ``entry_key(op, shape)`` -> timing
     entries: dict[str, Entry] = Field(default_factory=dict)
+    calibration: Calibration | None = None
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, self.model_dump_json(indent=1) + "\n")

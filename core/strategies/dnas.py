@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..component import ComponentConfig
 from ..data import loader, split, to_device
 from ..hookspecs import hookimpl
-from ..loops import check_finite, cosine_lr, evaluate, recalibrate_batchnorm, set_lr, task_losses
-from ..strategy import SearchContext, SearchStrategy, owners
-from ..supernet import one_hot
+from ..loops import check_finite, cosine_lr, set_lr, task_losses
+from ..strategy import SearchContext, SearchStrategy, evaluate_arch, owners
+from ..supernet import Decision
 
 
 class Temperature(BaseModel):
@@ -154,17 +154,15 @@ class DNAS(SearchStrategy):
 
     def _evaluate_derived(self, epoch: int) -> dict[str, float]:
         """Validation metrics of the current argmax arch(s), BatchNorm recalibrated on that path, and cost."""
-        ctx, out = self.ctx, {}
-        for owner, choices in self.derive().items():
-            ctx.supernet.set_weights(one_hot(self.decisions, choices, ctx.device))
+        ctx, out, derived = self.ctx, {}, self.derive()
+        background = {k: v for choices in derived.values() for k, v in choices.items()}  # other owners' decisions
+        for owner, choices in derived.items():
             _, batches = self._batches(self.weight_set, epoch, stream=2, limit=self.config.bn_batches)
-            recalibrate_batchnorm(ctx.network, batches, ctx.device)
-            val = loader(ctx.val_set, self.config.batch_size, ctx.collate, shuffle=False)
-            tasks = [t for t in ctx.tasks if owner is None or t.name == owner]
-            out.update({f"val/{k}": v for k, v in evaluate(ctx.network, val, tasks, ctx.device).items()})
+            metrics = evaluate_arch(ctx, {**background, **choices}, owner, batches, self.config.batch_size)
+            out.update({f"val/{k}": v for k, v in metrics.items()})
             if ctx.cost_table is not None:
                 out[f"derived_cost{'' if owner is None else '/' + owner}"] = \
-                    ctx.cost_table.of_choices(choices, self.decisions)
+                    ctx.cost_table.of_choices({**background, **choices}, self.decisions)
         return out
 
     # -- results and state -------------------------------------------------------------------
@@ -172,7 +170,19 @@ class DNAS(SearchStrategy):
         archs = {}
         for owner in owners(self.decisions):
             archs[owner] = {d.name: d.options[int(self.theta[d.name].detach().argmax())]
-                            for d in self.decisions if d.task is None or d.task == owner}
+                            for d in self._decisions_of(owner)}
+        return archs
+
+    def _decisions_of(self, owner: str | None) -> list[Decision]:
+        return [d for d in self.decisions if d.task is None or d.task == owner]
+
+    def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[dict[str, str]]]:
+        """Each decision drawn independently from softmax(theta), ``n`` archs per owner."""
+        probs = {d.name: torch.softmax(self.theta[d.name].detach(), 0).cpu() for d in self.decisions}
+        archs = {}
+        for owner in owners(self.decisions):
+            archs[owner] = [{d.name: d.options[int(torch.multinomial(probs[d.name], 1, generator=generator))]
+                             for d in self._decisions_of(owner)} for _ in range(n)]
         return archs
 
     def state_dict(self) -> dict[str, Any]:
