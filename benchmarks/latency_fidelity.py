@@ -8,11 +8,13 @@ time it end to end (``LatencyCost.time_model``), and compare with the table's es
   plain      the sum of the isolated operations' medians;
   corrected  the same with the runtime's per-call overhead counted once per network instead of once
              per operation (``subtract_overhead``);
-  calibrated the corrected estimate through the table's calibration, ``scale * estimate + offset``
-             fitted on ``--calibrate`` other random archs timed end to end (``nascore lut build``'s default).
+  calibrated the corrected estimate times the table's calibration ``scale`` (the median measured /
+             estimate ratio of ``--calibrate`` other random archs timed end to end, as
+             ``nascore lut build`` does by default).
 
-Each arch is timed in two interleaved rounds (their mean is the measurement); Spearman's rho between the
-two rounds ("retest rho") is the noise floor of the measurement itself.
+Each arch is timed in ``--rounds`` interleaved rounds (the median is the measurement); Spearman's rho
+between the first two rounds ("retest rho") is how well the measurement agrees with itself: no estimate
+can rank archs better than the measurement repeats.
 
 Reported per configuration: Spearman's rho between estimate and measurement (scipy), the share of archs
 whose estimate is within +-10% of the measurement, and the median signed error. Targets: rho >= 0.95 and
@@ -43,7 +45,7 @@ MODES = ("plain", "corrected", "calibrated")
 
 
 def evaluate(backend: str, width: float, size: int, archs: int, seed: int, table_dir: Path, op_time: float,
-             model_time: float, calibration_archs: int) -> dict:
+             model_time: float, calibration_archs: int, n_rounds: int) -> dict:
     space = FBNetSpace({"width": width, "input_size": size})
     lut = table_dir / f"{backend}-w{width}-{size}.json"
     base = {"backend": backend, "lut": str(lut), "min_run_time": op_time}
@@ -63,14 +65,13 @@ def evaluate(backend: str, width: float, size: int, archs: int, seed: int, table
     rng = random.Random(seed)
     chosen = [{d.name: rng.choice(d.options) for d in decisions} for _ in range(archs)]
     models = [space.build(Arch(space="fbnet", config=space.config.model_dump(), choices=c)) for c in chosen]
-    # two interleaved rounds: their agreement is the noise floor no estimate can beat
-    rounds = [[costs["corrected"].time_model(m, (1, 3, size, size), model_time / 2).median_ms for m in models]
-              for _ in range(2)]
-    measured = [statistics.mean(pair) for pair in zip(*rounds)]
+    rounds = [[costs["corrected"].time_model(m, (1, 3, size, size), model_time).median_ms for m in models]
+              for _ in range(n_rounds)]
+    measured = [statistics.median(times) for times in zip(*rounds)]
     row = {"backend": backend, "width": width, "size": size, "ops": len(costs["corrected"].table.entries),
            "measured_now": len(costs["corrected"].table.entries) - before, "build_s": build_s,
            "calibrate_s": calibrate_s, "overhead_ms": costs["corrected"].table.overhead_ms,
-           "calibration": fit.model_dump(), "retest_rho": float(spearmanr(*rounds).statistic),
+           "calibration": fit.model_dump(), "retest_rho": float(spearmanr(rounds[0], rounds[1]).statistic),
            "measured_ms": measured}
     for mode, table in tables.items():
         est = [table.of_choices(c, decisions) for c in chosen]
@@ -89,7 +90,8 @@ def main() -> int:
     p.add_argument("--archs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--op-time", type=float, default=0.2, help="seconds of timing per table operation")
-    p.add_argument("--model-time", type=float, default=0.5, help="seconds of timing per arch")
+    p.add_argument("--model-time", type=float, default=0.3, help="seconds of timing per arch and round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per arch (at least 2)")
     p.add_argument("--calibrate", type=int, default=8, help="archs the calibration is fitted on")
     p.add_argument("--dir", default="benchmarks/luts", help="where the tables are kept (and resumed)")
     p.add_argument("--json", help="also write the rows here")
@@ -102,7 +104,7 @@ def main() -> int:
         for width in args.widths:
             for size in args.sizes:
                 r = evaluate(backend, width, size, args.archs, args.seed, Path(args.dir), args.op_time,
-                             args.model_time, args.calibrate)
+                             args.model_time, args.calibrate, args.rounds)
                 rows.append(r)
                 m = r["measured_ms"]
                 cells = [r["backend"], r["width"], r["size"], r["ops"],

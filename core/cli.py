@@ -261,7 +261,7 @@ def _cmd_lut(args: argparse.Namespace) -> int:
     print(f"{out}: {len(cost.table.entries)} operations ({measured} measured now, {before} already in the table) "
           f"in {time.perf_counter() - start:.1f} s\nfingerprint: {fingerprint}")
     if (c := cost.table.calibration) is not None:
-        print(f"calibration on {c.archs} archs: measured = {c.scale:.3f} x estimate {c.offset_ms:+.3f} ms "
+        print(f"calibration on {c.archs} archs: measured = {c.scale:.3f} x estimate "
               f"(median error {c.error_before:.1%} -> {c.error_after:.1%})")
     return 0
 

@@ -252,7 +252,7 @@ def test_expected_latency_is_the_table_sum_and_differentiable(built):
         picked = [op for op in ops if op.decision is None or choices[op.decision] == op.option]
         summed = sum(max(raw.entries[entry_key(op_key(op.module), op.input_shape)].median_ms - overhead, 0)
                      for op in picked) + overhead
-        by_hand = raw.calibration.scale * summed + raw.calibration.offset_ms
+        by_hand = raw.calibration.scale * summed
         assert table.expected(one_hot(decisions, choices)).item() == pytest.approx(by_hand, rel=1e-5)
         assert table.of_choices(choices, decisions) == pytest.approx(by_hand, rel=1e-6)  # float32 rows
     theta = {d.name: torch.zeros(len(d.options), requires_grad=True) for d in decisions}
@@ -278,11 +278,11 @@ def test_overhead_counts_once_per_network(built):
 
 
 def test_calibration_fit_recovers_a_line_and_can_be_turned_off(built):
-    fit = fit_calibration([1.0, 2.0, 4.0, 8.0], [1.3 * x + 0.5 for x in (1.0, 2.0, 4.0, 8.0)])
-    assert (fit.scale, fit.offset_ms) == (pytest.approx(1.3), pytest.approx(0.5))
-    assert fit.error_after == pytest.approx(0, abs=1e-9) and fit.error_before > 0.2
-    with pytest.raises(NascoreError, match="at least 2 archs with different estimates"):
-        fit_calibration([2.0, 2.0], [3.0, 4.0])
+    fit = fit_calibration([1.0, 2.0, 4.0, 8.0, 3.0], [1.3, 2.6, 5.2, 10.4, 30.0])  # one outlier
+    assert fit.scale == pytest.approx(1.3) and fit.archs == 5
+    assert fit.error_after == pytest.approx(0, abs=1e-9) and fit.error_before == pytest.approx(0.3 / 1.3)
+    with pytest.raises(NascoreError, match="at least 2 archs with positive estimates"):
+        fit_calibration([2.0], [3.0])
     # the built table carries one, fitted on the spec's space; calibrated: false prices without it
     _, lut = built
     raw = load_table(lut)
@@ -292,7 +292,7 @@ def test_calibration_fit_recovers_a_line_and_can_be_turned_off(built):
     on = FBNetSpace(SPACE).supernet().price(LatencyCost({**FAST, "lut": str(lut)}), 32)
     off = FBNetSpace(SPACE).supernet().price(LatencyCost({**FAST, "lut": str(lut), "calibrated": False}), 32)
     assert on.of_choices(choices, decisions) == pytest.approx(
-        raw.calibration.scale * off.of_choices(choices, decisions) + raw.calibration.offset_ms, rel=1e-5)
+        raw.calibration.scale * off.of_choices(choices, decisions), rel=1e-5)
 
 
 def test_budget_loss_pushes_under_the_budget():

@@ -47,8 +47,9 @@ def errors_of(data: dict) -> list[str]:
 
 
 # -- YAML -> RunSpec ----------------------------------------------------------------------------------
-def test_quickstart_validates(capsys):
-    code, out, err = cli(capsys, "validate", QUICKSTART)
+@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_validate(capsys, example):
+    code, out, err = cli(capsys, "validate", example)
     assert (code, out, err) == (0, "ok\n", "")
 
 

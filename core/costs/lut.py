@@ -23,14 +23,13 @@ class Entry(BaseModel):
 
 
 class Calibration(BaseModel):
-    """``measured = scale * estimate + offset_ms``, fitted on archs timed end to end (``nascore lut build
-    --calibrate N``): what isolated timings miss, e.g. caches that are cold inside a whole network."""
+    """``measured = scale * estimate``, ``scale`` the median ratio over archs timed end to end (``nascore lut
+    build --calibrate N``): what isolated timings miss, e.g. caches that are cold inside a whole network."""
 
     model_config = ConfigDict(extra="forbid")
     scale: float = Field(gt=0)
-    offset_ms: float
     archs: int = Field(ge=2)
-    #: median |relative error| on the fitted archs before and after calibrating
+    #: median |relative error| on those archs before and after calibrating
     error_before: float = Field(ge=0)
     error_after: float = Field(ge=0)
 

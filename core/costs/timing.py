@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import platform
 import statistics
 import warnings
@@ -45,7 +46,9 @@ def device_name(device: torch.device) -> str:
 
 
 def _blocks(stmt: str, scope: dict[str, Any], threads: int, min_run_time: float) -> Timing:
-    import torch.utils.benchmark as benchmark  # imported here: importing it logs a CUDA_HOME warning
+    # imported here, its CUDA_HOME warning silenced: it is about building C++ extensions, which we never do
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    import torch.utils.benchmark as benchmark
 
     measurement = benchmark.Timer(stmt, globals=scope, num_threads=threads).blocked_autorange(
         min_run_time=min_run_time)
