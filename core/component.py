@@ -1,9 +1,23 @@
 """Component base classes: every plugin contribution has a unique ``name`` and a pydantic ``Config``."""
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+import torch
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+
+def _torch_device(value: str) -> str:
+    """A device torch understands (whether it is present is checked when it is used)."""
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"'{value}' is not a torch device; expected e.g. cpu, cuda, cuda:1, mps") from None
+    return value
+
+
+#: a device name for spec fields and component options, checked by ``torch.device``
+TorchDevice = Annotated[str, AfterValidator(_torch_device)]
 
 
 class ComponentConfig(BaseModel):

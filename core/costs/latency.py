@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from ..arch import Arch
-from ..component import ComponentConfig
+from ..component import ComponentConfig, TorchDevice
 from ..errors import NascoreError
 from ..hookspecs import hookimpl
 from ..space import SearchSpace
@@ -36,7 +36,7 @@ class LatencyConfig(ComponentConfig):
     lut: str | None = Field(None, description="lookup table file (JSON): read when it exists; entries it "
                                               "lacks are measured and written back")
     backend: BackendName = Field("torch", description="torch (eager) or onnxruntime (CPU execution provider)")
-    device: str = Field("cpu", description="device the torch backend times on (cpu, cuda, cuda:1)")
+    device: TorchDevice = Field("cpu", description="device the torch backend times on (cpu, cuda, cuda:1)")
     threads: int = Field(1, ge=1, description="intra-op threads while timing")
     batch_size: int = Field(1, ge=1)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -47,15 +47,6 @@ class LatencyConfig(ComponentConfig):
     subtract_overhead: bool = Field(True, description="count the per-call overhead once per network, not "
                                                       "once per operation")
     calibrated: bool = Field(True, description="apply the table's end-to-end calibration when it has one")
-
-    @field_validator("device")
-    @classmethod
-    def _torch_device(cls, value: str) -> str:
-        try:
-            torch.device(value)
-        except (RuntimeError, ValueError):
-            raise ValueError(f"'{value}' is not a torch device; expected e.g. cpu, cuda, cuda:1") from None
-        return value
 
     @field_validator("lut")
     @classmethod
