@@ -10,7 +10,7 @@ what isolated timings miss, e.g. caches that are cold inside a whole network.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -142,14 +142,18 @@ class LatencyCost(CostModel):
         return self.price_all([(module, input_shape)])[0]
 
     def price_all(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> list[float]:
-        self.measure_missing(items)
+        keyed = self._keyed(items)
+        self._measure(keyed)
         overhead, scale = self._call_overhead(), self._scale()
-        return [scale * max(self.table.entries[key].median_ms - overhead, 0.0) for key, _, _ in self._keyed(items)]
+        return [scale * max(self.table.entries[key].median_ms - overhead, 0.0) for key, _, _ in keyed]
 
     def measure_missing(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> int:
         """Time the operations the table lacks, saving the table after each; returns how many."""
+        return self._measure(self._keyed(items))
+
+    def _measure(self, keyed: list[tuple[str, nn.Module, tuple[int, ...]]]) -> int:
         todo: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
-        for key, module, shape in self._keyed(items):
+        for key, module, shape in keyed:
             if key not in self.table.entries:
                 todo.setdefault(key, (module, shape))
         if not todo:
@@ -164,11 +168,13 @@ class LatencyCost(CostModel):
         return len(todo)
 
     def _keyed(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]
-               ) -> Iterator[tuple[str, nn.Module, tuple[int, ...]]]:
+               ) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
         """(table key, module, input shape at the configured batch size) per item."""
+        keyed = []
         for module, shape in items:
             shape = self._shape(shape)
-            yield entry_key(op_key(module), shape), module, shape
+            keyed.append((entry_key(op_key(module), shape), module, shape))
+        return keyed
 
     def _check_measurable(self, what: list[str]) -> None:
         shown = "\n".join(f"  {k}" for k in what[:5]) + (f"\n  ... and {len(what) - 5} more" if len(what) > 5
