@@ -106,7 +106,7 @@ def build(args):
     # (b) plain PyTorch, weights copied from (a)
     labels = list(decisions[0].options)
     assert all(d.options == decisions[0].options for d in decisions)
-    head_b = ClassifierHead(supernet.feature_info[-1]["num_chs"], NUM_CLASSES, supernet.num_features)
+    head_b = ClassifierHead(supernet.feature_info[-1]["num_chs"], NUM_CLASSES, supernet.pre_logits)
     net_b = PlainSupernet(layer_plan(cfg), labels, cfg.divisor, head_b).train()
     src = {"stem": supernet.stem, "head": net_a.heads[task.name]}
     dst = {"stem": net_b.stem, "head": net_b.head}

@@ -245,15 +245,14 @@ def _cmd_lut(args: argparse.Namespace) -> int:
     out = args.out or cost.config.lut
     if out is None:
         raise NascoreError(f"{args.spec}: give the table file with --out FILE or cost.lut in the spec")
-    cost.config = cost.config.model_copy(update={"lut": out})
+    cost.config = cost.config.model_copy(update={"lut": out, "measure_missing": True})  # building is measuring
     space = spec.space.create()
     in_channels = spec.dataset.create().info().in_channels
-    ops = space.supernet().operations(space.input_size, in_channels)
     reporter = Reporter()
     cost.progress = reporter.progress
     before, start = len(cost.table.entries), time.perf_counter()
-    cost.overhead()
-    measured = cost.measure_missing([(op.module, op.input_shape) for op in ops])
+    space.supernet().price(cost, space.input_size, in_channels)  # measures what the table lacks, saving as it goes
+    measured = len(cost.table.entries) - before
     cost.save()
     if args.calibrate and cost.table.calibration is None:
         calibrate(cost, space, args.calibrate, spec.seed, in_channels)
@@ -291,8 +290,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     size, cost, reporter = space.input_size, LatencyCost(config), Reporter()
     cost.progress = reporter.progress
     # the estimate: the arch's own operations priced from the table (missing ones measured first)
-    ops = [op for op in space.supernet().operations(size)
-           if op.decision is None or arch.choices[op.decision] == op.option]
+    ops = space.arch_operations(arch, size)
     estimate = sum(cost.price_all([(op.module, op.input_shape) for op in ops])) + cost.overhead()
     timing = cost.time_model(space.build(arch), (args.batch, 3, size, size), args.min_run_time)
     error = (estimate - timing.median_ms) / timing.median_ms

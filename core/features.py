@@ -2,18 +2,34 @@
 ``{"num_chs": C, "reduction": R, "module": name}``, one per returned feature level."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class PreLogits:
+    """What a classifier puts between a backbone's last feature level and its linear layer.
+
+    ``conv-pool``: 1x1 conv to ``num_features`` + BN + activation, then global pooling (FBNet);
+    ``pool-conv``: pooling first, then a 1x1 conv (no BN) + activation, cheap at 1x1 (MobileNetV3, FBNetV2).
+    """
+
+    num_features: int
+    order: Literal["conv-pool", "pool-conv"] = "conv-pool"
+    act: Literal["relu", "hswish"] = "relu"
 
 
 class Backbone(nn.Module):
     """A standalone built model: ``forward(x)`` returns one feature map per ``feature_info`` level.
 
-    ``num_features`` is the width a classifier projects the last level to before pooling (FBNet's
-    1x1 conv to 1984 channels), or None for a plain pool + linear classifier.
+    ``pre_logits`` says how a classifier widens the last level before its linear layer (FBNet: a 1x1 conv to
+    1984 channels before pooling), or None for a plain pool + linear classifier.
     """
 
     feature_info: list[dict]
-    num_features: int | None = None
+    pre_logits: PreLogits | None = None
 
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

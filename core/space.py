@@ -9,7 +9,7 @@ from .arch import Arch
 from .component import Component
 from .errors import NascoreError
 from .features import Backbone
-from .supernet import Decision, Supernet
+from .supernet import Decision, Operation, Supernet
 from .validation import format_validation_error
 
 
@@ -25,6 +25,12 @@ class SearchSpace(Component):
     def build(self, arch: Arch) -> Backbone:
         """A standalone backbone for ``arch`` with no supernet code in it."""
         raise NotImplementedError
+
+    def arch_operations(self, arch: Arch, input_size: int, in_channels: int = 3) -> list[Operation]:
+        """The operations ``arch`` runs, at their input shapes (batch 1), as a cost table prices them: by default
+        the supernet's fixed parts and the candidates the arch chose."""
+        return [op for op in self.supernet().operations(input_size, in_channels)
+                if op.decision is None or arch.choices[op.decision] == op.option]
 
     @property
     def input_size(self) -> int:

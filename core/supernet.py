@@ -149,6 +149,10 @@ class Supernet(nn.Module):
         for name, w in weights.items():
             if w.shape != (sizes[name],):
                 raise ValueError(f"weights of '{name}' have shape {tuple(w.shape)}, expected ({sizes[name]},)")
+        self.apply_weights(dict(weights))
+
+    def apply_weights(self, weights: dict[str, Tensor]) -> None:
+        """Hand checked weights to the searchable modules (here: the Choices; masked spaces override it)."""
         for choice in self.choices():
             choice.weight = weights[choice.decision]
 
@@ -189,7 +193,12 @@ class Supernet(nn.Module):
         return ops
 
     def price(self, cost_model, input_size: int, in_channels: int = 3) -> CostTable:
-        """Price every option of every decision at its real input shape, and the fixed parts."""
+        """Price every option of every decision at its real input shape, and the fixed parts.
+
+        Strategies use the result through ``unit``, ``expected(weights)``, ``of_choices(choices, decisions)``
+        and ``bounds()``; a space whose costs are not a sum of per-option prices returns its own table with
+        those (FBNetV2's effective-shape table, ``nascore.costs.shape``).
+        """
         ops = self.operations(input_size, in_channels)
         prices = cost_model.price_all([(op.module, op.input_shape) for op in ops])
         fixed = [p for op, p in zip(ops, prices) if op.decision is None]

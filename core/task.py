@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .component import Component
 from .dataset import DataInfo
+from .features import PreLogits
 
 
 class Task(Component):
@@ -19,7 +20,9 @@ class Task(Component):
     #: whether a larger primary metric is better (accuracy) or worse (an error)
     higher_is_better: ClassVar[bool] = True
 
-    def build_head(self, feature_info: list[dict], num_features: int | None, data: DataInfo) -> nn.Module:
+    def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo) -> nn.Module:
+        """The task's head over features described by ``feature_info``; ``pre_logits`` is the backbone's
+        classifier widening (classification heads use it, dense heads may ignore it)."""
         raise NotImplementedError
 
     def loss(self, output: Any, targets: dict[str, Any]) -> Tensor:
@@ -53,5 +56,5 @@ class Network(nn.Module):
 
 
 def build_network(backbone: nn.Module, tasks: list[Task], data: DataInfo) -> Network:
-    num_features = getattr(backbone, "num_features", None)
-    return Network(backbone, {t.name: t.build_head(backbone.feature_info, num_features, data) for t in tasks})
+    pre_logits = getattr(backbone, "pre_logits", None)
+    return Network(backbone, {t.name: t.build_head(backbone.feature_info, pre_logits, data) for t in tasks})

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from nascore.arch import Arch
 from nascore.component import ComponentConfig
-from nascore.features import Backbone, make_divisible
+from nascore.features import Backbone, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace
 from nascore.supernet import Choice, Decision, Supernet
@@ -60,7 +60,7 @@ class _FBNetBody(nn.Module):
         reductions = [2, 4, 8, 16, 32]
         self.feature_info = [dict(num_chs=plan[i][1], reduction=r, module=f"layers.{i}")
                              for i, r in zip(self._feature_layers, reductions)]
-        self.num_features = make_divisible(cfg.head_channels * cfg.width, cfg.divisor)
+        self.pre_logits = PreLogits(make_divisible(cfg.head_channels * cfg.width, cfg.divisor))
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stem(x)

@@ -10,26 +10,34 @@ from torch import Tensor, nn
 
 from nascore.component import ComponentConfig
 from nascore.dataset import DataInfo
+from nascore.features import PreLogits
 from nascore.hookspecs import hookimpl
 from nascore.task import Task
 
 
 class ClassifierHead(nn.Module):
-    """[1x1 conv to ``num_features`` + BN + ReLU] -> global average pool -> dropout -> linear."""
+    """[pre-logits: 1x1 conv + BN + act then pool, or pool then 1x1 conv + act] -> dropout -> linear."""
 
-    def __init__(self, in_chs: int, num_classes: int, num_features: int | None = None, dropout: float = 0.0):
+    def __init__(self, in_chs: int, num_classes: int, pre_logits: PreLogits | None = None, dropout: float = 0.0):
         super().__init__()
-        if num_features:
-            self.conv_head = nn.Sequential(nn.Conv2d(in_chs, num_features, 1, bias=False),
-                                           nn.BatchNorm2d(num_features), nn.ReLU(inplace=True))
-            in_chs = num_features
-        else:
+        self.pool_first = pre_logits is not None and pre_logits.order == "pool-conv"
+        if pre_logits is None:
             self.conv_head = nn.Identity()
+        else:
+            act = nn.ReLU(inplace=True) if pre_logits.act == "relu" else nn.Hardswish(inplace=True)
+            conv = nn.Conv2d(in_chs, pre_logits.num_features, 1, bias=False)
+            self.conv_head = nn.Sequential(conv, act) if self.pool_first else \
+                nn.Sequential(conv, nn.BatchNorm2d(pre_logits.num_features), act)
+            in_chs = pre_logits.num_features
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_chs, num_classes)
 
     def forward(self, features: list[Tensor]) -> Tensor:
-        x = self.conv_head(features[-1]).mean((2, 3))
+        x = features[-1]
+        if self.pool_first:
+            x = self.conv_head(x.mean((2, 3), keepdim=True)).flatten(1)
+        else:
+            x = self.conv_head(x).mean((2, 3))
         return self.fc(self.dropout(x))
 
 
@@ -51,9 +59,10 @@ class Classification(Task):
             raise ValueError("num_classes is needed when no dataset is given")
         return data.num_classes[self.target]
 
-    def build_head(self, feature_info: list[dict], num_features: int | None, data: DataInfo | None) -> nn.Module:
+    def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo | None
+                   ) -> nn.Module:
         self._num_classes = self.num_classes(data)
-        return ClassifierHead(feature_info[-1]["num_chs"], self._num_classes, num_features, self.config.dropout)
+        return ClassifierHead(feature_info[-1]["num_chs"], self._num_classes, pre_logits, self.config.dropout)
 
     def loss(self, output: Tensor, targets: dict[str, Tensor]) -> Tensor:
         return F.cross_entropy(output, targets[self.target], label_smoothing=self.config.label_smoothing)

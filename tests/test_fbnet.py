@@ -81,7 +81,7 @@ def test_named_archs_match_the_paper(name):
     assert arch.space == "fbnet" and arch.name == name
     assert FBNetSpace.for_arch(arch).config.input_size == 224
     model = imagenet_model(name)
-    assert model.backbone.num_features == (1504 if name == "fbnet_a" else 1984)
+    assert model.backbone.pre_logits.num_features == (1504 if name == "fbnet_a" else 1984)
     macs = count_macs(model, torch.zeros(1, 3, 224, 224, device="meta"))
     params = count_params(model)
     assert macs == pytest.approx(PAPER[name][0], rel=0.03), f"{name}: {macs / 1e6:.1f}M MACs"
@@ -249,7 +249,7 @@ def test_width_multiplier_rounds_to_multiples_of_8(width):
     for m in model.modules():
         if isinstance(m, nn.Conv2d) and m.in_channels != 3:
             assert m.in_channels % 8 == 0 and m.out_channels % 8 == 0
-    assert model.num_features == make_divisible(1984 * width)
+    assert model.pre_logits.num_features == make_divisible(1984 * width)
 
 
 def test_width_multiplier_values():

@@ -147,10 +147,6 @@ class LatencyCost(CostModel):
         overhead, scale = self._call_overhead(), self._scale()
         return [scale * max(self.table.entries[key].median_ms - overhead, 0.0) for key, _, _ in keyed]
 
-    def measure_missing(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> int:
-        """Time the operations the table lacks, saving the table after each; returns how many."""
-        return self._measure(self._keyed(items))
-
     def _measure(self, keyed: list[tuple[str, nn.Module, tuple[int, ...]]]) -> int:
         todo: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
         for key, module, shape in keyed:

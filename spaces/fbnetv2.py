@@ -1,0 +1,491 @@
+"""The FBNetV2 search space (Wan et al., CVPR 2020), searched with DMaskingNAS.
+
+Per stage: the number of output channels (one decision shared by the stage's blocks, as residual additions
+need); per block: the block type (k3/k5 depth-wise, with or without squeeze-excite, ReLU or h-swish, or
+skip), the expansion rate and the input resolution. Channel and expansion options are masks over one
+max-width convolution weighted by the Gumbel weights, ``sum_i g_i * m_i``; a resolution option subsamples the
+block's input, runs the block and places the result back pixel-aligned at full size. Costs follow effective
+shape propagation (``nascore.costs.shape``). A derived arch builds with genuinely smaller convolutions.
+FBNetV2-F1..F4 and L1/L2 ship as named archs (mobile-vision's ``fbnet_modeldef_cls_fbnetv2.py``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor, nn
+
+from nascore.arch import Arch
+from nascore.component import ComponentConfig
+from nascore.costs.shape import ProductWidth, ShapeCostTable, Width
+from nascore.features import Backbone, PreLogits, make_divisible
+from nascore.hookspecs import hookimpl
+from nascore.space import SearchSpace
+from nascore.supernet import Decision, Supernet
+
+from .fbnetv2_blocks import (TYPES, SlimConvBN, SlimSE, divisible_by, mid_channels, out_size, place,
+                             se_channels, subsample, unit)
+
+PAPER_EXPANSIONS = (0.75, 1.5, 2.25, 3.0, 3.75, 4.5)
+
+
+class StageConfig(BaseModel):
+    """One stage: ``blocks`` blocks, the first with ``stride``; options for every block of the stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    channels: list[int] = Field(min_length=1, description="output channel options (scaled by width)")
+    blocks: int = Field(ge=1)
+    stride: Literal[1, 2] = 1
+    expansions: list[float] = Field(list(PAPER_EXPANSIONS), min_length=1)
+    types: list[str] = Field(list(TYPES), min_length=1)
+    resolutions: list[int] = Field([1], min_length=1, description="input subsampling factors, 1 = full")
+
+    @field_validator("channels", "expansions", "types", "resolutions")
+    @classmethod
+    def _distinct(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError(f"options must be distinct, got {v}")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if min(v) < 1:
+            raise ValueError(f"channel counts must be positive, got {v}")
+        return v
+
+    @field_validator("expansions")
+    @classmethod
+    def _expansions(cls, v: list[float]) -> list[float]:
+        if min(v) <= 0:
+            raise ValueError(f"expansion rates must be positive, got {v}")
+        if 1 in v and len(v) > 1:
+            raise ValueError("expansion 1 (a block without expansion conv) cannot be searched with other rates")
+        return v
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in TYPES]
+        if unknown:
+            raise ValueError(f"unknown block types {unknown}; known: {', '.join(TYPES)}")
+        return v
+
+    @field_validator("resolutions")
+    @classmethod
+    def _resolutions(cls, v: list[int]) -> list[int]:
+        if min(v) < 1 or max(v) > 8:
+            raise ValueError(f"resolution factors must be between 1 and 8, got {v}")
+        return v
+
+
+def _stage(channels, blocks, stride, resolutions=(1, 2)) -> dict:
+    return {"channels": list(channels), "blocks": blocks, "stride": stride, "resolutions": list(resolutions)}
+
+
+#: the paper's FBNetV2-F search space (Table 1): channel options (min, max, step) per stage, input 224
+PAPER_STAGES = [
+    _stage([16], 1, 1),
+    _stage(range(16, 29, 4), 1, 2), _stage(range(16, 29, 4), 2, 1),
+    _stage(range(16, 41, 8), 1, 2), _stage(range(16, 41, 8), 2, 1),
+    _stage(range(48, 97, 8), 1, 2), _stage(range(48, 97, 8), 2, 1),
+    _stage(range(72, 129, 8), 4, 1),
+    _stage(range(112, 217, 8), 1, 2), _stage(range(112, 217, 8), 3, 1),
+]
+
+
+class FBNetV2Config(ComponentConfig):
+    width: float = Field(1.0, gt=0, le=4, description="channel multiplier")
+    input_size: int = Field(224, ge=16, description="input resolution the costs are priced at")
+    stem: int = Field(16, ge=1, description="channels of the 3x3 stride-2 stem")
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(**s) for s in PAPER_STAGES],
+                                      min_length=1)
+    head_expansion: float = Field(6.0, gt=0, description="the last 1x1 conv widens the last stage by this")
+    head_channels: int = Field(1984, ge=8, description="1x1 conv after pooling, before the classifier")
+    divisor: int = Field(8, ge=1, description="hidden widths are rounded to a multiple of this")
+    channel_divisor: int = Field(4, ge=1, description="stage channels scaled by width round to a multiple of this")
+    placement: Literal["intersperse", "nearest"] = Field(
+        "intersperse", description="how a subsampled block's output goes back to full size")
+
+
+# -- the plan: every block's widths, options and decisions ----------------------------------------------
+@dataclass(frozen=True)
+class BlockPlan:
+    name: str
+    stride: int
+    cin: Width
+    cout: Width
+    mid: ProductWidth
+    expansion: str | None  # decision names, None where there is one option
+    type: str | None
+    resolution: str | None
+    expansions: tuple[float, ...]
+    types: tuple[str, ...]
+    resolutions: tuple[int, ...]
+    residual: bool
+    size: tuple[int, int]  # input spatial size at the priced input resolution
+
+    @property
+    def has_pw(self) -> bool:
+        return self.expansions != (1.0,)
+
+
+def _scaled(channels: list[int], width: float, divisor: int) -> tuple[int, ...]:
+    if width == 1:
+        return tuple(sorted(channels))
+    return tuple(sorted({max(divisor, int(c * width / divisor + 0.5) * divisor) for c in channels}))
+
+
+def _label(e: float) -> str:
+    return f"{e:g}"
+
+
+def plan(cfg: FBNetV2Config, input_size: int | None = None) -> tuple[Width, list[BlockPlan], int]:
+    """(stem width, block plans, head hidden width); sizes at ``input_size`` (default: the config's)."""
+    stem = Width(None, (make_divisible(cfg.stem * cfg.width, cfg.divisor) if cfg.width != 1 else cfg.stem,))
+    size = out_size((input_size or cfg.input_size,) * 2, 2)
+    blocks, cin = [], stem
+    for s, stage in enumerate(cfg.stages, 1):
+        values = _scaled(stage.channels, cfg.width, cfg.channel_divisor)
+        cout = Width(f"s{s}.channels" if len(values) > 1 else None, values)
+        for b in range(1, stage.blocks + 1):
+            name = f"s{s}.b{b}"
+            stride = stage.stride if b == 1 else 1
+
+            def decision(what: str, options: list) -> str | None:
+                return f"{name}.{what}" if len(options) > 1 else None
+
+            table = tuple(tuple(mid_channels(c, e, cfg.divisor) for e in stage.expansions) for c in cin.values)
+            blocks.append(BlockPlan(
+                name, stride, cin, cout, ProductWidth(cin.decision, decision("expansion", stage.expansions), table),
+                decision("expansion", stage.expansions), decision("type", stage.types),
+                decision("resolution", stage.resolutions), tuple(float(e) for e in stage.expansions),
+                tuple(stage.types), tuple(stage.resolutions), b > 1, size))
+            size = out_size(size, stride)
+            cin = cout
+    head_mid = divisible_by(max(cin.values) * cfg.head_expansion, cfg.divisor)
+    return stem, blocks, head_mid
+
+
+def decisions_of(blocks: list[BlockPlan]) -> list[Decision]:
+    out, seen = [], set()
+    for p in blocks:
+        if p.cout.decision is not None and p.cout.decision not in seen:
+            seen.add(p.cout.decision)
+            out.append(Decision(p.cout.decision, tuple(str(c) for c in p.cout.values)))
+        for name, options in ((p.type, p.types), (p.expansion, tuple(_label(e) for e in p.expansions)),
+                              (p.resolution, tuple(str(r) for r in p.resolutions))):
+            if name is not None:
+                out.append(Decision(name, options))
+    return out
+
+
+def feature_levels(blocks: list[BlockPlan], width: Callable[[BlockPlan], int], head: int) -> list[dict]:
+    """timm-style feature_info: the last block at each reduction below the deepest, then the head conv's output
+    at the deepest (as timm's MobileNetV3)."""
+    reduction, last = 2, {}
+    for i, p in enumerate(blocks):
+        reduction *= p.stride
+        last[reduction] = i
+    levels = [dict(num_chs=width(blocks[i]), reduction=r, module=f"blocks.{i}")
+              for r, i in sorted(last.items()) if r != reduction]
+    return levels + [dict(num_chs=head, reduction=reduction, module="head")]
+
+
+# -- one searchable block -------------------------------------------------------------------------------
+class SearchBlock(nn.Module):
+    """A block's candidates at the largest widths; the supernet sets its weights, masks and (for a sampled
+    one-hot path) the exact widths to slice to."""
+
+    def __init__(self, p: BlockPlan, cfg: FBNetV2Config):
+        super().__init__()
+        self.plan, self.placement = p, cfg.placement
+        cin, mid, cout = max(p.cin.values), max(p.mid.axis), max(p.cout.values)
+        self.candidates = nn.ModuleDict()
+        for t in p.types:
+            spec = TYPES[t]
+            if spec is None:
+                if not p.residual:
+                    self.candidates[t] = SlimConvBN(cin, cout, 1, p.stride, "relu")
+                continue
+            kernel, se, act = spec
+            parts = nn.ModuleDict()
+            if p.has_pw:
+                parts["pw"] = SlimConvBN(cin, mid, 1, 1, act)
+            parts["dw"] = SlimConvBN(mid, mid, kernel, p.stride, act, depthwise=True)
+            if se:
+                parts["se"] = SlimSE(mid, se_channels(mid, cfg.divisor), act)
+            parts["pwl"] = SlimConvBN(mid, cout, 1, 1, None)
+            self.candidates[t] = parts
+        # 0/1 masks: row (j, k) keeps the first mid(j, k) hidden channels
+        mids = torch.tensor(p.mid.table).flatten()
+        self.register_buffer("mid_masks", (torch.arange(mid)[None] < mids[:, None]).float(), persistent=False)
+        ses = torch.tensor([se_channels(int(m), cfg.divisor) for m in mids])
+        self.register_buffer("se_masks", (torch.arange(se_channels(mid, cfg.divisor))[None] < ses[:, None]).float(),
+                             persistent=False)
+        self.state: dict = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        p, st = self.plan, self.state
+        full = out_size(tuple(x.shape[-2:]), p.stride)
+        if st["exact"] is not None:
+            t, r, widths = st["exact"]
+            y = self._branch(p.types[t], subsample(x, r), widths=widths)
+            y = None if y is None else place(y, r, full, self.placement)
+        else:
+            y = None
+            for i in st["res_active"]:
+                r = p.resolutions[i]
+                xs, branch = subsample(x, r), None
+                for j in st["type_active"]:
+                    b = self._branch(p.types[j], xs)
+                    if b is not None:
+                        b = st["w_type"][j] * b
+                        branch = b if branch is None else branch + b
+                if branch is not None:
+                    branch = st["w_res"][i] * place(branch, r, full, self.placement)
+                    y = branch if y is None else y + branch
+        if p.residual:
+            return x if y is None else x + y
+        return y
+
+    def _branch(self, label: str, x: Tensor, widths: tuple[int, int, int] | None = None) -> Tensor | None:
+        """The block's residual branch for one type on (subsampled) ``x``: sliced to ``widths`` (mid, se, out)
+        or masked; None for a skip in a residual block."""
+        if label not in self.candidates:
+            return None
+        op, st = self.candidates[label], self.state
+        if isinstance(op, SlimConvBN):  # skip with a shape change
+            return op(x, cout=widths[2]) if widths else op(x, mask=st["m_out"])
+        if widths:
+            mid, se, cout = widths
+            h = op["pw"](x, cout=mid) if "pw" in op else x
+            h = op["dw"](h, cout=mid)
+            if "se" in op:
+                h = op["se"](h, hidden=se)
+            return op["pwl"](h, cout=cout)
+        h = op["pw"](x, mask=st["m_mid"]) if "pw" in op else x
+        h = op["dw"](h, mask=st["m_mid"])
+        if "se" in op:
+            h = op["se"](h, mask=st["m_se"])
+        return op["pwl"](h, mask=st["m_out"])
+
+
+def _is_exact(w: Tensor | None) -> bool:
+    return w is None or (not w.requires_grad and int((w != 0).sum()) == 1 and float(w.max()) == 1.0)
+
+
+def _index(w: Tensor | None) -> int:
+    return 0 if w is None else int(w.argmax())
+
+
+def _mask(width: Width, w: Tensor | None, device: torch.device) -> Tensor | None:
+    """``sum_i w_i * m_i`` over the channel options (None when the width is fixed)."""
+    if w is None:
+        return None
+    full = max(width.values)
+    masks = (torch.arange(full, device=device)[None] < torch.tensor(width.values, device=device)[:, None]).float()
+    return w @ masks
+
+
+class FBNetV2Supernet(Supernet):
+    def __init__(self, cfg: FBNetV2Config):
+        super().__init__()
+        self.config = cfg
+        stem, plans, head_mid = plan(cfg)
+        self._plans, self._decisions = plans, decisions_of(plans)
+        self.stem = unit("stem", cin=3, cout=stem.values[0], kernel=3, stride=2, act="hswish")
+        self.blocks = nn.ModuleList(SearchBlock(p, cfg) for p in plans)
+        self.head = SlimConvBN(max(plans[-1].cout.values), head_mid, 1, 1, "hswish")
+        self.head_mid = head_mid
+        self.feature_info = feature_levels(plans, lambda p: max(p.cout.values), head_mid)
+        self._features = {int(f["module"].split(".")[1]): f["num_chs"] for f in self.feature_info[:-1]}
+        self.pre_logits = PreLogits(make_divisible(cfg.head_channels * cfg.width, cfg.divisor), "pool-conv", "hswish")
+
+    def decisions(self) -> list[Decision]:
+        return self._decisions
+
+    def fixed_modules(self) -> dict[str, nn.Module]:
+        return {"stem": self.stem}
+
+    def apply_weights(self, weights: dict[str, Tensor]) -> None:
+        device = next(iter(weights.values())).device if weights else torch.device("cpu")
+        stage_masks: dict[str | None, Tensor | None] = {}
+        for p in self._plans:
+            for width in (p.cin, p.cout):
+                if width.decision not in stage_masks:
+                    w = weights.get(width.decision) if width.decision else None
+                    stage_masks[width.decision] = _mask(width, w, device)
+        # a sampled path (every weight one-hot, no gradient) runs sliced to the chosen widths; anything else runs
+        # masked at the largest widths (a block cannot mix the two: their tensors have different widths)
+        all_exact = all(_is_exact(w) for w in weights.values())
+        for p, block in zip(self._plans, self.blocks):
+            w_type = weights.get(p.type) if p.type else None
+            w_res = weights.get(p.resolution) if p.resolution else None
+            w_in = weights.get(p.cin.decision) if p.cin.decision else None
+            w_e = weights.get(p.expansion) if p.expansion else None
+            st = {"w_type": w_type if w_type is not None else torch.ones(1, device=device),
+                  "w_res": w_res if w_res is not None else torch.ones(1, device=device),
+                  "m_out": stage_masks[p.cout.decision], "exact": None}
+            st["type_active"] = [i for i, v in enumerate(st["w_type"].detach().tolist()) if v != 0]
+            st["res_active"] = [i for i, v in enumerate(st["w_res"].detach().tolist()) if v != 0]
+            if all_exact:
+                mid = p.mid.table[_index(w_in)][_index(w_e)]
+                cout = p.cout.values[_index(weights.get(p.cout.decision) if p.cout.decision else None)]
+                se = se_channels(mid, self.config.divisor)
+                st["exact"] = (_index(w_type), p.resolutions[_index(w_res)], (mid, se, cout))
+            else:
+                g = w_in if w_in is not None else torch.ones(1, device=device)
+                h = w_e if w_e is not None else torch.ones(1, device=device)
+                joint = torch.outer(g, h).flatten()
+                st["m_mid"], st["m_se"] = joint @ block.mid_masks, joint @ block.se_masks
+                if st["m_out"] is None:  # a fixed width: masks are all ones
+                    st["m_out"] = torch.ones(max(p.cout.values), device=device)
+            block.state = st
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.stem(x)
+        features = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self._features:  # a sliced path returns fewer channels: pad to the level's width, as masks do
+                features.append(F.pad(x, (0, 0, 0, 0, 0, self._features[i] - x.shape[1])))
+        features.append(self.head(x, cout=self.head_mid) if x.shape[1] != self.head.conv.in_channels
+                        else self.head(x))
+        return features
+
+    def extract(self, choices: dict[str, str]) -> FBNetV2:
+        """The standalone model of ``choices`` with its weights (and BatchNorm statistics) taken from this
+        supernet's leading channels: the child the supernet computes on that path."""
+        child = FBNetV2(self.config, choices)
+        child.stem.load_state_dict(self.stem.state_dict())
+        child.head.copy_from(self.head)
+        for p, block, built in zip(self._plans, self.blocks, child.blocks):
+            label = choices[p.type] if p.type else p.types[0]
+            if not len(built.layers):
+                continue
+            source = block.candidates[label]
+            if isinstance(source, SlimConvBN):
+                built.layers[0].copy_from(source)
+                continue
+            for layer, name in zip(built.layers, [n for n in ("pw", "dw", "se", "pwl") if n in source]):
+                layer.copy_from(source[name])
+        return child
+
+    def price(self, cost_model, input_size: int, in_channels: int = 3) -> ShapeCostTable:
+        from .fbnetv2_cost import price
+
+        return price(self, cost_model, input_size, in_channels)
+
+
+# -- the standalone model ---------------------------------------------------------------------------------
+class Block(nn.Module):
+    """A built block: [subsample] -> [1x1 expand] -> kxk depth-wise -> [SE] -> 1x1 project -> [place], plus the
+    residual; or a skip (identity, or a 1x1 conv where the shape changes)."""
+
+    def __init__(self, label: str, cin: int, mid: int, cout: int, stride: int, factor: int, residual: bool,
+                 has_pw: bool, size: tuple[int, int], placement: str, divisor: int):
+        super().__init__()
+        self.sub = unit("sub", factor=factor) if factor > 1 else None
+        self.place = unit("place", factor=factor, size=out_size(size, stride), mode=placement) if factor > 1 else None
+        self.add = unit("add") if residual else None
+        self.stride = stride
+        self.layers = nn.Sequential()
+        spec = TYPES[label]
+        if spec is None:
+            if not residual:
+                self.layers.append(unit("skip", cin=cin, cout=cout, stride=stride))
+            return
+        kernel, se, act = spec
+        if has_pw:
+            self.layers.append(unit("pw", cin=cin, cout=mid, act=act))
+        self.layers.append(unit("dw", cin=mid, kernel=kernel, stride=stride, act=act))
+        if se:
+            self.layers.append(unit("se", cin=mid, hidden=se_channels(mid, divisor), act=act))
+        self.layers.append(unit("pwl", cin=mid, cout=cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not len(self.layers):
+            return x
+        y = self.layers(self.sub(x) if self.sub is not None else x)
+        if self.place is not None:
+            y = self.place(y, out_size(tuple(x.shape[-2:]), self.stride))
+        return self.add(x, y) if self.add is not None else y
+
+
+class FBNetV2(Backbone):
+    """A standalone FBNetV2-space model (no masks, no supernet code)."""
+
+    def __init__(self, cfg: FBNetV2Config, choices: dict[str, str]):
+        super().__init__()
+        stem, plans, head_mid = plan(cfg)
+        self.stem = unit("stem", cin=3, cout=stem.values[0], kernel=3, stride=2, act="hswish")
+        blocks, size = [], None
+        for p in plans:
+            cin = chosen_width(p.cin, choices)
+            cout = chosen_width(p.cout, choices)
+            e = float(choices[p.expansion]) if p.expansion else p.expansions[0]
+            label = choices[p.type] if p.type else p.types[0]
+            factor = int(choices[p.resolution]) if p.resolution else p.resolutions[0]
+            size = out_size((cfg.input_size, cfg.input_size), 2) if size is None else size
+            blocks.append(Block(label, cin, mid_channels(cin, e, cfg.divisor), cout, p.stride, factor, p.residual,
+                                p.has_pw, size, cfg.placement, cfg.divisor))
+            size = out_size(size, p.stride)
+        self.blocks = nn.Sequential(*blocks)
+        last = chosen_width(plans[-1].cout, choices)
+        self.head = unit("head", cin=last, cout=head_mid, act="hswish")
+        self.feature_info = feature_levels(plans, lambda p: chosen_width(p.cout, choices), head_mid)
+        self._features = {int(f["module"].split(".")[1]) for f in self.feature_info[:-1]}
+        self.pre_logits = PreLogits(make_divisible(cfg.head_channels * cfg.width, cfg.divisor), "pool-conv", "hswish")
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.stem(x)
+        features = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self._features:
+                features.append(x)
+        features.append(self.head(x))
+        return features
+
+
+def chosen_width(width: Width, choices: dict[str, str]) -> int:
+    return int(choices[width.decision]) if width.decision else width.values[0]
+
+
+class FBNetV2Space(SearchSpace):
+    """Channels per stage, type / expansion / resolution per block; masked max-width supernet (DMaskingNAS)."""
+
+    name: ClassVar[str] = "fbnetv2"
+    Config: ClassVar[type[FBNetV2Config]] = FBNetV2Config
+
+    def decisions(self) -> list[Decision]:
+        return decisions_of(plan(self.config)[1])
+
+    def supernet(self) -> FBNetV2Supernet:
+        return FBNetV2Supernet(self.config)
+
+    def build(self, arch: Arch) -> FBNetV2:
+        self.check_arch(arch)
+        return FBNetV2(self.config, arch.choices)
+
+    def arch_operations(self, arch: Arch, input_size: int, in_channels: int = 3):
+        from .fbnetv2_cost import built_operations
+
+        return built_operations(self.build(arch), input_size, in_channels)
+
+    @classmethod
+    def named_archs(cls) -> dict[str, Arch]:
+        from .fbnetv2_named import named_archs
+
+        return named_archs()
+
+
+@hookimpl
+def nascore_search_spaces():
+    return [FBNetV2Space]
+
