@@ -246,8 +246,13 @@ class SearchBlock(nn.Module):
                     if b is not None:
                         b = st["w_type"][j] * b
                         branch = b if branch is None else branch + b
-                if branch is not None:
-                    branch = st["w_res"][i] * place(branch, r, full, self.placement)
+                if branch is None:
+                    continue
+                branch = st["w_res"][i] * branch
+                if y is not None and r > 1 and self.placement == "intersperse":
+                    y[..., ::r, ::r] += branch  # add at the placed pixels: no zero-filled full-size tensor
+                else:
+                    branch = place(branch, r, full, self.placement)
                     y = branch if y is None else y + branch
         if p.residual:
             return x if y is None else x + y

@@ -54,49 +54,59 @@ def activation(name: str | None) -> nn.Module:
 class SlimConvBN(nn.Module):
     """Conv (no bias) + BatchNorm + activation at the largest width, run sliced or masked.
 
-    ``depthwise``: groups = channels, and the output width is the input's.
+    ``depthwise``: groups = channels, and the output width is the input's. The mask scales BatchNorm's affine
+    parameters (``gamma * m``, ``beta * m``) rather than the output: the same values for one-hot masks (and for
+    any mask before ReLU, which commutes with a non-negative scale), without storing one more activation per
+    layer for the backward pass.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, act: str | None = "relu",
-                 depthwise: bool = False, bn: bool = True):
+                 depthwise: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=cin if depthwise else 1, bias=False)
-        self.bn = nn.BatchNorm2d(cout) if bn else None
+        self.bn = nn.BatchNorm2d(cout)
         self.act = activation(act)
         self.depthwise = depthwise
 
     def forward(self, x: Tensor, cout: int | None = None, mask: Tensor | None = None) -> Tensor:
         """``cout`` set: compute only ``cout`` output channels from the ``x.shape[1]`` first inputs; ``mask``
-        set: compute every channel and multiply by the (soft) channel mask."""
+        set: compute every channel and scale them by the (soft) channel mask; neither: the plain layer."""
+        conv, full = self.conv, self.conv.out_channels
+        if cout is not None and (x.shape[1], cout) == (conv.in_channels, full):
+            cout = None  # the whole layer: no slicing
         if cout is None:
-            y = self.conv(x)
-            if self.bn is not None:
-                y = self.bn(y)
-            y = self.act(y)
-            return y if mask is None else y * mask.view(1, -1, 1, 1)
-        cin, conv = x.shape[1], self.conv
+            if mask is None:
+                return self.act(self.bn(conv(x)))
+            return self.act(self._batch_norm(conv(x), full, mask))
+        cin = x.shape[1]
         if self.depthwise:
             cout = cin
             y = F.conv2d(x, conv.weight[:cin], None, conv.stride, conv.padding, groups=cin)
         else:
             y = F.conv2d(x, conv.weight[:cout, :cin], None, conv.stride, conv.padding)
-        if self.bn is not None:
-            bn = self.bn
-            # the running statistics are updated in place through the slices (views of the buffers)
-            y = F.batch_norm(y, bn.running_mean[:cout], bn.running_var[:cout], bn.weight[:cout], bn.bias[:cout],
-                             self.training, bn.momentum, bn.eps)
-        return self.act(y)
+        return self.act(self._batch_norm(y, cout))
 
+    def _batch_norm(self, y: Tensor, width: int, mask: Tensor | None = None) -> Tensor:
+        """BatchNorm on the first ``width`` channels, as nn.BatchNorm2d computes it (momentum None = cumulative
+        average, as BN recalibration uses); running statistics are updated in place through the slices."""
+        bn, momentum = self.bn, 0.0
+        if self.training:
+            bn.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        weight, bias = bn.weight[:width], bn.bias[:width]
+        if mask is not None:
+            weight, bias = weight * mask, bias * mask
+        return F.batch_norm(y, bn.running_mean[:width], bn.running_var[:width], weight, bias, self.training,
+                            momentum, bn.eps)
 
     @torch.no_grad()
     def copy_from(self, big: SlimConvBN) -> None:
         """Take this layer's weights from the leading channels of a wider one (a supernet's)."""
         w = self.conv.weight
         self.conv.weight.copy_(big.conv.weight[:w.shape[0], :w.shape[1]])
-        if self.bn is not None:
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(self.bn, name).copy_(getattr(big.bn, name)[:w.shape[0]])
-            self.bn.num_batches_tracked.copy_(big.bn.num_batches_tracked)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(self.bn, name).copy_(getattr(big.bn, name)[:w.shape[0]])
+        self.bn.num_batches_tracked.copy_(big.bn.num_batches_tracked)
 
 
 class SlimSE(nn.Module):

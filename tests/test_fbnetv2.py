@@ -79,10 +79,20 @@ def test_masked_max_width_conv_equals_the_smaller_conv(depthwise):
     assert g.grad is not None and g.grad.abs().sum() > 0
 
 
-def test_sliced_batchnorm_updates_the_supernet_statistics():
+@pytest.mark.parametrize("momentum", [0.1, None])  # None: the cumulative average BN recalibration uses
+def test_sliced_batchnorm_updates_statistics_as_batchnorm_does(momentum):
+    torch.manual_seed(0)
     big = SlimConvBN(8, 16).train()
-    big(torch.randn(4, 8, 5, 5) + 3, cout=6)
-    assert (big.bn.running_mean[:6] != 0).all() and (big.bn.running_mean[6:] == 0).all()
+    small_ = SlimConvBN(8, 6).train()
+    small_.copy_from(big)
+    for layer in (big, small_):
+        layer.bn.momentum = momentum
+    for _ in range(3):
+        x = torch.randn(4, 8, 5, 5) + 3
+        torch.testing.assert_close(big(x, cout=6), small_(x))
+    torch.testing.assert_close(big.bn.running_mean[:6], small_.bn.running_mean)
+    torch.testing.assert_close(big.bn.running_var[:6], small_.bn.running_var)
+    assert (big.bn.running_mean[6:] == 0).all() and int(big.bn.num_batches_tracked) == 3
 
 
 def test_masked_se_equals_the_smaller_se():
