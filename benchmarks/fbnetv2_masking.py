@@ -124,8 +124,6 @@ def peak_bytes(step, excluded: set[int]) -> int:
 
 
 def timed(step, threads: int, min_run_time: float) -> float:
-    for _ in range(3):  # warm-up: first calls allocate and spin up the thread pool
-        step()
     return Timer("step()", globals={"step": step}, num_threads=threads).blocked_autorange(
         min_run_time=min_run_time).median
 
@@ -135,7 +133,7 @@ def sweep(title: str, build, counts, batch: int, threads: int, min_run_time: flo
     both sides, so that drift on a busy machine hits all of them alike; medians over the rounds."""
     print(f"\n{title}")
     configs = {n: sides(build(n), batch) for n in counts}
-    memory = {n: (peak_bytes(m, ex), peak_bytes(nv, ex)) for n, (m, nv, _, ex) in configs.items()}
+    memory = {n: (peak_bytes(m, ex), peak_bytes(nv, ex)) for n, (m, nv, _, ex) in configs.items()}  # + warm-up
     times: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in counts}
     for _ in range(rounds):
         for n, (masking, naive, _, _) in configs.items():

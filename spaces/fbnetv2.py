@@ -87,9 +87,10 @@ def _stage(channels, blocks, stride, resolutions=(1, 2)) -> dict:
     return {"channels": list(channels), "blocks": blocks, "stride": stride, "resolutions": list(resolutions)}
 
 
-#: the paper's FBNetV2-F search space (Table 1): channel options (min, max, step) per stage, input 224
+#: the FBNetV2-F search space of the paper's Table 1 (channel options from (min, max, step) per stage, input
+#: 224); transcribed from the paper as we read it, it is the default and every part of it is configurable
 PAPER_STAGES = [
-    _stage([16], 1, 1),
+    _stage([12, 16], 1, 1),
     _stage(range(16, 29, 4), 1, 2), _stage(range(16, 29, 4), 2, 1),
     _stage(range(16, 41, 8), 1, 2), _stage(range(16, 41, 8), 2, 1),
     _stage(range(48, 97, 8), 1, 2), _stage(range(48, 97, 8), 2, 1),
@@ -244,11 +245,11 @@ class SearchBlock(nn.Module):
                 for j in st["type_active"]:
                     b = self._branch(p.types[j], xs)
                     if b is not None:
-                        b = st["w_type"][j] * b
+                        b = b if p.type is None else st["w_type"][j] * b  # no decision: weight 1, no multiply
                         branch = b if branch is None else branch + b
                 if branch is None:
                     continue
-                branch = st["w_res"][i] * branch
+                branch = branch if p.resolution is None else st["w_res"][i] * branch
                 if y is not None and r > 1 and self.placement == "intersperse":
                     y[..., ::r, ::r] += branch  # add at the placed pixels: no zero-filled full-size tensor
                 else:

@@ -321,3 +321,63 @@ def test_invalid_stage_configs_name_the_field():
                            ({"channels": [8], "blocks": 1, "resolutions": [0]}, "between 1 and 8")):
         with pytest.raises(ValidationError, match=message):
             FBNetV2Space({"stages": [stage]})
+
+
+# -- latency tables and the command line -------------------------------------------------------------------
+TINY = {"input_size": 16, "stem": 8, "head_channels": 32, "stages": [
+    {"channels": [8, 16], "blocks": 2, "stride": 2, "expansions": [1.5, 3.0], "types": ["k3", "k5_se_hs", "skip"],
+     "resolutions": [1, 2]},
+    {"channels": [16, 24], "blocks": 1, "stride": 2, "expansions": [2.0], "types": ["k3_hs", "skip"]}]}
+
+
+def test_latency_table_holds_every_operation_a_built_arch_runs(tmp_path):
+    from nascore.costs.base import op_key
+    from nascore.costs.latency import LatencyCost
+    from nascore.costs.lut import entry_key
+
+    space = FBNetV2Space(TINY)
+    cost = LatencyCost({"lut": str(tmp_path / "lut.json"), "min_run_time": 0.002})
+    table = space.supernet().price(cost, 16)
+    measured = dict(cost.table.entries)
+    assert all(k.startswith("fbnetv2:") for k in measured)
+    for seed in range(4):
+        choices = random_choices(space, seed)
+        ops = space.arch_operations(Arch(space="fbnetv2", config=TINY, choices=choices), 16)
+        # the grids priced every operation the built model runs, at the shape it runs it
+        assert {entry_key(op_key(op.module), op.input_shape) for op in ops} <= set(measured)
+        estimate = sum(cost.price_all([(op.module, op.input_shape) for op in ops])) + cost.overhead()
+        assert table.of_choices(choices, space.decisions()) == pytest.approx(estimate, rel=1e-5)
+    assert cost.table.entries == measured  # nothing new measured
+
+
+@pytest.mark.slow
+def test_search_train_and_measure_from_the_command_line(tmp_path, capsys):
+    import yaml
+
+    from nascore.cli import main
+
+    spec = {"seed": 1,
+            "dataset": {"name": "digit-scenes", "image_size": 16, "num_train": 48, "num_val": 16, "num_test": 8,
+                        "cache_dir": str(tmp_path / "cache")},
+            "tasks": [{"name": "classification"}],
+            "space": {"name": "fbnetv2", **TINY},
+            "strategy": {"name": "dnas", "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2},
+            "cost": {"name": "flops", "loss": {"form": "budget", "target": 2.0e5}},
+            "train": {"epochs": 1, "batch_size": 16},
+            "pareto": {"samples": 2, "bn_batches": 1}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    arch = Arch.load(tmp_path / "run" / "arch.json")
+    rows = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert '"expected_cost"' in rows[-2] or '"expected_cost"' in rows[-1]
+    space = FBNetV2Space.for_arch(arch)
+    model = space.build(arch)
+    pareto = (tmp_path / "run" / "pareto.csv").read_text().splitlines()
+    derived = next(line for line in pareto if ",derived," in line).split(",")
+    # the table's estimate and the built model's counted multiply-adds agree for the derived arch
+    assert float(derived[2]) == float(derived[3]) == count_macs(model, torch.zeros(1, 3, 16, 16))
+    capsys.readouterr()
+    assert main(["measure", str(tmp_path / "run" / "arch.json"), "--min-run-time", "0.01",
+                 "--lut", str(tmp_path / "m.json")]) == 0
+    assert "lookup-table estimate" in capsys.readouterr().out
