@@ -114,8 +114,11 @@ def built_operations(model: nn.Module, input_size: int, in_channels: int = 3) ->
     recorded by forward pre-hooks during one forward at batch 1."""
     units = [m for m in model.modules() if getattr(m, "op_key", None)]
     shapes: dict[nn.Module, tuple[int, ...]] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, args: shapes.setdefault(m, tuple(args[0].shape)))
-             for m in units]
+
+    def record(module: nn.Module, args: tuple) -> None:  # a pre-hook returning a value would replace the args
+        shapes.setdefault(module, tuple(args[0].shape))
+
+    hooks = [m.register_forward_pre_hook(record) for m in units]
     was_training = model.training
     try:
         with torch.no_grad():
