@@ -111,6 +111,8 @@ class FBNetV2Config(ComponentConfig):
     channel_divisor: int = Field(4, ge=1, description="stage channels scaled by width round to a multiple of this")
     placement: Literal["intersperse", "nearest"] = Field(
         "intersperse", description="how a subsampled block's output goes back to full size")
+    cost_grid: int | None = Field(None, ge=2, description="price at most this many widths per layer and "
+                                  "interpolate between them (default: every width, exact)")
 
 
 # -- the plan: every block's widths, options and decisions ----------------------------------------------
@@ -147,12 +149,13 @@ def _label(e: float) -> str:
 
 def plan(cfg: FBNetV2Config, input_size: int | None = None) -> tuple[Width, list[BlockPlan], int]:
     """(stem width, block plans, head hidden width); sizes at ``input_size`` (default: the config's)."""
+    grid = cfg.cost_grid
     stem = Width(None, (make_divisible(cfg.stem * cfg.width, cfg.divisor) if cfg.width != 1 else cfg.stem,))
     size = out_size((input_size or cfg.input_size,) * 2, 2)
     blocks, cin = [], stem
     for s, stage in enumerate(cfg.stages, 1):
         values = _scaled(stage.channels, cfg.width, cfg.channel_divisor)
-        cout = Width(f"s{s}.channels" if len(values) > 1 else None, values)
+        cout = Width(f"s{s}.channels" if len(values) > 1 else None, values, grid)
         for b in range(1, stage.blocks + 1):
             name = f"s{s}.b{b}"
             stride = stage.stride if b == 1 else 1
@@ -162,7 +165,7 @@ def plan(cfg: FBNetV2Config, input_size: int | None = None) -> tuple[Width, list
 
             table = tuple(tuple(mid_channels(c, e, cfg.divisor) for e in stage.expansions) for c in cin.values)
             blocks.append(BlockPlan(
-                name, stride, cin, cout, ProductWidth(cin.decision, decision("expansion", stage.expansions), table),
+                name, stride, cin, cout, ProductWidth(cin.decision, decision("expansion", stage.expansions), table, grid),
                 decision("expansion", stage.expansions), decision("type", stage.types),
                 decision("resolution", stage.resolutions), tuple(float(e) for e in stage.expansions),
                 tuple(stage.types), tuple(stage.resolutions), b > 1, size))
@@ -205,7 +208,7 @@ class SearchBlock(nn.Module):
     def __init__(self, p: BlockPlan, cfg: FBNetV2Config):
         super().__init__()
         self.plan, self.placement = p, cfg.placement
-        cin, mid, cout = max(p.cin.values), max(p.mid.axis), max(p.cout.values)
+        cin, mid, cout = max(p.cin.values), max(max(row) for row in p.mid.table), max(p.cout.values)
         self.candidates = nn.ModuleDict()
         for t in p.types:
             spec = TYPES[t]

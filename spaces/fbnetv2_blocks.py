@@ -214,5 +214,10 @@ def unit(kind: str, **params) -> nn.Module:
         m = Residual()
     else:  # pragma: no cover - programming error
         raise ValueError(f"unknown unit kind {kind!r}")
-    m.op_key = "fbnetv2:" + kind + "(" + ",".join(f"{n}={v}" for n, v in sorted(p.items())) + ")"
+    m.op_key = unit_key(kind, **params)
     return m
+
+
+def unit_key(kind: str, **params) -> str:
+    """The op_key of ``unit(kind, **params)``, without building it."""
+    return "fbnetv2:" + kind + "(" + ",".join(f"{n}={v}" for n, v in sorted(params.items())) + ")"

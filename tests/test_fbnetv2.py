@@ -381,3 +381,18 @@ def test_search_train_and_measure_from_the_command_line(tmp_path, capsys):
     assert main(["measure", str(tmp_path / "run" / "arch.json"), "--min-run-time", "0.01",
                  "--lut", str(tmp_path / "m.json")]) == 0
     assert "lookup-table estimate" in capsys.readouterr().out
+
+
+def test_a_coarser_cost_grid_prices_fewer_operations_and_interpolates():
+    exact_cost, coarse_cost = FlopsCost(), FlopsCost()
+    exact = small().supernet().price(exact_cost, 30)
+    coarse_space = FBNetV2Space({**SMALL, "cost_grid": 2})
+    coarse = coarse_space.supernet().price(coarse_cost, 30)
+    assert len(coarse_cost._cache) < len(exact_cost._cache) * 0.6
+    decisions = small().decisions()
+    smallest = {d.name: d.options[0] for d in decisions}  # every width at a grid end: no interpolation
+    assert coarse.of_choices(smallest, decisions) == exact.of_choices(smallest, decisions)
+    for seed in range(4):
+        choices = random_choices(small(), seed)
+        assert coarse.of_choices(choices, decisions) == pytest.approx(exact.of_choices(choices, decisions), rel=0.1)
+

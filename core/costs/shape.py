@@ -2,8 +2,9 @@
 cost depends on its own width and on the width chosen upstream. Each layer is priced by the cost model on a
 grid of the widths it can have (exact modules, so a latency table holds real timings), and the expected cost
 of the current weights interpolates each grid at the *effective* widths ``sum_i w_i * c_i``: the expected
-channel count of one layer feeds the cost of the next. Multilinear interpolation is exact on the grid, so a
-one-hot (discrete) architecture costs exactly the sum of its layers' prices.
+channel count of one layer feeds the cost of the next. Multilinear interpolation is exact on the grid, so with
+every width on the grid (the default) a one-hot (discrete) architecture costs exactly the sum of its layers'
+prices; a coarser grid (``grid``) prices fewer operations and interpolates between them.
 """
 from __future__ import annotations
 
@@ -16,12 +17,22 @@ from torch import Tensor
 from ..supernet import Decision, one_hot
 
 
+def grid_points(values: set[int], most: int | None) -> tuple[int, ...]:
+    """The sorted distinct ``values``, or ``most`` of them evenly picked (both ends kept): a coarser grid prices
+    fewer operations, and widths between its points are interpolated."""
+    ordered = sorted(values)
+    if most is None or len(ordered) <= most:
+        return tuple(ordered)
+    return tuple(ordered[round(i * (len(ordered) - 1) / (most - 1))] for i in range(most))
+
+
 @dataclass(frozen=True)
 class Width:
     """A channel count: option i of ``decision`` has ``values[i]`` channels (``decision`` None: one value)."""
 
     decision: str | None
     values: tuple[int, ...]
+    grid: int | None = None  # at most this many priced widths (None: every width)
 
     def effective(self, weights: Mapping[str, Tensor], device: torch.device) -> Tensor:
         values = torch.tensor(self.values, dtype=torch.float32, device=device)
@@ -29,7 +40,7 @@ class Width:
 
     @property
     def axis(self) -> tuple[int, ...]:
-        return tuple(sorted(set(self.values)))
+        return grid_points(set(self.values), self.grid)
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class ProductWidth:
     first: str | None
     second: str | None
     table: tuple[tuple[int, ...], ...]
+    grid: int | None = None
 
     def effective(self, weights: Mapping[str, Tensor], device: torch.device) -> Tensor:
         t = torch.tensor(self.table, dtype=torch.float32, device=device)
@@ -49,7 +61,7 @@ class ProductWidth:
 
     @property
     def axis(self) -> tuple[int, ...]:
-        return tuple(sorted({v for row in self.table for v in row}))
+        return grid_points({v for row in self.table for v in row}, self.grid)
 
 
 @dataclass
