@@ -1,8 +1,8 @@
 """FBNetV2's blocks, with mobile-vision's semantics (the code the released FBNetV2 models use), in two forms:
 
 * slim layers (``SlimConvBN``, ``SlimSE``) hold one max-width convolution and run it either sliced to the
-  chosen widths (a sampled path: only those channels are computed) or at full width with a channel mask
-  ``sum_i g_i * m_i`` applied to the output (DMaskingNAS' soft path);
+  chosen widths (a sampled path: only those channels are computed) or at full width with its channels
+  scaled by a mask ``sum_i g_i * m_i`` (DMaskingNAS' soft path);
 * the same layers, built at exactly one width, are the standalone blocks of a derived model (no masks).
 
 A block is ``[1x1 expand] -> kxk depth-wise (stride) -> [squeeze-excite] -> 1x1 project``; resolution
@@ -131,7 +131,6 @@ class SlimSE(nn.Module):
             s = F.conv2d(s, self.expand.weight[:c, :hidden], self.expand.bias[:c])
         return x * F.hardsigmoid(s)
 
-
     @torch.no_grad()
     def copy_from(self, big: SlimSE) -> None:
         hidden, c = self.reduce.weight.shape[:2]
@@ -164,7 +163,7 @@ def out_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
     return (-(-size[0] // stride), -(-size[1] // stride))
 
 
-# -- pricing units: what the cost tables measure (one module per operation, exactly the built model's) ---------
+# -- units: the operations a built block runs, as modules a cost table can price -----------------------------
 class Subsample(nn.Module):
     def __init__(self, factor: int):
         super().__init__()
