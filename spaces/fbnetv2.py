@@ -433,17 +433,15 @@ class FBNetV2(Backbone):
         super().__init__()
         stem, plans, head_mid = plan(cfg)
         self.stem = unit("stem", cin=3, cout=stem.values[0], kernel=3, stride=2, act="hswish")
-        blocks, size = [], None
+        blocks = []
         for p in plans:
             cin = chosen_width(p.cin, choices)
             cout = chosen_width(p.cout, choices)
             e = float(choices[p.expansion]) if p.expansion else p.expansions[0]
             label = choices[p.type] if p.type else p.types[0]
             factor = int(choices[p.resolution]) if p.resolution else p.resolutions[0]
-            size = out_size((cfg.input_size, cfg.input_size), 2) if size is None else size
             blocks.append(Block(label, cin, mid_channels(cin, e, cfg.divisor), cout, p.stride, factor, p.residual,
-                                p.has_pw, size, cfg.placement, cfg.divisor))
-            size = out_size(size, p.stride)
+                                p.has_pw, p.size, cfg.placement, cfg.divisor))
         self.blocks = nn.Sequential(*blocks)
         last = chosen_width(plans[-1].cout, choices)
         self.head = unit("head", cin=last, cout=head_mid, act="hswish")
