@@ -27,7 +27,7 @@ from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace
 from nascore.supernet import Decision, Supernet
 
-from .fbnetv2_blocks import (TYPES, SlimConvBN, SlimSE, divisible_by, mid_channels, out_size, place,
+from .fbnetv2_blocks import (TYPES, Block, SlimConvBN, SlimSE, divisible_by, mid_channels, out_size, place,
                              se_channels, subsample, unit)
 
 PAPER_EXPANSIONS = (0.75, 1.5, 2.25, 3.0, 3.75, 4.5)
@@ -392,40 +392,6 @@ class FBNetV2Supernet(Supernet):
 
 
 # -- the standalone model ---------------------------------------------------------------------------------
-class Block(nn.Module):
-    """A built block: [subsample] -> [1x1 expand] -> kxk depth-wise -> [SE] -> 1x1 project -> [place], plus the
-    residual; or a skip (identity, or a 1x1 conv where the shape changes)."""
-
-    def __init__(self, label: str, cin: int, mid: int, cout: int, stride: int, factor: int, residual: bool,
-                 has_pw: bool, size: tuple[int, int], placement: str, divisor: int):
-        super().__init__()
-        self.sub = unit("sub", factor=factor) if factor > 1 else None
-        self.place = unit("place", factor=factor, size=out_size(size, stride), mode=placement) if factor > 1 else None
-        self.add = unit("add") if residual else None
-        self.stride = stride
-        self.layers = nn.Sequential()
-        spec = TYPES[label]
-        if spec is None:
-            if not residual:
-                self.layers.append(unit("skip", cin=cin, cout=cout, stride=stride))
-            return
-        kernel, se, act = spec
-        if has_pw:
-            self.layers.append(unit("pw", cin=cin, cout=mid, act=act))
-        self.layers.append(unit("dw", cin=mid, kernel=kernel, stride=stride, act=act))
-        if se:
-            self.layers.append(unit("se", cin=mid, hidden=se_channels(mid, divisor), act=act))
-        self.layers.append(unit("pwl", cin=mid, cout=cout))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not len(self.layers):
-            return x
-        y = self.layers(self.sub(x) if self.sub is not None else x)
-        if self.place is not None:
-            y = self.place(y, out_size(tuple(x.shape[-2:]), self.stride))
-        return self.add(x, y) if self.add is not None else y
-
-
 class FBNetV2(Backbone):
     """A standalone FBNetV2-space model (no masks, no supernet code)."""
 
@@ -440,8 +406,8 @@ class FBNetV2(Backbone):
             e = float(choices[p.expansion]) if p.expansion else p.expansions[0]
             label = choices[p.type] if p.type else p.types[0]
             factor = int(choices[p.resolution]) if p.resolution else p.resolutions[0]
-            blocks.append(Block(label, cin, mid_channels(cin, e, cfg.divisor), cout, p.stride, factor, p.residual,
-                                p.has_pw, p.size, cfg.placement, cfg.divisor))
+            blocks.append(Block(label, cin, mid_channels(cin, e, cfg.divisor), cout, p.stride, p.residual, p.has_pw,
+                                cfg.divisor, factor=factor, size=p.size, placement=cfg.placement))
         self.blocks = nn.Sequential(*blocks)
         last = chosen_width(plans[-1].cout, choices)
         self.head = unit("head", cin=last, cout=head_mid, act="hswish")

@@ -220,3 +220,42 @@ def unit(kind: str, **params) -> nn.Module:
 def unit_key(kind: str, **params) -> str:
     """The op_key of ``unit(kind, **params)``, without building it."""
     return "fbnetv2:" + kind + "(" + ",".join(f"{n}={v}" for n, v in sorted(params.items())) + ")"
+
+
+class Block(nn.Module):
+    """A built block: [subsample] -> [1x1 expand] -> kxk depth-wise -> [SE] -> 1x1 project -> [place], plus the
+    residual; or a skip (identity, or a 1x1 conv where the shape changes)."""
+
+    def __init__(self, label: str, cin: int, mid: int, cout: int, stride: int, residual: bool, has_pw: bool = True,
+                 divisor: int = 8, factor: int = 1, size: tuple[int, int] | None = None,
+                 placement: str = "intersperse"):
+        """``factor`` > 1: the block runs on the input subsampled by it (``size``: the input size it is priced
+        at, ``placement``: see :func:`place`)."""
+        super().__init__()
+        self.op_key = (f"fbnetv2-block:{label}:{cin}>{mid}>{cout}:s{stride}:r{factor}:{placement}:"
+                       f"{'res' if residual else 'nores'}:{'pw' if has_pw else 'nopw'}:d{divisor}")
+        self.sub = unit("sub", factor=factor) if factor > 1 else None
+        self.place = unit("place", factor=factor, size=out_size(size, stride), mode=placement) if factor > 1 else None
+        self.add = unit("add") if residual else None
+        self.stride = stride
+        self.layers = nn.Sequential()
+        spec = TYPES[label]
+        if spec is None:
+            if not residual:
+                self.layers.append(unit("skip", cin=cin, cout=cout, stride=stride))
+            return
+        kernel, se, act = spec
+        if has_pw:
+            self.layers.append(unit("pw", cin=cin, cout=mid, act=act))
+        self.layers.append(unit("dw", cin=mid, kernel=kernel, stride=stride, act=act))
+        if se:
+            self.layers.append(unit("se", cin=mid, hidden=se_channels(mid, divisor), act=act))
+        self.layers.append(unit("pwl", cin=mid, cout=cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not len(self.layers):
+            return x
+        y = self.layers(self.sub(x) if self.sub is not None else x)
+        if self.place is not None:
+            y = self.place(y, out_size(tuple(x.shape[-2:]), self.stride))
+        return self.add(x, y) if self.add is not None else y

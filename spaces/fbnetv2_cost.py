@@ -114,9 +114,11 @@ def price(net: FBNetV2Supernet, cost_model, input_size: int, in_channels: int = 
 
 
 def built_operations(model: nn.Module, input_size: int, in_channels: int = 3) -> list[Operation]:
-    """The priced operations a built FBNetV2 model runs (every module with an ``op_key``) at their input shapes,
-    recorded by forward pre-hooks during one forward at batch 1."""
-    units = [m for m in model.modules() if getattr(m, "op_key", None)]
+    """The priced operations a built FBNetV2 model runs (the innermost modules with an ``op_key``: the units a
+    block is made of, not the block) at their input shapes, recorded by forward pre-hooks during one forward at
+    batch 1."""
+    units = [m for m in model.modules() if getattr(m, "op_key", None)
+             and not any(getattr(c, "op_key", None) for c in m.modules() if c is not m)]
     shapes: dict[nn.Module, tuple[int, ...]] = {}
 
     def record(module: nn.Module, args: tuple) -> None:  # a pre-hook returning a value would replace the args
