@@ -97,7 +97,7 @@ CASES: dict[str, Case] = {
                              {"s.yaml": spec_file(tasks=[])}),
     "spec-block-not-a-mapping": Case(["validate", "s.yaml"], "  space: expected a mapping of fields, got str 'fbnet'",
                                      {"s.yaml": spec_file(space="fbnet")}),
-    "spec-unknown-space": Case(["validate", "s.yaml"], "  space.name: unknown space 'fbnett'; available: fbnet, fbnetv2. "
+    "spec-unknown-space": Case(["validate", "s.yaml"], "  space.name: unknown space 'fbnett'; available: fbnet, fbnetv2, fbnetv5. "
                                                        "Did you mean 'fbnet'?",
                                {"s.yaml": spec_file(space__name="fbnett")}),
     "spec-unknown-task": Case(["validate", "s.yaml"], "  tasks[0].name: unknown task 'clasification'; available: "
@@ -168,7 +168,7 @@ CASES: dict[str, Case] = {
                                 "k3_e1, k3_e1_g2, k3_e3, k3_e6, k5_e1, k5_e1_g2, k5_e3, k5_e6, skip",
                                 {"a.json": arch(choices__layer03="k7_e9")}),
     "arch-unknown-space": Case(["info", "a.json"], "error: arch file a.json: space: unknown space 'fbnett'; available: "
-                                                   "fbnet, fbnetv2. Did you mean 'fbnet'?", {"a.json": arch(space="fbnett")}),
+                                                   "fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?", {"a.json": arch(space="fbnett")}),
     "arch-bad-space-config": Case(["info", "a.json"], "  config.width: Input should be less than or equal to 4",
                                   {"a.json": arch(config={"width": 5})}),
     "named-arch-unknown": Case(["info", "fbnet_cc"], "error: 'fbnet_cc' is neither an arch file nor a named arch; "

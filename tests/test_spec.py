@@ -119,7 +119,7 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
         "seed: Input should be a valid integer, unable to parse string as an integer",
         "dataset.num_val: Input should be greater than or equal to 1",
         "tasks[0].label_smoothing: Input should be greater than or equal to 0",
-        "space.name: unknown space 'fbnett'; available: fbnet, fbnetv2. Did you mean 'fbnet'?",
+        "space.name: unknown space 'fbnett'; available: fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?",
         "strategy.warmup_epochs: Input should be greater than or equal to 0",
         "strategy.temperature.initial: Input should be greater than 0",
         "cost.loss.alpha: Input should be greater than 0",
@@ -130,14 +130,14 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("block, name, expected", [
-    ("space", "fbnett", "space.name: unknown space 'fbnett'; available: fbnet, fbnetv2. Did you mean 'fbnet'?"),
+    ("space", "fbnett", "space.name: unknown space 'fbnett'; available: fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?"),
     ("strategy", "dnass", "strategy.name: unknown strategy 'dnass'; available: dnas. Did you mean 'dnas'?"),
     ("cost", "flop", "cost.name: unknown cost 'flop'; available: flops, latency, memory. Did you mean 'flops'?"),
     ("dataset", "digit-scene", "dataset.name: unknown dataset 'digit-scene'; available: digit-scenes, "
                                "image-folder. Did you mean 'digit-scenes'?"),
     ("tasks", "classifcation", "tasks[0].name: unknown task 'classifcation'; available: classification. "
                                "Did you mean 'classification'?"),
-    ("space", "mobilenet", "space.name: unknown space 'mobilenet'; available: fbnet, fbnetv2"),
+    ("space", "mobilenet", "space.name: unknown space 'mobilenet'; available: fbnet, fbnetv2, fbnetv5"),
 ])
 def test_unknown_component_lists_available_with_suggestion(block, name, expected):
     data = base_spec()
@@ -430,7 +430,7 @@ def test_schema_leaves_out_a_config_without_json_schema_and_says_why():
     registry.collect()
     problems: list[str] = []
     schema = spec_json_schema(registry, problems)
-    assert set(_members(schema, schema["properties"]["space"])) == {"fbnet", "fbnetv2"}
+    assert set(_members(schema, schema["properties"]["space"])) == {"fbnet", "fbnetv2", "fbnetv5"}
     assert len(problems) == 1
     assert problems[0].startswith("space 'odd' (distribution 'nascore-odd', entry point 'odd = odd_space') left out: "
                                   "its Config has no JSON Schema: ")
