@@ -361,7 +361,7 @@ BROKEN = '''
      "  strategy.name: strategy 'dnas' is provided by several plugins (distribution 'nascore', entry point 'dnas = "
      "nascore.strategies.dnas'; distribution 'nascore-mydnas', entry point 'mydnas = nascore_mydnas'); uninstall one"),
     (BROKEN, Source("nascore-gpu-only", "gpu = nascore_gpu_only"), {"strategy": {"name": "proxyless"}},
-     "  strategy.name: unknown strategy 'proxyless'; available: dnas (1 plugin failed to load; `nascore plugins` "
+     "  strategy.name: unknown strategy 'proxyless'; available: dnas, reinforce (1 plugin failed to load; `nascore plugins` "
      "shows which and why)"),
 ], ids=["task-target-not-in-dataset", "name-claimed-twice", "component-of-a-broken-plugin"])
 def test_spec_against_plugins(plugin, source, changes, expected, ws, cache_dir, capsys, monkeypatch):

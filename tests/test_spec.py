@@ -131,7 +131,7 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
 
 @pytest.mark.parametrize("block, name, expected", [
     ("space", "fbnett", "space.name: unknown space 'fbnett'; available: fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?"),
-    ("strategy", "dnass", "strategy.name: unknown strategy 'dnass'; available: dnas. Did you mean 'dnas'?"),
+    ("strategy", "dnass", "strategy.name: unknown strategy 'dnass'; available: dnas, reinforce. Did you mean 'dnas'?"),
     ("cost", "flop", "cost.name: unknown cost 'flop'; available: flops, latency, memory. Did you mean 'flops'?"),
     ("dataset", "digit-scene", "dataset.name: unknown dataset 'digit-scene'; available: digit-scenes, "
                                "image-folder. Did you mean 'digit-scenes'?"),
