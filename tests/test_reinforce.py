@@ -92,15 +92,15 @@ def test_policies_converge_each_to_its_tasks_best_arch():
 
 def test_entropy_term_keeps_policies_spread():
     policies = toy_policies()
-    before = float(policies.entropy("seg"))
+    before = policies.entropy("seg").item()
     opt = torch.optim.SGD(policies.parameters(), lr=0.5)
     for _ in range(50):
         opt.zero_grad()
         policy_loss(policies, {"a": 0, "b": 0}, {"seg": 0.0, "det": 0.0}, {"seg": 1.0, "det": 1.0},
                     entropy=1.0).backward()
         opt.step()
-    assert float(policies.entropy("seg")) > before
-    assert float(policies.entropy("seg")) == pytest.approx(torch.log(torch.tensor(3.0 * 2.0)).item(), rel=0.01)
+    assert policies.entropy("seg").item() > before
+    assert policies.entropy("seg").item() == pytest.approx(torch.log(torch.tensor(3.0 * 2.0)).item(), rel=0.01)
 
 
 @pytest.mark.slow

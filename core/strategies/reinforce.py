@@ -145,7 +145,7 @@ class Reinforce(SearchStrategy):
                                if k != "cost" or ctx.cost_table is not None}
         row["lr"] = self.w_opt.param_groups[0]["lr"]
         for t in self.tasks:
-            row[f"entropy/{t}"] = float(self.policies.entropy(t)) / max(len(self.decisions), 1)
+            row[f"entropy/{t}"] = self.policies.entropy(t).item() / max(len(self.decisions), 1)
         row.update(self._evaluate_derived(epoch))
         return row
 
