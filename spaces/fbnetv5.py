@@ -65,10 +65,6 @@ def block_names(cfg: FBNetV5Config) -> list[list[list[str]]]:
             for s, n in enumerate(cfg.blocks)]
 
 
-def conv_bn(cin: int, cout: int, kernel: int, stride: int, act: str | None) -> SlimConvBN:
-    return SlimConvBN(cin, cout, kernel, stride, act)
-
-
 class Fuse(nn.Module):
     """HRNet's exchange unit: output path ``j`` sums every input path, resampled to its resolution (strided 3x3
     convs going down, a 1x1 conv and nearest upsampling going up), then h-swish."""
@@ -81,11 +77,11 @@ class Fuse(nn.Module):
                 if i == j:
                     continue
                 if i > j:  # coarser to finer
-                    link = nn.Sequential(conv_bn(chans[i], chans[j], 1, 1, None),
+                    link = nn.Sequential(SlimConvBN(chans[i], chans[j], 1, 1, None),
                                          nn.Upsample(scale_factor=2 ** (i - j)))
                 else:  # finer to coarser: one strided 3x3 conv per halving, the last one to the output width
                     last = j - i - 1
-                    link = nn.Sequential(*(conv_bn(chans[i], chans[j] if k == last else chans[i], 3, 2,
+                    link = nn.Sequential(*(SlimConvBN(chans[i], chans[j] if k == last else chans[i], 3, 2,
                                                    None if k == last else "hswish") for k in range(j - i)))
                 self.links[f"{i}to{j}"] = link
         self.act = nn.Hardswish()
@@ -108,8 +104,8 @@ class _Body(nn.Module):
 
     def _init_body(self, cfg: FBNetV5Config, make: Callable[[str, Callable[[], Block]], nn.Module]) -> None:
         chans, stem = widths(cfg), make_divisible(cfg.stem * cfg.width, cfg.divisor)
-        self.stem = conv_bn(3, stem, 3, 2, "hswish")
-        self.stem2 = conv_bn(stem, chans[0], 3, 2, "hswish")
+        self.stem = SlimConvBN(3, stem, 3, 2, "hswish")
+        self.stem2 = SlimConvBN(stem, chans[0], 3, 2, "hswish")
         self.stages = nn.ModuleList()
         self.fusions = nn.ModuleList()
         for s, names in enumerate(block_names(cfg)):
