@@ -138,7 +138,7 @@ class Reinforce(SearchStrategy):
                 if learn:
                     self._policy_step(arch, losses, weights, cost)
                 for t in self.tasks:
-                    sums[f"loss/{t}"] += float(losses[t])
+                    sums[f"loss/{t}"] += losses[t].item()
                 sums["cost"] += cost or 0.0
                 advance()
         row: dict[str, Any] = {k: v / (step + 1) for k, v in sums.items()

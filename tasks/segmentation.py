@@ -1,0 +1,82 @@
+"""Semantic segmentation as a light search-time task: every feature level from stride 4 down is projected,
+upsampled to stride 4 and summed (an FPN-style fusion), a 3x3 conv + 1x1 classifier predicts per pixel, and
+the logits are upsampled to the input; cross-entropy; mean IoU (torchmetrics' Jaccard index)."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from nascore.component import ComponentConfig
+from nascore.dataset import DataInfo
+from nascore.features import PreLogits
+from nascore.hookspecs import hookimpl
+from nascore.task import Task
+
+
+class SegmentationHead(nn.Module):
+    def __init__(self, feature_info: list[dict], num_classes: int, channels: int):
+        super().__init__()
+        self.levels = [i for i, f in enumerate(feature_info) if f["reduction"] >= 4]
+        if not self.levels:
+            raise ValueError("segmentation needs a feature level at reduction 4 or coarser")
+        self.stride = feature_info[self.levels[0]]["reduction"]
+        self.lateral = nn.ModuleList(nn.Conv2d(feature_info[i]["num_chs"], channels, 1) for i in self.levels)
+        self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                                  nn.ReLU(inplace=True))
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        finest = features[self.levels[0]]
+        y = None
+        for lateral, i in zip(self.lateral, self.levels):
+            z = lateral(features[i])
+            if z.shape[-2:] != finest.shape[-2:]:
+                z = F.interpolate(z, size=finest.shape[-2:], mode="bilinear", align_corners=False)
+            y = z if y is None else y + z
+        logits = self.classifier(self.fuse(y))
+        out = tuple(s * self.stride for s in finest.shape[-2:])
+        return F.interpolate(logits, size=out, mode="bilinear", align_corners=False)
+
+
+class Segmentation(Task):
+    name: ClassVar[str] = "segmentation"
+    target: ClassVar[str] = "semantic"
+    primary_metric: ClassVar[str] = "miou"
+
+    class Config(ComponentConfig):
+        #: defaults to the dataset's number of classes
+        num_classes: int | None = Field(None, ge=2)
+        channels: int = Field(64, ge=4, description="width of the fused stride-4 features")
+
+    def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo | None
+                   ) -> nn.Module:
+        if self.config.num_classes is None and data is None:
+            raise ValueError("num_classes is needed when no dataset is given")
+        self._num_classes = self.config.num_classes or data.num_classes[self.target]
+        return SegmentationHead(feature_info, self._num_classes, self.config.channels)
+
+    def loss(self, output: Tensor, targets: dict[str, Tensor]) -> Tensor:
+        mask = targets[self.target]
+        if output.shape[-2:] != mask.shape[-2:]:
+            output = F.interpolate(output, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        return F.cross_entropy(output, mask)
+
+    def metrics(self, device: torch.device):
+        from torchmetrics.classification import MulticlassJaccardIndex  # slow import, only when evaluating
+
+        return MulticlassJaccardIndex(num_classes=self._num_classes, average="macro").to(device)
+
+    def update_metrics(self, metrics, output: Tensor, targets: dict[str, Tensor]) -> None:
+        mask = targets[self.target]
+        if output.shape[-2:] != mask.shape[-2:]:
+            output = F.interpolate(output, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        metrics.update(output.argmax(1), mask)
+
+
+@hookimpl
+def nascore_tasks():
+    return [Segmentation]
