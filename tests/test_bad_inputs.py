@@ -101,7 +101,7 @@ CASES: dict[str, Case] = {
                                                        "Did you mean 'fbnet'?",
                                {"s.yaml": spec_file(space__name="fbnett")}),
     "spec-unknown-task": Case(["validate", "s.yaml"], "  tasks[0].name: unknown task 'clasification'; available: "
-                                                      "classification, segmentation. Did you mean 'classification'?",
+                                                      "classification, detection, segmentation. Did you mean 'classification'?",
                               {"s.yaml": spec_file(tasks__0__name="clasification")}),
     "spec-bad-type": Case(["validate", "s.yaml"], "  strategy.epochs: Input should be a valid integer, unable to "
                                                   "parse string as an integer",

@@ -1,0 +1,102 @@
+"""The light CenterNet-style detection task: target encoding and decoding round trip, mAP by hand, training,
+and a three-task REINFORCE search."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nascore.arch import Arch
+from nascore.dataset import DataInfo
+from nascore.spaces.fbnetv5 import FBNetV5Space
+from nascore.task import build_network
+from nascore.tasks.detection import Detection, decode, encode, gaussian_radius
+
+BOXES = [torch.tensor([[4.0, 6.0, 20.0, 22.0], [30.0, 8.0, 46.0, 40.0]]), torch.tensor([[10.0, 10.0, 26.0, 30.0]])]
+CLASSES = [torch.tensor([3, 7]), torch.tensor([1])]
+
+
+def perfect_output(stride: int = 8, shape=(8, 8)):
+    heat, size, offset, mask = encode(BOXES, CLASSES, 10, shape, stride)
+    logits = torch.logit(heat.clamp(1e-6, 1 - 1e-6))
+    return (logits, size, offset), mask
+
+
+def test_encoding_puts_unit_peaks_at_box_centres():
+    (logits, size, offset), mask = perfect_output()
+    heat = torch.sigmoid(logits)
+    assert int(mask.sum()) == 3
+    # box 1 of image 0: centre (38, 24) px -> cell (4, 3) at stride 8, size (2, 4) cells, offset (0.75, 0)
+    assert heat[0, 7, 3, 4] == pytest.approx(1.0, abs=1e-5)
+    assert size[0, :, 3, 4].tolist() == [2.0, 4.0] and offset[0, :, 3, 4].tolist() == [0.75, 0.0]
+    assert gaussian_radius(2, 4) >= 0
+
+
+def test_decoding_a_perfect_output_returns_the_boxes():
+    output, _ = perfect_output()
+    for result, boxes, classes in zip(decode(output, 8, top_k=5), BOXES, CLASSES):
+        kept = result["scores"] > 0.99
+        order = torch.argsort(result["labels"][kept])
+        torch.testing.assert_close(result["boxes"][kept][order], boxes[torch.argsort(classes)])
+        assert sorted(result["labels"][kept].tolist()) == sorted(classes.tolist())
+
+
+def test_map_is_one_for_perfect_detections_and_lower_for_shifted_ones():
+    task = Detection({"num_classes": 10})
+    task.build_head([{"num_chs": 8, "reduction": 8}], None, None)
+    targets = {"boxes": BOXES, "classes": CLASSES}
+    output, _ = perfect_output()
+    metric = task.metrics(torch.device("cpu"))
+    task.update_metrics(metric, output, targets)
+    assert task.compute_metrics(metric)["map"] == pytest.approx(1.0)
+    logits, size, offset = output
+    metric = task.metrics(torch.device("cpu"))
+    task.update_metrics(metric, (logits, size, offset + 0.25), targets)  # every box moved by 2 px: IoU 0.62-0.7
+    result = task.compute_metrics(metric)
+    assert 0 < result["map"] < 1 and result["map_50"] == pytest.approx(1.0)
+
+
+def test_training_reduces_the_loss():
+    torch.manual_seed(0)
+    space = FBNetV5Space({"width": 0.25, "input_size": 64, "blocks": [1, 1, 1, 1]})
+    choices = {d.name: "keep" for d in space.decisions()}
+    backbone = space.build(Arch(space="fbnetv5", config=space.config.model_dump(mode="json"), choices=choices))
+    task = Detection({})
+    net = build_network(backbone, [task], DataInfo(3, 64, {"classes": 10})).train()
+    images = torch.randn(2, 3, 64, 64)
+    targets = {"boxes": BOXES, "classes": CLASSES}
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = task.loss(net(images)["detection"], targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert math.isfinite(losses[-1]) and losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.slow
+def test_three_task_reinforce_search(tmp_path):
+    import yaml
+
+    from nascore.cli import main
+
+    spec = {"seed": 0,
+            "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 48, "num_val": 16, "num_test": 8,
+                        "cache_dir": str(tmp_path / "cache")},
+            "tasks": [{"name": "classification"}, {"name": "segmentation", "channels": 16},
+                      {"name": "detection", "channels": 16}],
+            "space": {"name": "fbnetv5", "input_size": 32, "width": 0.25, "blocks": [1, 1, 1, 1],
+                      "head_channels": 64},
+            "strategy": {"name": "reinforce", "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2,
+                         "bn_batches": 1},
+            "pareto": {"samples": 0}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    for task in ("classification", "segmentation", "detection"):
+        assert Arch.load(tmp_path / "run" / f"arch_{task}.json").task == task
+    last = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1]
+    assert '"val/detection/map"' in last and '"loss/detection"' in last
