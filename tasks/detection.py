@@ -18,33 +18,23 @@ from nascore.features import PreLogits
 from nascore.hookspecs import hookimpl
 from nascore.task import Task
 
+from .neck import FuseNeck
+
 
 class CenterNetHead(nn.Module):
     """Returns ``(heatmap logits [N, C, h, w], size [N, 2, h, w], offset [N, 2, h, w])`` at ``stride``."""
 
     def __init__(self, feature_info: list[dict], num_classes: int, channels: int):
         super().__init__()
-        self.levels = [i for i, f in enumerate(feature_info) if f["reduction"] >= 8]
-        if not self.levels:
-            raise ValueError("detection needs a feature level at reduction 8 or coarser")
-        self.stride = feature_info[self.levels[0]]["reduction"]
-        self.lateral = nn.ModuleList(nn.Conv2d(feature_info[i]["num_chs"], channels, 1) for i in self.levels)
-        self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                                  nn.ReLU(inplace=True))
+        self.neck = FuseNeck(feature_info, 8, channels, "detection")
+        self.stride = self.neck.stride
         self.heatmap = nn.Conv2d(channels, num_classes, 1)
         self.size = nn.Conv2d(channels, 2, 1)
         self.offset = nn.Conv2d(channels, 2, 1)
         nn.init.constant_(self.heatmap.bias, -2.19)  # CenterNet's prior: sigmoid = 0.1
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        finest = features[self.levels[0]]
-        y = None
-        for lateral, i in zip(self.lateral, self.levels):
-            z = lateral(features[i])
-            if z.shape[-2:] != finest.shape[-2:]:
-                z = F.interpolate(z, size=finest.shape[-2:], mode="bilinear", align_corners=False)
-            y = z if y is None else y + z
-        y = self.fuse(y)
+        y = self.neck(features)
         return self.heatmap(y), self.size(y), self.offset(y)
 
 

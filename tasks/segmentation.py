@@ -1,6 +1,6 @@
-"""Semantic segmentation as a light search-time task: every feature level from stride 4 down is projected,
-upsampled to stride 4 and summed (an FPN-style fusion), a 3x3 conv + 1x1 classifier predicts per pixel, and
-the logits are upsampled to the input; cross-entropy; mean IoU (torchmetrics' Jaccard index)."""
+"""Semantic segmentation as a light search-time task: the feature levels from stride 4 down fused at stride 4
+(``FuseNeck``), a 1x1 classifier per pixel, logits upsampled to the input; cross-entropy; mean IoU
+(torchmetrics' Jaccard index)."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -16,30 +16,19 @@ from nascore.features import PreLogits
 from nascore.hookspecs import hookimpl
 from nascore.task import Task
 
+from .neck import FuseNeck
+
 
 class SegmentationHead(nn.Module):
     def __init__(self, feature_info: list[dict], num_classes: int, channels: int):
         super().__init__()
-        self.levels = [i for i, f in enumerate(feature_info) if f["reduction"] >= 4]
-        if not self.levels:
-            raise ValueError("segmentation needs a feature level at reduction 4 or coarser")
-        self.stride = feature_info[self.levels[0]]["reduction"]
-        self.lateral = nn.ModuleList(nn.Conv2d(feature_info[i]["num_chs"], channels, 1) for i in self.levels)
-        self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                                  nn.ReLU(inplace=True))
+        self.neck = FuseNeck(feature_info, 4, channels, "segmentation")
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, features: list[Tensor]) -> Tensor:
-        finest = features[self.levels[0]]
-        y = None
-        for lateral, i in zip(self.lateral, self.levels):
-            z = lateral(features[i])
-            if z.shape[-2:] != finest.shape[-2:]:
-                z = F.interpolate(z, size=finest.shape[-2:], mode="bilinear", align_corners=False)
-            y = z if y is None else y + z
-        logits = self.classifier(self.fuse(y))
-        out = tuple(s * self.stride for s in finest.shape[-2:])
-        return F.interpolate(logits, size=out, mode="bilinear", align_corners=False)
+        logits = self.classifier(self.neck(features))
+        size = tuple(s * self.neck.stride for s in logits.shape[-2:])
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 class Segmentation(Task):
