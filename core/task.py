@@ -25,6 +25,15 @@ class Task(Component):
         classifier widening (classification heads use it, dense heads may ignore it)."""
         raise NotImplementedError
 
+    def num_classes(self, data: DataInfo | None) -> int:
+        """The config's ``num_classes`` when the task has and sets one, else the dataset's for ``target``."""
+        configured = getattr(self.config, "num_classes", None)
+        if configured is not None:
+            return configured
+        if data is None:
+            raise ValueError("num_classes is needed when no dataset is given")
+        return data.num_classes[self.target]
+
     def loss(self, output: Any, targets: dict[str, Any]) -> Tensor:
         raise NotImplementedError
 

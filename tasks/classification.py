@@ -52,13 +52,6 @@ class Classification(Task):
         dropout: float = Field(0.0, ge=0, lt=1)
         label_smoothing: float = Field(0.0, ge=0, lt=1)
 
-    def num_classes(self, data: DataInfo | None) -> int:
-        if self.config.num_classes is not None:
-            return self.config.num_classes
-        if data is None:
-            raise ValueError("num_classes is needed when no dataset is given")
-        return data.num_classes[self.target]
-
     def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo | None
                    ) -> nn.Module:
         self._num_classes = self.num_classes(data)

@@ -113,9 +113,7 @@ class Detection(Task):
 
     def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo | None
                    ) -> nn.Module:
-        if self.config.num_classes is None and data is None:
-            raise ValueError("num_classes is needed when no dataset is given")
-        self._num_classes = self.config.num_classes or data.num_classes["classes"]
+        self._num_classes = self.num_classes(data)
         self._head = CenterNetHead(feature_info, self._num_classes, self.config.channels)
         return self._head
 

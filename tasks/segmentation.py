@@ -43,9 +43,7 @@ class Segmentation(Task):
 
     def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo | None
                    ) -> nn.Module:
-        if self.config.num_classes is None and data is None:
-            raise ValueError("num_classes is needed when no dataset is given")
-        self._num_classes = self.config.num_classes or data.num_classes[self.target]
+        self._num_classes = self.num_classes(data)
         return SegmentationHead(feature_info, self._num_classes, self.config.channels)
 
     def loss(self, output: Tensor, targets: dict[str, Tensor]) -> Tensor:
