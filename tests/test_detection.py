@@ -2,6 +2,7 @@
 and a three-task REINFORCE search."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from nascore.arch import Arch
 from nascore.dataset import DataInfo
+from nascore.fileio import load_checkpoint
 from nascore.spaces.fbnetv5 import FBNetV5Space
 from nascore.task import build_network
 from nascore.tasks.detection import Detection, decode, encode, gaussian_radius
@@ -100,3 +102,15 @@ def test_three_task_reinforce_search(tmp_path):
         assert Arch.load(tmp_path / "run" / f"arch_{task}.json").task == task
     last = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1]
     assert '"val/detection/map"' in last and '"loss/detection"' in last
+    # each task's arch is retrained alone by `nascore train`: only its own head, loss and metrics
+    spec["train"] = {"epochs": 1, "batch_size": 16}
+    path.write_text(yaml.safe_dump(spec))
+    for task in ("classification", "segmentation", "detection"):
+        out = tmp_path / f"train_{task}"
+        assert main(["train", str(tmp_path / "run" / f"arch_{task}.json"), "--spec", str(path), "--out",
+                     str(out)]) == 0
+        result = json.loads((out / "summary.json").read_text())["archs"]
+        assert list(result) == [task]
+        assert {k.split("/")[1] for k in result[task]["train"] if k.startswith("val/")} == {task}
+        state = load_checkpoint(out / "train_model.pt")
+        assert {k.split(".")[1] for k in state["network"] if k.startswith("heads.")} == {task}

@@ -122,23 +122,10 @@ class Reinforce(SearchStrategy):
             lambda: None)
         with progress as advance:
             for step, (images, targets) in zip(range(total), batches):
-                images, targets = to_device(images, ctx.device), to_device(targets, ctx.device)
-                arch = self.policies.sample(self.generator)
-                choices = self.policies.labels(arch)
-                weights = self.policies.importance_weights(arch)
-                ctx.supernet.set_choices(choices)
-                outputs = net(images)
-                losses = {t.name: t.loss(outputs[t.name], targets) for t in ctx.tasks}
-                loss = sum(weights[t] * losses[t] for t in self.tasks)  # unbiased per task: E_q[w_t l_t] = E_p_t[l_t]
-                check_finite(loss, epoch, step)
-                self.w_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.w_opt.step()
-                cost = ctx.cost_table.of_choices(choices, self.decisions) if ctx.cost_table is not None else None
-                if learn:
-                    self._policy_step(arch, losses, weights, cost)
+                losses, cost = self.step(to_device(images, ctx.device), to_device(targets, ctx.device), learn,
+                                         epoch, step)
                 for t in self.tasks:
-                    sums[f"loss/{t}"] += losses[t].item()
+                    sums[f"loss/{t}"] += losses[t]
                 sums["cost"] += cost or 0.0
                 advance()
         row: dict[str, Any] = {k: v / (step + 1) for k, v in sums.items()
@@ -148,6 +135,27 @@ class Reinforce(SearchStrategy):
             row[f"entropy/{t}"] = self.policies.entropy(t).item() / max(len(self.decisions), 1)
         row.update(self._evaluate_derived(epoch))
         return row
+
+    def step(self, images: Any, targets: Any, learn: bool, epoch: int = 0, step: int = 0
+             ) -> tuple[dict[str, float], float | None]:
+        """One search step: draw an arch from ``q``, one forward/backward for every task's weighted loss, a
+        weight step, then (when ``learn``) a policy step; returns the task losses and the arch's cost."""
+        ctx = self.ctx
+        arch = self.policies.sample(self.generator)
+        choices = self.policies.labels(arch)
+        weights = self.policies.importance_weights(arch)
+        ctx.supernet.set_choices(choices)
+        outputs = ctx.network(images)
+        losses = {t.name: t.loss(outputs[t.name], targets) for t in ctx.tasks}
+        loss = sum(weights[t] * losses[t] for t in self.tasks)  # unbiased per task: E_q[w_t l_t] = E_p_t[l_t]
+        check_finite(loss, epoch, step)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.w_opt.step()
+        cost = ctx.cost_table.of_choices(choices, self.decisions) if ctx.cost_table is not None else None
+        if learn:
+            self._policy_step(arch, losses, weights, cost)
+        return {t: losses[t].item() for t in self.tasks}, cost
 
     def _policy_step(self, arch: dict[str, int], losses: dict[str, Tensor], weights: dict[str, float],
                      cost: float | None) -> None:
