@@ -211,9 +211,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run.reporter.log(f"run directory: {run.out_dir}")
     if not args.resume:
         arch.save(run.out_dir / "arch.json")
+    run.registry.hook.nascore_run_start(run=run)
     result = train(run, arch, ref=args.arch)
     summary = {"archs": {arch.task or "shared": {"file": "arch.json", "choices": arch.choices, "train": result}}}
     atomic_write_text(run.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    run.registry.hook.nascore_run_end(run=run, summary=summary)
     _print_summary(run, summary)
     return 0
 

@@ -328,15 +328,29 @@ def collate(batch: list[_Sample]) -> tuple[torch.Tensor, dict[str, torch.Tensor 
     return images, targets
 
 
+def instance_mask(semantic: np.ndarray, box: list[float], cls: int) -> np.ndarray:
+    """An instance's mask: the pixels of its class in the semantic map (digit ``c`` is ``c + 1``) inside its
+    box (digits overlap little: IoU <= 0.3), as uint8 (H, W)."""
+    x1, y1, x2, y2 = (int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3])))
+    mask = np.zeros(semantic.shape, dtype=np.uint8)
+    mask[y1:y2, x1:x2] = semantic[y1:y2, x1:x2] == cls + 1
+    return mask
+
+
 def _coco_json(data: dict, size: int) -> dict:
+    from pycocotools import mask as mask_util
+
     images, annotations = [], []
     for i, (boxes, classes) in enumerate(zip(data["boxes"], data["classes"])):
         images.append({"id": i, "file_name": f"{i:06d}.png", "width": size, "height": size})
+        semantic = np.asarray(data["semantic"][i])
         for (x1, y1, x2, y2), c in zip(boxes.tolist(), classes.tolist()):
             w, h = x2 - x1, y2 - y1
+            rle = mask_util.encode(np.asfortranarray(instance_mask(semantic, [x1, y1, x2, y2], c)))
             annotations.append(
                 {"id": len(annotations) + 1, "image_id": i, "category_id": c + 1,
-                 "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0}
+                 "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0,
+                 "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}}
             )
     categories = [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(NUM_CLASSES)]
     info = {"description": "digit-scenes", "version": str(_FORMAT_VERSION)}
@@ -344,7 +358,8 @@ def _coco_json(data: dict, size: int) -> dict:
 
 
 def export_coco(cfg: SceneConfig, out_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write every split as COCO detection JSON + PNG images + PNG semantic masks under ``out_dir``.
+    """Write every split as COCO JSON (boxes, instance masks as RLE) + PNG images + PNG semantic masks under
+    ``out_dir``.
 
     Layout: ``<split>/images/000000.png``, ``<split>/masks/000000.png`` (semantic ids, 8-bit) and
     ``annotations/instances_<split>.json``. Everything is written to a temporary sibling directory

@@ -239,6 +239,15 @@ def test_export_coco_loads_in_pycocotools(tmp_path):
     coco = coco_api.COCO(str(paths["val"]))
     assert len(coco.getImgIds()) == CFG.num_val and len(coco.getCatIds()) == 10
     assert len(coco.getAnnIds()) == sum(len(c) for c in load_split(CFG, "val", tmp_path / "cache")["classes"])
+    # instance masks (RLE): the digit's semantic pixels inside its box, nothing outside it
+    semantic = load_split(CFG, "val", tmp_path / "cache")["semantic"]
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        mask = coco.annToMask(ann).astype(bool)
+        x, y, w, h = ann["bbox"]
+        inside = np.zeros_like(mask)
+        inside[int(np.floor(y)):int(np.ceil(y + h)), int(np.floor(x)):int(np.ceil(x + w))] = True
+        assert mask.any() and not (mask & ~inside).any()
+        np.testing.assert_array_equal(mask, inside & (semantic[ann["image_id"]] == ann["category_id"]))
 
 
 def test_export_coco_refuses_non_empty_dir(tmp_path):
