@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from installed import installed_tasks
 from nascore.cli import main
 from nascore.registry import Registry, Source
 from nascore.spaces.fbnet import FBNetSpace
@@ -101,7 +102,7 @@ CASES: dict[str, Case] = {
                                                        "Did you mean 'fbnet'?",
                                {"s.yaml": spec_file(space__name="fbnett")}),
     "spec-unknown-task": Case(["validate", "s.yaml"], "  tasks[0].name: unknown task 'clasification'; available: "
-                                                      "classification, detection, segmentation. Did you mean 'classification'?",
+                                                      f"{installed_tasks()}. Did you mean 'classification'?",
                               {"s.yaml": spec_file(tasks__0__name="clasification")}),
     "spec-bad-type": Case(["validate", "s.yaml"], "  strategy.epochs: Input should be a valid integer, unable to "
                                                   "parse string as an integer",

@@ -12,7 +12,9 @@ import pytest
 import torch
 import yaml
 
+from installed import installed_tasks
 from nascore.cli import main
+from nascore.registry import get_registry
 from nascore.costs.objective import Additive, Budget, Multiplicative
 from nascore.errors import NascoreError, SpecError
 from nascore.spec import apply_overrides, load_spec, spec_json_schema, validate_spec
@@ -135,7 +137,7 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
     ("cost", "flop", "cost.name: unknown cost 'flop'; available: flops, latency, memory. Did you mean 'flops'?"),
     ("dataset", "digit-scene", "dataset.name: unknown dataset 'digit-scene'; available: digit-scenes, "
                                "image-folder. Did you mean 'digit-scenes'?"),
-    ("tasks", "classifcation", "tasks[0].name: unknown task 'classifcation'; available: classification, detection, segmentation. "
+    ("tasks", "classifcation", f"tasks[0].name: unknown task 'classifcation'; available: {installed_tasks()}. "
                                "Did you mean 'classification'?"),
     ("space", "mobilenet", "space.name: unknown space 'mobilenet'; available: fbnet, fbnetv2, fbnetv5"),
 ])
@@ -367,7 +369,8 @@ def test_schema_structure_includes_plugin_configs(schema):
     assert datasets["image-folder"]["required"] == ["root", "name"] or set(
         datasets["image-folder"]["required"]) == {"root", "name"}
     assert _ref(schema, props["dataset"])["discriminator"]["propertyName"] == "name"
-    assert set(_members(schema, props["tasks"]["items"])) == {"classification", "detection", "segmentation"}
+    assert set(_members(schema, props["tasks"]["items"])) == set(get_registry().names("task")) >= {
+        "classification", "detection", "segmentation"}
     flops = _members(schema, props["cost"])["flops"]
     loss = flops["properties"]["loss"]
     forms = {_ref(schema, m)["properties"]["form"]["const"] for m in loss["oneOf"]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import needs_detectron2
+from d2_helpers import needs_detectron2
 
 pytestmark = needs_detectron2
 

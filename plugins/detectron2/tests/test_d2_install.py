@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HAS_DETECTRON2
+from d2_helpers import HAS_DETECTRON2
 
 PLUGIN = Path(__file__).resolve().parents[1]
 

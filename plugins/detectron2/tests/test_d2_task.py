@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import needs_detectron2
+from d2_helpers import needs_detectron2
 
 pytestmark = needs_detectron2
 

@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-from conftest import needs_detectron2, small_config
+from d2_helpers import needs_detectron2, small_config
 
 pytestmark = needs_detectron2
 
