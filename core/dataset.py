@@ -16,6 +16,9 @@ class DataInfo:
     image_size: int
     #: number of classes per target key, e.g. {"label": 10, "semantic": 11}
     num_classes: dict[str, int]
+    #: per-channel normalisation of the images, on a 0-1 scale (None: not known), for exporting models
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     @property
     def targets(self) -> set[str]:

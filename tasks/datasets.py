@@ -1,9 +1,11 @@
-"""Built-in datasets: ``digit-scenes`` (generated, multitask) and ``image-folder`` (users' classification data)."""
+"""Built-in datasets: ``digit-scenes`` (generated, multitask), ``image-folder`` (users' classification data) and
+``coco`` (users' detection data in COCO format)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 from torchvision import datasets as tvd
@@ -15,6 +17,8 @@ from nascore.errors import NascoreError
 from nascore.hookspecs import hookimpl
 
 from . import digit_scenes as ds
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class DigitScenes(Dataset):
@@ -52,7 +56,7 @@ class DigitScenes(Dataset):
     def info(self) -> DataInfo:
         return DataInfo(3, self.config.image_size,
                         {"label": ds.NUM_CLASSES, "classes": ds.NUM_CLASSES, "semantic": ds.NUM_SEG_CLASSES,
-                         "saliency": 1, "edges": 1})
+                         "saliency": 1, "edges": 1}, ds.MEAN, ds.STD)
 
     def split(self, name: str) -> torch.utils.data.Dataset:
         return ds.DigitScenes(self.scene_config(), name, cache_dir=self.config.cache_dir)
@@ -111,16 +115,128 @@ class ImageFolder(Dataset):
         return _class_names(self.config.root / "train")
 
     def info(self) -> DataInfo:
-        return DataInfo(3, self.config.image_size, {"label": len(self._classes())})
+        return DataInfo(3, self.config.image_size, {"label": len(self._classes())}, IMAGENET_MEAN, IMAGENET_STD)
 
     def split(self, name: str) -> torch.utils.data.Dataset:
         size = self.config.image_size
         transform = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(),
-                               T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+                               T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
         try:
             return _Labelled(tvd.ImageFolder(str(self.config.root / name), transform=transform))
         except (FileNotFoundError, OSError) as exc:  # e.g. a class folder without images
             raise NascoreError(f"dataset image-folder: {exc}") from None
+
+
+class COCOSplit(torch.utils.data.Dataset):
+    """One split of a COCO-format detection dataset, every image resized to ``size`` x ``size`` (boxes scaled):
+    ``boxes`` (xyxy pixels), ``classes`` (contiguous indices of the sorted category ids) and, when every
+    annotation has a segmentation, ``semantic`` (class c painted as c + 1 from the instance masks)."""
+
+    def __init__(self, annotations: Path, images: Path, size: int, category_ids: list[int]):
+        self.coco, self.images, self.size = _load_coco(annotations), images, size
+        self.ids = sorted(self.coco.getImgIds())
+        self.index = {c: i for i, c in enumerate(category_ids)}
+        self.has_masks = all("segmentation" in a for a in self.coco.dataset["annotations"])
+        self.transform = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from PIL import Image
+
+        info = self.coco.imgs[self.ids[i]]
+        path = self.images / info["file_name"]
+        try:
+            image = Image.open(path).convert("RGB")
+        except OSError as exc:
+            raise NascoreError(f"dataset coco: cannot read image {path}: {exc}") from None
+        sx, sy = self.size / image.width, self.size / image.height
+        anns = [a for a in self.coco.imgToAnns[self.ids[i]] if not a.get("iscrowd", 0)]
+        boxes = torch.tensor([[a["bbox"][0] * sx, a["bbox"][1] * sy, (a["bbox"][0] + a["bbox"][2]) * sx,
+                               (a["bbox"][1] + a["bbox"][3]) * sy] for a in anns], dtype=torch.float32)
+        targets = {"boxes": boxes.reshape(-1, 4),
+                   "classes": torch.tensor([self.index[a["category_id"]] for a in anns], dtype=torch.long)}
+        if self.has_masks:
+            semantic = np.zeros((image.height, image.width), dtype=np.uint8)
+            for a in anns:
+                semantic[self.coco.annToMask(a) > 0] = self.index[a["category_id"]] + 1
+            targets["semantic"] = torch.from_numpy(np.array(Image.fromarray(semantic).resize(
+                (self.size, self.size), Image.NEAREST))).long()
+        return self.transform(image.resize((self.size, self.size), Image.BILINEAR)), targets
+
+
+def _load_coco(path: Path) -> Any:
+    """pycocotools' COCO index of ``path``, with errors that name the file and what is wrong."""
+    import contextlib
+    import io
+    import json
+
+    from pycocotools.coco import COCO
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read COCO annotations {path}: {exc}") from None
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ValueError(f"{path} is not COCO detection JSON: missing {', '.join(missing)}")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+class COCODetection(Dataset):
+    """A user's detection data in COCO format: per split an annotation JSON and its image folder."""
+
+    name: ClassVar[str] = "coco"
+
+    class Config(ComponentConfig):
+        train_json: Path
+        train_images: Path
+        val_json: Path
+        val_images: Path
+        image_size: int = Field(256, ge=16, le=2048, description="every image is resized to this square")
+
+        @model_validator(mode="after")
+        def _files(self) -> COCODetection.Config:
+            for split in ("train", "val"):
+                ann, images = getattr(self, f"{split}_json"), getattr(self, f"{split}_images")
+                if not images.is_dir():
+                    raise ValueError(f"{split}_images: expected a folder of images, {images} is not one")
+                coco = _load_coco(ann)
+                absent = [im["file_name"] for im in coco.dataset["images"] if not (images / im["file_name"]).is_file()]
+                if absent:
+                    raise ValueError(f"{split}_json: {len(absent)} images of {ann} are not in {images}, e.g. "
+                                     f"{absent[0]}")
+                unknown = {a["category_id"] for a in coco.dataset["annotations"]} - set(coco.cats)
+                if unknown:
+                    raise ValueError(f"{split}_json: annotations of {ann} use category ids {sorted(unknown)} that "
+                                     "its categories do not list")
+            train_cats = sorted(_load_coco(self.train_json).cats)
+            val_cats = sorted(_load_coco(self.val_json).cats)
+            if train_cats != val_cats:
+                raise ValueError(f"val_json: categories {val_cats} differ from train_json's {train_cats}")
+            return self
+
+    def _categories(self) -> list[int]:
+        return sorted(_load_coco(self.config.train_json).cats)
+
+    def info(self) -> DataInfo:
+        k = len(self._categories())
+        classes = {"classes": k}
+        if self.split("train").has_masks:
+            classes["semantic"] = k + 1
+        return DataInfo(3, self.config.image_size, classes, IMAGENET_MEAN, IMAGENET_STD)
+
+    def split(self, name: str) -> COCOSplit:
+        c = self.config
+        return COCOSplit(getattr(c, f"{name}_json"), getattr(c, f"{name}_images"), c.image_size, self._categories())
+
+    def collate(self, batch: list[Any]) -> Any:
+        return ds.collate(batch)
 
 
 def _class_names(folder: Path) -> list[str]:
@@ -129,4 +245,4 @@ def _class_names(folder: Path) -> list[str]:
 
 @hookimpl
 def nascore_datasets():
-    return [DigitScenes, ImageFolder]
+    return [COCODetection, DigitScenes, ImageFolder]

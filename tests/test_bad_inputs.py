@@ -76,6 +76,8 @@ def spec_file(**changes) -> Callable[[Path, dict], str]:
 
 
 VALID = spec_file()
+COCO_SPEC = {"name": "coco", "train_json": "a.json", "train_images": "imgs", "val_json": "a.json",
+             "val_images": "imgs"}
 
 CASES: dict[str, Case] = {
     # -- spec files -------------------------------------------------------------------------------------
@@ -136,11 +138,23 @@ CASES: dict[str, Case] = {
     "dataset-no-class-folders": Case(["validate", "s.yaml"], "  dataset.root: images/val has no class sub-folders",
                                      {"s.yaml": spec_file(dataset={"name": "image-folder", "root": "images"})},
                                      dirs=("images/train/cat", "images/val")),
+    "dataset-coco-json-missing": Case(["validate", "s.yaml"], "  dataset: cannot read COCO annotations a.json: ",
+                                      {"s.yaml": spec_file(dataset=COCO_SPEC)}, dirs=("imgs",)),
+    "dataset-coco-not-coco": Case(["validate", "s.yaml"], "  dataset: a.json is not COCO detection JSON: missing "
+                                                          "annotations, categories",
+                                  {"s.yaml": spec_file(dataset=COCO_SPEC), "a.json": '{"images": []}'},
+                                  dirs=("imgs",)),
+    "dataset-coco-image-missing": Case(["validate", "s.yaml"], "  dataset: train_json: 1 images of a.json are not "
+                                                               "in imgs, e.g. 0.png",
+                                       {"s.yaml": spec_file(dataset=COCO_SPEC), "a.json": json.dumps(
+                                           {"images": [{"id": 1, "file_name": "0.png", "width": 8, "height": 8}],
+                                            "annotations": [], "categories": [{"id": 1, "name": "x"}]})},
+                                       dirs=("imgs",)),
     "dataset-bad-option-on-run": Case(["run", "s.yaml", "--out", "out"],
                                       "  dataset.image_size: Input should be greater than or equal to 16",
                                       {"s.yaml": spec_file(dataset__image_size=8)}),
     "data-export-unknown-dataset": Case(["data", "export", "digit-scene", "export"],
-                                        "error: unknown dataset 'digit-scene'; available: digit-scenes, image-folder. "
+                                        "error: unknown dataset 'digit-scene'; available: coco, digit-scenes, image-folder. "
                                         "Did you mean 'digit-scenes'?"),
     "data-export-bad-option": Case(["data", "export", "digit-scenes", "export", "--set", "image_size=8"],
                                    "error: options of dataset 'digit-scenes' (--set) are not valid:\n"

@@ -135,7 +135,7 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
     ("space", "fbnett", "space.name: unknown space 'fbnett'; available: fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?"),
     ("strategy", "dnass", "strategy.name: unknown strategy 'dnass'; available: dnas, reinforce. Did you mean 'dnas'?"),
     ("cost", "flop", "cost.name: unknown cost 'flop'; available: flops, latency, memory. Did you mean 'flops'?"),
-    ("dataset", "digit-scene", "dataset.name: unknown dataset 'digit-scene'; available: digit-scenes, "
+    ("dataset", "digit-scene", "dataset.name: unknown dataset 'digit-scene'; available: coco, digit-scenes, "
                                "image-folder. Did you mean 'digit-scenes'?"),
     ("tasks", "classifcation", f"tasks[0].name: unknown task 'classifcation'; available: {installed_tasks()}. "
                                "Did you mean 'classification'?"),
@@ -365,7 +365,7 @@ def test_schema_structure_includes_plugin_configs(schema):
     assert temperature["properties"]["initial"]["exclusiveMinimum"] == 0
     assert temperature["properties"]["initial"]["default"] == 5.0
     datasets = _members(schema, props["dataset"])
-    assert set(datasets) == {"digit-scenes", "image-folder"}
+    assert set(datasets) == {"coco", "digit-scenes", "image-folder"}
     assert datasets["image-folder"]["required"] == ["root", "name"] or set(
         datasets["image-folder"]["required"]) == {"root", "name"}
     assert _ref(schema, props["dataset"])["discriminator"]["propertyName"] == "name"

@@ -11,7 +11,6 @@ import torch
 from nascore import hookimpl
 from nascore.arch import Arch
 from nascore.fileio import atomic_write_text, load_checkpoint
-from nascore.tasks import digit_scenes
 
 from .task import Detectron2
 
@@ -64,10 +63,11 @@ def nascore_run_end(run: Any, summary: dict[str, Any]) -> None:
     if len(tasks) != 1 or not isinstance(tasks[0], Detectron2):
         return
     task = tasks[0]
-    num_classes = task.num_classes(run.spec.dataset.create().info())
+    info = run.spec.dataset.create().info()
+    num_classes = task.num_classes(info)
     mean = std = None
-    if run.spec.dataset.name == "digit-scenes":  # its images are normalised with fixed constants
-        mean, std = [255 * m for m in digit_scenes.MEAN], [255 * s for s in digit_scenes.STD]
+    if info.mean is not None:  # detectron2 normalises 0-255 images itself
+        mean, std = [255 * m for m in info.mean], [255 * s for s in info.std]
     for model_file in sorted(Path(run.out_dir).glob("*_model.pt")):
         export_detectron2(model_file, task, model_file.with_name(model_file.stem + "_detectron2"), num_classes,
                           mean, std)

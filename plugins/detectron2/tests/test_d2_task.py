@@ -140,3 +140,27 @@ def test_bad_model_name_is_a_spec_error(tmp_path, capsys):
     assert main(["train", "fbnet_a", "--spec", spec, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "model" in err and "faster_rcnn" in err and not (tmp_path / "run").exists()
+
+
+def test_nascore_train_on_a_users_coco_dataset(tmp_path):
+    """The `coco` dataset (here digit-scenes' own COCO export) feeds the detectron2 task like any user's data."""
+    from detectron2.config import get_cfg
+    from nascore.cli import main
+    from nascore.tasks.datasets import IMAGENET_MEAN
+    from nascore.tasks.digit_scenes import SceneConfig, export_coco
+    from nascore_detectron2 import add_nascore_config
+
+    e = tmp_path / "export"
+    export_coco(SceneConfig(image_size=64, num_train=24, num_val=8, num_test=4), e, tmp_path / "cache")
+    spec = yaml.safe_load(open(write_spec(tmp_path, {"name": "detectron2", "model": "mask_rcnn", "proposals": 16})))
+    spec["dataset"] = {"name": "coco", "image_size": 64,
+                       "train_json": str(e / "annotations" / "instances_train.json"),
+                       "train_images": str(e / "train" / "images"),
+                       "val_json": str(e / "annotations" / "instances_val.json"), "val_images": str(e / "val" / "images")}
+    (tmp_path / "coco.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["train", "fbnet_a", "--spec", str(tmp_path / "coco.yaml"), "--out", str(tmp_path / "run")]) == 0
+    result = json.loads((tmp_path / "run" / "summary.json").read_text())["archs"]["shared"]["train"]
+    assert "val/detectron2/AP" in result and "val/detectron2/mask_AP" in result
+    cfg = add_nascore_config(get_cfg())
+    cfg.merge_from_file(str(tmp_path / "run" / "train_model_detectron2.yaml"))
+    assert cfg.MODEL.PIXEL_MEAN == pytest.approx([255 * m for m in IMAGENET_MEAN])
