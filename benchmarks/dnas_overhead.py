@@ -43,7 +43,8 @@ from nascore.spaces.fbnet import FBNetSpace, layer_plan
 from nascore.spaces.fbnet_blocks import conv_bn, make_block
 from nascore.strategies.dnas import DNAS
 from nascore.task import build_network
-from nascore.tasks.classification import Classification, ClassifierHead
+from nascore.features import ClassifierHead
+from nascore.tasks.classification import Classification
 
 NUM_CLASSES = 10
 TAU = DNAS.Config().temperature.initial  # the first epoch's temperature

@@ -40,3 +40,30 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     min_value = min_value or divisor
     new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
     return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class ClassifierHead(nn.Module):
+    """[pre-logits: 1x1 conv + BN + act then pool, or pool then 1x1 conv + act] -> dropout -> linear."""
+
+    def __init__(self, in_chs: int, num_classes: int, pre_logits: PreLogits | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.pool_first = pre_logits is not None and pre_logits.order == "pool-conv"
+        if pre_logits is None:
+            self.conv_head = nn.Identity()
+        else:
+            act = nn.ReLU(inplace=True) if pre_logits.act == "relu" else nn.Hardswish(inplace=True)
+            conv = nn.Conv2d(in_chs, pre_logits.num_features, 1, bias=False)
+            self.conv_head = nn.Sequential(conv, act) if self.pool_first else \
+                nn.Sequential(conv, nn.BatchNorm2d(pre_logits.num_features), act)
+            in_chs = pre_logits.num_features
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_chs, num_classes)
+
+    def pool(self, x: Tensor) -> Tensor:
+        """The last feature map -> the pre-logit vector (N, C)."""
+        if self.pool_first:
+            return self.conv_head(x.mean((2, 3), keepdim=True)).flatten(1)
+        return self.conv_head(x).mean((2, 3))
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        return self.fc(self.dropout(self.pool(features[-1])))

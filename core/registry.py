@@ -135,6 +135,18 @@ class Registry:
                 for comp in result:
                     self._add(Entry(kind, comp.name, comp, source))
         self._collected.update(self._sources)
+        self._register_timm_models()
+
+    def _register_timm_models(self) -> None:
+        """Plugin spaces' named archs become ``timm.create_model("nascore_<name>")`` models too."""
+        from .timm_models import register_named_archs
+
+        for entry in list(self.entries["space"].values()):
+            try:
+                register_named_archs([entry.cls])
+            except Exception as exc:  # a plugin's named_archs() must not take the host down
+                self.problems.append(Problem(entry.source, f"named archs of space '{entry.name}' could not be "
+                                                           f"registered with timm: {type(exc).__name__}: {exc}"))
 
     def _add(self, entry: Entry) -> None:
         table = self.entries[entry.kind]

@@ -69,7 +69,9 @@ class _SpecModel(BaseModel):
     cost: _CostBlock | None = None
     train: TrainConfig | None = None
     pareto: ParetoConfig = Field(default_factory=ParetoConfig)
-
+    #: timm model name -> arch file or named arch, registered with timm when the spec is loaded (so that e.g.
+    #: a segmentation-models-pytorch encoder "tu-<name>" can use a found arch)
+    timm_models: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclass
@@ -100,6 +102,7 @@ class RunSpec:
     pareto: ParetoConfig = field(default_factory=ParetoConfig)
     source: str = "<spec>"
     raw: dict[str, Any] = field(default_factory=dict)
+    timm_models: dict[str, str] = field(default_factory=dict)
 
     def dump(self) -> dict[str, Any]:
         """The resolved spec: every default filled in, reloadable with ``load_spec``."""
@@ -111,6 +114,8 @@ class RunSpec:
         if self.train is not None:
             out["train"] = self.train.model_dump(mode="json")
         out["pareto"] = self.pareto.model_dump(mode="json")
+        if self.timm_models:
+            out["timm_models"] = dict(self.timm_models)
         return out
 
 
@@ -228,10 +233,13 @@ def validate_spec(data: dict[str, Any], registry: Registry | None = None, source
     names = [t["name"] for t in raw_tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
     for name in sorted({n for n in names if names.count(n) > 1}):
         errors.append(f"tasks: task '{name}' is listed twice")
+    if model is not None:
+        errors.extend(_register_timm_models(model.timm_models, registry))
     if errors or model is None:
         raise SpecError(source, _in_spec_order(errors))
     spec = RunSpec(model.seed, model.device, dataset, tasks, space, strategy, cost,
-                   model.cost.loss if model.cost else Multiplicative(), model.train, model.pareto, source, data)
+                   model.cost.loss if model.cost else Multiplicative(), model.train, model.pareto, source, data,
+                   model.timm_models)
     _check_compatibility(spec, errors)
     if errors:
         raise SpecError(source, errors)
@@ -305,3 +313,25 @@ def spec_json_schema(registry: Registry | None = None, problems: list[str] | Non
         space=(union("space"), ...), strategy=(union("strategy"), ...), cost=(Optional[union("cost")], None),
         train=(TrainConfig | None, None), pareto=(ParetoConfig, Field(default_factory=ParetoConfig)))
     return TypeAdapter(spec_model).json_schema()
+
+
+def _register_timm_models(models: dict[str, str], registry: Registry) -> list[str]:
+    """Register the spec's ``timm_models``; returns the problems, each naming its field."""
+    import timm
+
+    from .arch import arch_space, resolve_arch
+    from .timm_models import register_timm_model, registered_here
+
+    errors = []
+    for name, ref in models.items():
+        if timm.is_model(name) and name not in registered_here():
+            errors.append(f"timm_models.{name}: timm already has a model of that name; choose another")
+            continue
+        try:
+            arch = resolve_arch(ref, registry)
+            arch_space(arch, ref, registry)
+        except NascoreError as exc:
+            errors.append(f"timm_models.{name}: {exc}")
+            continue
+        register_timm_model(name, arch, ref)
+    return errors
