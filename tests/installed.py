@@ -5,5 +5,5 @@ from __future__ import annotations
 from nascore.registry import get_registry
 
 
-def installed_tasks() -> str:
-    return ", ".join(sorted(get_registry().names("task")))
+def installed(kind: str) -> str:
+    return ", ".join(sorted(get_registry().names(kind)))

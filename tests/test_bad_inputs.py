@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from installed import installed_tasks
+from installed import installed
 from nascore.cli import main
 from nascore.registry import Registry, Source
 from nascore.spaces.fbnet import FBNetSpace
@@ -92,7 +92,7 @@ CASES: dict[str, Case] = {
     "spec-empty": Case(["validate", "s.yaml"], "error: spec file s.yaml is empty; expected a mapping", {"s.yaml": ""}),
     "spec-unknown-top-level-key": Case(
         ["validate", "s.yaml"], "  strategyy: unknown field; expected one of: seed, device, dataset, tasks, space, "
-                                "strategy, cost, train, pareto. Did you mean 'strategy'?",
+                                "strategy, cost, train, pareto, timm_models. Did you mean 'strategy'?",
         {"s.yaml": lambda ws, base: yaml.safe_dump({**base, "strategyy": base["strategy"]})}),
     "spec-missing-tasks": Case(["validate", "s.yaml"], "error: s.yaml is not a valid spec:\n  tasks: Field required",
                                {"s.yaml": spec_file(tasks=DROP)}),
@@ -104,7 +104,7 @@ CASES: dict[str, Case] = {
                                                        "Did you mean 'fbnet'?",
                                {"s.yaml": spec_file(space__name="fbnett")}),
     "spec-unknown-task": Case(["validate", "s.yaml"], "  tasks[0].name: unknown task 'clasification'; available: "
-                                                      f"{installed_tasks()}. Did you mean 'classification'?",
+                                                      f"{installed('task')}. Did you mean 'classification'?",
                               {"s.yaml": spec_file(tasks__0__name="clasification")}),
     "spec-bad-type": Case(["validate", "s.yaml"], "  strategy.epochs: Input should be a valid integer, unable to "
                                                   "parse string as an integer",
@@ -154,7 +154,7 @@ CASES: dict[str, Case] = {
                                       "  dataset.image_size: Input should be greater than or equal to 16",
                                       {"s.yaml": spec_file(dataset__image_size=8)}),
     "data-export-unknown-dataset": Case(["data", "export", "digit-scene", "export"],
-                                        "error: unknown dataset 'digit-scene'; available: coco, digit-scenes, image-folder. "
+                                        f"error: unknown dataset 'digit-scene'; available: {installed('dataset')}. "
                                         "Did you mean 'digit-scenes'?"),
     "data-export-bad-option": Case(["data", "export", "digit-scenes", "export", "--set", "image_size=8"],
                                    "error: options of dataset 'digit-scenes' (--set) are not valid:\n"
