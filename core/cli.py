@@ -119,6 +119,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    from rich import box
     from rich.table import Table
 
     from .progress import Reporter
@@ -126,7 +127,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     conflicted = {(e.kind, e.name) for group in registry.conflicts.values() for e in group}
-    table = Table(title="components", show_header=True)
+    # no side borders, one space between columns: rows fit 80 columns (a pipe's width) whole
+    table = Table(title="components", show_header=True, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for header in ("kind", "name", "distribution", "status"):
         table.add_column(header, overflow="fold")  # never elide a name, however narrow the terminal
     for e in registry.all_entries():
