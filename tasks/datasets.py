@@ -132,8 +132,8 @@ class COCOSplit(torch.utils.data.Dataset):
     ``boxes`` (xyxy pixels), ``classes`` (contiguous indices of the sorted category ids) and, when every
     annotation has a segmentation, ``semantic`` (class c painted as c + 1 from the instance masks)."""
 
-    def __init__(self, annotations: Path, images: Path, size: int, category_ids: list[int]):
-        self.coco, self.images, self.size = _load_coco(annotations), images, size
+    def __init__(self, coco: Any, images: Path, size: int, category_ids: list[int]):
+        self.coco, self.images, self.size = coco, images, size
         self.ids = sorted(self.coco.getImgIds())
         self.index = {c: i for i, c in enumerate(category_ids)}
         self.has_masks = all("segmentation" in a for a in self.coco.dataset["annotations"])
@@ -202,6 +202,7 @@ class COCODetection(Dataset):
 
         @model_validator(mode="after")
         def _files(self) -> COCODetection.Config:
+            cats = {}
             for split in ("train", "val"):
                 ann, images = getattr(self, f"{split}_json"), getattr(self, f"{split}_images")
                 if not images.is_dir():
@@ -215,14 +216,20 @@ class COCODetection(Dataset):
                 if unknown:
                     raise ValueError(f"{split}_json: annotations of {ann} use category ids {sorted(unknown)} that "
                                      "its categories do not list")
-            train_cats = sorted(_load_coco(self.train_json).cats)
-            val_cats = sorted(_load_coco(self.val_json).cats)
-            if train_cats != val_cats:
-                raise ValueError(f"val_json: categories {val_cats} differ from train_json's {train_cats}")
+                cats[split] = sorted(coco.cats)
+            if cats["train"] != cats["val"]:
+                raise ValueError(f"val_json: categories {cats['val']} differ from train_json's {cats['train']}")
             return self
 
+    def _coco(self, split: str) -> Any:
+        """The split's annotations, loaded once per dataset object."""
+        loaded = self.__dict__.setdefault("_loaded", {})
+        if split not in loaded:
+            loaded[split] = _load_coco(getattr(self.config, f"{split}_json"))
+        return loaded[split]
+
     def _categories(self) -> list[int]:
-        return sorted(_load_coco(self.config.train_json).cats)
+        return sorted(self._coco("train").cats)
 
     def info(self) -> DataInfo:
         k = len(self._categories())
@@ -233,7 +240,7 @@ class COCODetection(Dataset):
 
     def split(self, name: str) -> COCOSplit:
         c = self.config
-        return COCOSplit(getattr(c, f"{name}_json"), getattr(c, f"{name}_images"), c.image_size, self._categories())
+        return COCOSplit(self._coco(name), getattr(c, f"{name}_images"), c.image_size, self._categories())
 
     def collate(self, batch: list[Any]) -> Any:
         return ds.collate(batch)

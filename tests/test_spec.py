@@ -51,6 +51,9 @@ def errors_of(data: dict) -> list[str]:
 # -- YAML -> RunSpec ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_validate(capsys, example):
+    needed = {t["name"] for t in yaml.safe_load(example.read_text())["tasks"]} - set(get_registry().names("task"))
+    if needed == {"detectron2"}:  # detectron2 is installed from source, so CI may not have it
+        pytest.skip("needs the nascore-detectron2 plugin and detectron2 (plugins/detectron2/README.md)")
     code, out, err = cli(capsys, "validate", example)
     assert (code, out, err) == (0, "ok\n", "")
 
