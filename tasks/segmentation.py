@@ -31,6 +31,13 @@ class SegmentationHead(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
+def at_mask_size(logits: Tensor, mask: Tensor) -> Tensor:
+    """Logits resized (bilinear) to the mask's height and width where they differ."""
+    if logits.shape[-2:] == mask.shape[-2:]:
+        return logits
+    return F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+
+
 class Segmentation(Task):
     name: ClassVar[str] = "segmentation"
     target: ClassVar[str] = "semantic"
@@ -48,9 +55,11 @@ class Segmentation(Task):
 
     def loss(self, output: Tensor, targets: dict[str, Tensor]) -> Tensor:
         mask = targets[self.target]
-        if output.shape[-2:] != mask.shape[-2:]:
-            output = F.interpolate(output, size=mask.shape[-2:], mode="bilinear", align_corners=False)
-        return F.cross_entropy(output, mask)
+        return self.criterion(at_mask_size(output, mask), mask)
+
+    def criterion(self, logits: Tensor, mask: Tensor) -> Tensor:
+        """The loss of logits at the mask's size (subclasses choose another)."""
+        return F.cross_entropy(logits, mask)
 
     def metrics(self, device: torch.device):
         from torchmetrics.classification import MulticlassJaccardIndex  # slow import, only when evaluating
@@ -59,9 +68,7 @@ class Segmentation(Task):
 
     def update_metrics(self, metrics, output: Tensor, targets: dict[str, Tensor]) -> None:
         mask = targets[self.target]
-        if output.shape[-2:] != mask.shape[-2:]:
-            output = F.interpolate(output, size=mask.shape[-2:], mode="bilinear", align_corners=False)
-        metrics.update(output.argmax(1), mask)
+        metrics.update(at_mask_size(output, mask).argmax(1), mask)
 
 
 @hookimpl

@@ -132,11 +132,8 @@ class SemanticSegmentation(Segmentation):
         return SMPHead(feature_info, self._num_classes, self.config.decoder, self.config.decoder_args,
                        data.in_channels if data is not None else 3)
 
-    def loss(self, output: Tensor, targets: dict[str, Tensor]) -> Tensor:
-        mask = targets[self.target]
-        if output.shape[-2:] != mask.shape[-2:]:
-            output = F.interpolate(output, size=mask.shape[-2:], mode="bilinear", align_corners=False)
-        return sum(w * fn(output, mask) for w, fn in self._losses)
+    def criterion(self, logits: Tensor, mask: Tensor) -> Tensor:
+        return sum(w * fn(logits, mask) for w, fn in self._losses)
 
     def metrics(self, device: torch.device):
         from torchmetrics.classification import MulticlassJaccardIndex
