@@ -11,9 +11,9 @@ import torch
 from nascore.arch import Arch
 from nascore.dataset import DataInfo
 from nascore.fileio import load_checkpoint
-from nascore.spaces.fbnetv5 import FBNetV5Space
 from nascore.task import build_network
 from nascore.tasks.detection import Detection, decode, encode, gaussian_radius
+from tiny import REINFORCE, all_keep_backbone, search, train_losses
 
 BOXES = [torch.tensor([[4.0, 6.0, 20.0, 22.0], [30.0, 8.0, 46.0, 40.0]]), torch.tensor([[10.0, 10.0, 26.0, 30.0]])]
 CLASSES = [torch.tensor([3, 7]), torch.tensor([1])]
@@ -61,21 +61,9 @@ def test_map_is_one_for_perfect_detections_and_lower_for_shifted_ones():
 
 def test_training_reduces_the_loss():
     torch.manual_seed(0)
-    space = FBNetV5Space({"width": 0.25, "input_size": 64, "blocks": [1, 1, 1, 1]})
-    choices = {d.name: "keep" for d in space.decisions()}
-    backbone = space.build(Arch(space="fbnetv5", config=space.config.model_dump(mode="json"), choices=choices))
     task = Detection({})
-    net = build_network(backbone, [task], DataInfo(3, 64, {"classes": 10})).train()
-    images = torch.randn(2, 3, 64, 64)
-    targets = {"boxes": BOXES, "classes": CLASSES}
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss = task.loss(net(images)["detection"], targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    net = build_network(all_keep_backbone(64), [task], DataInfo(3, 64, {"classes": 10})).train()
+    losses = train_losses(net, task, torch.randn(2, 3, 64, 64), {"boxes": BOXES, "classes": CLASSES}, 40)
     assert math.isfinite(losses[-1]) and losses[-1] < 0.5 * losses[0]
 
 
@@ -85,24 +73,15 @@ def test_three_task_reinforce_search(tmp_path):
 
     from nascore.cli import main
 
-    spec = {"seed": 0,
-            "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 48, "num_val": 16, "num_test": 8,
-                        "cache_dir": str(tmp_path / "cache")},
-            "tasks": [{"name": "classification"}, {"name": "segmentation", "channels": 16},
-                      {"name": "detection", "channels": 16}],
-            "space": {"name": "fbnetv5", "input_size": 32, "width": 0.25, "blocks": [1, 1, 1, 1],
-                      "head_channels": 64},
-            "strategy": {"name": "reinforce", "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2,
-                         "bn_batches": 1},
-            "pareto": {"samples": 0}}
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    search(tmp_path, [{"name": "classification"}, {"name": "segmentation", "channels": 16},
+                      {"name": "detection", "channels": 16}], REINFORCE, pareto={"samples": 0})
     for task in ("classification", "segmentation", "detection"):
         assert Arch.load(tmp_path / "run" / f"arch_{task}.json").task == task
     last = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1]
     assert '"val/detection/map"' in last and '"loss/detection"' in last
     # each task's arch is retrained alone by `nascore train`: only its own head, loss and metrics
+    path = tmp_path / "spec.yaml"
+    spec = yaml.safe_load(path.read_text())
     spec["train"] = {"epochs": 1, "batch_size": 16}
     path.write_text(yaml.safe_dump(spec))
     for task in ("classification", "segmentation", "detection"):

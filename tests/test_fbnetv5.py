@@ -107,22 +107,11 @@ def test_bad_config_names_the_field():
 
 @pytest.mark.slow
 def test_dnas_searches_the_space_from_a_spec(tmp_path):
-    import yaml
+    from tiny import FLOPS, search
 
-    from nascore.cli import main
-
-    spec = {"seed": 0,
-            "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 48, "num_val": 16, "num_test": 8,
-                        "cache_dir": str(tmp_path / "cache")},
-            "tasks": [{"name": "classification"}],
-            "space": {"name": "fbnetv5", "input_size": 32, "width": 0.25, "blocks": [1, 1, 1, 1],
-                      "head_channels": 64},
-            "strategy": {"name": "dnas", "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2},
-            "cost": {"name": "flops", "loss": {"form": "additive", "lambda": 0.1, "scale": 1.0e6}},
-            "pareto": {"samples": 2, "bn_batches": 1}}
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    search(tmp_path, [{"name": "classification"}],
+           {"name": "dnas", "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2}, cost=FLOPS,
+           pareto={"samples": 2, "bn_batches": 1})
     arch = Arch.load(tmp_path / "run" / "arch.json")
     assert set(arch.choices.values()) <= {"keep", "skip"} and len(arch.choices) == 1 + 2 + 3 + 4
     model = FBNetV5Space.for_arch(arch).build(arch).eval()

@@ -105,24 +105,11 @@ def test_entropy_term_keeps_policies_spread():
 
 @pytest.mark.slow
 def test_reinforce_searches_from_a_spec_and_writes_one_arch_per_task(tmp_path):
-    import yaml
-
     from nascore.arch import Arch
-    from nascore.cli import main
+    from tiny import FLOPS, REINFORCE, search
 
-    spec = {"seed": 0,
-            "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 48, "num_val": 16, "num_test": 8,
-                        "cache_dir": str(tmp_path / "cache")},
-            "tasks": [{"name": "classification"}],
-            "space": {"name": "fbnetv5", "input_size": 32, "width": 0.25, "blocks": [1, 1, 1, 1],
-                      "head_channels": 64},
-            "strategy": {"name": "reinforce", "epochs": 3, "warmup_epochs": 1, "batch_size": 16, "max_steps": 3,
-                         "bn_batches": 1},
-            "cost": {"name": "flops", "loss": {"form": "additive", "lambda": 0.1, "scale": 1.0e6}},
-            "pareto": {"samples": 2, "bn_batches": 1}}
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    search(tmp_path, [{"name": "classification"}], dict(REINFORCE, epochs=3, max_steps=3), cost=FLOPS,
+           pareto={"samples": 2, "bn_batches": 1})
     arch = Arch.load(tmp_path / "run" / "arch_classification.json")
     assert arch.task == "classification" and set(arch.choices.values()) <= {"keep", "skip"}
     rows = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -11,6 +11,7 @@ from nascore.spaces.fbnet import FBNetSpace
 from nascore.spaces.fbnetv5 import FBNetV5Space
 from nascore.task import build_network
 from nascore.tasks.segmentation import Segmentation
+from tiny import REINFORCE, all_keep_backbone, search, train_losses
 
 DATA = DataInfo(3, 32, {"semantic": 11})
 
@@ -41,42 +42,18 @@ def test_miou_against_a_hand_checked_mask():
 
 def test_training_reduces_the_loss():
     torch.manual_seed(0)
-    space = FBNetV5Space({"width": 0.25, "input_size": 32, "blocks": [1, 1, 1, 1]})
-    choices = {d.name: "keep" for d in space.decisions()}
-    backbone = space.build(Arch(space="fbnetv5", config=space.config.model_dump(mode="json"), choices=choices))
     task = Segmentation({})
-    net = build_network(backbone, [task], DATA).train()
+    net = build_network(all_keep_backbone(32), [task], DATA).train()
     images = torch.randn(8, 3, 32, 32)
     target = {"semantic": (images[:, 0] > 0.5).long() * 3}  # a learnable mask: bright pixels are class 3
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = task.loss(net(images)["segmentation"], target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(net, task, images, target, 30)
     assert losses[-1] < 0.5 * losses[0]
 
 
 @pytest.mark.slow
 def test_two_task_reinforce_search_writes_an_arch_per_task(tmp_path):
-    import yaml
-
-    from nascore.cli import main
-
-    spec = {"seed": 0,
-            "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 48, "num_val": 16, "num_test": 8,
-                        "cache_dir": str(tmp_path / "cache")},
-            "tasks": [{"name": "classification"}, {"name": "segmentation", "channels": 16}],
-            "space": {"name": "fbnetv5", "input_size": 32, "width": 0.25, "blocks": [1, 1, 1, 1],
-                      "head_channels": 64},
-            "strategy": {"name": "reinforce", "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2,
-                         "bn_batches": 1},
-            "pareto": {"samples": 0}}
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    search(tmp_path, [{"name": "classification"}, {"name": "segmentation", "channels": 16}], REINFORCE,
+           pareto={"samples": 0})
     for task in ("classification", "segmentation"):
         arch = Arch.load(tmp_path / "run" / f"arch_{task}.json")
         assert arch.task == task and len(arch.choices) == 10

@@ -1,0 +1,50 @@
+"""Tiny FBNetV5 fixtures shared by the tests of the space, the reinforce strategy and the dense tasks: a
+spec that searches in seconds on digit-scenes, an all-keep backbone, and a few training steps."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nascore.arch import Arch
+from nascore.spaces.fbnetv5 import FBNetV5Space
+
+SPACE = {"name": "fbnetv5", "input_size": 32, "width": 0.25, "blocks": [1, 1, 1, 1], "head_channels": 64}
+REINFORCE = {"name": "reinforce", "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2,
+             "bn_batches": 1}
+FLOPS = {"name": "flops", "loss": {"form": "additive", "lambda": 0.1, "scale": 1.0e6}}
+
+
+def search(tmp_path: Path, tasks: list[dict], strategy: dict, **extra: Any) -> Path:
+    """Write a spec over 48 digit-scenes images at 32 px and ``nascore run`` it; returns the run directory."""
+    from nascore.cli import main
+
+    spec = {"seed": 0,
+            "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 48, "num_val": 16, "num_test": 8,
+                        "cache_dir": str(tmp_path / "cache")},
+            "tasks": tasks, "space": SPACE, "strategy": strategy, **extra}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    return tmp_path / "run"
+
+
+def all_keep_backbone(input_size: int) -> torch.nn.Module:
+    space = FBNetV5Space({"width": 0.25, "input_size": input_size, "blocks": [1, 1, 1, 1]})
+    choices = {d.name: "keep" for d in space.decisions()}
+    return space.build(Arch(space="fbnetv5", config=space.config.model_dump(mode="json"), choices=choices))
+
+
+def train_losses(net: torch.nn.Module, task: Any, images: torch.Tensor, targets: dict, steps: int) -> list[float]:
+    """``steps`` Adam steps (lr 3e-3) on one batch; the task's loss before each."""
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        loss = task.loss(net(images)[task.name], targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
