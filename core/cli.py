@@ -202,20 +202,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .arch import arch_space, resolve_arch
     from .fileio import atomic_write_text
-    from .run import SUMMARY_FILE, open_run, train
+    from .run import SUMMARY_FILE, open_run, train_and_compare
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     arch = resolve_arch(args.arch)
-    arch_space(arch, args.arch, input_size=spec.dataset.create().info().image_size)  # check before writing
+    space = arch_space(arch, args.arch, input_size=spec.dataset.create().info().image_size)  # check before writing
     out = Path(args.out) if args.out else _default_out(f"train-{Path(args.arch).stem}")
     run = open_run(spec, out, args.resume)
     run.reporter.log(f"run directory: {run.out_dir}")
     if not args.resume:
-        arch.save(run.out_dir / "arch.json")
+        arch.save(run.out_dir / space.arch_file)
     run.registry.hook.nascore_run_start(run=run)
-    result = train(run, arch, ref=args.arch)
-    summary = {"archs": {arch.task or "shared": {"file": "arch.json", "choices": arch.choices, "train": result}}}
+    entry = {"file": space.arch_file, "choices": arch.choices, "described": space.describe(arch),
+             **train_and_compare(run, arch, space, ref=args.arch)}
+    summary = {"archs": {arch.task or "shared": entry}}
     atomic_write_text(run.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     run.registry.hook.nascore_run_end(run=run, summary=summary)
     _print_summary(run, summary)
@@ -224,13 +225,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _print_summary(run: Any, summary: dict[str, Any]) -> None:
     for key, entry in summary["archs"].items():
-        rows = [(d, c) for d, c in entry["choices"].items()]
-        run.reporter.table(f"found arch ({key}) -> {run.out_dir / entry['file']}", rows, ("decision", "choice"))
-        if "train" in entry:
-            res = entry["train"]
+        run.reporter.table(f"found arch ({key}) -> {run.out_dir / entry['file']}", entry["described"],
+                           ("decision", "choice"))
+        results = {key: entry["train"]} if "train" in entry else {}
+        results.update({f"reference {name}": res for name, res in entry.get("references", {}).items()})
+        for label, res in results.items():
             metrics = ", ".join(f"{k[4:]}={v:.4f}" for k, v in res.items() if k.startswith("val/"))
-            print(f"[{key}] multiply-adds: {res['macs'] / 1e6:.2f} M, params: {res['params'] / 1e6:.3f} M, "
-                  f"validation: {metrics}")
+            relative = f", relative task performance: {res['relative']:+.2%}" if "relative" in res else ""
+            print(f"[{label}] multiply-adds: {res['macs'] / 1e6:.2f} M, params: {res['params'] / 1e6:.3f} M, "
+                  f"validation: {metrics}{relative}")
 
 
 def _cmd_lut(args: argparse.Namespace) -> int:

@@ -21,6 +21,16 @@ class PreLogits:
     act: Literal["relu", "hswish"] = "relu"
 
 
+@dataclass(frozen=True)
+class Chain:
+    """A backbone seen as a sequence (what branching needs): ``stem``, then ``layers`` in order, each taking the
+    previous one's output; feature level ``i`` of ``feature_info`` is the output of layer ``taps[i]``."""
+
+    stem: nn.Module
+    layers: list[tuple[str, nn.Module]]  # (name, module), e.g. ("layer01", block)
+    taps: list[int]
+
+
 class Backbone(nn.Module):
     """A standalone built model: ``forward(x)`` returns one feature map per ``feature_info`` level.
 
@@ -33,6 +43,11 @@ class Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def chain(self) -> Chain:
+        """This model as stem + layers + taps, sharing its modules; backbones that are not one sequence of
+        layers (multi-path ones) raise NotImplementedError saying so."""
+        raise NotImplementedError(f"{type(self).__name__} is not a single sequence of layers")
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:

@@ -21,6 +21,7 @@ from .loops import check_finite, cosine_lr, evaluate, set_lr, task_losses, weigh
 from .pareto import ParetoRow, run_pareto, summarize
 from .progress import Reporter
 from .registry import Registry, get_registry
+from .space import SearchSpace
 from .spec import RunSpec, TrainConfig
 from .strategy import SearchContext
 from .task import build_network
@@ -169,15 +170,17 @@ def search(run: RunContext) -> tuple[dict[str | None, Arch], list[ParetoRow] | N
     archs = {owner: Arch(space=space.name, config=config, choices=choices, task=owner)
              for owner, choices in strategy.derive().items()}
     for owner, arch in archs.items():
-        arch.save(run.out_dir / arch_file_name(owner))
+        arch.save(run.out_dir / arch_file_name(owner, space))
     rows = None
     if spec.pareto.samples:
         rows = run_pareto(ctx, space, info.in_channels, strategy, spec.pareto, run.out_dir, run.reporter.log)
     return archs, rows
 
 
-def arch_file_name(owner: str | None) -> str:
-    return "arch.json" if owner is None else f"arch_{owner}.json"
+def arch_file_name(owner: str | None, space: SearchSpace | None = None) -> str:
+    if owner is not None:
+        return f"arch_{owner}.json"
+    return space.arch_file if space is not None else "arch.json"
 
 
 # -- training a fixed arch ---------------------------------------------------------------------
@@ -224,6 +227,35 @@ def train(run: RunContext, arch: Arch, phase: str = "train", ref: str = "arch.js
     return {**final, **model_counts(network, info.in_channels, info.image_size)}
 
 
+def train_and_compare(run: RunContext, arch: Arch, space: SearchSpace, phase: str = "train",
+                      ref: str = "arch.json") -> dict[str, Any]:
+    """Train ``arch``; with ``train.references``, also the space's reference archs (same budget), and report
+    each one's metrics, multiply-adds and mean relative task performance against the first reference."""
+    out: dict[str, Any] = {"train": train(run, arch, phase, ref)}
+    references = space.reference_archs() if (run.spec.train or TrainConfig()).references else {}
+    if not references:
+        return out
+    results = {name: train(run, arch.model_copy(update={"choices": choices, "name": name}), f"{phase}/{name}", ref)
+               for name, choices in references.items()}
+    baseline = results[next(iter(references))]
+    tasks = [t.create() for t in run.spec.tasks if arch.task is None or t.name == arch.task]
+    out["references"] = {name: {**res, "relative": relative_performance(res, baseline, tasks)}
+                         for name, res in results.items()}
+    out["train"]["relative"] = relative_performance(out["train"], baseline, tasks)
+    return out
+
+
+def relative_performance(result: dict[str, Any], baseline: dict[str, Any], tasks: list) -> float:
+    """Mean over tasks of the primary metric's relative change against ``baseline`` (positive = better), as in
+    multi-task learning papers (Maninis et al. 2019; BMTAS reports it against single-task networks)."""
+    changes = []
+    for t in tasks:
+        key = f"val/{t.name}/{t.primary_metric}"
+        sign = 1.0 if t.higher_is_better else -1.0
+        changes.append(sign * (result[key] - baseline[key]) / max(abs(baseline[key]), 1e-12))
+    return sum(changes) / len(changes)
+
+
 def model_counts(network: torch.nn.Module, in_channels: int, image_size: int) -> dict[str, int]:
     device = next(network.parameters()).device
     return {"macs": count_macs(network, torch.zeros(1, in_channels, image_size, image_size, device=device)),
@@ -239,11 +271,12 @@ def run_spec(run: RunContext) -> dict[str, Any]:
     if pareto_rows is not None:
         summary["pareto"] = summarize(pareto_rows)
     for owner, arch in archs.items():
-        key = owner or "shared"
-        entry: dict[str, Any] = {"file": arch_file_name(owner), "choices": arch.choices}
+        space = arch_space(arch, arch_file_name(owner), run.registry)
+        entry: dict[str, Any] = {"file": arch_file_name(owner, space), "choices": arch.choices,
+                                 "described": space.describe(arch)}
         if run.spec.train is not None:
-            entry["train"] = train(run, arch, "train" if owner is None else f"train/{owner}")
-        summary["archs"][key] = entry
+            entry.update(train_and_compare(run, arch, space, "train" if owner is None else f"train/{owner}"))
+        summary["archs"][owner or "shared"] = entry
     atomic_write_text(run.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     run.registry.hook.nascore_run_end(run=run, summary=summary)
     return summary

@@ -15,6 +15,8 @@ from .validation import format_validation_error
 
 class SearchSpace(Component):
     kind: ClassVar[str] = "space"
+    #: file name of a found arch that all tasks share (per-task archs are ``arch_<task>.json``)
+    arch_file: ClassVar[str] = "arch.json"
 
     def decisions(self) -> list[Decision]:
         raise NotImplementedError
@@ -31,6 +33,15 @@ class SearchSpace(Component):
         the supernet's fixed parts and the candidates the arch chose."""
         return [op for op in self.supernet().operations(input_size, in_channels)
                 if op.decision is None or arch.choices[op.decision] == op.option]
+
+    def reference_archs(self) -> dict[str, dict[str, str]]:
+        """Choices of archs a found arch is compared against, trained with the same budget (``train.references``);
+        the first is the baseline of the relative task performance. None by default."""
+        return {}
+
+    def describe(self, arch: Arch) -> list[tuple[str, str]]:
+        """Rows (decision, choice) that show ``arch`` to a user; by default its choices."""
+        return list(arch.choices.items())
 
     @property
     def input_size(self) -> int:

@@ -26,6 +26,8 @@ class TrainConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(4e-5, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
+    #: also train the space's reference archs with the same budget (branched: fully shared, fully task-specific)
+    references: bool = True
 
 
 class ParetoConfig(BaseModel):
@@ -237,6 +239,9 @@ def validate_spec(data: dict[str, Any], registry: Registry | None = None, source
         errors.extend(_register_timm_models(model.timm_models, registry))
     if errors or model is None:
         raise SpecError(source, _in_spec_order(errors))
+    _fill_space_tasks(space, names, errors)
+    if errors:
+        raise SpecError(source, _in_spec_order(errors))
     spec = RunSpec(model.seed, model.device, dataset, tasks, space, strategy, cost,
                    model.cost.loss if model.cost else Multiplicative(), model.train, model.pareto, source, data,
                    model.timm_models)
@@ -244,6 +249,23 @@ def validate_spec(data: dict[str, Any], registry: Registry | None = None, source
     if errors:
         raise SpecError(source, errors)
     return spec
+
+
+def _fill_space_tasks(space: ComponentSpec | None, names: list[str], errors: list[str]) -> None:
+    """A space whose Config has a ``tasks`` field (one built per task set, e.g. ``branched``) gets the spec's task
+    names when it leaves the field out; when it sets them, they must be the spec's."""
+    if space is None or "tasks" not in type(space.config).model_fields:
+        return
+    given = space.config.tasks
+    if given is None:
+        try:
+            space.config = validate_component(space.cls, {**space.config.model_dump(mode="json", by_alias=True),
+                                                          "tasks": names}, "space")
+        except SpecError as exc:
+            errors.extend(exc.errors)
+    elif sorted(given) != sorted(names):
+        errors.append(f"space.tasks: {given} are not the spec's tasks {names}; list the same tasks or leave "
+                      "space.tasks out")
 
 
 def _in_spec_order(errors: list[str]) -> list[str]:
