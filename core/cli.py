@@ -231,7 +231,7 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
         results.update({f"reference {name}": res for name, res in entry.get("references", {}).items()})
         for label, res in results.items():
             metrics = ", ".join(f"{k[4:]}={v:.4f}" for k, v in res.items() if k.startswith("val/"))
-            relative = f", relative task performance: {res['relative']:+.2%}" if "relative" in res else ""
+            relative = f", relative task performance: {res['relative']:+.2%}" if res.get("relative") is not None else ""
             print(f"[{label}] multiply-adds: {res['macs'] / 1e6:.2f} M, params: {res['params'] / 1e6:.3f} M, "
                   f"validation: {metrics}{relative}")
 

@@ -245,15 +245,17 @@ def train_and_compare(run: RunContext, arch: Arch, space: SearchSpace, phase: st
     return out
 
 
-def relative_performance(result: dict[str, Any], baseline: dict[str, Any], tasks: list) -> float:
+def relative_performance(result: dict[str, Any], baseline: dict[str, Any], tasks: list) -> float | None:
     """Mean over tasks of the primary metric's relative change against ``baseline`` (positive = better), as in
-    multi-task learning papers (Maninis et al. 2019; BMTAS reports it against single-task networks)."""
+    multi-task learning papers (Maninis et al. 2019; BMTAS reports it against single-task networks). Tasks whose
+    baseline metric is 0 have no relative change and are left out (None when that leaves none)."""
     changes = []
     for t in tasks:
         key = f"val/{t.name}/{t.primary_metric}"
-        sign = 1.0 if t.higher_is_better else -1.0
-        changes.append(sign * (result[key] - baseline[key]) / max(abs(baseline[key]), 1e-12))
-    return sum(changes) / len(changes)
+        if baseline[key] != 0:
+            sign = 1.0 if t.higher_is_better else -1.0
+            changes.append(sign * (result[key] - baseline[key]) / abs(baseline[key]))
+    return sum(changes) / len(changes) if changes else None
 
 
 def model_counts(network: torch.nn.Module, in_channels: int, image_size: int) -> dict[str, int]:

@@ -258,11 +258,9 @@ class BranchedSpace(SearchSpace):
 
     def reference_archs(self) -> dict[str, dict[str, str]]:
         """Fully task-specific (every task its own copy everywhere) and fully shared choices."""
-        tasks = tasks_of(self.config)
-        names = [d.name for d in self.decisions()]
-        return {"task_specific": {n: str(tasks.index(n.rsplit(".", 1)[1])) for n in names},
-                "shared": {n: "0" for n in names}}
-
+        tasks, layers = tasks_of(self.config), self.layer_names
+        return {"task_specific": {decision(layer, t): str(i) for layer in layers for i, t in enumerate(tasks)},
+                "fully_shared": {decision(layer, t): "0" for layer in layers for t in tasks}}
 
     def describe(self, arch: Arch) -> list[tuple[str, str]]:
         """Per layer, the groups of tasks that share it (``a+b | c``), where the grouping changes."""
