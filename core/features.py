@@ -18,7 +18,7 @@ class PreLogits:
 
     num_features: int
     order: Literal["conv-pool", "pool-conv"] = "conv-pool"
-    act: Literal["relu", "hswish"] = "relu"
+    act: Literal["relu", "relu6", "hswish"] = "relu"
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class ClassifierHead(nn.Module):
         if pre_logits is None:
             self.conv_head = nn.Identity()
         else:
-            act = nn.ReLU(inplace=True) if pre_logits.act == "relu" else nn.Hardswish(inplace=True)
+            act = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish}[pre_logits.act](inplace=True)
             conv = nn.Conv2d(in_chs, pre_logits.num_features, 1, bias=False)
             self.conv_head = nn.Sequential(conv, act) if self.pool_first else \
                 nn.Sequential(conv, nn.BatchNorm2d(pre_logits.num_features), act)

@@ -1,15 +1,16 @@
 """The FBNet search space (Wu et al., CVPR 2019): a fixed stem, 22 searchable layers with 9 candidate
-blocks each, and a 1x1 head conv; FBNet-A/B/C ship as named archs (mobile-vision's definitions)."""
+blocks each, and a 1x1 head conv; FBNet-A/B/C ship as named archs (mobile-vision's definitions). The
+macro-architecture (stages, stem, activation) is configurable: MobileNetV2 ships as named arch ``mobilenet_v2``."""
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from nascore.arch import Arch
 from nascore.component import ComponentConfig
-from nascore.features import Backbone, PreLogits, make_divisible
+from nascore.features import Backbone, Chain, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace
 from nascore.supernet import Choice, Decision, Supernet
@@ -18,9 +19,8 @@ from .fbnet_blocks import CANDIDATES, conv_bn, make_block
 
 #: searchable stages as (channels, layers, first stride), input 224 -> output 7
 STAGES = ((16, 1, 1), (24, 4, 2), (32, 4, 2), (64, 4, 2), (112, 4, 1), (184, 4, 2), (352, 1, 1))
-STEM_CHANNELS = 16
-#: stages after which a feature level is returned (reductions 2, 4, 8, 16, 32, as timm's fbnetc_100)
-FEATURE_STAGES = (0, 1, 2, 4, 6)
+#: MobileNetV2's inverted-residual stages (Sandler et al. 2018, Table 2)
+MOBILENET_V2_STAGES = ((16, 1, 1), (24, 2, 2), (32, 3, 2), (64, 4, 2), (96, 3, 1), (160, 3, 2), (320, 1, 1))
 
 
 class FBNetConfig(ComponentConfig):
@@ -28,12 +28,25 @@ class FBNetConfig(ComponentConfig):
     input_size: int = Field(224, ge=32, description="input resolution the costs are priced at")
     head_channels: int = Field(1984, ge=8, description="1x1 head conv before pooling (1504 in FBNet-A)")
     divisor: int = Field(8, ge=1, description="channels are rounded to a multiple of this")
+    stages: list[tuple[int, int, int]] = Field(list(STAGES), min_length=1, description=(
+        "searchable stages as [channels, layers, first stride]; FBNet's by default"))
+    stem_channels: int = Field(16, ge=1, description="channels of the stride-2 3x3 stem conv")
+    activation: Literal["relu", "relu6"] = Field("relu", description="activation of every conv-BN-act")
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, stages: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        for i, (channels, layers, stride) in enumerate(stages):
+            if channels < 1 or layers < 1 or stride not in (1, 2):
+                raise ValueError(f"stage {i} is {[channels, layers, stride]}: expected [channels >= 1, "
+                                 "layers >= 1, stride 1 or 2]")
+        return stages
 
 
 def layer_plan(cfg: FBNetConfig) -> list[tuple[int, int, int]]:
-    """(in channels, out channels, stride) of each of the 22 searchable layers."""
-    plan, cin = [], make_divisible(STEM_CHANNELS * cfg.width, cfg.divisor)
-    for channels, count, stride in STAGES:
+    """(in channels, out channels, stride) of each searchable layer."""
+    plan, cin = [], make_divisible(cfg.stem_channels * cfg.width, cfg.divisor)
+    for channels, count, stride in cfg.stages:
         cout = make_divisible(channels * cfg.width, cfg.divisor)
         for i in range(count):
             plan.append((cin, cout, stride if i == 0 else 1))
@@ -41,26 +54,27 @@ def layer_plan(cfg: FBNetConfig) -> list[tuple[int, int, int]]:
     return plan
 
 
-def _stage_ends() -> list[int]:
-    ends, n = [], 0
-    for _, count, _ in STAGES:
-        n += count
-        ends.append(n - 1)
-    return [ends[s] for s in FEATURE_STAGES]
+def feature_taps(plan: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """(layer index, reduction) of the feature levels: the last layer at each reduction (the stem's is 2)."""
+    taps, reduction = [], 2
+    for i, (_, _, stride) in enumerate(plan):
+        reduction *= stride
+        if i + 1 == len(plan) or plan[i + 1][2] == 2:
+            taps.append((i, reduction))
+    return taps
 
 
 class _FBNetBody(nn.Module):
-    """Stem + 22 layers returning the feature levels; layers are Choices (supernet) or blocks (built)."""
+    """Stem + the layers returning the feature levels; layers are Choices (supernet) or blocks (built)."""
 
     def _init_body(self, cfg: FBNetConfig, layers: list[nn.Module]) -> None:
         plan = layer_plan(cfg)
-        self.stem = conv_bn(3, plan[0][0], 3, 2)
+        self.stem = conv_bn(3, plan[0][0], 3, 2, act=cfg.activation)
         self.layers = nn.ModuleList(layers)
-        self._feature_layers = _stage_ends()
-        reductions = [2, 4, 8, 16, 32]
-        self.feature_info = [dict(num_chs=plan[i][1], reduction=r, module=f"layers.{i}")
-                             for i, r in zip(self._feature_layers, reductions)]
-        self.pre_logits = PreLogits(make_divisible(cfg.head_channels * cfg.width, cfg.divisor))
+        taps = feature_taps(plan)
+        self._feature_layers = [i for i, _ in taps]
+        self.feature_info = [dict(num_chs=plan[i][1], reduction=r, module=f"layers.{i}") for i, r in taps]
+        self.pre_logits = PreLogits(make_divisible(cfg.head_channels * cfg.width, cfg.divisor), act=cfg.activation)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stem(x)
@@ -75,7 +89,8 @@ class _FBNetBody(nn.Module):
 class FBNetSupernet(_FBNetBody, Supernet):
     def __init__(self, cfg: FBNetConfig, decisions: list[Decision]):
         super().__init__()
-        layers = [Choice(d.name, {label: make_block(label, cin, cout, s, cfg.divisor) for label in d.options})
+        layers = [Choice(d.name, {label: make_block(label, cin, cout, s, cfg.divisor, cfg.activation)
+                                  for label in d.options})
                   for d, (cin, cout, s) in zip(decisions, layer_plan(cfg))]
         self._init_body(cfg, layers)
         self._decisions = decisions
@@ -92,8 +107,12 @@ class FBNet(_FBNetBody, Backbone):
 
     def __init__(self, cfg: FBNetConfig, choices: list[str]):
         super().__init__()
-        self._init_body(cfg, [make_block(label, cin, cout, s, cfg.divisor)
+        self._init_body(cfg, [make_block(label, cin, cout, s, cfg.divisor, cfg.activation)
                               for label, (cin, cout, s) in zip(choices, layer_plan(cfg))])
+
+    def chain(self) -> Chain:
+        return Chain(self.stem, [(f"layer{i + 1:02d}", m) for i, m in enumerate(self.layers)],
+                     list(self._feature_layers))
 
 
 class FBNetSpace(SearchSpace):
@@ -114,9 +133,17 @@ class FBNetSpace(SearchSpace):
 
     @classmethod
     def named_archs(cls) -> dict[str, Arch]:
-        return {name: Arch(space=cls.name, name=name, config={"head_channels": head},
-                           choices={f"layer{i + 1:02d}": b for i, b in enumerate(blocks.split())})
-                for name, (head, blocks) in NAMED.items()}
+        archs = {name: Arch(space=cls.name, name=name, config={"head_channels": head},
+                            choices={f"layer{i + 1:02d}": b for i, b in enumerate(blocks.split())})
+                 for name, (head, blocks) in NAMED.items()}
+        # MobileNetV2 1.0 (torchvision's definition): t=1 first block, then expansion 6, 3x3 everywhere
+        layers = sum(n for _, n, _ in MOBILENET_V2_STAGES)
+        archs["mobilenet_v2"] = Arch(
+            space=cls.name, name="mobilenet_v2",
+            config={"stages": [list(s) for s in MOBILENET_V2_STAGES], "stem_channels": 32, "head_channels": 1280,
+                    "activation": "relu6"},
+            choices={f"layer{i + 1:02d}": "k3_e1" if i == 0 else "k3_e6" for i in range(layers)})
+        return archs
 
 
 # mobile-vision fbnet_modeldef_cls_fbnet.py (the released FBNet-A/B/C), layers 1..22

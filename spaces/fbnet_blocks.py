@@ -17,9 +17,13 @@ CANDIDATES: dict[str, tuple[int, int, int] | None] = {
 }
 
 
-def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}  # relu6: MobileNetV2's
+
+
+def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, act: str | None = "relu"
+            ) -> nn.Sequential:
     layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
+    return nn.Sequential(*layers, ACTIVATIONS[act](inplace=True)) if act else nn.Sequential(*layers)
 
 
 class ChannelShuffle(nn.Module):
@@ -35,13 +39,13 @@ class ChannelShuffle(nn.Module):
 
 class IRFBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, kernel: int, expansion: int, groups: int = 1,
-                 divisor: int = 8):
+                 divisor: int = 8, act: str = "relu"):
         super().__init__()
         mid = cin if expansion == 1 else make_divisible(cin * expansion, divisor)
-        self.pw = conv_bn(cin, mid, groups=groups) if mid != cin else nn.Identity()
+        self.pw = conv_bn(cin, mid, groups=groups, act=act) if mid != cin else nn.Identity()
         self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
-        self.dw = conv_bn(mid, mid, kernel, stride, groups=mid)
-        self.pwl = conv_bn(mid, cout, groups=groups, relu=False)
+        self.dw = conv_bn(mid, mid, kernel, stride, groups=mid, act=act)
+        self.pwl = conv_bn(mid, cout, groups=groups, act=None)
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: Tensor) -> Tensor:
@@ -49,12 +53,12 @@ class IRFBlock(nn.Module):
         return x + y if self.residual else y
 
 
-def make_block(label: str, cin: int, cout: int, stride: int, divisor: int = 8) -> nn.Module:
+def make_block(label: str, cin: int, cout: int, stride: int, divisor: int = 8, act: str = "relu") -> nn.Module:
     spec = CANDIDATES[label]
     if spec is None:
-        block = nn.Identity() if cin == cout and stride == 1 else conv_bn(cin, cout, 1, stride)
+        block = nn.Identity() if cin == cout and stride == 1 else conv_bn(cin, cout, 1, stride, act=act)
     else:
-        block = IRFBlock(cin, cout, stride, *spec, divisor=divisor)
+        block = IRFBlock(cin, cout, stride, *spec, divisor=divisor, act=act)
     # the divisor sets the expansion width, so it is part of the configuration a cost model caches by
-    block.op_key = f"fbnet:{label}:{cin}>{cout}:s{stride}:d{divisor}"
+    block.op_key = f"fbnet:{label}:{cin}>{cout}:s{stride}:d{divisor}" + ("" if act == "relu" else f":{act}")
     return block

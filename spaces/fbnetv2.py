@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from nascore.arch import Arch
 from nascore.component import ComponentConfig
 from nascore.costs.shape import ProductWidth, ShapeCostTable, Width
-from nascore.features import Backbone, PreLogits, make_divisible
+from nascore.features import Backbone, Chain, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace
 from nascore.supernet import Decision, Supernet
@@ -424,6 +424,11 @@ class FBNetV2(Backbone):
                 features.append(x)
         features.append(self.head(x))
         return features
+
+    def chain(self) -> Chain:
+        """The blocks, then the head's 1x1 conv (the last feature level)."""
+        layers = [(f"block{i:02d}", b) for i, b in enumerate(self.blocks)] + [("head", self.head)]
+        return Chain(self.stem, layers, sorted(self._features) + [len(self.blocks)])
 
 
 def chosen_width(width: Width, choices: dict[str, str]) -> int:
