@@ -1,9 +1,9 @@
-"""Semantic segmentation as a light search-time task: the feature levels from stride 4 down fused at stride 4
-(``FuseNeck``), a 1x1 classifier per pixel, logits upsampled to the input; cross-entropy; mean IoU
-(torchmetrics' Jaccard index)."""
+"""Semantic segmentation: a light FPN-style head (the feature levels from stride 4 down fused at stride 4 by
+``FuseNeck``, a 1x1 classifier per pixel) or BMTAS's DeepLabv3+-style head, logits upsampled to the input;
+cross-entropy; mean IoU (torchmetrics' Jaccard index)."""
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from nascore.features import PreLogits
 from nascore.hookspecs import hookimpl
 from nascore.task import Task
 
+from .deeplab import DeepLabV3PlusHead
 from .neck import FuseNeck
 
 
@@ -47,15 +48,20 @@ class Segmentation(Task):
         #: defaults to the dataset's number of classes
         num_classes: int | None = Field(None, ge=2)
         channels: int = Field(64, ge=4, description="width of the fused stride-4 features")
+        head: Literal["fpn", "deeplabv3plus"] = Field("fpn", description="light FPN-style fusion or BMTAS's "
+                                                                          "DeepLabv3+-style head")
+        loss_weight: float = Field(1.0, gt=0, description="fixed weight of this task's loss (BMTAS: 1)")
 
     def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo | None
                    ) -> nn.Module:
         self._num_classes = self.num_classes(data)
+        if self.config.head == "deeplabv3plus":
+            return DeepLabV3PlusHead(feature_info, self._num_classes, self.config.channels)
         return SegmentationHead(feature_info, self._num_classes, self.config.channels)
 
     def loss(self, output: Tensor, targets: dict[str, Tensor]) -> Tensor:
         mask = targets[self.target]
-        return self.criterion(at_mask_size(output, mask), mask)
+        return self.config.loss_weight * self.criterion(at_mask_size(output, mask), mask)
 
     def criterion(self, logits: Tensor, mask: Tensor) -> Tensor:
         """The loss of logits at the mask's size (subclasses choose another)."""

@@ -117,6 +117,7 @@ class SemanticSegmentation(Segmentation):
                                                          "decoder_channels")
         loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ce")], min_length=1)
         ignore_index: int | None = Field(None, description="a mask value excluded from losses and mIoU")
+        loss_weight: float = Field(1.0, gt=0, description="fixed weight of this task's loss among the tasks")
 
         @field_validator("decoder")
         @classmethod
