@@ -11,17 +11,16 @@ space are written as ``branch_config.json``.
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
-
 from functools import cached_property
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from nascore.arch import Arch, resolve_arch
-from nascore.component import ComponentConfig
 from nascore.branching import MAX_TASKS, BranchCostTable, config_of, decision, groups_of
+from nascore.component import ComponentConfig
 from nascore.errors import NascoreError
 from nascore.features import Backbone, Chain
 from nascore.hookspecs import hookimpl

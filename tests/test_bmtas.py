@@ -171,6 +171,8 @@ def test_temperature_schedule_and_warmup_default():
     assert cfg.temperature_at(21) == pytest.approx(5.0 - 19 / 37 * 4.9)
     with pytest.raises(ValueError, match="warmup_epochs"):
         cls.Config.model_validate({"epochs": 4, "warmup_epochs": 4})
+    partial = cls.Config.model_validate({"arch": {"lr": 0.1}})  # the other settings keep the reference's
+    assert (partial.arch.weight_decay, partial.weights.lr, partial.weights.weight_decay) == (5e-5, 1e-3, 1e-4)
 
 
 def run_search(tmp_path, data) -> tuple:

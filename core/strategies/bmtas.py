@@ -33,10 +33,16 @@ class LinearTemperature(BaseModel):
     final: float = Field(0.1, gt=0)
 
 
-class AdamConfig(BaseModel):
+class WeightAdam(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lr: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class ArchAdam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(5e-5, ge=0)
 
 
 class BMTAS(SearchStrategy):
@@ -51,8 +57,8 @@ class BMTAS(SearchStrategy):
         batch_size: int = Field(16, ge=1)
         arch_fraction: float = Field(0.2, gt=0, lt=1)
         temperature: LinearTemperature = LinearTemperature()
-        weights: AdamConfig = AdamConfig(lr=1e-3, weight_decay=1e-4)
-        arch: AdamConfig = AdamConfig(lr=1e-2, weight_decay=5e-5)
+        weights: WeightAdam = WeightAdam()
+        arch: ArchAdam = ArchAdam()
         #: steps per epoch cap for each pass (None = the whole split); for quick runs
         max_steps: int | None = Field(None, ge=1)
         #: training batches that re-estimate BatchNorm statistics before the derived arch is evaluated
