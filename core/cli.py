@@ -163,13 +163,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     space = arch_space(arch, args.arch, registry, **overrides)
     backbone = space.build(arch)
     size = space.input_size
-    net = build_network(backbone, [Classification({"num_classes": args.num_classes})], None)
+    per_task = getattr(backbone, "tasks", None)  # a branched network: its heads are its tasks', not a classifier
+    net = backbone if per_task else build_network(backbone, [Classification({"num_classes": args.num_classes})],
+                                                  None)
     counts = model_counts(net, 3, size)
     reporter = Reporter()
-    rows = [(d.name, arch.choices[d.name]) for d in space.decisions()]
-    reporter.table(f"{arch.name or args.arch} ({arch.space})", rows, ("decision", "choice"))
+    reporter.table(f"{arch.name or args.arch} ({arch.space})", space.describe(arch), ("decision", "choice"))
     levels = ", ".join(f"{f['num_chs']}@/{f['reduction']}" for f in backbone.feature_info)
-    print(f"input: {size}x{size}, classes: {args.num_classes}")
+    print(f"input: {size}x{size}, " + (f"tasks: {', '.join(per_task)} (backbone only, no heads)" if per_task
+                                        else f"classes: {args.num_classes}"))
     print(f"params: {counts['params'] / 1e6:.3f} M")
     print(f"multiply-adds: {counts['macs'] / 1e6:.1f} M")
     print(f"feature levels (channels@/reduction): {levels}")

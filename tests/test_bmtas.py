@@ -239,6 +239,7 @@ def test_search_writes_branch_config_and_train_compares(tmp_path):
     assert refs["fully_shared"]["macs"] < refs["task_specific"]["macs"]
     for res in [entry["train"], *refs.values()]:
         assert {"val/segmentation/miou", "val/classification/top1", "macs", "params"} <= set(res)
+    assert main(["info", str(tmp_path / "run" / "branch_config.json")]) == 0
     # the branch config trains on its own with nascore train
     assert main(["train", str(tmp_path / "run" / "branch_config.json"), "--spec", str(spec_file),
                  "--out", str(tmp_path / "train"), "--set", "train.references=false"]) == 0
