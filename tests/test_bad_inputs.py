@@ -100,8 +100,8 @@ CASES: dict[str, Case] = {
                              {"s.yaml": spec_file(tasks=[])}),
     "spec-block-not-a-mapping": Case(["validate", "s.yaml"], "  space: expected a mapping of fields, got str 'fbnet'",
                                      {"s.yaml": spec_file(space="fbnet")}),
-    "spec-unknown-space": Case(["validate", "s.yaml"], "  space.name: unknown space 'fbnett'; available: fbnet, fbnetv2, fbnetv5. "
-                                                       "Did you mean 'fbnet'?",
+    "spec-unknown-space": Case(["validate", "s.yaml"], "  space.name: unknown space 'fbnett'; available: branched, fbnet, "
+                                                       "fbnetv2, fbnetv5. Did you mean 'fbnet'?",
                                {"s.yaml": spec_file(space__name="fbnett")}),
     "spec-unknown-task": Case(["validate", "s.yaml"], "  tasks[0].name: unknown task 'clasification'; available: "
                                                       f"{installed('task')}. Did you mean 'classification'?",
@@ -112,7 +112,8 @@ CASES: dict[str, Case] = {
     "spec-out-of-range": Case(["validate", "s.yaml"], "  strategy.temperature.initial: Input should be greater than 0",
                               {"s.yaml": spec_file(strategy__temperature={"initial": 0})}),
     "spec-typo-in-block": Case(["validate", "s.yaml"], "  space.widht: unknown field; expected one of: width, "
-                                                       "input_size, head_channels, divisor. Did you mean 'width'?",
+                                                       "input_size, head_channels, divisor, stages, stem_channels, activation. "
+                                                       "Did you mean 'width'?",
                                {"s.yaml": spec_file(space__widht=0.5)}),
     "spec-nested-typo": Case(["validate", "s.yaml"], "  strategy.temperature.inital: unknown field; expected one "
                                                      "of: initial, decay. Did you mean 'initial'?",
@@ -183,11 +184,12 @@ CASES: dict[str, Case] = {
                                 "k3_e1, k3_e1_g2, k3_e3, k3_e6, k5_e1, k5_e1_g2, k5_e3, k5_e6, skip",
                                 {"a.json": arch(choices__layer03="k7_e9")}),
     "arch-unknown-space": Case(["info", "a.json"], "error: arch file a.json: space: unknown space 'fbnett'; available: "
-                                                   "fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?", {"a.json": arch(space="fbnett")}),
+                                                   "branched, fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?",
+                               {"a.json": arch(space="fbnett")}),
     "arch-bad-space-config": Case(["info", "a.json"], "  config.width: Input should be less than or equal to 4",
                                   {"a.json": arch(config={"width": 5})}),
     "named-arch-unknown": Case(["info", "fbnet_cc"], "error: 'fbnet_cc' is neither an arch file nor a named arch; "
-                                                     "available: fbnet_a, fbnet_b, fbnet_c, fbnetv2_f1, fbnetv2_f2, fbnetv2_f3, fbnetv2_f4, fbnetv2_l1, fbnetv2_l2. Did you mean 'fbnet_c'?"),
+                                                     "available: fbnet_a, fbnet_b, fbnet_c, fbnetv2_f1, fbnetv2_f2, fbnetv2_f3, fbnetv2_f4, fbnetv2_l1, fbnetv2_l2, mobilenet_v2. Did you mean 'fbnet_c'?"),
     "info-num-classes": Case(["info", "fbnet_a", "--num-classes", "1"], "error: --num-classes must be at least 2"),
     # -- command-line options -----------------------------------------------------------------------------
     "set-without-equals": Case(["run", "s.yaml", "--out", "out", "--set", "strategy.epochs"],
@@ -376,7 +378,7 @@ BROKEN = '''
      "  strategy.name: strategy 'dnas' is provided by several plugins (distribution 'nascore', entry point 'dnas = "
      "nascore.strategies.dnas'; distribution 'nascore-mydnas', entry point 'mydnas = nascore_mydnas'); uninstall one"),
     (BROKEN, Source("nascore-gpu-only", "gpu = nascore_gpu_only"), {"strategy": {"name": "proxyless"}},
-     "  strategy.name: unknown strategy 'proxyless'; available: dnas, reinforce (1 plugin failed to load; `nascore plugins` "
+     "  strategy.name: unknown strategy 'proxyless'; available: bmtas, dnas, reinforce (1 plugin failed to load; `nascore plugins` "
      "shows which and why)"),
 ], ids=["task-target-not-in-dataset", "name-claimed-twice", "component-of-a-broken-plugin"])
 def test_spec_against_plugins(plugin, source, changes, expected, ws, cache_dir, capsys, monkeypatch):

@@ -403,7 +403,7 @@ def test_spec_uses_external_components_by_name(registry, image_root):
     bad["strategy"]["name"] = "random-sampler"
     with pytest.raises(SpecError) as exc:
         validate_spec(bad, registry)
-    assert "available: dnas, random-sampling, reinforce. Did you mean 'random-sampling'?" in exc.value.errors[0]
+    assert "available: bmtas, dnas, random-sampling, reinforce. Did you mean 'random-sampling'?" in exc.value.errors[0]
 
 
 def test_external_strategy_cost_and_observer_run_a_search(registry, image_root, tmp_path):

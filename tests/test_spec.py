@@ -85,7 +85,7 @@ def test_optional_blocks_may_be_left_out():
     ("strategy.epochs", "many", "strategy.epochs: Input should be a valid integer"),
     ("strategy.weights.momentum", 1.0, "strategy.weights.momentum: Input should be less than 1"),
     ("space.width", 0, "space.width: Input should be greater than 0"),
-    ("space.widht", 0.5, "space.widht: unknown field; expected one of: width, input_size, head_channels, divisor. "
+    ("space.widht", 0.5, "space.widht: unknown field; expected one of: width, input_size, head_channels, divisor, stages, stem_channels, activation. "
                          "Did you mean 'width'?"),
     ("dataset.image_size", 8, "dataset.image_size: Input should be greater than or equal to 16"),
     ("tasks.0.dropout", 1.5, "tasks[0].dropout: Input should be less than 1"),
@@ -124,7 +124,7 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
         "seed: Input should be a valid integer, unable to parse string as an integer",
         "dataset.num_val: Input should be greater than or equal to 1",
         "tasks[0].label_smoothing: Input should be greater than or equal to 0",
-        "space.name: unknown space 'fbnett'; available: fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?",
+        "space.name: unknown space 'fbnett'; available: branched, fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?",
         "strategy.warmup_epochs: Input should be greater than or equal to 0",
         "strategy.temperature.initial: Input should be greater than 0",
         "cost.loss.alpha: Input should be greater than 0",
@@ -135,14 +135,14 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("block, name, expected", [
-    ("space", "fbnett", "space.name: unknown space 'fbnett'; available: fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?"),
-    ("strategy", "dnass", "strategy.name: unknown strategy 'dnass'; available: dnas, reinforce. Did you mean 'dnas'?"),
+    ("space", "fbnett", "space.name: unknown space 'fbnett'; available: branched, fbnet, fbnetv2, fbnetv5. Did you mean 'fbnet'?"),
+    ("strategy", "dnass", "strategy.name: unknown strategy 'dnass'; available: bmtas, dnas, reinforce. Did you mean 'dnas'?"),
     ("cost", "flop", "cost.name: unknown cost 'flop'; available: flops, latency, memory. Did you mean 'flops'?"),
     ("dataset", "digit-scene", f"dataset.name: unknown dataset 'digit-scene'; available: {installed('dataset')}. "
                                "Did you mean 'digit-scenes'?"),
     ("tasks", "classifcation", f"tasks[0].name: unknown task 'classifcation'; available: {installed('task')}. "
                                "Did you mean 'classification'?"),
-    ("space", "mobilenet", "space.name: unknown space 'mobilenet'; available: fbnet, fbnetv2, fbnetv5"),
+    ("space", "mobilenet", "space.name: unknown space 'mobilenet'; available: branched, fbnet, fbnetv2, fbnetv5"),
 ])
 def test_unknown_component_lists_available_with_suggestion(block, name, expected):
     data = base_spec()
@@ -251,7 +251,10 @@ def test_bad_set_on_run_fails_before_any_output(tmp_path, capsys):
 def test_dump_round_trips_through_validate_spec(tmp_path):
     spec = load_spec(QUICKSTART)
     dumped = spec.dump()
-    assert dumped["space"] == {"name": "fbnet", "width": 0.25, "input_size": 32, "head_channels": 512, "divisor": 8}
+    assert dumped["space"] == {"name": "fbnet", "width": 0.25, "input_size": 32, "head_channels": 512, "divisor": 8,
+                               "stages": [[16, 1, 1], [24, 4, 2], [32, 4, 2], [64, 4, 2], [112, 4, 1], [184, 4, 2],
+                                          [352, 1, 1]],
+                               "stem_channels": 16, "activation": "relu"}
     assert dumped["cost"]["loss"] == {"form": "multiplicative", "alpha": 0.2, "beta": 0.6, "scale": 1.0}
     again = validate_spec(yaml.safe_load(yaml.safe_dump(dumped)))
     assert again.dump() == dumped
@@ -436,7 +439,7 @@ def test_schema_leaves_out_a_config_without_json_schema_and_says_why():
     registry.collect()
     problems: list[str] = []
     schema = spec_json_schema(registry, problems)
-    assert set(_members(schema, schema["properties"]["space"])) == {"fbnet", "fbnetv2", "fbnetv5"}
+    assert set(_members(schema, schema["properties"]["space"])) == {"branched", "fbnet", "fbnetv2", "fbnetv5"}
     assert len(problems) == 1
     assert problems[0].startswith("space 'odd' (distribution 'nascore-odd', entry point 'odd = odd_space') left out: "
                                   "its Config has no JSON Schema: ")
