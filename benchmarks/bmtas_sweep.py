@@ -44,13 +44,15 @@ def plot(points: list[dict], references: dict[str, dict], path: Path) -> None:
     fig = Figure(figsize=(6, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    points = sorted(points, key=lambda p: p["lambda"])  # the line follows lambda, whatever order they ran in
     ax.plot([p["macs"] / 1e6 for p in points], [100 * p["relative"] for p in points], "o-", color="tab:blue",
             label="BMTAS (found, retrained)")
     for p in points:
         ax.annotate(f"λ={p['lambda']:g}", (p["macs"] / 1e6, 100 * p["relative"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
-    for (name, res), marker in zip(references.items(), ("s", "^")):
-        ax.plot([res["macs"] / 1e6], [100 * res["relative"]], marker, markersize=9, label=name.replace("_", " "))
+    for (name, res), marker, color in zip(references.items(), ("s", "^"), ("tab:green", "tab:orange")):
+        ax.plot([res["macs"] / 1e6], [100 * res["relative"]], marker, color=color, markersize=9,
+                label=name.replace("_", " "))
     ax.set_xlabel("multiply-adds (M, encoder + heads)")
     ax.set_ylabel("mean relative task performance (%)")
     ax.set_title("BMTAS on digit-scenes: resource weight sweep")
