@@ -118,11 +118,8 @@ class BranchCostTable:
         probs = self._probs(weights)
         return self.fixed + (expected_groups(probs) * self.layers.to(probs)).sum()
 
-    def config_of(self, choices: Mapping[str, str]) -> list[list[int]]:
-        return config_of(choices, self.layer_names, self.tasks)
-
-    def of_choices(self, choices: Mapping[str, str], decisions=None) -> float:
-        groups = groups_of(self.config_of(choices), len(self.tasks))
+    def of_choices(self, choices: Mapping[str, str], decisions: object = None) -> float:  # decisions: unused here
+        groups = groups_of(config_of(choices, self.layer_names, self.tasks), len(self.tasks))
         return self.fixed + sum(float(c) * len(g) for c, g in zip(self.layers, groups))
 
     def bounds(self) -> tuple[float, float]:

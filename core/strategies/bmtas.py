@@ -150,12 +150,11 @@ class BMTAS(SearchStrategy):
                     loss = ctx.objective(task_loss, ctx.cost_table.expected(self.probabilities()))
                 check_finite(loss, epoch, step)
                 self.a_opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward(inputs=list(self.alpha.values()))  # no weight gradients: this pass leaves them
                 self.a_opt.step()
                 sums["arch_loss"] += loss.item()
                 sums["task_loss"] += task_loss.item()
                 advance()
-        self.w_opt.zero_grad(set_to_none=True)
         self.w_opt.state = defaultdict(dict)  # the architecture changed: restart the weights' Adam moments
         for m in self._norms():
             m.track_running_stats = True
