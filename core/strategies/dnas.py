@@ -136,8 +136,7 @@ class DNAS(SearchStrategy):
                     sums["expected_cost"] += cost.item()
                 check_finite(loss, epoch, step)
                 self.a_opt.zero_grad(set_to_none=True)
-                self.w_opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward(inputs=list(self.theta.values()))  # no weight gradients: this pass leaves them
                 self.a_opt.step()
                 sums["arch_loss"] += loss.item()
                 sums["task_loss"] += task_loss.item()
