@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import nascore.strategies.dnas as dnas_module
+import nascore.strategies.gumbel as gumbel_module
 from nascore.costs import Additive, Multiplicative
 from nascore.costs.flops import FlopsCost
 from nascore.spaces.fbnet import FBNetSpace
@@ -176,7 +176,7 @@ def test_one_gumbel_sample_drives_forward_and_cost(data, splits, table, monkeypa
         events.append(("expected", dict(weights)))
         return real_expected(weights)
 
-    monkeypatch.setattr(dnas_module.F, "gumbel_softmax", gumbel)
+    monkeypatch.setattr(gumbel_module.F, "gumbel_softmax", gumbel)
     monkeypatch.setattr(ctx.cost_table, "expected", expected)
     monkeypatch.setattr(ctx.supernet, "set_weights", set_weights)
     strategy._arch_pass(1, 2.0)
@@ -246,7 +246,7 @@ def test_cost_term_pushes_towards_cheaper_ops(data, splits, table, objective, mo
     ctx = make_ctx(data, splits, table, objective)
     strategy = make_dnas(ctx, batch_size=4, max_steps=2, arch={"lr": 0.05, "weight_decay": 0.0})
     # the task loss is a constant: only the cost term moves theta
-    monkeypatch.setattr(dnas_module, "task_losses",
+    monkeypatch.setattr(gumbel_module, "task_losses",
                         lambda outputs, targets, tasks: {"c": torch.tensor(1.0, requires_grad=True)})
     start = thetas(strategy)
     before = expected_under_softmax(strategy, table)

@@ -4,27 +4,25 @@ task per step); a warm-up of 1/20 of the epochs with every task on its own copy;
 linearly from 5.0 to 0.1; per epoch an architecture pass on 20% of the training split (Adam, lr 1e-2, weight
 decay 5e-5, its state reset every epoch, BatchNorm on batch statistics) and a weight pass on the other 80%
 (Adam, lr 1e-3, weight decay 1e-4, state reset after each architecture pass, BatchNorm statistics re-estimated);
-resource loss = the exact expected cost of the branched encoder under softmax(alpha), combined with the task
+resource loss = the exact expected cost of the branched encoder under softmax(theta), combined with the task
 losses by the spec's ``cost.loss`` (BMTAS: ``form: additive``).
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from contextlib import nullcontext
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch import nn
+from torch import Tensor, nn
 
 from ..branching import canonical, choices_of, config_of
 from ..component import ComponentConfig
-from ..data import loader, split, to_device
 from ..errors import NascoreError
 from ..hookspecs import hookimpl
-from ..loops import check_finite, task_losses
-from ..strategy import SearchContext, SearchStrategy, evaluate_arch
+from ..strategy import SearchContext, evaluate_arch
+from .gumbel import GumbelSearch
 
 
 class LinearTemperature(BaseModel):
@@ -45,7 +43,7 @@ class ArchAdam(BaseModel):
     weight_decay: float = Field(5e-5, ge=0)
 
 
-class BMTAS(SearchStrategy):
+class BMTAS(GumbelSearch):
     """Branched multi-task architecture search over the ``branched`` space."""
 
     name: ClassVar[str] = "bmtas"
@@ -83,39 +81,23 @@ class BMTAS(SearchStrategy):
             return self.temperature.initial + progress * (self.temperature.final - self.temperature.initial)
 
     def setup(self, ctx: SearchContext) -> None:
-        super().setup(ctx)
         net = ctx.supernet
         if not hasattr(net, "layer_names") or not hasattr(net, "tasks"):
             raise NascoreError("strategy 'bmtas' searches the 'branched' space (space: {name: branched, backbone: "
                                f"...}}); space '{type(net).__name__}' has no branch decisions")
+        super().setup(ctx)
         cfg = self.config
-        self.decisions = net.decisions()
-        self.alpha = {d.name: torch.zeros(len(d.options), device=ctx.device, requires_grad=True)
-                      for d in self.decisions}
         # warm-up: task t on copy t
         self.own = {d.name: torch.eye(len(net.tasks), device=ctx.device)[net.tasks.index(d.name.rsplit(".", 1)[1])]
                     for d in self.decisions}
-        self.weight_set, self.arch_set = split(ctx.train_set, cfg.arch_fraction, ctx.seed)
         self.w_opt = torch.optim.Adam(ctx.network.parameters(), lr=cfg.weights.lr,
                                       weight_decay=cfg.weights.weight_decay)
-        self.a_opt = torch.optim.Adam(self.alpha.values(), lr=cfg.arch.lr, weight_decay=cfg.arch.weight_decay)
+        self.a_opt = torch.optim.Adam(self.theta.values(), lr=cfg.arch.lr, weight_decay=cfg.arch.weight_decay)
+
+    def probabilities(self) -> dict[str, Tensor]:
+        return {n: torch.softmax(t, 0) for n, t in self.theta.items()}
 
     # -- one epoch ---------------------------------------------------------------------------
-    def _gumbel(self, tau: float, grad: bool) -> dict[str, torch.Tensor]:
-        return {n: F.gumbel_softmax(a if grad else a.detach(), tau=tau, hard=False) for n, a in self.alpha.items()}
-
-    def probabilities(self) -> dict[str, torch.Tensor]:
-        return {n: torch.softmax(a, 0) for n, a in self.alpha.items()}
-
-    def _batches(self, dataset, epoch: int, stream: int, limit: int | None = None):
-        batches = loader(dataset, self.config.batch_size, self.ctx.collate, shuffle=True, seed=self.ctx.seed,
-                         epoch=epoch, stream=stream)
-        limit = min(limit or self.config.max_steps or len(batches), len(batches))
-        return limit, (b for _, b in zip(range(limit), batches))
-
-    def _progress(self, total: int, desc: str):
-        return self.ctx.progress(total, desc) if self.ctx.progress else nullcontext(lambda: None)
-
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.config
         warm = epoch < cfg.warmup
@@ -123,61 +105,29 @@ class BMTAS(SearchStrategy):
         row: dict[str, Any] = {"temperature": tau, "warmup": warm}
         if not warm:
             row.update(self._arch_pass(epoch, tau))
-        row.update(self._weight_pass(epoch, tau, warm))
-        row.update(self._distribution_stats())
+        own, sampled = (lambda: self.own), (lambda: self._gumbel(tau, grad=False))
+        row.update(self._weight_pass(epoch, own if warm else sampled))
+        row.update(self._distribution_stats())  # its expected_cost (after the epoch) replaces the arch pass's mean
         row.update(self._evaluate_derived(epoch))
         return row
 
     def _norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
         return [m for m in self.ctx.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
+    def _resource(self, weights: Mapping[str, Tensor]) -> Tensor:
+        """The exact expected cost under softmax(theta), not under the step's Gumbel sample."""
+        return self.ctx.cost_table.expected(self.probabilities())
+
     def _arch_pass(self, epoch: int, tau: float) -> dict[str, float]:
-        ctx = self.ctx
-        ctx.network.train()
         self.a_opt.state = defaultdict(dict)  # the reference restarts Adam's moments every epoch
         for m in self._norms():  # batch statistics only: the running ones would mix architectures
             m.track_running_stats = False
-        total, batches = self._batches(self.arch_set, epoch, stream=1)
-        sums = {"arch_loss": 0.0, "task_loss": 0.0}
-        step = 0
-        with self._progress(total, f"search {epoch + 1}/{self.config.epochs} arch") as advance:
-            for step, (images, targets) in enumerate(batches):
-                images, targets = to_device(images, ctx.device), to_device(targets, ctx.device)
-                ctx.supernet.set_weights(self._gumbel(tau, grad=True))
-                task_loss = sum(task_losses(ctx.network(images), targets, ctx.tasks).values())
-                loss = task_loss
-                if ctx.cost_table is not None and ctx.objective is not None:
-                    loss = ctx.objective(task_loss, ctx.cost_table.expected(self.probabilities()))
-                check_finite(loss, epoch, step)
-                self.a_opt.zero_grad(set_to_none=True)
-                loss.backward(inputs=list(self.alpha.values()))  # no weight gradients: this pass leaves them
-                self.a_opt.step()
-                sums["arch_loss"] += loss.item()
-                sums["task_loss"] += task_loss.item()
-                advance()
+        row = super()._arch_pass(epoch, tau)
         self.w_opt.state = defaultdict(dict)  # the architecture changed: restart the weights' Adam moments
         for m in self._norms():
             m.track_running_stats = True
             m.reset_running_stats()
-        return {k: v / (step + 1) for k, v in sums.items()}
-
-    def _weight_pass(self, epoch: int, tau: float, warm: bool) -> dict[str, float]:
-        ctx = self.ctx
-        net = ctx.network.train()
-        total, batches = self._batches(self.weight_set, epoch, stream=0)
-        w_loss, step = 0.0, 0
-        with self._progress(total, f"search {epoch + 1}/{self.config.epochs} weights") as advance:
-            for step, (images, targets) in enumerate(batches):
-                images, targets = to_device(images, ctx.device), to_device(targets, ctx.device)
-                ctx.supernet.set_weights(self.own if warm else self._gumbel(tau, grad=False))
-                loss = sum(task_losses(net(images), targets, ctx.tasks).values())
-                check_finite(loss, epoch, step)
-                self.w_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.w_opt.step()
-                w_loss += loss.item()
-                advance()
-        return {"weight_loss": w_loss / (step + 1)}
+        return row
 
     def _distribution_stats(self) -> dict[str, Any]:
         probs = {n: p.detach() for n, p in self.probabilities().items()}
@@ -204,7 +154,7 @@ class BMTAS(SearchStrategy):
     def derive(self) -> dict[str | None, dict[str, str]]:
         """Each task's most likely copy per layer, as a tree (tasks share a layer only if they share the one
         before), copies renumbered so that equal numbers mean shared."""
-        return {None: self._canonical({d.name: d.options[int(self.alpha[d.name].detach().argmax())]
+        return {None: self._canonical({d.name: d.options[int(self.theta[d.name].detach().argmax())]
                                        for d in self.decisions})}
 
     def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[dict[str, str]]]:
@@ -212,17 +162,6 @@ class BMTAS(SearchStrategy):
         return {None: [self._canonical({d.name: d.options[int(torch.multinomial(probs[d.name], 1,
                                                                                  generator=generator))]
                                         for d in self.decisions}) for _ in range(n)]}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"alpha": {k: v.detach().cpu() for k, v in self.alpha.items()},
-                "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for k, v in state["alpha"].items():
-                self.alpha[k].copy_(v)
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.a_opt.load_state_dict(state["a_opt"])
 
 
 @hookimpl
