@@ -23,21 +23,12 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nascore.cli import main as nascore
 from nascore.run import relative_performance
 from nascore.spec import load_spec
 
+from resumable import run_once  # sibling module (the scripts run from benchmarks/)
+
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "bmtas.yaml"
-
-
-def run_once(argv: list[str], out: Path) -> dict:
-    """``nascore`` with ``argv + --out out`` unless ``out`` already holds a finished run; its summary."""
-    summary = out / "summary.json"
-    if not summary.is_file():
-        args = argv + ["--out", str(out)] + (["--resume"] if (out / "spec.yaml").is_file() else [])
-        if nascore(args) != 0:
-            raise SystemExit(f"nascore {' '.join(args)} failed")
-    return json.loads(summary.read_text())
 
 
 def plot(points: list[dict], references: dict[str, dict], path: Path) -> None:

@@ -18,7 +18,6 @@ metrics, backbone and total multiply-adds.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -26,9 +25,10 @@ import torch
 import yaml
 
 from nascore.arch import Arch
-from nascore.cli import main as nascore
 from nascore.costs.flops import FlopsCost
 from nascore.spec import read_spec_file
+
+from resumable import run_once  # sibling module (the scripts run from benchmarks/)
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "fbnetv5.yaml"
 TASKS = ("classification", "segmentation", "detection")
@@ -39,16 +39,6 @@ def write_spec(data: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def run_once(argv: list[str], out: Path) -> dict:
-    """``nascore`` with ``argv + --out out`` unless ``out`` already holds a finished run; its summary."""
-    summary = out / "summary.json"
-    if not summary.is_file():
-        args = argv + ["--out", str(out)] + (["--resume"] if (out / "spec.yaml").is_file() else [])
-        if nascore(args) != 0:
-            raise SystemExit(f"nascore {' '.join(args)} failed")
-    return json.loads(summary.read_text())
 
 
 def random_archs(arch: Arch, n: int, tolerance: float, seed: int) -> list[Arch]:
