@@ -206,19 +206,62 @@ def test_warmup_runs_every_task_on_its_own_copy(tmp_path, monkeypatch):
             assert torch.equal(w, torch.eye(2)[own])
 
 
-@pytest.mark.slow
-def test_resource_loss_drives_the_search_to_share(tmp_path):
-    """With a heavy resource weight the expected cost falls epoch by epoch and the found network shares more
-    than the task-specific one."""
-    data = spec_data(epochs=4, warmup_epochs=1, arch={"lr": 0.1, "weight_decay": 0.0})
-    data["cost"]["loss"]["lambda"] = 100.0
-    run, summary, rows = run_search(tmp_path, data)
-    costs = [r["expected_cost"] for r in rows if r["phase"] == "search"]
-    assert costs[1] < costs[0] and costs[-1] < costs[1]
-    arch = Arch.load(run.out_dir / summary["archs"]["shared"]["file"])
-    space = get_registry().get("space", "branched").for_arch(arch)
+#: a three-layer chain: every layer's sharing weighs in the expected cost (deep chains' costs are dominated by
+#: layers that share only if every layer before them does), so the resource term's pull is large and fast
+SHORT_CHAIN = {"space": "fbnet", "config": {"stages": [[16, 1, 2], [24, 1, 2], [32, 1, 2]], "stem_channels": 16,
+                                            "head_channels": 64},
+               "choices": {"layer01": "k3_e6", "layer02": "k3_e6", "layer03": "k3_e6"}}
+
+
+def test_uniform_theta_is_a_saddle_of_the_expected_cost():
+    """Why bmtas starts from noise: at uniform probabilities the expected cost has zero gradient; leaning both
+    tasks to one copy lowers it, leaning them to different copies raises it."""
+    space = branched("fbnet_a", tasks=["a", "b"])
     table = space.supernet().price(FlopsCost(), 64)
-    assert table.of_choices(arch.choices) < table.bounds()[1]
+    names = [d.name for d in space.decisions()]
+
+    def cost(logits: dict) -> torch.Tensor:
+        return table.expected({n: torch.softmax(t, 0) for n, t in logits.items()})
+
+    theta = {n: torch.zeros(2, requires_grad=True) for n in names}
+    cost(theta).backward()
+    assert all(torch.count_nonzero(t.grad) == 0 for t in theta.values())
+    lean = {n: torch.tensor([0.1, -0.1]) for n in names}
+    apart = {n: torch.tensor([0.1, -0.1]) * (1 if n.endswith(".a") else -1) for n in names}
+    at_uniform = float(cost({n: torch.zeros(2) for n in names}))
+    assert float(cost(lean)) < at_uniform < float(cost(apart))
+
+
+@pytest.fixture
+def one_thread():
+    """One reduction order on every machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def short_chain_search(tmp_path, lam: float, **strategy) -> tuple:
+    data = spec_data(epochs=7, warmup_epochs=1, arch={"lr": 0.1, "weight_decay": 0.0}, **strategy)
+    data["space"]["backbone"] = SHORT_CHAIN
+    data["cost"]["loss"].update({"lambda": lam, "scale": 1.0e4})
+    run, summary, rows = run_search(tmp_path, data)
+    return [r["expected_cost"] for r in rows if r["phase"] == "search"], run, summary
+
+
+@pytest.mark.slow
+def test_resource_loss_drives_the_search_to_share(tmp_path, one_thread):
+    """A heavy resource weight lowers the exact expected cost every epoch and ends with a net that shares; without
+    it the tasks drift apart. Margins are fractions of the cost range between fully shared and task-specific."""
+    heavy, run, summary = short_chain_search(tmp_path / "heavy", 100.0)
+    free, _, _ = short_chain_search(tmp_path / "free", 0.0)
+    arch = Arch.load(run.out_dir / summary["archs"]["shared"]["file"])
+    table = get_registry().get("space", "branched").for_arch(arch).supernet().price(FlopsCost(), 64)
+    low, high = table.bounds()
+    assert all(b < a for a, b in zip(heavy, heavy[1:])), heavy
+    assert heavy[-1] < heavy[0] - 0.05 * (high - low)
+    assert free[-1] > heavy[-1] + 0.05 * (high - low), (free, heavy)
+    assert table.of_choices(arch.choices) < high
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ linearly from 5.0 to 0.1; per epoch an architecture pass on 20% of the training 
 decay 5e-5, its state reset every epoch, BatchNorm on batch statistics) and a weight pass on the other 80%
 (Adam, lr 1e-3, weight decay 1e-4, state reset after each architecture pass, BatchNorm statistics re-estimated);
 resource loss = the exact expected cost of the branched encoder under softmax(theta), combined with the task
-losses by the spec's ``cost.loss`` (BMTAS: ``form: additive``).
+losses by the spec's ``cost.loss`` (BMTAS: ``form: additive``). One difference: theta starts from seeded noise
+(``init_std``), not from the reference's zeros, where the resource loss has no gradient.
 """
 from __future__ import annotations
 
@@ -61,6 +62,9 @@ class BMTAS(GumbelSearch):
         max_steps: int | None = Field(None, ge=1)
         #: training batches that re-estimate BatchNorm statistics before the derived arch is evaluated
         bn_batches: int = Field(8, ge=1)
+        init_std: float = Field(0.1, ge=0, description=(
+            "std of the seeded Gaussian noise theta starts from; 0 = uniform, the reference code's start, where "
+            "the expected cost has zero gradient (a saddle) and the resource loss cannot act"))
 
         @model_validator(mode="after")
         def _some_search(self) -> BMTAS.Config:
@@ -87,6 +91,15 @@ class BMTAS(GumbelSearch):
                                f"...}}); space '{type(net).__name__}' has no branch decisions")
         super().setup(ctx)
         cfg = self.config
+        # Uniform theta is a stationary point of the expected cost: tasks share only by agreeing on a copy, and
+        # at uniform no copy is preferred. Adam's first, sign-like steps after each reset then move every logit
+        # by exactly lr, so the task losses' pull towards the own copies (trained in the warm-up) stays exactly
+        # anti-symmetric and the resource term only pulls it back: sharing never starts. Seeded noise breaks
+        # the tie (tests/test_bmtas.py: a heavy lambda then lowers the expected cost every epoch).
+        noise = torch.Generator().manual_seed(ctx.seed)
+        with torch.no_grad():
+            for t in self.theta.values():
+                t.add_(cfg.init_std * torch.randn(t.shape, generator=noise).to(t))
         # warm-up: task t on copy t
         self.own = {d.name: torch.eye(len(net.tasks), device=ctx.device)[net.tasks.index(d.name.rsplit(".", 1)[1])]
                     for d in self.decisions}

@@ -5,9 +5,17 @@ import importlib.util
 
 import pytest
 
-HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
-needs_detectron2 = pytest.mark.skipif(not HAS_DETECTRON2, reason="detectron2 is not installed (it is installed "
-                                                                 "from source, see plugins/detectron2/README.md)")
+
+def _missing() -> str | None:
+    if importlib.util.find_spec("detectron2") is None:
+        return "detectron2 is not installed (it is installed from source, see plugins/detectron2/README.md)"
+    if importlib.util.find_spec("nascore_detectron2") is None:
+        return "nascore-detectron2 is not installed (pip install --no-build-isolation -e plugins/detectron2)"
+    return None
+
+
+HAS_DETECTRON2 = _missing() is None
+needs_detectron2 = pytest.mark.skipif(not HAS_DETECTRON2, reason=_missing() or "")
 
 
 def small_config(model: str = "faster_rcnn", arch: str = "fbnet_c", names: dict | None = None):

@@ -40,10 +40,18 @@ def test_coco_evaluator_returns_ap_on_the_validation_split(trained, digit_scenes
     from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 
     cfg, model, _ = trained
-    results = inference_on_dataset(model, build_detection_test_loader(cfg, digit_scenes_d2["val"]),
-                                   COCOEvaluator(digit_scenes_d2["val"], output_dir=str(tmp_path)))
+    # After 20 iterations no class score may pass the default 0.05 test threshold, and COCOEvaluator's AP of no
+    # detections is NaN: keep every detection (up to DETECTIONS_PER_IMAGE) so AP is computed on real boxes
+    # whatever this machine's numerics made of the short training.
+    predictor = model.roi_heads.box_predictor
+    threshold, predictor.test_score_thresh = predictor.test_score_thresh, 0.0
+    try:
+        results = inference_on_dataset(model, build_detection_test_loader(cfg, digit_scenes_d2["val"]),
+                                       COCOEvaluator(digit_scenes_d2["val"], output_dir=str(tmp_path)))
+    finally:
+        predictor.test_score_thresh = threshold
     assert {"AP", "AP50", "AP75"} <= set(results["bbox"])
-    assert all(math.isfinite(results["bbox"][k]) for k in ("AP", "AP50", "AP75"))
+    assert all(0.0 <= results["bbox"][k] <= 100.0 for k in ("AP", "AP50", "AP75"))  # NaN fails too
 
 
 def test_checkpoint_round_trip(trained, tmp_path):
