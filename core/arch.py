@@ -1,14 +1,14 @@
 """``Arch``: plain data naming a space, its config, and the chosen option per decision (``arch.json``)."""
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import NascoreError
-from .fileio import atomic_write_text
+from .fileio import ARCH_MAX_BYTES, atomic_write_text, load_user_json
 from .validation import format_validation_error
 
 
@@ -27,14 +27,7 @@ class Arch(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> Arch:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise NascoreError(f"arch file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise NascoreError(f"arch file {path} cannot be read: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise NascoreError(f"arch file {path} is not valid JSON: {exc}") from None
+        data = load_user_json(path, "arch file", ARCH_MAX_BYTES)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -42,11 +35,16 @@ class Arch(BaseModel):
                                + "\n".join(f"  {line}" for line in format_validation_error(exc, model=cls))) from None
 
 
+def is_arch_file(ref: str) -> bool:
+    """``ref`` names a file (anything at that path, a dangling symlink too, or a .json name), not a named arch."""
+    return Path(ref).suffix == ".json" or os.path.lexists(ref)
+
+
 def resolve_arch(ref: str, registry=None) -> Arch:
     """An arch from a JSON file path or a named arch of any installed space (e.g. ``fbnet_c``)."""
     from .registry import get_registry, unknown_name_message
 
-    if Path(ref).suffix == ".json" or Path(ref).exists():
+    if is_arch_file(ref):
         return Arch.load(ref)
     registry = registry or get_registry()
     named: dict[str, Arch] = {}
@@ -64,7 +62,7 @@ def arch_space(arch: Arch, ref: str, registry=None, input_size: int | None = Non
     from .registry import get_registry
 
     registry = registry or get_registry()
-    where = f"arch file {ref}" if Path(ref).suffix == ".json" or Path(ref).exists() else f"arch '{ref}'"
+    where = f"arch file {ref}" if is_arch_file(ref) else f"arch '{ref}'"
     try:
         space_cls = registry.get("space", arch.space)
     except NascoreError as exc:

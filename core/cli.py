@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata as md
 import json
 import sys
 import textwrap
@@ -15,6 +16,7 @@ EXIT_USER_ERROR = 2
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nascore", description="Plugin-based neural architecture search.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"nascore {md.version('nascore')}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def overrides(sp: argparse.ArgumentParser) -> None:
@@ -36,8 +38,10 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="params, multiply-adds and block table of an arch")
     i.add_argument("arch", help="arch.json file or named arch (e.g. fbnet_c)")
-    i.add_argument("--input-size", type=int)
-    i.add_argument("--num-classes", type=int, default=1000)
+    i.add_argument("--input-size", type=int, help="default: the run's dataset image_size for an arch file in a run "
+                                                   "directory (a spec.yaml beside it), else the arch's")
+    i.add_argument("--num-classes", type=int, help="classes of a classification head; default: the run's tasks and "
+                                                   "dataset for an arch file in a run directory, else 1000")
 
     t = sub.add_parser("train", help="train a found arch from scratch and report validation metrics")
     t.add_argument("arch", help="arch.json file or named arch")
@@ -153,29 +157,64 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     from nascore.tasks.classification import Classification
 
-    if args.num_classes < 2:
+    if args.num_classes is not None and args.num_classes < 2:
         raise NascoreError(f"--num-classes must be at least 2, not {args.num_classes}")
     if args.input_size is not None and args.input_size < 1:
         raise NascoreError(f"--input-size must be a positive number of pixels, not {args.input_size}")
     registry = get_registry()
     arch = resolve_arch(args.arch, registry)
-    overrides = {"input_size": args.input_size} if args.input_size else {}
-    space = arch_space(arch, args.arch, registry, **overrides)
+    spec, spec_path = _run_spec_of(args, registry)
+    info = spec.dataset.create().info() if spec is not None else None
+    if args.input_size:
+        size, size_from = args.input_size, "--input-size"
+    elif info is not None:
+        size, size_from = info.image_size, f"the dataset's image_size in {spec_path}"
+    else:
+        size, size_from = None, "the arch's space input_size; --input-size N to change"
+    space = arch_space(arch, args.arch, registry, input_size=size)
+    size = size or space.input_size
     backbone = space.build(arch)
-    size = space.input_size
     per_task = getattr(backbone, "tasks", None)  # a branched network: its heads are its tasks', not a classifier
-    net = backbone if per_task else build_network(backbone, [Classification({"num_classes": args.num_classes})],
-                                                  None)
-    counts = model_counts(net, 3, size)
+    if args.num_classes is None and spec is not None:  # the heads the run trains (see run.arch_network)
+        tasks = [t.create() for t in spec.tasks if arch.task is None or t.name == arch.task]
+        net = build_network(backbone, tasks, info)
+        heads = (", ".join(f"{t.name} {t.num_classes(info)}" if t.target in info.num_classes else t.name
+                           for t in tasks) + f" (the tasks and dataset {spec.dataset.name} in {spec_path})")
+    elif per_task:
+        net, heads = backbone, f"none (a branched backbone for tasks {', '.join(per_task)}, counted without heads)"
+    else:
+        num_classes = args.num_classes or 1000
+        net = build_network(backbone, [Classification({"num_classes": num_classes})], None)
+        heads = (f"classification {num_classes} (--num-classes)" if args.num_classes else
+                 "classification 1000 (the default, as on ImageNet; --num-classes K to change)")
+    counts = model_counts(net, info.in_channels if info else 3, size)
     reporter = Reporter()
     reporter.table(f"{arch.name or args.arch} ({arch.space})", space.describe(arch), ("decision", "choice"))
     levels = ", ".join(f"{f['num_chs']}@/{f['reduction']}" for f in backbone.feature_info)
-    print(f"input: {size}x{size}, " + (f"tasks: {', '.join(per_task)} (backbone only, no heads)" if per_task
-                                        else f"classes: {args.num_classes}"))
+    print(f"input: {size}x{size} ({size_from})")
+    print(f"classes: {heads}")
     print(f"params: {counts['params'] / 1e6:.3f} M")
     print(f"multiply-adds: {counts['macs'] / 1e6:.1f} M")
     print(f"feature levels (channels@/reduction): {levels}")
     return 0
+
+
+def _run_spec_of(args: argparse.Namespace, registry: Any) -> tuple[Any, Path | None]:
+    """The spec of the run directory an arch file sits in (a spec.yaml beside it), unless the flags give everything
+    it would: (spec, its path), or (None, None)."""
+    from .errors import NascoreError
+    from .run import SPEC_FILE
+    from .spec import load_spec
+
+    path = Path(args.arch).parent / SPEC_FILE
+    if not Path(args.arch).is_file() or not path.is_file() or (args.num_classes and args.input_size):
+        return None, None
+    try:
+        return load_spec(path, registry=registry), path
+    except NascoreError as exc:
+        raise NascoreError(f"{args.arch} sits in a run directory, but its {path} cannot be used to count the arch "
+                           f"as that run trains it: {exc}\n(pass --num-classes and --input-size to count it "
+                           "without the spec)") from None
 
 
 def _default_out(stem: str) -> Path:
@@ -229,7 +268,10 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
     for key, entry in summary["archs"].items():
         run.reporter.table(f"found arch ({key}) -> {run.out_dir / entry['file']}", entry["described"],
                            ("decision", "choice"))
-        results = {key: entry["train"]} if "train" in entry else {}
+        search = entry.get("search")  # validation on the supernet path; counts of the standalone network
+        results = {f"{key} after search, epoch {search['epoch']}": search} if search else {}
+        if "train" in entry:
+            results[key] = entry["train"]
         results.update({f"reference {name}": res for name, res in entry.get("references", {}).items()})
         for label, res in results.items():
             metrics = ", ".join(f"{k[4:]}={v:.4f}" for k, v in res.items() if k.startswith("val/"))

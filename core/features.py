@@ -40,6 +40,7 @@ class Backbone(nn.Module):
 
     feature_info: list[dict]
     pre_logits: PreLogits | None = None
+    __jit_ignored_attributes__ = ("feature_info", "pre_logits")  # descriptions, not state: TorchScript skips them
 
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

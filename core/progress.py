@@ -18,8 +18,9 @@ class Reporter:
         self.quiet = quiet
 
     def log(self, message: str) -> None:
+        """One line however long (a terminal wraps it for the eye; a pipe or log file keeps it whole)."""
         if not self.quiet:
-            self.err.print(message, markup=False)
+            self.err.print(message, markup=False, soft_wrap=True)
 
     @contextmanager
     def progress(self, total: int, description: str) -> Iterator[Callable[[], None]]:
@@ -32,9 +33,10 @@ class Reporter:
             yield lambda: bar.advance(task)
 
     def epoch(self, phase: str, row: dict[str, Any]) -> None:
+        """``[phase] epoch N: key=value ...``; N counts from 0, as ``epoch`` in metrics.jsonl and hooks."""
         shown = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in ("epoch",)}
         text = " ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
-        self.log(f"[{phase}] epoch {row['epoch'] + 1}: {text}")
+        self.log(f"[{phase}] epoch {row['epoch']}: {text}")
 
     def table(self, title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
         table = Table(title=title, show_header=True)

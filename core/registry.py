@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel
 
-from . import hookspecs
+from . import first_party, hookspecs
 from .errors import NascoreError
 
 #: kind -> (hook name, base class path). Base classes are imported lazily (they import torch).
@@ -173,11 +173,25 @@ class Registry:
         try:
             return self.entries[kind][name].cls
         except KeyError:
-            msg = unknown_name_message(kind, name, self.names(kind))
-            if self.problems:  # the component may come from a plugin that failed to load
-                msg += (f" ({len(self.problems)} plugin{'s' if len(self.problems) > 1 else ''} failed to load; "
-                        "`nascore plugins` shows which and why)")
-            raise NascoreError(msg) from None
+            raise NascoreError(self._unknown(kind, name)) from None
+
+    def _unknown(self, kind: str, name: str) -> str:
+        """Why ``name`` is not available: the first-party plugin that provides it and how to install it, or what
+        is available."""
+        plugin = first_party.provider(kind, name)
+        if plugin is not None:
+            said = f"{kind} '{name}' comes from the {plugin.dist} plugin"
+            failed = [p for p in self.problems if first_party.same_dist(p.source.dist, plugin.dist)]
+            if failed:
+                return f"{said}, which is installed but failed to load: {failed[0].message}"
+            if any(first_party.same_dist(s.dist, plugin.dist) for s in self._sources.values()):
+                return f"{said}, but the installed version does not provide it; reinstall: {plugin.install}"
+            return f"{said}, which is not installed: {plugin.install}"
+        msg = unknown_name_message(kind, name, self.names(kind))
+        if self.problems:  # the component may come from a plugin that failed to load
+            msg += (f" ({len(self.problems)} plugin{'s' if len(self.problems) > 1 else ''} failed to load; "
+                    "`nascore plugins` shows which and why)")
+        return msg
 
     def all_entries(self) -> list[Entry]:
         rows = [e for table in self.entries.values() for e in table.values()]

@@ -4,6 +4,7 @@ every epoch reseeds from (seed, epoch), so a resumed run ends exactly like an un
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,10 @@ import yaml
 from .arch import Arch, arch_space
 from .costs.flops import count_macs, count_params
 from .data import epoch_seed, loader, to_device
+from .dataset import DataInfo
 from .errors import NascoreError
-from .fileio import atomic_write_text, load_checkpoint, save_checkpoint
+from .fileio import (METRICS_MAX_BYTES, SPEC_MAX_BYTES, atomic_write_text, check_user_file, load_checkpoint,
+                     load_user_yaml, parse_user_json, read_user_text, save_checkpoint)
 from .loops import check_finite, cosine_lr, evaluate, set_lr, task_losses, weight_optimizer
 from .pareto import ParetoRow, run_pareto, summarize
 from .progress import Reporter
@@ -24,7 +27,7 @@ from .registry import Registry, get_registry
 from .space import SearchSpace
 from .spec import RunSpec, TrainConfig
 from .strategy import SearchContext
-from .task import build_network
+from .task import Network, Task, build_network
 
 SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
 
@@ -49,11 +52,14 @@ def open_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | No
     resolved = yaml.safe_dump(spec.dump(), sort_keys=False)
     spec_path = out_dir / SPEC_FILE
     if resume:
-        if not spec_path.is_file():
+        if not os.path.lexists(spec_path):
             raise NascoreError(f"--resume: {out_dir} holds no run ({SPEC_FILE} is missing)")
-        if yaml.safe_load(spec_path.read_text()) != spec.dump():
+        if load_user_yaml(spec_path, "--resume: the run's spec", SPEC_MAX_BYTES) != spec.dump():
             raise NascoreError(f"--resume: the spec differs from the one the run in {out_dir} started with "
                                f"({spec_path}); resume with the same spec and --set options")
+        read_metrics(out_dir / METRICS_FILE)  # a run's own files are checked before anything is written
+        for ckpt in sorted((out_dir / "checkpoints").glob("*.pt")):
+            check_user_file(ckpt, "checkpoint")
     else:
         if out_dir.exists() and any(out_dir.iterdir()):
             raise NascoreError(f"output directory {out_dir} is not empty; pass --resume to continue that run "
@@ -98,7 +104,7 @@ class EpochLoop:
         self.ckpt = run.out_dir / "checkpoints" / f"{phase.replace('/', '_')}.pt"
 
     def start_epoch(self) -> int:
-        if not (self.run.resume and self.ckpt.is_file()):
+        if not (self.run.resume and os.path.lexists(self.ckpt)):  # a dangling symlink or a FIFO is refused
             return 0
         state = load_checkpoint(self.ckpt, map_location=self.run.device)
         try:
@@ -122,20 +128,35 @@ class EpochLoop:
         return rows
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl (none when it is missing): one JSON object per line with a "phase" (text)
+    and an "epoch" (integer); only an unterminated last line, cut by a kill, may be broken (it is dropped)."""
+    if not os.path.lexists(path):
+        return []
+    text = read_user_text(path, "metrics file", METRICS_MAX_BYTES)
+    lines = text.splitlines()
+    rows = []
+    for i, line in enumerate(lines, 1):
+        try:
+            row = parse_user_json(line, f"metrics file {path} line {i}")
+        except NascoreError:
+            if i == len(lines) and not text.endswith("\n"):
+                continue  # a line cut by a kill
+            raise
+        if not (isinstance(row, dict) and isinstance(row.get("phase"), str) and type(row.get("epoch")) is int):
+            raise NascoreError(f"metrics file {path} line {i}: expected a JSON object with a \"phase\" (text) and "
+                               "an \"epoch\" (integer)")
+        rows.append(row)
+    return rows
+
+
 def _rewrite_metrics(path: Path, phase: str, start: int) -> list[dict[str, Any]]:
     """Drop rows of ``phase`` from epoch ``start`` on (a resumed run redoes them); return the phase's rows."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-        if row.get("phase") != phase or row.get("epoch", 0) < start:
-            kept.append(row)
+    kept = [r for r in read_metrics(path) if r["phase"] != phase or r["epoch"] < start]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-    return [r for r in kept if r.get("phase") == phase]
+    return [r for r in kept if r["phase"] == phase]
 
 
 # -- search -------------------------------------------------------------------------------------
@@ -192,8 +213,7 @@ def train(run: RunContext, arch: Arch, phase: str = "train", ref: str = "arch.js
     tasks = [t.create() for t in spec.tasks if arch.task is None or t.name == arch.task]
     info = dataset.info()
     torch.manual_seed(spec.seed)
-    space = arch_space(arch, ref, run.registry, input_size=info.image_size)
-    network = build_network(space.build(arch), tasks, info).to(run.device)
+    network = arch_network(arch, tasks, info, run.registry, ref).to(run.device)
     optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     train_set, val_set = dataset.split("train"), dataset.split("val")
 
@@ -203,7 +223,7 @@ def train(run: RunContext, arch: Arch, phase: str = "train", ref: str = "arch.js
         network.train()
         batches = loader(train_set, cfg.batch_size, dataset.collate, shuffle=True, seed=spec.seed, epoch=epoch)
         total, step = 0.0, 0
-        with run.reporter.progress(len(batches), f"{phase} {epoch + 1}/{cfg.epochs}") as advance:
+        with run.reporter.progress(len(batches), f"{phase} epoch {epoch} ({epoch + 1}/{cfg.epochs})") as advance:
             for step, (images, targets) in enumerate(batches):
                 images, targets = to_device(images, run.device), to_device(targets, run.device)
                 loss = sum(task_losses(network(images), targets, tasks).values())
@@ -258,6 +278,13 @@ def relative_performance(result: dict[str, Any], baseline: dict[str, Any], tasks
     return sum(changes) / len(changes) if changes else None
 
 
+def arch_network(arch: Arch, tasks: list[Task], info: DataInfo, registry: Registry, ref: str) -> Network:
+    """``arch`` built at the dataset's image size with the heads of its tasks (every one of ``tasks`` for a shared
+    arch, its own for a per-task one): the network ``train`` trains and summary.json counts."""
+    space = arch_space(arch, ref, registry, input_size=info.image_size)
+    return build_network(space.build(arch), [t for t in tasks if arch.task is None or t.name == arch.task], info)
+
+
 def model_counts(network: torch.nn.Module, in_channels: int, image_size: int) -> dict[str, int]:
     device = next(network.parameters()).device
     return {"macs": count_macs(network, torch.zeros(1, in_channels, image_size, image_size, device=device)),
@@ -272,10 +299,17 @@ def run_spec(run: RunContext) -> dict[str, Any]:
     summary: dict[str, Any] = {"archs": {}}
     if pareto_rows is not None:
         summary["pareto"] = summarize(pareto_rows)
+    last = [r for r in read_metrics(run.out_dir / METRICS_FILE) if r["phase"] == "search"][-1]
+    info, tasks = run.spec.dataset.create().info(), [t.create() for t in run.spec.tasks]
     for owner, arch in archs.items():
         space = arch_space(arch, arch_file_name(owner), run.registry)
         entry: dict[str, Any] = {"file": arch_file_name(owner, space), "choices": arch.choices,
                                  "described": space.describe(arch)}
+        # the last search epoch's validation metrics of the arch (of its own task for a per-task arch)
+        prefix = "val/" if owner is None else f"val/{owner}/"
+        network = arch_network(arch, tasks, info, run.registry, arch_file_name(owner, space))
+        entry["search"] = {"epoch": last["epoch"], **{k: v for k, v in last.items() if k.startswith(prefix)},
+                           **model_counts(network, info.in_channels, info.image_size)}
         if run.spec.train is not None:
             entry.update(train_and_compare(run, arch, space, "train" if owner is None else f"train/{owner}"))
         summary["archs"][owner or "shared"] = entry

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
 
 from .component import Component, ComponentConfig, TorchDevice
 from .costs.objective import Multiplicative, Objective
 from .errors import NascoreError, SpecError
+from .fileio import MAX_DEPTH, SPEC_MAX_BYTES, load_user_yaml, parse_user_yaml
 from .registry import Registry, get_registry
 from .validation import format_validation_error
 
@@ -123,16 +123,7 @@ class RunSpec:
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise NascoreError(f"spec file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NascoreError(f"spec file {path} cannot be read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise NascoreError(f"spec file {path} is not valid YAML: {yaml_error(exc)}") from None
+    data = load_user_yaml(path, "spec file", SPEC_MAX_BYTES)
     if data is None:
         raise NascoreError(f"spec file {path} is empty; expected a mapping of keys (seed, dataset, tasks, space, "
                            "strategy, ...)")
@@ -142,32 +133,22 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def yaml_error(exc: yaml.YAMLError) -> str:
-    """A YAML error in one line: where (line, column) and what."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is None or not problem:
-        return " ".join(str(exc).split())
-    context = getattr(exc, "context", None)
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML; list items by index: ``tasks.0.x=1``)."""
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key or "" in key.split("."):
             raise NascoreError(f"--set {item!r}: expected KEY=VALUE, e.g. strategy.epochs=3")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise NascoreError(f"--set {item!r}: value is not valid YAML: {yaml_error(exc)}") from None
-        node: Any = data
         parts = key.split(".")
+        if len(parts) > MAX_DEPTH:
+            raise NascoreError(f"--set {item[:60]!r}...: the key is {len(parts)} levels deep; expected at most "
+                               f"{MAX_DEPTH}")
+        parsed = parse_user_yaml(value, f"--set {item!r}: value")
+        node: Any = data
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
+                if not part.isdecimal() or len(part) > 18 or int(part) >= len(node):
                     raise NascoreError(f"--set {item!r}: '{'.'.join(parts[:i])}' is a list of {len(node)}; "
                                        f"'{part}' is not an index in it")
                 part = int(part)

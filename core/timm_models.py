@@ -4,75 +4,137 @@ Every named arch of nascore's spaces is ``timm.create_model("nascore_<name>")`` 
 (plugin spaces' named archs once the registry has loaded them); ``register_timm_model(name, arch)`` (or a
 spec's ``timm_models:`` block) adds any arch file under a name of the user's choice. The models follow
 timm's contract: ``num_classes``, ``reset_classifier``, ``forward_features`` / ``forward_head``,
-``feature_info``, and ``features_only=True`` with ``out_indices`` (a ``FeatureInfo``), so that
-segmentation-models-pytorch's timm-universal encoders (``"tu-nascore_<name>"``) take them. Nothing is
-downloaded: ``pretrained=True`` is refused; timm's ``checkpoint_path=`` loads the user's own weights.
+``num_features`` (the channels of ``forward_features``' output) and ``head_hidden_size`` (the width of
+``forward_head(x, pre_logits=True)``), ``feature_info``, a pretrained cfg (``model.pretrained_cfg``, also in
+timm's registry: ``timm.get_pretrained_cfg_value``), and ``features_only=True`` with ``out_indices`` (a
+``FeatureInfo``), so that segmentation-models-pytorch's timm-universal encoders (``"tu-nascore_<name>"``) take
+them. Nothing is downloaded: ``pretrained=True`` is refused; timm's ``checkpoint_path=`` loads the user's own
+weights.
 """
-from __future__ import annotations
-
+import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from timm.models import FeatureInfo, register_model
+import torch
+from timm.models import FeatureInfo, register_model, resolve_pretrained_cfg
 from torch import Tensor, nn
 
 from .arch import Arch
 from .features import ClassifierHead
 
 PREFIX = "nascore_"
+REDUCTION = 32  # the deepest feature level's reduction of nascore's spaces (their searched strides)
+CLASSIFIER = "head.fc"
+POOLS = ("avg", "")  # nascore heads average (timm's "avg"); "" keeps the map unpooled (timm's no pooling)
+
+# timm's register_model reads the pretrained cfg of ``fn.__name__`` from this module's ``default_cfgs``
+default_cfgs: dict[str, dict[str, Any]] = {}
 
 
 def _levels(backbone: nn.Module, prefix: str) -> list[dict]:
     return [{**level, "module": f"{prefix}{level['module']}"} for level in backbone.feature_info]
 
 
-def _adapt_input(backbone: nn.Module, in_chans: int) -> None:
-    """Give the first convolution ``in_chans`` input channels (fresh weights: nothing is pretrained)."""
+def _input_conv(backbone: nn.Module) -> str | None:
+    """The name of the convolution that takes the 3-channel image (the first 3-input-channel Conv2d)."""
+    return next((name for name, module in backbone.named_modules()
+                 if isinstance(module, nn.Conv2d) and module.in_channels == 3), None)
+
+
+def _adapt_input(backbone: nn.Module, in_chans: int) -> str | None:
+    """Give the first convolution ``in_chans`` input channels (fresh weights: nothing is pretrained); returns
+    its name (None: no 3-channel convolution, and ``in_chans`` is 3)."""
+    name = _input_conv(backbone)
     if in_chans == 3:
-        return
-    for name, module in backbone.named_modules():
-        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
-            parent_name, _, child = name.rpartition(".")
-            parent = backbone.get_submodule(parent_name) if parent_name else backbone
-            setattr(parent, child, nn.Conv2d(in_chans, module.out_channels, module.kernel_size, module.stride,
-                                             module.padding, module.dilation, module.groups,
-                                             module.bias is not None))
-            return
-    raise ValueError(f"in_chans={in_chans}: the arch has no 3-channel input convolution to adapt")
+        return name
+    if name is None:
+        raise ValueError(f"in_chans={in_chans}: the arch has no 3-channel input convolution to adapt")
+    module = backbone.get_submodule(name)
+    parent_name, _, child = name.rpartition(".")
+    parent = backbone.get_submodule(parent_name) if parent_name else backbone
+    setattr(parent, child, nn.Conv2d(in_chans, module.out_channels, module.kernel_size, module.stride,
+                                     module.padding, module.dilation, module.groups, module.bias is not None,
+                                     device=module.weight.device, dtype=module.weight.dtype))
+    return name
+
+
+def pool_size(input_size: Sequence[int], reduction: int) -> tuple[int, int]:
+    """The spatial size of a feature map at ``reduction`` for an (H, W) (or (C, H, W)) input: stride-2
+    convolutions padded 'same' round up."""
+    return tuple(math.ceil(s / reduction) for s in input_size[-2:])
+
+
+def _data_cfg(arch: Arch) -> dict[str, Any]:
+    """What timm's registry knows of a model without building it: nascore's data pipeline (image-folder's
+    Resize + CenterCrop to the size: crop_pct 1, bilinear; ImageNet mean/std) at the arch's input size, and
+    pool_size at the searched stride. A created model's cfg has the built model's pool_size and first_conv."""
+    from nascore.tasks.datasets import IMAGENET_MEAN, IMAGENET_STD
+
+    size = _input_size(arch)
+    return {"input_size": (3, *size), "pool_size": pool_size(size, REDUCTION), "crop_pct": 1.0,
+            "interpolation": "bilinear", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "num_classes": 1000,
+            "first_conv": None, "classifier": CLASSIFIER}
 
 
 class NascoreClassifier(nn.Module):
-    """timm's classification model contract over a nascore backbone and nascore's classifier head."""
+    """timm's classification model contract over a nascore backbone and nascore's classifier head.
+
+    ``num_features``: the channels of ``forward_features``' output (the backbone's last level);
+    ``head_hidden_size``: the width the head gives its linear layer (the pre-logits: FBNet's 1984-channel 1x1
+    conv, or ``num_features`` for a plain pool + linear head), what ``forward_head(x, pre_logits=True)`` and
+    the model without classifier (``num_classes=0``) return.
+    """
+
+    __jit_ignored_attributes__ = ("feature_info", "pretrained_cfg", "default_cfg")  # dicts TorchScript can't type
 
     def __init__(self, backbone: nn.Module, num_classes: int = 1000, drop_rate: float = 0.0,
-                 pretrained_cfg: dict | None = None):
+                 global_pool: str = "avg", in_chans: int = 3, pretrained_cfg: dict | None = None):
         super().__init__()
         self.backbone = backbone
         pre = backbone.pre_logits
-        last = backbone.feature_info[-1]["num_chs"]
-        self.num_features = self.head_hidden_size = pre.num_features if pre is not None else last
-        self.head = ClassifierHead(last, max(num_classes, 1), pre, drop_rate)
+        self.in_chans = in_chans
+        self.num_features = backbone.feature_info[-1]["num_chs"]
+        self.head_hidden_size = pre.num_features if pre is not None else self.num_features
+        self.head = ClassifierHead(self.num_features, max(num_classes, 1), pre, drop_rate)
         self.num_classes = num_classes
-        self.reset_classifier(num_classes)
+        self.global_pool = "avg"
+        self.reset_classifier(num_classes, global_pool)
         self.feature_info = _levels(backbone, "backbone.")
-        self.pretrained_cfg = self.default_cfg = dict(pretrained_cfg or {}, num_classes=num_classes)
+        self.pretrained_cfg = self.default_cfg = dict(pretrained_cfg or {})
 
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"global_pool={global_pool!r}: nascore heads pool by averaging ('avg') only")
+        """A fresh linear layer for ``num_classes`` (0: none), on the model's device and dtype; ``global_pool``:
+        'avg' (nascore heads average) or '' (no pooling: the head's pre-logits map), None keeps the current."""
+        if global_pool is not None:
+            if global_pool not in POOLS:
+                raise ValueError(f"global_pool={global_pool!r}: nascore heads pool by averaging ('avg'), or not "
+                                 "at all ('')")
+            self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            ref = next(self.backbone.parameters(), None)
+            fc = nn.Linear(self.head_hidden_size, num_classes, device=None if ref is None else ref.device,
+                           dtype=None if ref is None else ref.dtype)
+            self.head.fc = fc.train(self.training)
+        else:
+            self.head.fc = nn.Identity()
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.backbone(x)[-1]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head.dropout(self.head.pool(x))
-        return x if pre_logits else self.head.fc(x)
+        """Pooled: (N, head_hidden_size) pre-logits, or (N, num_classes) logits. Unpooled (global_pool ''):
+        the same per position, (N, C, H, W)."""
+        if self.global_pool:
+            x = self.head.dropout(self.head.pool(x))
+            return x if pre_logits else self.head.fc(x)
+        x = self.head.dropout(self.head.conv_head(x))
+        return x if pre_logits else self.head.fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
@@ -81,10 +143,13 @@ class NascoreClassifier(nn.Module):
 class NascoreFeatures(nn.Module):
     """``features_only=True``: the backbone's levels at ``out_indices``, described by a timm ``FeatureInfo``."""
 
-    def __init__(self, backbone: nn.Module, out_indices: Sequence[int] | None = None,
+    __jit_ignored_attributes__ = ("feature_info", "pretrained_cfg", "default_cfg")
+
+    def __init__(self, backbone: nn.Module, out_indices: Sequence[int] | None = None, in_chans: int = 3,
                  pretrained_cfg: dict | None = None):
         super().__init__()
         self.backbone = backbone
+        self.in_chans = in_chans
         n = len(backbone.feature_info)
         out_indices = tuple(range(n) if out_indices is None else
                             (i if i >= 0 else n + i for i in out_indices))  # timm allows negative indices
@@ -108,8 +173,9 @@ def _build(arch: Arch, ref: str) -> nn.Module:
 def _entrypoint(name: str, arch: Arch, ref: str) -> Callable[..., nn.Module]:
     def create(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Any = None,
                cache_dir: Any = None, *, features_only: bool = False, out_indices: Sequence[int] | None = None,
-               num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, output_stride: int | None = None,
-               global_pool: str | None = None, **unknown: Any) -> nn.Module:
+               num_classes: int | None = None, in_chans: int | None = None, drop_rate: float = 0.0,
+               output_stride: int | None = None, global_pool: str | None = None, device: Any = None,
+               dtype: torch.dtype | None = None, **unknown: Any) -> nn.Module:
         if pretrained:
             raise ValueError(f"{name} has no pretrained weights (nascore downloads nothing); train it with "
                              "`nascore train`, then pass checkpoint_path=... to timm.create_model")
@@ -118,15 +184,30 @@ def _entrypoint(name: str, arch: Arch, ref: str) -> Callable[..., nn.Module]:
                              "their searched strides: 32)")
         if unknown:
             raise TypeError(f"{name}: unexpected arguments {sorted(unknown)}")
-        backbone = _build(arch, ref)
-        _adapt_input(backbone, in_chans)
-        cfg = {"architecture": name, "input_size": (in_chans, *_input_size(arch)), "source": ref}
-        if features_only:
-            return NascoreFeatures(backbone, out_indices, cfg)
-        model = NascoreClassifier(backbone, num_classes, drop_rate, cfg)
-        if global_pool is not None:
-            model.reset_classifier(num_classes, global_pool)
-        return model
+        if global_pool not in (None, *POOLS):
+            raise ValueError(f"global_pool={global_pool!r}: nascore heads pool by averaging ('avg'), or not at "
+                             "all ('')")
+        # as timm's models: the resolved cfg (registry entry, pretrained_cfg, overlay) gives the defaults
+        cfg = resolve_pretrained_cfg(name, pretrained_cfg, pretrained_cfg_overlay).to_dict()
+        num_classes = cfg.get("num_classes", 1000) if num_classes is None else num_classes
+        in_chans = cfg["input_size"][0] if in_chans is None else in_chans
+        with torch.device(device) if device is not None else nullcontext():
+            backbone = _build(arch, ref)
+            first_conv = _adapt_input(backbone, in_chans)
+            cfg["input_size"] = (in_chans, *cfg["input_size"][1:])
+            # what the built model says, unless the overlay set it
+            facts = {"pool_size": pool_size(cfg["input_size"], backbone.feature_info[-1]["reduction"]),
+                     "first_conv": None if first_conv is None else f"backbone.{first_conv}"}
+            cfg.update({k: v for k, v in facts.items() if k not in (pretrained_cfg_overlay or {})})
+            if features_only:
+                for key in ("num_classes", "classifier"):  # as timm's features models' cfg
+                    cfg.pop(key, None)
+                model = NascoreFeatures(backbone, out_indices, in_chans, cfg)
+            else:
+                cfg["num_classes"] = num_classes
+                model = NascoreClassifier(backbone, num_classes, drop_rate, "avg" if global_pool is None
+                                          else global_pool, in_chans, cfg)
+        return model if dtype is None else model.to(dtype=dtype)
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__
@@ -148,6 +229,8 @@ def registered_here() -> set[str]:
 
 
 def _register(name: str, arch: Arch, ref: str) -> None:
+    default_cfgs[name] = {**_data_cfg(arch), "description": f"nascore arch {ref} (space {arch.space}), "
+                                                            "no pretrained weights"}
     register_model(_entrypoint(name, arch, ref))
     _REGISTERED.add(name)
 

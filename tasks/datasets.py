@@ -14,9 +14,11 @@ from torchvision import transforms as T
 from nascore.component import ComponentConfig
 from nascore.dataset import DataInfo, Dataset
 from nascore.errors import NascoreError
+from nascore.fileio import IMAGE_MAX_BYTES, check_user_file, open_user_image
 from nascore.hookspecs import hookimpl
 
 from . import digit_scenes as ds
+from .coco_json import read_coco
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -122,9 +124,28 @@ class ImageFolder(Dataset):
         transform = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(),
                                T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
         try:
-            return _Labelled(tvd.ImageFolder(str(self.config.root / name), transform=transform))
+            return _Labelled(tvd.ImageFolder(str(self.config.root / name), transform=transform, loader=_rgb,
+                                             is_valid_file=_image_file))
         except (FileNotFoundError, OSError) as exc:  # e.g. a class folder without images
             raise NascoreError(f"dataset image-folder: {exc}") from None
+        except NascoreError as exc:
+            raise NascoreError(f"dataset image-folder: {exc}") from None
+
+
+def _image_file(path: str) -> bool:
+    """An image of a class folder (by its extension); one that is no regular file (a FIFO, a dangling symlink)
+    is an error, not skipped."""
+    if not path.lower().endswith(tvd.folder.IMG_EXTENSIONS):
+        return False
+    check_user_file(path, "image", IMAGE_MAX_BYTES)
+    return True
+
+
+def _rgb(path: str) -> Any:
+    try:
+        return open_user_image(path, "image").convert("RGB")
+    except NascoreError as exc:
+        raise NascoreError(f"dataset image-folder: {exc}") from None
 
 
 class COCOSplit(torch.utils.data.Dataset):
@@ -148,11 +169,15 @@ class COCOSplit(torch.utils.data.Dataset):
         info = self.coco.imgs[self.ids[i]]
         path = self.images / info["file_name"]
         try:
-            image = Image.open(path).convert("RGB")
-        except OSError as exc:
-            raise NascoreError(f"dataset coco: cannot read image {path}: {exc}") from None
+            image = open_user_image(path, "image").convert("RGB")
+        except NascoreError as exc:
+            raise NascoreError(f"dataset coco: {exc}") from None
         sx, sy = self.size / image.width, self.size / image.height
         anns = [a for a in self.coco.imgToAnns[self.ids[i]] if not a.get("iscrowd", 0)]
+        # pycocotools draws the masks at the size the annotations give
+        if self.has_masks and anns and (info.get("width"), info.get("height")) != image.size:
+            raise NascoreError(f"dataset coco: image {path} is {image.width}x{image.height}; its annotations say "
+                               f"{info.get('width')}x{info.get('height')}")
         boxes = torch.tensor([[a["bbox"][0] * sx, a["bbox"][1] * sy, (a["bbox"][0] + a["bbox"][2]) * sx,
                                (a["bbox"][1] + a["bbox"][3]) * sy] for a in anns], dtype=torch.float32)
         targets = {"boxes": boxes.reshape(-1, 4),
@@ -167,20 +192,17 @@ class COCOSplit(torch.utils.data.Dataset):
 
 
 def _load_coco(path: Path) -> Any:
-    """pycocotools' COCO index of ``path``, with errors that name the file and what is wrong."""
+    """pycocotools' COCO index of ``path`` (checked by ``read_coco``), with errors that name the file and what is
+    wrong as ValueErrors (a Config validator's errors)."""
     import contextlib
     import io
-    import json
 
     from pycocotools.coco import COCO
 
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read COCO annotations {path}: {exc}") from None
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise ValueError(f"{path} is not COCO detection JSON: missing {', '.join(missing)}")
+        data = read_coco(path)
+    except NascoreError as exc:
+        raise ValueError(str(exc)) from None
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress

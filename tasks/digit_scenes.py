@@ -273,7 +273,7 @@ def _load(path: Path, n: int) -> dict:
 def load_split(cfg: SceneConfig, split: str, cache_dir: str | Path | None = None) -> dict:
     """``generate_split``, cached as a compressed .npz (see ``cache_path``); a corrupt cache is regenerated."""
     path = cache_path(cfg, split, cache_dir)
-    if path.exists():
+    if path.is_file():  # not exists(): np.load of a FIFO would block forever
         try:
             return _load(path, _num_images(cfg, split))
         except Exception:  # corrupt (bad zip, bad zlib stream, missing keys) or stale: regenerate below

@@ -1,6 +1,7 @@
-"""The commands' success paths: info, data export, train."""
+"""The commands' success paths: --version, info, data export, run (search only), train."""
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 from pathlib import Path
 
@@ -12,9 +13,17 @@ from nascore.arch import Arch
 from nascore.cli import main
 
 
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == f"nascore {md.version('nascore')}\n"
+
+
 def test_info_prints_counts_and_feature_levels(capsys):
     assert main(["info", "fbnet_c"]) == 0
     out = capsys.readouterr().out
+    assert "input: 224x224 (the arch's space input_size; --input-size N to change)\n" in out
+    assert "classes: classification 1000 (the default, as on ImageNet; --num-classes K to change)\n" in out
     assert "params: 5.571 M" in out and "multiply-adds: 378.1 M" in out
     assert "16@/2, 24@/4, 32@/8, 112@/16, 352@/32" in out and "layer22" in out
 
@@ -22,7 +31,7 @@ def test_info_prints_counts_and_feature_levels(capsys):
 def test_info_at_another_size_and_class_count(capsys):
     assert main(["info", "fbnet_a", "--input-size", "112", "--num-classes", "10"]) == 0
     out = capsys.readouterr().out
-    assert "input: 112x112, classes: 10" in out
+    assert "input: 112x112 (--input-size)\nclasses: classification 10 (--num-classes)\n" in out
     macs = float(out.split("multiply-adds: ")[1].split(" M")[0])
     assert 244.5 / 4 < macs < 244.5 / 3  # about a quarter of 224px (odd sizes round up: 7 -> 4 at /32)
 
@@ -36,6 +45,40 @@ def test_data_export_writes_coco_and_masks(tmp_path, capsys):
     assert len(coco["images"]) == 10 and coco["annotations"] and len(coco["categories"]) == 10
     assert len(list((out / "val" / "masks").glob("*.png"))) == 3
     assert Image.open(out / "test" / "images" / "000000.png").size == (32, 32)
+
+
+def test_search_only_run_summary_info_and_epoch_lines(tmp_path, capsys, monkeypatch):
+    """A run without a train block: summary.json holds the found arch's last search validation metrics,
+    multiply-adds and params; `nascore info` on its arch.json counts it the same way, from the run's spec; the
+    console prints one line per epoch at a pipe's width, numbered as metrics.jsonl."""
+    monkeypatch.delenv("COLUMNS", raising=False)  # rich's width off a terminal: 80
+    spec = {"seed": 0, "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 32, "num_val": 16,
+                                   "num_test": 4, "cache_dir": str(tmp_path / "cache")},
+            "tasks": [{"name": "classification"}], "space": {"name": "fbnet", "width": 0.25, "input_size": 32},
+            "strategy": {"name": "dnas", "epochs": 2, "warmup_epochs": 0, "batch_size": 16, "max_steps": 1},
+            "cost": {"name": "flops"}, "pareto": {"samples": 0}}
+    path, out = tmp_path / "spec.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [line for line in printed.err.splitlines() if "] epoch " in line]
+    assert [r["epoch"] for r in rows] == [0, 1] and len(lines) == 2 and min(map(len, lines)) > 80
+    for line, row in zip(lines, rows):
+        assert line.startswith(f"[search] epoch {row['epoch']}: ")
+        assert f" val/classification/top1={row['val/classification/top1']:.4g}" in line
+    entry = json.loads((out / "summary.json").read_text())["archs"]["shared"]
+    search = entry["search"]
+    assert "train" not in entry and search["epoch"] == 1 and search["macs"] > 0 and search["params"] > 0
+    assert {k: v for k, v in search.items() if k.startswith("val/")} == {
+        k: v for k, v in rows[-1].items() if k.startswith("val/")} != {}
+    assert (f"[shared after search, epoch 1] multiply-adds: {search['macs'] / 1e6:.2f} M, params: "
+            f"{search['params'] / 1e6:.3f} M, validation: classification/top1=") in printed.out
+    assert main(["info", str(out / "arch.json")]) == 0
+    info = capsys.readouterr().out
+    assert f"input: 32x32 (the dataset's image_size in {out / 'spec.yaml'})\n" in info
+    assert f"classes: classification 10 (the tasks and dataset digit-scenes in {out / 'spec.yaml'})\n" in info
+    assert f"params: {search['params'] / 1e6:.3f} M\nmultiply-adds: {search['macs'] / 1e6:.1f} M\n" in info
 
 
 def _spec(tmp_path: Path, dataset: dict) -> Path:

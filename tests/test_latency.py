@@ -174,7 +174,7 @@ def test_missing_entry_measured_on_demand_and_written_back(built, tmp_path):
 
 
 @pytest.mark.parametrize("content, expected", [
-    ('{"format": "nascore-latency-lut", "version": 1, "fingerp', "is not valid JSON (truncated or corrupt?"),
+    ('{"format": "nascore-latency-lut", "version": 1, "fingerp', "is not valid JSON: Unterminated string"),
     ("", "is not valid JSON"),
     ('{"hello": 1}', 'is not a nascore latency table (expected "format": "nascore-latency-lut")'),
     ('[1, 2]', "is not a nascore latency table"),

@@ -22,7 +22,7 @@ import nascore
 from nascore.errors import NascoreError, SpecError
 from nascore.registry import Registry, Source, get_registry
 from nascore.spec import validate_spec
-from plugin_code import DEPTH_TASK, module_from_code
+from plugin_code import DEPTH_TASK, install_distribution, module_from_code
 
 DIST = "nascore-testplugin-throwaway"
 PKG = "nascore_testplugin_throwaway"
@@ -254,29 +254,7 @@ def _purge_modules() -> None:
 def site(tmp_path_factory):
     """The throwaway distribution, built and installed with pip into a temporary site directory that
     this process (``sys.path``) and subprocesses (``PYTHONPATH``) see; removed afterwards."""
-    root = tmp_path_factory.mktemp("throwaway")
-    src, target = root / "src", root / "site"
-    (src / PKG).mkdir(parents=True)
-    (src / PKG / "__init__.py").write_text('"""Throwaway nascore plugins for the test suite."""\n')
-    for module, code in MODULES.items():
-        (src / PKG / f"{module}.py").write_text(textwrap.dedent(code).lstrip())
-    eps = "\n".join(f'{name} = "{PKG}.{module}"' for name, module in ENTRY_POINTS.items())
-    (src / "pyproject.toml").write_text(textwrap.dedent(f"""\
-        [build-system]
-        requires = ["setuptools"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "{DIST}"
-        version = "0.0.1"
-
-        [project.entry-points.nascore]
-        """) + eps + f'\n\n[tool.setuptools]\npackages = ["{PKG}"]\n')
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--disable-pip-version-check", "--target", str(target), str(src)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (target / PKG).is_dir() and list(target.glob("nascore_testplugin_throwaway-*.dist-info"))
+    target = install_distribution(tmp_path_factory.mktemp("throwaway"), DIST, PKG, MODULES, ENTRY_POINTS)
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
     get_registry.cache_clear()
@@ -292,6 +270,11 @@ def site(tmp_path_factory):
 @pytest.fixture(scope="module")
 def registry(site) -> Registry:
     return Registry.from_entry_points()
+
+
+def _other_plugins(registry: Registry, kind: str) -> list[str]:
+    """Names of ``kind`` that plugins installed in the environment (not nascore, not the throwaway) provide."""
+    return [e.name for e in registry.entries[kind].values() if e.source.dist not in ("nascore", DIST)]
 
 
 def _problems(registry: Registry, entry_point: str) -> list[str]:
@@ -346,8 +329,8 @@ def test_broken_plugin_is_a_problem_naming_distribution_and_entry_point(registry
 
 def test_good_plugins_have_no_problems(registry):
     assert _problems(registry, "good") == [] and _problems(registry, "observer") == []
-    assert {p.source.entry_point for p in registry.problems} == {_ep(n) for n in ENTRY_POINTS} - {
-        _ep("good"), _ep("observer")}
+    assert {p.source.entry_point for p in registry.problems if p.source.dist == DIST} == {
+        _ep(n) for n in ENTRY_POINTS} - {_ep("good"), _ep("observer")}
 
 
 def test_conflicting_name_is_an_error_naming_both_distributions(registry):
@@ -403,7 +386,9 @@ def test_spec_uses_external_components_by_name(registry, image_root):
     bad["strategy"]["name"] = "random-sampler"
     with pytest.raises(SpecError) as exc:
         validate_spec(bad, registry)
-    assert "available: bmtas, dnas, random-sampling, reinforce. Did you mean 'random-sampling'?" in exc.value.errors[0]
+    available = ", ".join(sorted({*_builtin_registry().names("strategy"), *_other_plugins(registry, "strategy"),
+                                  "random-sampling"}))
+    assert f"available: {available}. Did you mean 'random-sampling'?" in exc.value.errors[0]
 
 
 def test_external_strategy_cost_and_observer_run_a_search(registry, image_root, tmp_path):
@@ -423,7 +408,7 @@ def test_external_strategy_cost_and_observer_run_a_search(registry, image_root, 
                         {"hook": "run_end", "archs": ["shared"]}]
 
 
-def test_nascore_plugins_command_lists_everything(site):
+def test_nascore_plugins_command_lists_everything(site, registry):
     """The real command in a fresh interpreter: every component with its distribution, and the broken
     plugins with their errors; exit status 0."""
     proc = subprocess.run([sys.executable, "-m", "nascore.cli", "plugins"], capture_output=True, text=True,
@@ -444,7 +429,8 @@ def test_nascore_plugins_command_lists_everything(site):
     assert row("dataset", "digit-scenes", " nascore ", "name conflict"), out
     assert row("dataset", "digit-scenes", DIST, "name conflict"), out
     # every broken plugin is shown with its distribution, entry point and error, in full
-    assert "broken plugins (7):" in lines
+    others = [p for p in registry.problems if p.source.dist != DIST]  # plugins installed in the environment
+    assert f"broken plugins ({7 + len(others)}):" in lines, [str(p) for p in others]
     for ep in ENTRY_POINTS:
         header = f"- distribution '{DIST}', entry point '{_ep(ep)}':"
         assert (header in lines) == (ep not in ("good", "observer")), (ep, out)
@@ -559,3 +545,112 @@ def test_same_module_under_two_entry_points_is_a_problem_not_a_crash():
     assert [str(p) for p in registry.problems] == [
         str(p) for p in registry.problems if p.source == Source("twice-dist", "two = twice")]
     assert "cannot be registered" in str(registry.problems[0])
+
+
+# -- a third-party plugin installed next to nascore ---------------------------------------------------------
+EXTRA_DIST, EXTRA_PKG = "nascore-testplugin-everykind", "nascore_testplugin_everykind"
+
+EXTRA_MODULES = {
+    "extra": '''
+        """One component of every kind, and a named arch, under names no built-in suggestion is close to."""
+        from typing import ClassVar
+
+        from nascore import hookimpl
+        from nascore.costs.flops import FlopsCost
+        from nascore.spaces.fbnet import FBNetSpace
+        from nascore.strategies.dnas import DNAS
+        from nascore.tasks.classification import Classification
+        from nascore.tasks.datasets import DigitScenes
+
+
+        class ExtraSpace(FBNetSpace):
+            name: ClassVar[str] = "extra-space"
+
+            @classmethod
+            def named_archs(cls):
+                arch = FBNetSpace.named_archs()["fbnet_a"]
+                return {"extra_arch": arch.model_copy(update={"space": cls.name, "name": "extra_arch"})}
+
+
+        class ExtraStrategy(DNAS):
+            name: ClassVar[str] = "extra-strategy"
+
+
+        class ExtraCost(FlopsCost):
+            name: ClassVar[str] = "extra-cost"
+
+
+        class ExtraTask(Classification):
+            name: ClassVar[str] = "extra-task"
+
+
+        class ExtraDataset(DigitScenes):
+            name: ClassVar[str] = "extra-dataset"
+
+
+        @hookimpl
+        def nascore_search_spaces():
+            return [ExtraSpace]
+
+
+        @hookimpl
+        def nascore_search_strategies():
+            return [ExtraStrategy]
+
+
+        @hookimpl
+        def nascore_cost_models():
+            return [ExtraCost]
+
+
+        @hookimpl
+        def nascore_tasks():
+            return [ExtraTask]
+
+
+        @hookimpl
+        def nascore_datasets():
+            return [ExtraDataset]
+    ''',
+    "broken": '''
+        import nascore_testplugin_everykind_missing  # noqa: F401  (as a plugin whose dependency is missing)
+    ''',
+}
+
+#: the tests whose expected messages list installed components or count the plugins that failed to load
+LISTING_TESTS = [
+    "tests/test_spec.py::test_unknown_component_lists_available_with_suggestion",
+    "tests/test_spec.py::test_every_error_is_reported_at_once_in_spec_order",
+    *(f"tests/test_bad_inputs.py::test_bad_input[{case}]" for case in (
+        "spec-unknown-space", "spec-unknown-task", "data-export-unknown-dataset", "arch-unknown-space",
+        "named-arch-unknown")),
+    "tests/test_bad_inputs.py::test_spec_against_plugins",
+    "tests/test_plugins.py::test_spec_uses_external_components_by_name",
+    "tests/test_plugins.py::test_good_plugins_have_no_problems",
+    "tests/test_plugins.py::test_nascore_plugins_command_lists_everything",
+    "plugins/detectron2/tests/test_d2_install.py::test_with_detectron2_the_task_registers",
+]
+
+
+@pytest.mark.slow
+def test_messages_hold_with_a_third_party_plugin_installed(tmp_path):
+    """With a plugin adding a component of every kind and a named arch, next to one that fails to load, the
+    tests whose messages list what is installed still pass (a fresh pytest that sees the plugin installed)."""
+    site = install_distribution(tmp_path, EXTRA_DIST, EXTRA_PKG, EXTRA_MODULES,
+                                {"extra": "extra", "extra-broken": "broken"})
+    repo = Path(__file__).resolve().parents[1]
+    seen = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""\
+        from nascore.registry import get_registry
+        r = get_registry()
+        print(sorted((e.kind, e.name) for e in r.all_entries() if e.source.dist == {EXTRA_DIST!r}))
+        print([p.source.entry_point for p in r.problems if p.source.dist == {EXTRA_DIST!r}])
+        print('extra_arch' in r.get('space', 'extra-space').named_archs())""")],
+        capture_output=True, text=True, env=_env(site), timeout=300, check=False)
+    assert seen.stdout.splitlines() == [
+        ("[('cost', 'extra-cost'), ('dataset', 'extra-dataset'), ('space', 'extra-space'), "
+         "('strategy', 'extra-strategy'), ('task', 'extra-task')]"),
+        f"['extra-broken = {EXTRA_PKG}.broken']", "True"], seen.stderr
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LISTING_TESTS],
+                          capture_output=True, text=True, cwd=repo, env=_env(site), timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert " failed" not in proc.stdout and " passed" in proc.stdout

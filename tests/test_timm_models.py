@@ -1,6 +1,9 @@
 """Found archs as timm models: every named arch through timm.create_model (classification and
-features_only), the contract's methods, arch files registered by the API and by a spec, SMP's tu- encoders."""
+features_only), the contract's methods, the pretrained cfg and timm's num_features / head_hidden_size as timm's
+own model tests check them, arch files registered by the API and by a spec, SMP's tu- encoders."""
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import timm
@@ -13,7 +16,8 @@ from nascore.spaces.fbnet import FBNetSpace
 from nascore.spaces.fbnetv2 import FBNetV2Space
 from nascore.spaces.fbnetv5 import FBNetV5Space
 
-NAMED = sorted(list(FBNetSpace.named_archs()) + list(FBNetV2Space.named_archs()))
+ARCHS = {**FBNetSpace.named_archs(), **FBNetV2Space.named_archs()}
+NAMED = sorted(ARCHS)
 X = torch.randn(2, 3, 64, 64)
 
 
@@ -28,10 +32,11 @@ def test_classification_contract(name):
     features = model.forward_features(X)
     assert features.shape[1] == model.feature_info[-1]["num_chs"]
     assert [f["reduction"] for f in model.feature_info] == [2, 4, 8, 16, 32]
-    assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
+    assert features.shape[1] == model.num_features
+    assert model.forward_head(features, pre_logits=True).shape == (2, model.head_hidden_size)
     torch.testing.assert_close(model.forward_head(features), model(X))
     model.reset_classifier(0)
-    assert model(X).shape == (2, model.num_features) and isinstance(model.get_classifier(), torch.nn.Identity)
+    assert model(X).shape == (2, model.head_hidden_size) and isinstance(model.get_classifier(), torch.nn.Identity)
     model.reset_classifier(5)
     assert model(X).shape == (2, 5)
 
@@ -47,12 +52,124 @@ def test_features_only_with_out_indices(name):
 
 
 def test_refusals_name_the_argument():
+    with pytest.raises(TypeError, match="not_a_model_arg"):  # timm: unknown arguments raise, not pass silently
+        timm.create_model("nascore_fbnet_c", not_a_model_arg=1)
+    with pytest.raises(ValueError, match="global_pool='max'"):
+        timm.create_model("nascore_fbnet_c", global_pool="max")
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model("nascore_fbnet_c", pretrained=True)
     with pytest.raises(ValueError, match="output_stride=16"):
         timm.create_model("nascore_fbnet_c", features_only=True, output_stride=16)
     with pytest.raises(ValueError, match="out_indices"):
         timm.create_model("nascore_fbnet_c", features_only=True, out_indices=(7,))
+
+
+CFG_KEYS = {"input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "num_classes", "first_conv",
+            "classifier"}
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_pretrained_cfg_says_what_nascore_feeds_the_model(name):
+    from nascore.tasks.datasets import IMAGENET_MEAN, IMAGENET_STD
+
+    model = timm.create_model(f"nascore_{name}")
+    cfg, size = model.pretrained_cfg, ARCHS[name].config.get("input_size", 224)  # FBNetV2-F*: 128..256
+    assert CFG_KEYS <= set(cfg) and model.default_cfg is cfg
+    # image-folder's eval transform: Resize(size) (bilinear) + CenterCrop(size), ImageNet normalisation
+    assert (cfg["crop_pct"], cfg["interpolation"], cfg["mean"], cfg["std"]) == (1.0, "bilinear", IMAGENET_MEAN,
+                                                                                IMAGENET_STD)
+    assert cfg["input_size"] == (3, size, size) and cfg["pool_size"] == (-(-size // 32),) * 2 and model.in_chans == 3
+    assert cfg["num_classes"] == model.num_classes == 1000 and cfg["classifier"] == "head.fc"
+    # timm's registry has the same cfg (but first_conv, which needs the built model)
+    registered = timm.models.get_pretrained_cfg(f"nascore_{name}").to_dict()
+    assert {k: v for k, v in cfg.items() if k != "first_conv"} == {k: v for k, v in registered.items()
+                                                                   if k != "first_conv"}
+    assert timm.data.resolve_data_config(model=model)["input_size"] == (3, size, size)
+
+
+def _check_cfg_against_the_model(name, **kwargs):
+    """What timm's test_model_default_cfgs checks, in shapes only (the meta device computes no values)."""
+    model = timm.create_model(name, device="meta", **kwargs).eval()
+    cfg, state = model.pretrained_cfg, model.state_dict()
+    x = torch.empty(1, *cfg["input_size"], device="meta")
+    features = model.forward_features(x)
+    assert features.shape[1] == model.num_features == model.feature_info[-1]["num_chs"]
+    assert tuple(features.shape[2:]) == cfg["pool_size"]
+    pre_logits = model.forward_head(features, pre_logits=True)
+    assert pre_logits.shape == (1, model.head_hidden_size)
+    # first_conv and classifier name real modules; first_conv is the one the image goes into
+    assert cfg["first_conv"] + ".weight" in state and cfg["classifier"] + ".weight" in state
+    seen = []
+    hook = model.get_submodule(cfg["first_conv"]).register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    model(x)
+    hook.remove()
+    assert len(seen) == 1 and seen[0] is x and seen[0].shape[1] == model.in_chans == cfg["input_size"][0]
+    # without classifier: the pooled pre-logits; without pooling either: the unpooled map at pool_size
+    model.reset_classifier(0)
+    assert model.num_classes == 0 and model(x).shape == pre_logits.shape
+    model.reset_classifier(0, "")
+    out = model(x)
+    assert out.ndim == 4 and tuple(out.shape[2:]) == cfg["pool_size"]
+    headless = timm.create_model(name, device="meta", num_classes=0, **kwargs).eval()
+    assert headless(x).shape == pre_logits.shape and headless.pretrained_cfg["num_classes"] == 0
+    unpooled = timm.create_model(name, device="meta", num_classes=0, global_pool="", **kwargs).eval()
+    assert tuple(unpooled(x).shape[2:]) == cfg["pool_size"]
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_cfg_num_features_and_head_hidden_size_match_the_model(name):
+    _check_cfg_against_the_model(f"nascore_{name}")
+
+
+def test_cfg_of_an_arch_file_at_its_input_size(tmp_path):
+    nascore.register_timm_model("cfg_found_net", fbnetv5_file(tmp_path))
+    model = timm.create_model("cfg_found_net")
+    assert model.pretrained_cfg["input_size"] == (3, 64, 64) and model.pretrained_cfg["pool_size"] == (2, 2)
+    _check_cfg_against_the_model("cfg_found_net")
+    _check_cfg_against_the_model("cfg_found_net", in_chans=1)
+
+
+def test_cfg_follows_in_chans_and_the_overlay():
+    model = timm.create_model("nascore_fbnet_c", in_chans=1, pretrained_cfg_overlay={"input_size": (3, 96, 96),
+                                                                                     "mean": (0.5, 0.5, 0.5)})
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (1, 96, 96) and cfg["pool_size"] == (3, 3) and cfg["mean"] == (0.5, 0.5, 0.5)
+    assert model.get_submodule(cfg["first_conv"]).in_channels == 1 == model.in_chans
+    features = timm.create_model("nascore_fbnetv2_f1", features_only=True)
+    assert not {"num_classes", "classifier"} & set(features.pretrained_cfg)  # as timm's features models
+    assert features.pretrained_cfg["first_conv"] == "backbone.stem.conv" and features.in_chans == 3
+
+
+@pytest.mark.parametrize("name", ["fbnet_c", "fbnetv2_f1"])
+def test_unpooled_head_gives_logits_per_position(name):
+    model = timm.create_model(f"nascore_{name}", num_classes=5, global_pool="").eval()
+    with torch.no_grad():
+        features = model.forward_features(X)
+        logits, pre_logits = model(X), model.forward_head(features, pre_logits=True)
+    assert logits.shape == (2, 5, 2, 2) and pre_logits.shape == (2, model.head_hidden_size, 2, 2)
+    torch.testing.assert_close(logits.mean((2, 3)), model.get_classifier()(pre_logits.mean((2, 3))))
+    if name == "fbnet_c":  # conv-pool head (1x1 conv + BN + act, then the mean): the mean is the pooled pre-logits
+        torch.testing.assert_close(pre_logits.mean((2, 3)), model.head.pool(features))
+
+
+def test_device_dtype_and_reset_classifier_follow_the_model():
+    model = timm.create_model("nascore_fbnet_a", device="meta", dtype=torch.float64).eval()
+    assert {(t.device.type, t.dtype) for t in model.state_dict().values() if t.is_floating_point()} == \
+        {("meta", torch.float64)}
+    model.reset_classifier(3)
+    fc = model.get_classifier()
+    assert (fc.weight.device.type, fc.weight.dtype, fc.training) == ("meta", torch.float64, False)
+    assert fc.weight.shape == (3, model.head_hidden_size)
+
+
+@pytest.mark.parametrize("name", ["fbnet_c", "mobilenet_v2"])
+def test_fbnet_space_models_script(name):
+    model = timm.create_model(f"nascore_{name}", num_classes=4).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, timm still tests it
+        scripted = torch.jit.script(model)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(X), model(X))
 
 
 def test_in_chans_and_checkpoint_path(tmp_path):

@@ -9,9 +9,9 @@ what isolated timings miss, e.g. caches that are cold inside a whole network.
 """
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -52,7 +52,7 @@ class LatencyConfig(ComponentConfig):
     @classmethod
     def _readable_table(cls, value: str | None) -> str | None:
         """A table that exists must be a valid one (a missing one is created by measuring)."""
-        if value is not None and Path(value).exists():
+        if value is not None and os.path.lexists(value):
             try:
                 load_table(value)
             except NascoreError as exc:
@@ -98,7 +98,7 @@ class LatencyCost(CostModel):
 
     def _open(self) -> LatencyTable:
         path, here = self.config.lut, self.fingerprint()
-        if path is None or not Path(path).exists():
+        if path is None or not os.path.lexists(path):
             return LatencyTable(fingerprint=here)
         table = load_table(path)
         differences = fingerprint_differences(table.fingerprint, here)

@@ -2,14 +2,14 @@
 the fingerprint of what measured them (device, runtime version, threads, dtype, batch size)."""
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import NascoreError
-from ..fileio import atomic_write_text
+from ..fileio import LUT_MAX_BYTES, atomic_write_text, load_user_json
 from ..validation import format_validation_error
 
 FORMAT = "nascore-latency-lut"
@@ -57,14 +57,12 @@ def load_table(path: str | Path) -> LatencyTable:
     """Read a table; a missing, unreadable, truncated or malformed file is a NascoreError naming it."""
     path = Path(path)
     hint = f"rebuild it with `nascore lut build SPEC --out {path}`"
+    if not os.path.lexists(path):
+        raise NascoreError(f"latency table {path} does not exist; build it with `nascore lut build SPEC`")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NascoreError(f"latency table {path} does not exist; build it with `nascore lut build SPEC`") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NascoreError(f"latency table {path} cannot be read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise NascoreError(f"latency table {path} is not valid JSON (truncated or corrupt? {exc}); {hint}") from None
+        data = load_user_json(path, "latency table", LUT_MAX_BYTES, finite=True)
+    except NascoreError as exc:
+        raise NascoreError(f"{exc}; {hint}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise NascoreError(f"latency table {path} is not a nascore latency table (expected \"format\": "
                            f"\"{FORMAT}\"); {hint}")

@@ -15,8 +15,15 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from torch import Tensor, nn
 
+from nascore.errors import NascoreError
+
 TIMM_PREFIX = "timm:"
 NORMS = ("BN", "FrozenBN", "SyncBN")
+
+
+class ConfigError(NascoreError, ValueError):
+    """A detectron2 config value the nascore backbones cannot use; the message names the key (``nascore`` reports it
+    without a traceback, exit status 2)."""
 
 
 def level_names(feature_info: list[dict]) -> dict[str, int]:
@@ -55,10 +62,10 @@ class NascoreBackbone(Backbone):
         out_features = list(out_features or levels)
         unknown = [f for f in out_features if f not in levels]
         if unknown:
-            raise ValueError(f"MODEL.NASCORE.OUT_FEATURES: {unknown} not among the arch's levels "
+            raise ConfigError(f"MODEL.NASCORE.OUT_FEATURES: {unknown} not among the arch's levels "
                              f"{sorted(levels)} (res<k> is the level at stride 2**k)")
         if norm not in NORMS:
-            raise ValueError(f"MODEL.NASCORE.NORM: expected one of {NORMS}, got {norm!r}")
+            raise ConfigError(f"MODEL.NASCORE.NORM: expected one of {NORMS}, got {norm!r}")
         self._index = {f: levels[f] for f in out_features}
         self._out_features = sorted(out_features, key=lambda f: levels[f])
         info = model.feature_info
@@ -151,6 +158,10 @@ class FeaturesBackbone(Backbone):
         super().__init__()
         info = [{"num_chs": c, "reduction": s} for c, s in features]
         levels = level_names(info)
+        unknown = [f for f in out_features if f not in levels]
+        if unknown:
+            raise ConfigError(f"MODEL.NASCORE.OUT_FEATURES: {unknown} not among the features' levels {sorted(levels)} "
+                              "(res<k> is the level at stride 2**k)")
         self._index = {f: levels[f] for f in out_features}
         self._out_features = list(out_features)
         self._out_feature_channels = {f: info[i]["num_chs"] for f, i in self._index.items()}
@@ -173,11 +184,17 @@ def build_nascore_features_fpn(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
 
 
 def _fpn(cfg: CfgNode, bottom_up: Backbone) -> FPN:
-    fpn = cfg.MODEL.FPN
+    fpn, shapes = cfg.MODEL.FPN, bottom_up.output_shape()
+    levels = sorted(shapes, key=lambda f: shapes[f].stride)
+    in_features = list(fpn.IN_FEATURES) or levels  # detectron2's default []: every level the backbone returns
+    unknown = [f for f in in_features if f not in shapes]
+    if unknown:
+        raise ConfigError(f"MODEL.FPN.IN_FEATURES: {unknown} not among the backbone's levels {levels} (set "
+                          "MODEL.NASCORE.OUT_FEATURES to return them, or leave MODEL.FPN.IN_FEATURES empty for all)")
     if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
-        last = fpn.IN_FEATURES[-1]
-        top = LastLevelP6P7(bottom_up.output_shape()[last].channels, fpn.OUT_CHANNELS, in_feature=last)
+        last = in_features[-1]
+        top = LastLevelP6P7(shapes[last].channels, fpn.OUT_CHANNELS, in_feature=last)
     else:
         top = LastLevelMaxPool()
-    return FPN(bottom_up=bottom_up, in_features=fpn.IN_FEATURES, out_channels=fpn.OUT_CHANNELS, norm=fpn.NORM,
+    return FPN(bottom_up=bottom_up, in_features=in_features, out_channels=fpn.OUT_CHANNELS, norm=fpn.NORM,
                top_block=top, fuse_type=fpn.FUSE_TYPE)

@@ -88,6 +88,51 @@ def test_fpn_wiring(meta, features):
         f: (1, 32, 128 // s.stride, 128 // s.stride) for f, s in shapes.items()}
 
 
+@pytest.mark.parametrize("meta, features", [("GeneralizedRCNN", ["p2", "p3", "p4", "p5", "p6"]),
+                                            ("RetinaNet", ["p2", "p3", "p4", "p5", "p6", "p7"])])
+def test_fpn_in_features_default_to_the_backbone_levels(meta, features):
+    """detectron2's default MODEL.FPN.IN_FEATURES is []: the FPN then takes every level the backbone returns."""
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling import build_backbone
+    from nascore_detectron2 import add_nascore_config
+
+    cfg = add_nascore_config(get_cfg())
+    cfg.MODEL.META_ARCHITECTURE = meta
+    cfg.MODEL.BACKBONE.NAME = "build_nascore_fpn_backbone"
+    assert cfg.MODEL.FPN.IN_FEATURES == []
+    fpn = build_backbone(cfg, ShapeSpec(channels=3))
+    assert fpn.in_features == ("res2", "res3", "res4", "res5") and list(fpn.output_shape()) == features
+
+
+def test_fpn_in_features_the_backbone_lacks_are_named():
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling import build_backbone
+    from nascore.errors import NascoreError
+    from nascore_detectron2 import add_nascore_config
+
+    cfg = add_nascore_config(get_cfg())
+    cfg.MODEL.BACKBONE.NAME = "build_nascore_fpn_backbone"
+    cfg.MODEL.NASCORE.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    with pytest.raises(NascoreError, match=r"MODEL.FPN.IN_FEATURES: \['res2'\] not among the backbone's levels "
+                                           r"\['res3', 'res4', 'res5'\] \(set MODEL.NASCORE.OUT_FEATURES"):
+        build_backbone(cfg, ShapeSpec(channels=3))
+
+
+def test_task_opts_may_empty_the_fpn_in_features():
+    """The nascore ``detectron2`` task with ``opts: [MODEL.FPN.IN_FEATURES, "[]"]``: the FPN over the levels given."""
+    from detectron2.modeling import build_backbone
+    from nascore_detectron2 import Detectron2
+
+    task = Detectron2({"opts": ["MODEL.FPN.IN_FEATURES", "[]"]})
+    info = [{"num_chs": c, "reduction": 2 ** k} for k, c in enumerate([8, 16, 24, 32, 64], 1)]
+    fpn = build_backbone(task.detectron2_config(info, None, num_classes=10))
+    assert fpn.in_features == ("res2", "res3", "res4", "res5")
+    assert list(fpn.output_shape()) == ["p2", "p3", "p4", "p5", "p6"]
+
+
 def test_plain_detectron2_yaml_config_builds_and_trains_a_step(tmp_path):
     """What a detectron2 user writes: an ordinary YAML config naming the nascore backbone."""
     from detectron2.config import get_cfg

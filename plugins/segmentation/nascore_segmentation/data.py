@@ -8,13 +8,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import Field, model_validator
 from torchvision import transforms as T
 
 from nascore.component import ComponentConfig
 from nascore.dataset import DataInfo, Dataset
 from nascore.errors import NascoreError
+from nascore.fileio import IMAGE_MAX_BYTES, check_user_file, open_user_image
 from nascore.tasks.datasets import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -28,6 +29,12 @@ def pairs(split_dir: Path) -> list[tuple[Path, Path]]:
             raise ValueError(f"expected a folder {folder}")
     images = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     masks = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() == ".png"}
+    for what, found in (("image", images), ("mask", masks)):
+        for path in found.values():  # a FIFO would block the first read forever; a folder is no image
+            try:
+                check_user_file(path, what, IMAGE_MAX_BYTES)
+            except NascoreError as exc:
+                raise ValueError(str(exc)) from None
     if not images:
         raise ValueError(f"{images_dir} has no .png/.jpg images")
     no_mask, no_image = sorted(set(images) - set(masks)), sorted(set(masks) - set(images))
@@ -51,14 +58,10 @@ class MaskSplit(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image_path, mask_path = self.items[i]
         try:
-            image = Image.open(image_path).convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise NascoreError(f"dataset mask-folder: cannot read image {image_path}: {exc}") from None
-        try:
-            mask = Image.open(mask_path)
-            mask.load()
-        except (OSError, UnidentifiedImageError) as exc:
-            raise NascoreError(f"dataset mask-folder: cannot read mask {mask_path}: {exc}") from None
+            image = open_user_image(image_path, "image").convert("RGB")
+            mask = open_user_image(mask_path, "mask")
+        except NascoreError as exc:
+            raise NascoreError(f"dataset mask-folder: {exc}") from None
         if mask.mode not in ("L", "P", "I;16", "I"):
             raise NascoreError(f"dataset mask-folder: mask {mask_path} is {mask.mode}; expected one class index "
                                "per pixel (a single-channel PNG)")
