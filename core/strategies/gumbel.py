@@ -45,7 +45,7 @@ class GumbelSearch(SearchStrategy):
         net = ctx.network.train()
         total, batches = self._batches(self.weight_set, epoch, stream=0)
         w_loss, step = 0.0, 0
-        with self._progress(total, f"search {epoch + 1}/{self.config.epochs} weights") as advance:
+        with self._progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) weights") as advance:
             for step, (images, targets) in enumerate(batches):
                 images, targets = to_device(images, ctx.device), to_device(targets, ctx.device)
                 ctx.supernet.set_weights(weights())
@@ -71,7 +71,7 @@ class GumbelSearch(SearchStrategy):
         costed = ctx.cost_table is not None and ctx.objective is not None
         sums = {"arch_loss": 0.0, "task_loss": 0.0} | ({"expected_cost": 0.0} if costed else {})
         step = 0
-        with self._progress(total, f"search {epoch + 1}/{self.config.epochs} arch") as advance:
+        with self._progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) arch") as advance:
             for step, (images, targets) in enumerate(batches):
                 images, targets = to_device(images, ctx.device), to_device(targets, ctx.device)
                 weights = self._gumbel(tau, grad=True)

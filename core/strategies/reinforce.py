@@ -118,8 +118,8 @@ class Reinforce(SearchStrategy):
         learn = epoch >= cfg.warmup_epochs
         sums = {f"loss/{t}": 0.0 for t in self.tasks} | {"cost": 0.0}
         step = 0
-        progress = ctx.progress(total, f"search {epoch + 1}/{cfg.epochs}") if ctx.progress else nullcontext(
-            lambda: None)
+        label = f"search epoch {epoch} ({epoch + 1}/{cfg.epochs})"
+        progress = ctx.progress(total, label) if ctx.progress else nullcontext(lambda: None)
         with progress as advance:
             for step, (images, targets) in zip(range(total), batches):
                 losses, cost = self.step(to_device(images, ctx.device), to_device(targets, ctx.device), learn,
