@@ -412,7 +412,7 @@ class FBNetV2(Backbone):
         last = chosen_width(plans[-1].cout, choices)
         self.head = unit("head", cin=last, cout=head_mid, act="hswish")
         self.feature_info = feature_levels(plans, lambda p: chosen_width(p.cout, choices), head_mid)
-        self._features = {int(f["module"].split(".")[1]) for f in self.feature_info[:-1]}
+        self._features = [int(f["module"].split(".")[1]) for f in self.feature_info[:-1]]  # TorchScript: no sets
         self.pre_logits = PreLogits(make_divisible(cfg.head_channels * cfg.width, cfg.divisor), "pool-conv", "hswish")
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -57,7 +57,8 @@ class SlimConvBN(nn.Module):
     ``depthwise``: groups = channels, and the output width is the input's. The mask scales BatchNorm's affine
     parameters (``gamma * m``, ``beta * m``) rather than the output: the same values for one-hot masks (and for
     any mask before ReLU, which commutes with a non-negative scale), without storing one more activation per
-    layer for the backward pass.
+    layer for the backward pass. (Submodules are read through ``self``, not local aliases: TorchScript cannot type
+    a module held in a local.)
     """
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, act: str | None = "relu",
@@ -71,33 +72,30 @@ class SlimConvBN(nn.Module):
     def forward(self, x: Tensor, cout: int | None = None, mask: Tensor | None = None) -> Tensor:
         """``cout`` set: compute only ``cout`` output channels from the ``x.shape[1]`` first inputs; ``mask``
         set: compute every channel and scale them by the (soft) channel mask; neither: the plain layer."""
-        conv, full = self.conv, self.conv.out_channels
-        if cout is not None and (x.shape[1], cout) == (conv.in_channels, full):
-            cout = None  # the whole layer: no slicing
-        if cout is None:
-            if mask is None:
-                return self.act(self.bn(conv(x)))
-            return self.act(self._batch_norm(conv(x), full, mask))
-        cin = x.shape[1]
-        if self.depthwise:
-            cout = cin
-            y = F.conv2d(x, conv.weight[:cin], None, conv.stride, conv.padding, groups=cin)
-        else:
-            y = F.conv2d(x, conv.weight[:cout, :cin], None, conv.stride, conv.padding)
-        return self.act(self._batch_norm(y, cout))
+        cin, full = x.shape[1], self.conv.out_channels
+        if cout is not None and (cin != self.conv.in_channels or cout != full):  # else the whole layer: no slicing
+            if self.depthwise:
+                cout = cin
+                y = F.conv2d(x, self.conv.weight[:cin], None, self.conv.stride, self.conv.padding, groups=cin)
+            else:
+                y = F.conv2d(x, self.conv.weight[:cout, :cin], None, self.conv.stride, self.conv.padding)
+            return self.act(self._batch_norm(y, cout))
+        if mask is None:
+            return self.act(self.bn(self.conv(x)))
+        return self.act(self._batch_norm(self.conv(x), full, mask))
 
     def _batch_norm(self, y: Tensor, width: int, mask: Tensor | None = None) -> Tensor:
         """BatchNorm on the first ``width`` channels, as nn.BatchNorm2d computes it (momentum None = cumulative
         average, as BN recalibration uses); running statistics are updated in place through the slices."""
-        bn, momentum = self.bn, 0.0
+        momentum = 0.0
         if self.training:
-            bn.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-        weight, bias = bn.weight[:width], bn.bias[:width]
+            self.bn.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(self.bn.num_batches_tracked) if self.bn.momentum is None else self.bn.momentum
+        weight, bias = self.bn.weight[:width], self.bn.bias[:width]
         if mask is not None:
             weight, bias = weight * mask, bias * mask
-        return F.batch_norm(y, bn.running_mean[:width], bn.running_var[:width], weight, bias, self.training,
-                            momentum, bn.eps)
+        return F.batch_norm(y, self.bn.running_mean[:width], self.bn.running_var[:width], weight, bias,
+                            self.training, momentum, self.bn.eps)
 
     @torch.no_grad()
     def copy_from(self, big: SlimConvBN) -> None:
@@ -126,9 +124,10 @@ class SlimSE(nn.Module):
                 s = s * mask.view(1, -1, 1, 1)
             s = self.expand(s)
         else:
-            c = x.shape[1]
-            s = self.act(F.conv2d(s, self.reduce.weight[:hidden, :c], self.reduce.bias[:hidden]))
-            s = F.conv2d(s, self.expand.weight[:c, :hidden], self.expand.bias[:c])
+            c, reduce_bias, expand_bias = x.shape[1], self.reduce.bias, self.expand.bias
+            assert reduce_bias is not None and expand_bias is not None  # for TorchScript: Conv2d's bias is Optional
+            s = self.act(F.conv2d(s, self.reduce.weight[:hidden, :c], reduce_bias[:hidden]))
+            s = F.conv2d(s, self.expand.weight[:c, :hidden], expand_bias[:c])
         return x * F.hardsigmoid(s)
 
     @torch.no_grad()
@@ -153,7 +152,7 @@ def place(y: Tensor, factor: int, size: tuple[int, int], mode: str = "interspers
         return y
     if mode == "nearest":
         return y.repeat_interleave(factor, -2).repeat_interleave(factor, -1)[..., :size[0], :size[1]]
-    out = y.new_zeros(*y.shape[:-2], *size)
+    out = y.new_zeros(list(y.shape[:-2]) + [size[0], size[1]])
     out[..., ::factor, ::factor] = y
     return out
 
@@ -181,7 +180,7 @@ class Place(nn.Module):
         self.factor, self.size, self.mode = factor, tuple(size), mode
 
     def forward(self, y: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-        return place(y, self.factor, size or self.size, self.mode)
+        return place(y, self.factor, self.size if size is None else size, self.mode)
 
 
 class Residual(nn.Module):
@@ -257,5 +256,5 @@ class Block(nn.Module):
             return x
         y = self.layers(self.sub(x) if self.sub is not None else x)
         if self.place is not None:
-            y = self.place(y, out_size(tuple(x.shape[-2:]), self.stride))
+            y = self.place(y, out_size((x.shape[-2], x.shape[-1]), self.stride))
         return self.add(x, y) if self.add is not None else y

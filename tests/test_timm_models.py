@@ -162,8 +162,9 @@ def test_device_dtype_and_reset_classifier_follow_the_model():
     assert fc.weight.shape == (3, model.head_hidden_size)
 
 
-@pytest.mark.parametrize("name", ["fbnet_c", "mobilenet_v2"])
-def test_fbnet_space_models_script(name):
+@pytest.mark.parametrize("name", NAMED)
+def test_named_arch_models_script(name):
+    """timm's test_model_forward_torchscript, plus: the scripted model computes what the eager one does."""
     model = timm.create_model(f"nascore_{name}", num_classes=4).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, timm still tests it
