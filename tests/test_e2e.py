@@ -1,13 +1,10 @@
-"""End to end through the ``nascore`` command in a subprocess: outputs, determinism, kill and resume,
-non-finite losses."""
+"""End to end through the ``nascore`` command in a subprocess: outputs, determinism, non-finite losses (kill and
+resume: test_resume.py)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,24 +13,14 @@ import yaml
 
 from nascore.arch import Arch
 from nascore.cli import main
+from tiny import dnas_spec
 
 pytestmark = pytest.mark.slow
 
 
 def tiny_spec(tmp: Path, cache: Path, **strategy) -> Path:
-    spec = {
-        "seed": 3,
-        "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 64, "num_val": 16, "num_test": 8,
-                    "cache_dir": str(cache)},
-        "tasks": [{"name": "classification"}],
-        "space": {"name": "fbnet", "width": 0.25, "input_size": 32, "head_channels": 64},
-        "strategy": {"name": "dnas", "epochs": 3, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2,
-                     **strategy},
-        "cost": {"name": "flops", "loss": {"form": "multiplicative", "alpha": 0.2, "beta": 0.6}},
-        "train": {"epochs": 2, "batch_size": 16, "lr": 0.05},
-    }
     path = tmp / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(dnas_spec(cache, **strategy)))
     return path
 
 
@@ -91,25 +78,6 @@ def test_same_seed_same_arch(first_run, spec_path, tmp_path):
     assert (tmp_path / "b" / "arch.json").read_text() == (out / "arch.json").read_text()
     assert rows(tmp_path / "b") == rows(out)
     assert (tmp_path / "b" / "pareto.csv").read_text() == (out / "pareto.csv").read_text()
-
-
-@pytest.mark.parametrize("kill_after", ["start", "search.pt", "train.pt"])
-def test_killed_run_resumes_to_same_arch(first_run, spec_path, tmp_path, kill_after):
-    _, out = first_run
-    run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "nascore.cli", "run", str(spec_path), "--out", str(run_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = run_dir / ("spec.yaml" if kill_after == "start" else f"checkpoints/{kill_after}")
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    resumed = nascore("run", str(spec_path), "--out", str(run_dir), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert (run_dir / "arch.json").read_text() == (out / "arch.json").read_text()
-    assert rows(run_dir) == rows(out)
-    assert (run_dir / "pareto.csv").read_text() == (out / "pareto.csv").read_text()
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, capsys, monkeypatch):

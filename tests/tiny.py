@@ -1,5 +1,5 @@
-"""Tiny FBNetV5 fixtures shared by the tests of the space, the reinforce strategy and the dense tasks: a
-spec that searches in seconds on digit-scenes, an all-keep backbone, and a few training steps."""
+"""Tiny fixtures shared by the tests: FBNetV5 specs that search in seconds on digit-scenes (space, reinforce
+strategy, dense tasks), an all-keep backbone, a few training steps; the end-to-end tests' DNAS spec."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,6 +29,22 @@ def search(tmp_path: Path, tasks: list[dict], strategy: dict, **extra: Any) -> P
     path.write_text(yaml.safe_dump(spec))
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
     return tmp_path / "run"
+
+
+def dnas_spec(cache: Path, **strategy: Any) -> dict:
+    """DNAS on fbnet over 64 digit-scenes images at 32 px: 3 search epochs (the first weights only) of 2 steps,
+    then 2 training epochs of the found arch."""
+    return {
+        "seed": 3,
+        "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 64, "num_val": 16, "num_test": 8,
+                    "cache_dir": str(cache)},
+        "tasks": [{"name": "classification"}],
+        "space": {"name": "fbnet", "width": 0.25, "input_size": 32, "head_channels": 64},
+        "strategy": {"name": "dnas", "epochs": 3, "warmup_epochs": 1, "batch_size": 16, "max_steps": 2,
+                     **strategy},
+        "cost": {"name": "flops", "loss": {"form": "multiplicative", "alpha": 0.2, "beta": 0.6}},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.05},
+    }
 
 
 def all_keep_backbone(input_size: int) -> torch.nn.Module:
