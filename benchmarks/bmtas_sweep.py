@@ -23,8 +23,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nascore.run import relative_performance
 from nascore.spec import load_spec
+from nascore.train import relative_performance
 
 from resumable import run_once  # sibling module (the scripts run from benchmarks/)
 

@@ -49,13 +49,13 @@ def random_archs(arch: Arch, n: int, tolerance: float, seed: int) -> list[Arch]:
     supernet = space.supernet()
     table = supernet.price(FlopsCost({}), space.input_size, 3)
     decisions = supernet.decisions()
-    target = table.of_choices(arch.choices, decisions)
+    target = table.of_choices(arch.choices)
     generator = torch.Generator().manual_seed(seed)
     found: list[Arch] = []
     for _ in range(200000):
         choices = {d.name: d.options[int(torch.randint(len(d.options), (1,), generator=generator))]
                    for d in decisions}
-        if abs(table.of_choices(choices, decisions) / target - 1) <= tolerance and choices != arch.choices \
+        if abs(table.of_choices(choices) / target - 1) <= tolerance and choices != arch.choices \
                 and all(choices != a.choices for a in found):
             found.append(Arch(space=arch.space, config=arch.config, choices=choices, task=arch.task))
             if len(found) == n:
@@ -68,7 +68,7 @@ def backbone_macs(arch: Arch) -> float:
 
     space = get_registry().get("space", arch.space)(arch.config)
     supernet = space.supernet()
-    return supernet.price(FlopsCost({}), space.input_size, 3).of_choices(arch.choices, supernet.decisions())
+    return supernet.price(FlopsCost({}), space.input_size, 3).of_choices(arch.choices)
 
 
 def main() -> None:

@@ -87,7 +87,7 @@ class Setup:
             s.w_opt.zero_grad(set_to_none=True)
             loss.backward()
             s.w_opt.step()
-            cost = s.ctx.cost_table.of_choices(choices, s.decisions)
+            cost = s.ctx.cost_table.of_choices(choices)
             reward = -float(s.ctx.objective(loss.detach(), torch.tensor(cost)))
             base = s.baselines[task.name]
             s.baselines[task.name] = reward if base is None else 0.9 * base + 0.1 * reward

@@ -74,7 +74,7 @@ def evaluate(backend: str, width: float, size: int, archs: int, seed: int, table
            "calibration": fit.model_dump(), "retest_rho": float(spearmanr(rounds[0], rounds[1]).statistic),
            "measured_ms": measured}
     for mode, table in tables.items():
-        est = [table.of_choices(c, decisions) for c in chosen]
+        est = [table.of_choices(c) for c in chosen]
         errors = [(e - m) / m for e, m in zip(est, measured)]
         row[mode] = {"rho": float(spearmanr(est, measured).statistic),
                      "within10": sum(abs(x) <= 0.10 for x in errors) / len(errors),

@@ -1,36 +1,52 @@
-"""nascore: plugin-based neural architecture search for PyTorch."""
-from .arch import Arch
-from .component import Component, ComponentConfig
-from .costs.base import CostModel
-from .data import loader, to_device
-from .dataset import DataInfo, Dataset
-from .errors import NascoreError
-from .features import Backbone
-from .hookspecs import hookimpl
-from .loops import check_finite, task_losses
-from .space import SearchSpace
-from .strategy import SearchContext, SearchStrategy, evaluate_arch
-from .supernet import Choice, CostTable, Decision, Supernet
-from .task import Network, Task
-from .timm_models import register_timm_model
+"""nascore: plugin-based neural architecture search for PyTorch.
+
+The names below are imported when first used (PEP 562), so that ``import nascore`` (and ``nascore --help``) loads
+neither torch nor timm. After ``import nascore``, importing timm also makes every named arch a timm model,
+``timm.create_model("nascore_<name>")``: nascore then loads its plugins, and its timm integration (a plugin,
+``nascore.timm_models``) registers them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .import_hooks import when_imported
 
 __version__ = "0.1.0"
-# check_finite, evaluate_arch, loader, task_losses, to_device: what a search strategy's loop is made of
-# (CONTRIBUTING.md, "Part 2: a search strategy")
-__all__ = ["Arch", "Backbone", "Choice", "Component", "ComponentConfig", "CostModel", "CostTable", "DataInfo",
-           "Dataset", "Decision", "NascoreError", "Network", "SearchContext", "SearchSpace", "SearchStrategy",
-           "Supernet", "Task", "check_finite", "evaluate_arch", "hookimpl", "loader", "register_timm_model",
-           "task_losses", "to_device"]
+# name -> the module that defines it. check_finite, evaluate_arch, loader, task_losses, to_device, train_step: what
+# a search strategy's loop is made of (CONTRIBUTING.md, "Part 2: a search strategy")
+_EXPORTS = {
+    "Arch": "arch", "Backbone": "features", "Choice": "supernet", "Component": "component",
+    "ComponentConfig": "component", "CostEstimate": "protocols", "CostModel": "costs.base", "CostTable": "supernet",
+    "DataInfo": "dataset", "Dataset": "dataset", "Decision": "supernet", "Exporting": "protocols",
+    "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "Sampling": "protocols",
+    "SearchContext": "strategy", "SearchSpace": "space", "SearchStrategy": "strategy", "Supernet": "supernet",
+    "Task": "task", "check_finite": "loops", "evaluate_arch": "strategy", "hookimpl": "hookspecs",
+    "loader": "data", "register_timm_model": "timm_models", "task_losses": "loops", "to_device": "data",
+    "train_step": "loops",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def _register_builtin_timm_models() -> None:
-    """``timm.create_model("nascore_<name>")`` for the named archs of nascore's own spaces (plugin spaces'
-    are registered when the registry loads them)."""
-    from .spaces.fbnet import FBNetSpace
-    from .spaces.fbnetv2 import FBNetV2Space
-    from .timm_models import register_named_archs
-
-    register_named_archs([FBNetSpace, FBNetV2Space])
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'nascore' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
 
-_register_builtin_timm_models()
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def _publish_to_timm() -> None:
+    """Load the plugins, so that the timm integration registers their named archs with timm. A registry of its own,
+    not the process-wide one (``get_registry()``): timm can be imported by a plugin that is being imported itself,
+    which then fails to load here; the process-wide registry loads it later, whole."""
+    from .registry import Registry
+
+    Registry.from_entry_points()
+
+
+when_imported("timm", _publish_to_timm)

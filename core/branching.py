@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .protocols import CostEstimate
+
 #: 2^T - 1 subsets are enumerated; beyond this many tasks that stops being cheap
 MAX_TASKS = 12
 
@@ -98,10 +100,9 @@ def canonical(config: Sequence[Sequence[int]]) -> list[list[int]]:
 
 
 @dataclass
-class BranchCostTable:
-    """Cost table of a branched encoder (the ``CostTable`` interface strategies use): ``fixed`` is the shared
-    stem, ``layers[l]`` the price of one copy of layer ``l``; decisions are ``<layer>.<task>`` with copy
-    indices ``"0"`` .. ``"T-1"`` as options."""
+class BranchCostTable(CostEstimate):
+    """Cost table of a branched encoder: ``fixed`` is the shared stem, ``layers[l]`` the price of one copy of
+    layer ``l``; decisions are ``<layer>.<task>`` with copy indices ``"0"`` .. ``"T-1"`` as options."""
 
     unit: str
     fixed: float
@@ -118,7 +119,7 @@ class BranchCostTable:
         probs = self._probs(weights)
         return self.fixed + (expected_groups(probs) * self.layers.to(probs)).sum()
 
-    def of_choices(self, choices: Mapping[str, str], decisions: object = None) -> float:  # decisions: unused here
+    def of_choices(self, choices: Mapping[str, str]) -> float:
         groups = groups_of(config_of(choices, self.layer_names, self.tasks), len(self.tasks))
         return self.fixed + sum(float(c) * len(g) for c, g in zip(self.layers, groups))
 

@@ -151,11 +151,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .arch import arch_space, resolve_arch
     from .errors import NascoreError
     from .progress import Reporter
+    from .protocols import MultiTaskBackbone
     from .registry import get_registry
-    from .run import model_counts
     from .task import build_network
-
-    from nascore.tasks.classification import Classification
+    from .train import model_counts
 
     if args.num_classes is not None and args.num_classes < 2:
         raise NascoreError(f"--num-classes must be at least 2, not {args.num_classes}")
@@ -174,17 +173,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
     space = arch_space(arch, args.arch, registry, input_size=size)
     size = size or space.input_size
     backbone = space.build(arch)
-    per_task = getattr(backbone, "tasks", None)  # a branched network: its heads are its tasks', not a classifier
-    if args.num_classes is None and spec is not None:  # the heads the run trains (see run.arch_network)
+    if args.num_classes is None and spec is not None:  # the heads the run trains (see train.arch_network)
         tasks = [t.create() for t in spec.tasks if arch.task is None or t.name == arch.task]
         net = build_network(backbone, tasks, info)
         heads = (", ".join(f"{t.name} {t.num_classes(info)}" if t.target in info.num_classes else t.name
                            for t in tasks) + f" (the tasks and dataset {spec.dataset.name} in {spec_path})")
-    elif per_task:
-        net, heads = backbone, f"none (a branched backbone for tasks {', '.join(per_task)}, counted without heads)"
+    elif isinstance(backbone, MultiTaskBackbone):  # its heads are its tasks', not a classifier
+        net = backbone
+        heads = f"none (a branched backbone for tasks {', '.join(backbone.tasks)}, counted without heads)"
     else:
         num_classes = args.num_classes or 1000
-        net = build_network(backbone, [Classification({"num_classes": num_classes})], None)
+        classification = registry.get("task", "classification")({"num_classes": num_classes})
+        net = build_network(backbone, [classification], None)
         heads = (f"classification {num_classes} (--num-classes)" if args.num_classes else
                  "classification 1000 (the default, as on ImageNet; --num-classes K to change)")
     counts = model_counts(net, info.in_channels if info else 3, size)
@@ -203,7 +203,7 @@ def _run_spec_of(args: argparse.Namespace, registry: Any) -> tuple[Any, Path | N
     """The spec of the run directory an arch file sits in (a spec.yaml beside it), unless the flags give everything
     it would: (spec, its path), or (None, None)."""
     from .errors import NascoreError
-    from .run import SPEC_FILE
+    from .rundir import SPEC_FILE
     from .spec import load_spec
 
     path = Path(args.arch).parent / SPEC_FILE
@@ -223,7 +223,8 @@ def _default_out(stem: str) -> Path:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .errors import NascoreError
-    from .run import discard_unstarted, open_run, run_spec
+    from .run import open_run, run_spec
+    from .rundir import discard_unstarted
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
@@ -242,25 +243,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .arch import arch_space, resolve_arch
-    from .fileio import atomic_write_text
-    from .run import SUMMARY_FILE, open_run, train_and_compare
+    from .run import build_run, train_run
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     arch = resolve_arch(args.arch)
-    space = arch_space(arch, args.arch, input_size=spec.dataset.create().info().image_size)  # check before writing
     out = Path(args.out) if args.out else _default_out(f"train-{Path(args.arch).stem}")
-    run = open_run(spec, out, args.resume)
+    run = build_run(spec, out, args.resume)
+    space = arch_space(arch, args.arch, run.registry, input_size=run.info.image_size)  # checked before writing
+    run.open()
     run.reporter.log(f"run directory: {run.out_dir}")
-    if not args.resume:
-        arch.save(run.out_dir / space.arch_file)
-    run.registry.hook.nascore_run_start(run=run)
-    entry = {"file": space.arch_file, "choices": arch.choices, "described": space.describe(arch),
-             **train_and_compare(run, arch, space, ref=args.arch)}
-    summary = {"archs": {arch.task or "shared": entry}}
-    atomic_write_text(run.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    run.registry.hook.nascore_run_end(run=run, summary=summary)
-    _print_summary(run, summary)
+    _print_summary(run, train_run(run, arch, space))
     return 0
 
 
@@ -296,11 +289,11 @@ def _cmd_lut(args: argparse.Namespace) -> int:
     out = args.out or cost.config.lut
     if out is None:
         raise NascoreError(f"{args.spec}: give the table file with --out FILE or cost.lut in the spec")
-    cost.config = cost.config.model_copy(update={"lut": out, "measure_missing": True})  # building is measuring
+    config = cost.config.model_copy(update={"lut": out, "measure_missing": True})  # building is measuring
     space = spec.space.create()
     in_channels = spec.dataset.create().info().in_channels
     reporter = Reporter()
-    cost.progress = reporter.progress
+    cost = type(cost)(config, progress=reporter.progress)
     before, start = len(cost.table.entries), time.perf_counter()
     space.supernet().price(cost, space.input_size, in_channels)  # measures what the table lacks, saving as it goes
     measured = len(cost.table.entries) - before
@@ -338,8 +331,8 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         raise NascoreError("\n".join(lines)) from None
     arch = resolve_arch(args.arch)
     space = arch_space(arch, args.arch, input_size=args.input_size)
-    size, cost, reporter = space.input_size, LatencyCost(config), Reporter()
-    cost.progress = reporter.progress
+    reporter = Reporter()
+    size, cost = space.input_size, LatencyCost(config, progress=reporter.progress)
     # the estimate: the arch's own operations priced from the table (missing ones measured first)
     ops = space.arch_operations(arch, size)
     estimate = sum(cost.price_all([(op.module, op.input_shape) for op in ops])) + cost.overhead()
@@ -356,6 +349,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from .errors import NascoreError, SpecError
+    from .protocols import Exporting
     from .registry import get_registry
     from .spec import ComponentSpec, apply_overrides, validate_component
 
@@ -366,9 +360,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     except SpecError as exc:
         raise NascoreError(f"options of dataset '{args.dataset}' (--set) are not valid:\n"
                            + "\n".join(f"  {line}" for line in exc.errors)) from None
-    if not callable(getattr(cls, "export", None)):
-        exportable = [n for n in registry.names("dataset") if callable(getattr(registry.get("dataset", n), "export",
-                                                                                 None))]
+    if not issubclass(cls, Exporting):
+        exportable = [n for n in registry.names("dataset") if issubclass(registry.get("dataset", n), Exporting)]
         raise NascoreError(f"dataset '{args.dataset}' cannot be exported (exportable: "
                            f"{', '.join(exportable) or 'none'})")
     paths = ComponentSpec("dataset", args.dataset, cls, config).create().export(args.dir)

@@ -2,7 +2,10 @@
 that implements some of these hooks (decorate with ``nascore.hookimpl``).
 
 Component hooks return a list of component classes; lifecycle hooks are called on every plugin that
-implements them and return nothing.
+implements them and return nothing; integration hooks let a plugin publish the components to another library or
+act on a spec (nascore's timm integration, ``nascore.timm_models``, does both). What components of different
+families rely on in each other (a cost estimate, a multi-task backbone, optional capabilities such as sampling) is
+declared in ``protocols.py``.
 """
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ import pluggy
 if TYPE_CHECKING:
     from .costs.base import CostModel
     from .dataset import Dataset
-    from .run import RunContext
+    from .registry import Registry
+    from .run import Run
     from .space import SearchSpace
+    from .spec import SpecModel
     from .strategy import SearchStrategy
     from .task import Task
 
@@ -23,43 +28,109 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-# Component families: each returns the component classes the plugin contributes.
+# Component families: each returns the component classes the plugin contributes. The registry calls each once
+# per plugin when it loads the plugins (the first ``get_registry()``); a class is found by its ``name``
+# (``space: {name: ...}`` in a spec) and configured by its ``Config``. A hook that raises or returns anything
+# else is reported as a broken plugin (``nascore plugins``).
 @hookspec
 def nascore_search_spaces() -> list[type[SearchSpace]]:
-    """Search spaces (subclasses of ``nascore.SearchSpace``)."""
+    """Search spaces.
+
+    :return: subclasses of ``nascore.SearchSpace``; their ``supernet()`` is a ``nascore.Supernet`` whose
+        ``price`` returns a ``nascore.CostEstimate``.
+    """
 
 
 @hookspec
 def nascore_search_strategies() -> list[type[SearchStrategy]]:
-    """Search strategies (subclasses of ``nascore.SearchStrategy``)."""
+    """Search strategies.
+
+    :return: subclasses of ``nascore.SearchStrategy``, and of ``nascore.Sampling`` for those that can draw archs
+        for the Pareto step.
+    """
 
 
 @hookspec
 def nascore_cost_models() -> list[type[CostModel]]:
-    """Cost models (subclasses of ``nascore.CostModel``)."""
+    """Cost models.
+
+    :return: subclasses of ``nascore.CostModel``.
+    """
 
 
 @hookspec
 def nascore_tasks() -> list[type[Task]]:
-    """Tasks: head + loss + metrics (subclasses of ``nascore.Task``)."""
+    """Tasks: head + loss + metrics.
+
+    :return: subclasses of ``nascore.Task``.
+    """
 
 
 @hookspec
 def nascore_datasets() -> list[type[Dataset]]:
-    """Datasets (subclasses of ``nascore.Dataset``)."""
+    """Datasets.
+
+    :return: subclasses of ``nascore.Dataset``, and of ``nascore.Exporting`` for those ``nascore data export``
+        can write to files.
+    """
 
 
-# Lifecycle: observers such as loggers, reporters, early stopping.
+# Lifecycle: observers such as loggers, reporters, early stopping. Called by the runner (``nascore run``,
+# ``nascore train``) on every plugin that implements them.
 @hookspec
-def nascore_run_start(run: RunContext) -> None:
-    """A run (search or training) is about to start its first epoch; ``run.out_dir`` exists."""
+def nascore_run_start(run: Run) -> None:
+    """A run (search or training) is about to start its first epoch.
+
+    :param run: the run (``nascore.run.Run``): its validated ``spec``, ``out_dir`` (exists, holds the resolved
+        spec), ``registry``, ``device``, ``reporter``, ``resume`` (whether it continues an interrupted run), and
+        the parts built once from the spec: ``dataset``, ``info``, ``train_set``, ``val_set``, ``tasks``,
+        ``space``.
+    """
 
 
 @hookspec
-def nascore_epoch_end(run: RunContext, epoch: int, metrics: dict[str, Any]) -> None:
-    """An epoch ended; ``metrics`` is the row just appended to ``metrics.jsonl``."""
+def nascore_epoch_end(run: Run, epoch: int, metrics: dict[str, Any]) -> None:
+    """An epoch of a search or a training ended, after its checkpoint was written.
+
+    :param run: the run, as for ``nascore_run_start``.
+    :param epoch: the epoch's index, from 0 in each phase.
+    :param metrics: the row just appended to ``metrics.jsonl`` (its ``phase``, ``epoch`` and the strategy's or
+        trainer's metrics).
+    """
 
 
 @hookspec
-def nascore_run_end(run: RunContext, summary: dict[str, Any]) -> None:
-    """A run finished; ``summary`` holds the found arch(s) and final metrics."""
+def nascore_run_end(run: Run, summary: dict[str, Any]) -> None:
+    """A run finished, after ``summary.json`` was written.
+
+    :param run: the run, as for ``nascore_run_start``.
+    :param summary: the contents of ``summary.json``: the found arch(s) with their metrics, and the Pareto
+        step's and trainings' results when they ran.
+    """
+
+
+# Integrations: a plugin that publishes the components to another library, or acts on a spec's top-level values.
+@hookspec
+def nascore_registry_loaded(registry: Registry) -> None:
+    """The registry has loaded every plugin and indexed their components.
+
+    Called once per registry, by ``Registry.from_entry_points`` (the first ``get_registry()``), after the
+    component hooks. A plugin that publishes components to another library does it here, or once that library
+    is imported (``nascore.import_hooks.when_imported``): loading the plugins must stay cheap, ``nascore
+    validate`` does it. A hook that raises is reported as a broken plugin; the others still run.
+
+    :param registry: the loaded registry: its ``entries`` by kind and name; ``problems`` takes what fails later.
+    """
+
+
+@hookspec
+def nascore_spec_loaded(spec: SpecModel, registry: Registry) -> list[str]:
+    """A spec's structure was validated: the plugin acts on its top-level values (e.g. ``timm_models``).
+
+    Called by ``validate_spec`` (``nascore validate``, ``run``, ``train``, ...) on every plugin that implements
+    it; the problems it returns are reported with the spec's other errors, and the spec is refused.
+
+    :param spec: the spec's top-level values (``nascore.spec.SpecModel``); component blocks are not resolved yet.
+    :param registry: the registry the spec is validated with.
+    :return: the problems, each ``"<field path>: <message>"`` (e.g. ``"timm_models.my_net: ..."``); [] if none.
+    """

@@ -1,8 +1,8 @@
-"""Shared pieces of training loops: task losses, finiteness checks, evaluation, optimisers."""
+"""Shared pieces of training loops: task losses, finiteness checks, the train step, evaluation, optimisers."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -20,6 +20,28 @@ def task_losses(outputs: dict[str, Any], targets: dict[str, Any], tasks: list[Ta
 def check_finite(loss: Tensor, epoch: int, step: int) -> None:
     if not torch.isfinite(loss.detach()).all():
         raise NonFiniteLossError(epoch, step)
+
+
+def summed(losses: dict[str, Tensor]) -> Tensor:
+    """The task losses added up, in task order: what a plain train step minimises."""
+    return sum(losses.values())
+
+
+def train_step(network: nn.Module, images: Any, targets: Any, tasks: list[Task], optimizer: torch.optim.Optimizer,
+               device: torch.device, epoch: int, step: int,
+               objective: Callable[[dict[str, Tensor]], Tensor] = summed,
+               inputs: Sequence[Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """One optimiser step on a batch: to ``device``, forward, every task's loss, ``objective`` of them (called
+    after the forward) checked finite (else the run stops naming ``epoch`` and ``step``), then zero_grad,
+    backward (into ``inputs`` only, when given) and the optimiser's step. Returns the loss and the task losses."""
+    images, targets = to_device(images, device), to_device(targets, device)
+    losses = task_losses(network(images), targets, tasks)
+    loss = objective(losses)
+    check_finite(loss, epoch, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=inputs)
+    optimizer.step()
+    return loss, losses
 
 
 @torch.no_grad()

@@ -8,7 +8,6 @@ import io
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from .arch import Arch
 from .costs.flops import FlopsCost
 from .data import epoch_seed, loader
 from .fileio import atomic_write_bytes, atomic_write_text
+from .protocols import Sampling
 from .space import SearchSpace
 from .spec import ParetoConfig
 from .strategy import SearchContext, SearchStrategy, evaluate_arch, owner_tasks
@@ -78,14 +78,12 @@ def measure(ctx: SearchContext, space: SearchSpace, in_channels: int, derived: d
     if cost_model is None or table is None:
         cost_model = FlopsCost()
         table = ctx.supernet.price(cost_model, space.input_size, in_channels)
-    decisions = ctx.supernet.decisions()
     background = {k: v for choices in derived.values() for k, v in choices.items()}  # other owners' decisions
     shape = (1, in_channels, space.input_size, space.input_size)
     space_config = space.config.model_dump(mode="json")
     todo = candidates(derived, sampled)
-    progress = ctx.progress or (lambda total, description: nullcontext(lambda: None))
     rows = []
-    with progress(sum(len(archs) for archs in todo.values()), "pareto") as advance:
+    with ctx.progress(sum(len(archs) for archs in todo.values()), "pareto") as advance:
         for owner, archs in todo.items():
             for name, choices in archs:
                 full = {**background, **choices}
@@ -93,7 +91,7 @@ def measure(ctx: SearchContext, space: SearchSpace, in_channels: int, derived: d
                                                      seed=ctx.seed, stream=_STREAM), config.bn_batches)
                 metrics = evaluate_arch(ctx, full, owner, bn_batches, config.batch_size)
                 model = space.build(Arch(space=space.name, config=space_config, choices=choices, task=owner))
-                rows.append(ParetoRow(owner, name, choices, table.of_choices(full, decisions),
+                rows.append(ParetoRow(owner, name, choices, table.of_choices(full),
                                       cost_model.measure_model(model, shape), table.unit,
                                       {f"val/{k}": v for k, v in metrics.items()}))
                 advance()
@@ -147,12 +145,13 @@ def write_plot(path: Path, rows: list[ParetoRow], tasks: list[Task]) -> None:
 def run_pareto(ctx: SearchContext, space: SearchSpace, in_channels: int, strategy: SearchStrategy,
                config: ParetoConfig, out_dir: Path, log: Callable[[str], None]) -> list[ParetoRow] | None:
     """The whole step: sample, measure, mark the front, write both files; None (logged) when the strategy
-    cannot sample. A pure function of the search's final state and the seed, so a resumed run redoes it."""
-    try:
-        sampled = strategy.sample(config.samples, torch.Generator().manual_seed(epoch_seed(ctx.seed, 0, _STREAM)))
-    except NotImplementedError as exc:
-        log(f"pareto: skipped: {exc}")
+    is not :class:`~nascore.protocols.Sampling`. A pure function of the search's final state and the seed, so a
+    resumed run redoes it."""
+    if not isinstance(strategy, Sampling):
+        log(f"pareto: skipped: strategy '{strategy.name}' does not sample archs from a search distribution "
+            "(it is not a nascore.Sampling)")
         return None
+    sampled = strategy.sample(config.samples, torch.Generator().manual_seed(epoch_seed(ctx.seed, 0, _STREAM)))
     torch.manual_seed(epoch_seed(ctx.seed, 1, _STREAM))  # building archs and train-mode forwards draw from it
     rows = measure(ctx, space, in_channels, strategy.derive(), sampled, config)
     mark_front(rows, ctx.tasks)

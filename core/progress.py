@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+from rich import progress as bars
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+#: ``progress(total, description)``: a context manager yielding ``advance()``, called once per unit of work done;
+#: how runs show work (a reporter's bar), given to strategies (``SearchContext.progress``) and cost models
+Progress = Callable[[int, str], AbstractContextManager[Callable[[], None]]]
+
+
+def no_progress(total: int, description: str) -> AbstractContextManager[Callable[[], None]]:
+    """The progress that shows nothing: the default where no reporter is given."""
+    return nullcontext(lambda: None)
 
 
 class Reporter:
@@ -27,8 +36,9 @@ class Reporter:
         if not self.live or self.quiet:
             yield lambda: None
             return
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=self.err, transient=True) as bar:
+        columns = (bars.TextColumn("{task.description}"), bars.BarColumn(), bars.MofNCompleteColumn(),
+                   bars.TimeElapsedColumn())
+        with bars.Progress(*columns, console=self.err, transient=True) as bar:
             task = bar.add_task(description, total=total)
             yield lambda: bar.advance(task)
 

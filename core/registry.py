@@ -89,6 +89,7 @@ class Registry:
                 continue
             registry.register(plugin, source)
         registry.collect()
+        registry._call_loaded_hooks()
         return registry
 
     def register(self, plugin: Any, source: Source) -> None:
@@ -135,18 +136,15 @@ class Registry:
                 for comp in result:
                     self._add(Entry(kind, comp.name, comp, source))
         self._collected.update(self._sources)
-        self._register_timm_models()
 
-    def _register_timm_models(self) -> None:
-        """Plugin spaces' named archs become ``timm.create_model("nascore_<name>")`` models too."""
-        from .timm_models import register_named_archs
-
-        for entry in list(self.entries["space"].values()):
+    def _call_loaded_hooks(self) -> None:
+        """Call every plugin's ``nascore_registry_loaded``; one that raises is a problem, the others still run."""
+        for impl in self.pm.hook.nascore_registry_loaded.get_hookimpls():
             try:
-                register_named_archs([entry.cls])
-            except Exception as exc:  # a plugin's named_archs() must not take the host down
-                self.problems.append(Problem(entry.source, f"named archs of space '{entry.name}' could not be "
-                                                           f"registered with timm: {type(exc).__name__}: {exc}"))
+                impl.function(**dict.fromkeys(impl.argnames, self))  # pluggy: it takes the arguments it names
+            except Exception as exc:
+                self.problems.append(Problem(self._sources[impl.plugin_name], "hook nascore_registry_loaded raised "
+                                                                              f"{type(exc).__name__}: {exc}"))
 
     def _add(self, entry: Entry) -> None:
         table = self.entries[entry.kind]

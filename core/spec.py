@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, TypeAdapter, ValidationError, create_model,
+                      field_validator)
+from pydantic_core import to_jsonable_python
 
 from .component import Component, ComponentConfig, TorchDevice
 from .costs.objective import Multiplicative, Objective
@@ -58,8 +60,10 @@ class _CostBlock(_Block):
         return value
 
 
-class _SpecModel(BaseModel):
-    """Structure of a spec; component blocks are checked against their own Config afterwards."""
+class SpecModel(BaseModel):
+    """The spec: its top-level keys, their types and defaults. The one description of a spec: ``RunSpec`` is this with
+    the component blocks resolved, and ``nascore schema`` this with each block's components' Configs. Component
+    blocks (``BLOCKS``) are checked against their own Config afterwards."""
 
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
@@ -74,6 +78,10 @@ class _SpecModel(BaseModel):
     #: timm model name -> arch file or named arch, registered with timm when the spec is loaded (so that e.g.
     #: a segmentation-models-pytorch encoder "tu-<name>" can use a found arch)
     timm_models: dict[str, str] = Field(default_factory=dict)
+
+
+#: the component blocks of a spec: top-level key -> component kind
+BLOCKS = {"dataset": "dataset", "tasks": "task", "space": "space", "strategy": "strategy", "cost": "cost"}
 
 
 @dataclass
@@ -92,6 +100,8 @@ class ComponentSpec:
 
 @dataclass
 class RunSpec:
+    """A validated spec: ``SpecModel``'s values, each component block resolved to its class and Config."""
+
     seed: int
     device: str
     dataset: ComponentSpec
@@ -107,18 +117,15 @@ class RunSpec:
     timm_models: dict[str, str] = field(default_factory=dict)
 
     def dump(self) -> dict[str, Any]:
-        """The resolved spec: every default filled in, reloadable with ``load_spec``."""
-        out: dict[str, Any] = {"seed": self.seed, "device": self.device, "dataset": self.dataset.dump(),
-                               "tasks": [t.dump() for t in self.tasks], "space": self.space.dump(),
-                               "strategy": self.strategy.dump()}
-        if self.cost is not None:
-            out["cost"] = {**self.cost.dump(), "loss": self.objective.model_dump(mode="json", by_alias=True)}
-        if self.train is not None:
-            out["train"] = self.train.model_dump(mode="json")
-        out["pareto"] = self.pareto.model_dump(mode="json")
-        if self.timm_models:
-            out["timm_models"] = dict(self.timm_models)
-        return out
+        """The resolved spec: every default filled in, reloadable with ``load_spec``; keys in ``SpecModel``'s order,
+        those left unset (cost, train: None; timm_models: empty) left out."""
+        cost = None if self.cost is None else {**self.cost.dump(),
+                                               "loss": self.objective.model_dump(mode="json", by_alias=True)}
+        blocks = {"dataset": self.dataset.dump(), "tasks": [t.dump() for t in self.tasks], "space": self.space.dump(),
+                  "strategy": self.strategy.dump(), "cost": cost}
+        out = {key: blocks[key] if key in BLOCKS else to_jsonable_python(getattr(self, key))
+               for key in SpecModel.model_fields}
+        return {key: value for key, value in out.items() if value not in (None, {})}
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
@@ -182,11 +189,11 @@ def validate_spec(data: dict[str, Any], registry: Registry | None = None, source
         raise SpecError(source, [f"<root>: expected a mapping of keys (seed, dataset, tasks, space, strategy, ...), "
                                  f"got a {type(data).__name__}"])
     errors: list[str] = []
-    model: _SpecModel | None = None
+    model: SpecModel | None = None
     try:
-        model = _SpecModel.model_validate(data)
+        model = SpecModel.model_validate(data)
     except ValidationError as exc:
-        errors.extend(format_validation_error(exc, model=_SpecModel))
+        errors.extend(format_validation_error(exc, model=SpecModel))
 
     def resolve(kind: str, block: Any, path: str) -> ComponentSpec | None:
         # blocks that are not a mapping with a str name were reported by the structural check above
@@ -216,16 +223,17 @@ def validate_spec(data: dict[str, Any], registry: Registry | None = None, source
     names = [t["name"] for t in raw_tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
     for name in sorted({n for n in names if names.count(n) > 1}):
         errors.append(f"tasks: task '{name}' is listed twice")
-    if model is not None:
-        errors.extend(_register_timm_models(model.timm_models, registry))
+    if model is not None:  # top-level keys that plugins serve, e.g. timm_models (nascore.timm_models)
+        for problems in registry.hook.nascore_spec_loaded(spec=model, registry=registry):
+            errors.extend(problems)
     if errors or model is None:
         raise SpecError(source, _in_spec_order(errors))
     _fill_space_tasks(space, names, errors)
     if errors:
         raise SpecError(source, _in_spec_order(errors))
-    spec = RunSpec(model.seed, model.device, dataset, tasks, space, strategy, cost,
-                   model.cost.loss if model.cost else Multiplicative(), model.train, model.pareto, source, data,
-                   model.timm_models)
+    settings = {key: getattr(model, key) for key in SpecModel.model_fields if key not in BLOCKS}
+    spec = RunSpec(dataset=dataset, tasks=tasks, space=space, strategy=strategy, cost=cost,
+                   objective=model.cost.loss if model.cost else Multiplicative(), source=source, raw=data, **settings)
     _check_compatibility(spec, errors)
     if errors:
         raise SpecError(source, errors)
@@ -251,7 +259,7 @@ def _fill_space_tasks(space: ComponentSpec | None, names: list[str], errors: lis
 
 def _in_spec_order(errors: list[str]) -> list[str]:
     """Errors sorted by their top-level key in spec order (stable within one key)."""
-    order = list(_SpecModel.model_fields)
+    order = list(SpecModel.model_fields)
 
     def key(line: str) -> int:
         head = re.split(r"[.\[:]", line, maxsplit=1)[0]
@@ -282,7 +290,8 @@ def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | 
 
 
 def spec_json_schema(registry: Registry | None = None, problems: list[str] | None = None) -> dict[str, Any]:
-    """JSON Schema of the spec with every installed component's Config as a tagged alternative.
+    """JSON Schema of the spec: ``SpecModel`` with every installed component's Config as a tagged alternative of
+    its block.
 
     A component whose Config cannot be expressed as JSON Schema is left out and described in ``problems``.
     """
@@ -293,7 +302,7 @@ def spec_json_schema(registry: Registry | None = None, problems: list[str] | Non
         models = []
         for name in registry.names(kind):
             cls = registry.get(kind, name)
-            extra = {"loss": (Objective, Field(default_factory=Multiplicative))} if kind == "cost" else {}
+            extra = {"loss": (Objective, _CostBlock.model_fields["loss"])} if kind == "cost" else {}
             try:
                 model = create_model(f"{kind}_{name}".replace("-", "_"), __base__=cls.Config,
                                      __doc__=(cls.__doc__ or "").strip() or None,
@@ -307,34 +316,11 @@ def spec_json_schema(registry: Registry | None = None, problems: list[str] | Non
             models.append(model)
         if not models:
             return _Block
-        return models[0] if len(models) == 1 else Annotated[Union[tuple(models)], Field(discriminator="name")]
+        return models[0] if len(models) == 1 else Annotated[Union[tuple(models)], Discriminator("name")]
 
-    spec_model = create_model(
-        "RunSpec", __config__=ConfigDict(extra="forbid"),
-        seed=(int, 0), device=(TorchDevice, "cpu"),
-        dataset=(union("dataset"), ...), tasks=(list[union("task")], Field(..., min_length=1)),
-        space=(union("space"), ...), strategy=(union("strategy"), ...), cost=(Optional[union("cost")], None),
-        train=(TrainConfig | None, None), pareto=(ParetoConfig, Field(default_factory=ParetoConfig)))
+    # each of BLOCKS's types becomes its components' union; the field keeps the rest (default, min_length, ...)
+    blocks = {"dataset": union("dataset"), "tasks": list[union("task")], "space": union("space"),
+              "strategy": union("strategy"), "cost": Optional[union("cost")]}
+    spec_model = create_model("RunSpec", __base__=SpecModel,
+                              **{key: (annotation, SpecModel.model_fields[key]) for key, annotation in blocks.items()})
     return TypeAdapter(spec_model).json_schema()
-
-
-def _register_timm_models(models: dict[str, str], registry: Registry) -> list[str]:
-    """Register the spec's ``timm_models``; returns the problems, each naming its field."""
-    import timm
-
-    from .arch import arch_space, resolve_arch
-    from .timm_models import register_timm_model, registered_here
-
-    errors = []
-    for name, ref in models.items():
-        if timm.is_model(name) and name not in registered_here():
-            errors.append(f"timm_models.{name}: timm already has a model of that name; choose another")
-            continue
-        try:
-            arch = resolve_arch(ref, registry)
-            arch_space(arch, ref, registry)
-        except NascoreError as exc:
-            errors.append(f"timm_models.{name}: {exc}")
-            continue
-        register_timm_model(name, arch, ref)
-    return errors

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -12,7 +11,9 @@ from .component import Component
 from .costs.base import CostModel
 from .data import loader
 from .loops import evaluate, recalibrate_batchnorm
-from .supernet import CostTable, Decision, Supernet
+from .progress import Progress, no_progress
+from .protocols import CostEstimate
+from .supernet import Decision, Supernet
 from .task import Network, Task
 
 
@@ -29,14 +30,18 @@ class SearchContext:
     device: torch.device
     seed: int
     cost_model: CostModel | None = None
-    cost_table: CostTable | None = None
+    cost_table: CostEstimate | None = None
     objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     #: ``progress(total, description)`` -> context manager yielding an ``advance()`` callable
-    progress: Callable[[int, str], AbstractContextManager[Callable[[], None]]] | None = None
+    progress: Progress = no_progress
 
 
 class SearchStrategy(Component):
-    """Subclasses' ``Config`` must have an ``epochs`` field; the runner loops, checkpoints and logs."""
+    """Subclasses' ``Config`` must have an ``epochs`` field; the runner loops, checkpoints and logs.
+
+    A strategy that can draw archs from its search distribution also subclasses
+    :class:`~nascore.protocols.Sampling` (the Pareto step's candidates).
+    """
 
     kind: ClassVar[str] = "strategy"
 
@@ -55,17 +60,16 @@ class SearchStrategy(Component):
         """The found architecture(s): choices per owning task (``None`` when all tasks share one arch)."""
         raise NotImplementedError
 
-    def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[dict[str, str]]]:
-        """``n`` archs per owner drawn from the final search distribution, deterministic given ``generator``
-        (the Pareto step's candidates besides the derived arch)."""
-        raise NotImplementedError(f"strategy '{self.name}' does not sample archs from a search distribution "
-                                  "(it has no SearchStrategy.sample)")
-
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of ``softmax(logits)``, one decision's distribution over its options; differentiable."""
+    return -(torch.softmax(logits, 0) * torch.log_softmax(logits, 0)).sum()
 
 
 def owners(decisions: list[Decision]) -> Iterator[str | None]:

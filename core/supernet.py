@@ -2,11 +2,12 @@
 
 A supernet lists its :class:`Decision`s. A strategy owns the architecture parameters and, before each
 forward, sets a weight vector per decision (soft Gumbel-softmax weights or one-hot samples); a
-:class:`Choice` computes only the options whose weight is non-zero.
+:class:`Choice` computes only the options whose weight is non-zero (:class:`ActiveOptions`, which spaces that
+override ``apply_weights`` use too).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,22 +15,53 @@ import torch
 from torch import Tensor, nn
 
 from .errors import NascoreError
+from .features import PreLogits
+from .protocols import CostEstimate
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One architecture decision: a name, its option labels, and the task that owns it (None = shared)."""
+    """One architecture decision: a name, its option labels, and the task that owns it (None = shared).
+
+    ``stream``: in a :class:`~nascore.protocols.MultiTaskBackbone`, the task whose stream of features this
+    decision routes (``branched``: which copy of a layer that task runs). Unlike ``task`` it does not make the
+    decision that task's own: the arch stays one for all tasks.
+    """
 
     name: str
     options: tuple[str, ...]
     task: str | None = None
+    stream: str | None = None
+
+
+@dataclass(frozen=True)
+class ActiveOptions:
+    """One decision's weights with the options they compute worked out once, so a forward needs no device sync."""
+
+    weight: Tensor
+    indices: tuple[int, ...]  # the options with a non-zero weight
+    plain: bool  # a sampled path (one option at weight 1, no gradient): computed without a multiply
+
+    @classmethod
+    def of(cls, weight: Tensor) -> ActiveOptions:
+        values = weight.detach().tolist()
+        indices = tuple(i for i, v in enumerate(values) if v != 0.0)
+        return cls(weight, indices, len(indices) == 1 and not weight.requires_grad and values[indices[0]] == 1.0)
+
+    def mix(self, run: Callable[[int], Tensor]) -> Tensor:
+        """``sum_i w_i * run(i)`` over the active options; on a plain path ``run(i)`` itself, exactly the
+        standalone child's computation."""
+        first, *rest = self.indices
+        if self.plain:
+            return run(first)
+        out = self.weight[first] * run(first)
+        for i in rest:
+            out = out + self.weight[i] * run(i)
+        return out
 
 
 class Choice(nn.Module):
-    """Weighted sum of candidate operations for one decision (several Choices may share a decision).
-
-    Setting ``weight`` works out once which options are active, so a forward needs no device sync.
-    """
+    """Weighted sum of candidate operations for one decision (several Choices may share a decision)."""
 
     def __init__(self, decision: str, candidates: Mapping[str, nn.Module]):
         super().__init__()
@@ -40,30 +72,20 @@ class Choice(nn.Module):
 
     @property
     def weight(self) -> Tensor | None:
-        return self._weight
+        return None if self._active is None else self._active.weight
 
     @weight.setter
     def weight(self, w: Tensor | None) -> None:
-        self._weight = w
-        values = [] if w is None else w.detach().tolist()
-        self._active = [i for i, v in enumerate(values) if v != 0.0]
-        # a plain sampled path: no multiply, exactly the standalone child's computation
-        self._plain = len(self._active) == 1 and not w.requires_grad and values[self._active[0]] == 1.0
+        self._active = None if w is None else ActiveOptions.of(w)
 
     def forward(self, x: Tensor) -> Tensor:
-        w, active = self._weight, self._active
-        if w is None:
+        if self._active is None:
             raise RuntimeError(f"no weights set for decision '{self.decision}'")
-        if self._plain:
-            return self._ops[active[0]](x)
-        out = w[active[0]] * self._ops[active[0]](x)
-        for i in active[1:]:
-            out = out + w[i] * self._ops[i](x)
-        return out
+        return self._active.mix(lambda i: self._ops[i](x))
 
 
 @dataclass
-class CostTable:
+class CostTable(CostEstimate):
     """Prices of every option of every decision and of the fixed parts, in one cost model's unit.
 
     ``reduce="sum"`` (MACs, params, latency): a network costs the sum of its parts; ``options`` holds the
@@ -74,6 +96,7 @@ class CostTable:
     """
 
     unit: str
+    decisions: list[Decision]
     fixed: float
     options: dict[str, Tensor]  # decision name -> cost per option
     reduce: Literal["sum", "max"] = "sum"
@@ -90,9 +113,9 @@ class CostTable:
             total = total + (weights[name] * costs.to(device)).sum()
         return total
 
-    def of_choices(self, choices: Mapping[str, str], decisions: list[Decision]) -> float:
+    def of_choices(self, choices: Mapping[str, str]) -> float:
         """Cost of one discrete architecture."""
-        index = {d.name: d.options.index(choices[d.name]) for d in decisions}
+        index = {d.name: d.options.index(choices[d.name]) for d in self.decisions}
         if self.reduce == "max":
             return max([self.fixed] + [float(c[index[n]]) for n, c in self.positions])
         return self.fixed + sum(float(c[index[n]]) for n, c in self.options.items())
@@ -125,9 +148,23 @@ class Supernet(nn.Module):
     """
 
     feature_info: list[dict]
+    #: how a classifier widens the last level (as ``Backbone.pre_logits``), or None for pool + linear
+    pre_logits: PreLogits | None = None
 
     def decisions(self) -> list[Decision]:
         raise NotImplementedError
+
+    def canonical(self, choices: Mapping[str, str]) -> dict[str, str]:
+        """The one spelling of an arch that several choices build (``branched``: copies renumbered so that equal
+        numbers mean shared); by default every arch has one, and this returns ``choices``.
+
+        :param choices: an option label for every decision.
+        :return: choices that build the same model, equal for every spelling of it.
+
+        Called by strategies on the archs they derive and sample (``bmtas``), so equal models get equal arch
+        files.
+        """
+        return dict(choices)
 
     def fixed_modules(self) -> dict[str, nn.Module]:
         return {}
@@ -166,24 +203,14 @@ class Supernet(nn.Module):
         Shapes are recorded by forward pre-hooks during one forward with uniform weights, so they are the
         real ones whatever the space's wiring (strides, resolutions, channel counts).
         """
-        shapes: dict[nn.Module, tuple[int, ...]] = {}
-
-        def record(module: nn.Module, args: tuple) -> None:
-            shapes.setdefault(module, tuple(args[0].shape))
-
-        targets = self.choices() + list(self.fixed_modules().values())
-        hooks = [m.register_forward_pre_hook(record) for m in targets]
         previous = {c: c.weight for c in self.choices()}
-        was_training, device = self.training, _device_of(self)
+        device = _device_of(self)
         try:
             self.set_weights({d.name: torch.full((len(d.options),), 1.0 / len(d.options), device=device)
                               for d in self.decisions()})
-            with torch.no_grad():
-                self.eval()(torch.zeros(1, in_channels, input_size, input_size, device=device))
+            shapes = input_shapes(self, self.choices() + list(self.fixed_modules().values()), input_size,
+                                  in_channels)
         finally:
-            self.train(was_training)
-            for h in hooks:
-                h.remove()
             for c, w in previous.items():
                 c.weight = w
         ops = [Operation(m, shapes[m]) for m in self.fixed_modules().values()]
@@ -192,12 +219,12 @@ class Supernet(nn.Module):
                        for label, op in choice.candidates.items())
         return ops
 
-    def price(self, cost_model, input_size: int, in_channels: int = 3) -> CostTable:
+    def price(self, cost_model, input_size: int, in_channels: int = 3) -> CostEstimate:
         """Price every option of every decision at its real input shape, and the fixed parts.
 
-        Strategies use the result through ``unit``, ``expected(weights)``, ``of_choices(choices, decisions)``
-        and ``bounds()``; a space whose costs are not a sum of per-option prices returns its own table with
-        those (FBNetV2's effective-shape table, ``nascore.costs.shape``).
+        Strategies use the result through the :class:`~nascore.protocols.CostEstimate` contract; a space whose
+        costs are not a sum of per-option prices returns its own table (FBNetV2's effective-shape table,
+        ``nascore.costs.shape``).
         """
         ops = self.operations(input_size, in_channels)
         prices = cost_model.price_all([(op.module, op.input_shape) for op in ops])
@@ -209,11 +236,11 @@ class Supernet(nn.Module):
         choices = self.choices()
         positions = [(choices[i].decision, torch.tensor(row)) for i, row in sorted(rows.items())]
         if cost_model.reduce == "max":
-            return CostTable(cost_model.unit, max(fixed, default=0.0), {}, "max", positions)
+            return CostTable(cost_model.unit, self.decisions(), max(fixed, default=0.0), {}, "max", positions)
         options: dict[str, Tensor] = {}
         for name, row in positions:
             options[name] = options.get(name, 0) + row
-        return CostTable(cost_model.unit, float(sum(fixed)) + cost_model.overhead(), options)
+        return CostTable(cost_model.unit, self.decisions(), float(sum(fixed)) + cost_model.overhead(), options)
 
 
 def one_hot(decisions: list[Decision], choices: Mapping[str, str], device: torch.device | str = "cpu"
@@ -227,6 +254,27 @@ def one_hot(decisions: list[Decision], choices: Mapping[str, str], device: torch
         w[d.options.index(label)] = 1.0
         weights[d.name] = w
     return weights
+
+
+def input_shapes(model: nn.Module, modules: Iterable[nn.Module], input_size: int, in_channels: int = 3
+                 ) -> dict[nn.Module, tuple[int, ...]]:
+    """The input shape each of ``modules`` first sees during one forward of ``model`` on a batch of one zero image
+    (eval mode, no gradient), recorded by forward pre-hooks; modules the forward does not run are left out."""
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+
+    def record(module: nn.Module, args: tuple) -> None:  # a pre-hook returning a value would replace the args
+        shapes.setdefault(module, tuple(args[0].shape))
+
+    hooks = [m.register_forward_pre_hook(record) for m in modules]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_channels, input_size, input_size, device=_device_of(model)))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return shapes
 
 
 def _device_of(module: nn.Module) -> torch.device:

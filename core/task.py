@@ -9,7 +9,9 @@ from torch import Tensor, nn
 from .component import Component
 from .dataset import DataInfo
 from .errors import NascoreError
-from .features import PreLogits
+from .features import Backbone, PreLogits
+from .protocols import MultiTaskBackbone
+from .supernet import Supernet
 
 
 class Task(Component):
@@ -55,26 +57,25 @@ class Task(Component):
 class Network(nn.Module):
     """A backbone (supernet or built model) with one head per task; returns outputs by task name.
 
-    A backbone with per-task features (a branched multi-task network) returns them as a dict by task name and
-    each head reads its own; otherwise every head reads the one list of feature levels.
+    A :class:`~nascore.protocols.MultiTaskBackbone` returns its features as a dict by task name and each head
+    reads its own; otherwise every head reads the one list of feature levels.
     """
 
-    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module]):
+    def __init__(self, backbone: Backbone | Supernet, heads: dict[str, nn.Module]):
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
+        self.per_task = isinstance(backbone, MultiTaskBackbone)
 
     def forward(self, x: Tensor) -> dict[str, Any]:
         features = self.backbone(x)
-        if isinstance(features, dict):
+        if self.per_task:
             return {name: head(features[name]) for name, head in self.heads.items()}
         return {name: head(features) for name, head in self.heads.items()}
 
 
-def build_network(backbone: nn.Module, tasks: list[Task], data: DataInfo) -> Network:
-    served = getattr(backbone, "tasks", None)  # a backbone with features per task serves these tasks
-    if served is not None and sorted(served) != sorted(t.name for t in tasks):
-        raise NascoreError(f"the backbone computes features for tasks {', '.join(served)}, but the spec's tasks are "
-                           f"{', '.join(t.name for t in tasks)}; list the same tasks")
-    pre_logits = getattr(backbone, "pre_logits", None)
-    return Network(backbone, {t.name: t.build_head(backbone.feature_info, pre_logits, data) for t in tasks})
+def build_network(backbone: Backbone | Supernet, tasks: list[Task], data: DataInfo) -> Network:
+    if isinstance(backbone, MultiTaskBackbone) and sorted(backbone.tasks) != sorted(t.name for t in tasks):
+        raise NascoreError(f"the backbone computes features for tasks {', '.join(backbone.tasks)}, but the spec's "
+                           f"tasks are {', '.join(t.name for t in tasks)}; list the same tasks")
+    return Network(backbone, {t.name: t.build_head(backbone.feature_info, backbone.pre_logits, data) for t in tasks})

@@ -1,8 +1,10 @@
-"""Found architectures as timm models.
+"""Found architectures as timm models: nascore's timm integration, a plugin (entry point ``timm``) like any other.
 
-Every named arch of nascore's spaces is ``timm.create_model("nascore_<name>")`` after ``import nascore``
-(plugin spaces' named archs once the registry has loaded them); ``register_timm_model(name, arch)`` (or a
-spec's ``timm_models:`` block) adds any arch file under a name of the user's choice. The models follow
+Every named arch of the installed spaces is ``timm.create_model("nascore_<name>")`` once the plugins are loaded
+and timm is imported, whichever comes last (``nascore_registry_loaded``; ``import nascore`` loads the plugins when
+timm is imported, so that ``import nascore`` is all a timm user needs). ``register_timm_model(name, arch)`` (or a
+spec's ``timm_models:`` block, ``nascore_spec_loaded``) adds any arch file under a name of the user's choice.
+This module imports timm only to register a model. The models follow
 timm's contract: ``num_classes``, ``reset_classifier``, ``forward_features`` / ``forward_head``,
 ``num_features`` (the channels of ``forward_features``' output) and ``head_hidden_size`` (the width of
 ``forward_head(x, pre_logits=True)``), ``feature_info``, a pretrained cfg (``model.pretrained_cfg``, also in
@@ -11,18 +13,26 @@ timm's registry: ``timm.get_pretrained_cfg_value``), and ``features_only=True`` 
 them. Nothing is downloaded: ``pretrained=True`` is refused; timm's ``checkpoint_path=`` loads the user's own
 weights.
 """
+from __future__ import annotations
+
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from timm.models import FeatureInfo, register_model, resolve_pretrained_cfg
 from torch import Tensor, nn
 
 from .arch import Arch
+from .errors import NascoreError
 from .features import ClassifierHead
+from .hookspecs import hookimpl
+from .import_hooks import when_imported
+
+if TYPE_CHECKING:
+    from .registry import Registry
+    from .spec import SpecModel
 
 PREFIX = "nascore_"
 REDUCTION = 32  # the deepest feature level's reduction of nascore's spaces (their searched strides)
@@ -70,12 +80,12 @@ def _data_cfg(arch: Arch) -> dict[str, Any]:
     """What timm's registry knows of a model without building it: nascore's data pipeline (image-folder's
     Resize + CenterCrop to the size: crop_pct 1, bilinear; ImageNet mean/std) at the arch's input size, and
     pool_size at the searched stride. A created model's cfg has the built model's pool_size and first_conv."""
-    from nascore.tasks.datasets import IMAGENET_MEAN, IMAGENET_STD
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     size = _input_size(arch)
     return {"input_size": (3, *size), "pool_size": pool_size(size, REDUCTION), "crop_pct": 1.0,
-            "interpolation": "bilinear", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "num_classes": 1000,
-            "first_conv": None, "classifier": CLASSIFIER}
+            "interpolation": "bilinear", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+            "num_classes": 1000, "first_conv": None, "classifier": CLASSIFIER}
 
 
 class NascoreClassifier(nn.Module):
@@ -147,6 +157,8 @@ class NascoreFeatures(nn.Module):
 
     def __init__(self, backbone: nn.Module, out_indices: Sequence[int] | None = None, in_chans: int = 3,
                  pretrained_cfg: dict | None = None):
+        from timm.models import FeatureInfo
+
         super().__init__()
         self.backbone = backbone
         self.in_chans = in_chans
@@ -176,6 +188,8 @@ def _entrypoint(name: str, arch: Arch, ref: str) -> Callable[..., nn.Module]:
                num_classes: int | None = None, in_chans: int | None = None, drop_rate: float = 0.0,
                output_stride: int | None = None, global_pool: str | None = None, device: Any = None,
                dtype: torch.dtype | None = None, **unknown: Any) -> nn.Module:
+        from timm.models import resolve_pretrained_cfg
+
         if pretrained:
             raise ValueError(f"{name} has no pretrained weights (nascore downloads nothing); train it with "
                              "`nascore train`, then pass checkpoint_path=... to timm.create_model")
@@ -229,6 +243,8 @@ def registered_here() -> set[str]:
 
 
 def _register(name: str, arch: Arch, ref: str) -> None:
+    from timm.models import register_model
+
     default_cfgs[name] = {**_data_cfg(arch), "description": f"nascore arch {ref} (space {arch.space}), "
                                                             "no pretrained weights"}
     register_model(_entrypoint(name, arch, ref))
@@ -245,15 +261,47 @@ def register_timm_model(name: str, arch: Arch | str | Path, ref: str | None = No
     return name
 
 
-def register_named_archs(space_classes: Sequence[type]) -> list[str]:
-    """``nascore_<name>`` for every named arch of ``space_classes`` that timm does not have yet."""
+def _register_named_archs(registry: Registry) -> None:
+    """``nascore_<name>`` for every named arch of the registry's spaces that timm does not have yet."""
     import timm
 
-    names = []
-    for space_cls in space_classes:
-        for arch_name, arch in space_cls.named_archs().items():
-            name = PREFIX + arch_name
-            if not timm.is_model(name):
-                _register(name, arch, arch_name)
-            names.append(name)
-    return names
+    from .registry import Problem
+
+    for entry in list(registry.entries["space"].values()):
+        try:
+            for arch_name, arch in entry.cls.named_archs().items():
+                if not timm.is_model(PREFIX + arch_name):
+                    _register(PREFIX + arch_name, arch, arch_name)
+        except Exception as exc:  # a plugin's named_archs() must not take the host down
+            registry.problems.append(Problem(entry.source, f"named archs of space '{entry.name}' could not be "
+                                                           f"registered with timm: {type(exc).__name__}: {exc}"))
+
+
+@hookimpl
+def nascore_registry_loaded(registry: Registry) -> None:
+    """The registry's named archs become timm models once timm is imported (now, if it is)."""
+    when_imported("timm", lambda: _register_named_archs(registry))
+
+
+@hookimpl
+def nascore_spec_loaded(spec: SpecModel, registry: Registry) -> list[str]:
+    """Register the spec's ``timm_models``; returns the problems, each naming its field."""
+    if not spec.timm_models:
+        return []
+    import timm
+
+    from .arch import arch_space, resolve_arch
+
+    errors = []
+    for name, ref in spec.timm_models.items():
+        if timm.is_model(name) and name not in registered_here():
+            errors.append(f"timm_models.{name}: timm already has a model of that name; choose another")
+            continue
+        try:
+            arch = resolve_arch(ref, registry)
+            arch_space(arch, ref, registry)
+        except NascoreError as exc:
+            errors.append(f"timm_models.{name}: {exc}")
+            continue
+        register_timm_model(name, arch, ref)
+    return errors

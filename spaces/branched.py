@@ -11,6 +11,7 @@ space are written as ``branch_config.json``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -19,13 +20,14 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from nascore.arch import Arch, resolve_arch
-from nascore.branching import MAX_TASKS, BranchCostTable, config_of, decision, groups_of
+from nascore.branching import MAX_TASKS, BranchCostTable, canonical, choices_of, config_of, decision, groups_of
 from nascore.component import ComponentConfig
 from nascore.errors import NascoreError
 from nascore.features import Backbone, Chain
 from nascore.hookspecs import hookimpl
+from nascore.protocols import MultiTaskBackbone
 from nascore.space import SearchSpace
-from nascore.supernet import Decision, Operation, Supernet, _device_of
+from nascore.supernet import ActiveOptions, Decision, Operation, Supernet, input_shapes
 
 
 class BranchedConfig(ComponentConfig):
@@ -94,7 +96,7 @@ def tasks_of(cfg: BranchedConfig) -> list[str]:
     return cfg.tasks
 
 
-class BranchedSupernet(Supernet):
+class BranchedSupernet(Supernet, MultiTaskBackbone):
     """Stem, then ``T`` copies of every layer; ``forward`` returns each task's feature levels by task name."""
 
     def __init__(self, chain: Chain, feature_info: list[dict], tasks: list[str], decisions: list[Decision]):
@@ -106,7 +108,7 @@ class BranchedSupernet(Supernet):
         self.layers = nn.ModuleList(nn.ModuleList(copy.deepcopy(m) for _ in tasks) for _, m in chain.layers)
         self.taps = list(chain.taps)
         self.feature_info = feature_info
-        self._weights: list[list[tuple[Tensor, list[int], bool]]] | None = None
+        self._active: list[list[ActiveOptions]] | None = None  # per layer, per task
 
     def decisions(self) -> list[Decision]:
         return self._decisions
@@ -114,26 +116,21 @@ class BranchedSupernet(Supernet):
     def fixed_modules(self) -> dict[str, nn.Module]:
         return {"stem": self.stem}
 
+    def canonical(self, choices: Mapping[str, str]) -> dict[str, str]:
+        """The same tree with copies renumbered so that equal numbers mean shared (``branching.canonical``)."""
+        return choices_of(canonical(config_of(choices, self.layer_names, self.tasks)), self.layer_names, self.tasks)
+
     def apply_weights(self, weights: dict[str, Tensor]) -> None:
-        rows = []
-        for layer in self.layer_names:
-            row = []
-            for task in self.tasks:
-                w = weights[decision(layer, task)]
-                values = w.detach().tolist()
-                active = [c for c, v in enumerate(values) if v != 0.0]
-                plain = len(active) == 1 and not w.requires_grad and values[active[0]] == 1.0
-                row.append((w, active, plain))
-            rows.append(row)
-        self._weights = rows
+        self._active = [[ActiveOptions.of(weights[decision(layer, task)]) for task in self.tasks]
+                        for layer in self.layer_names]
 
     def forward(self, x: Tensor) -> dict[str, list[Tensor]]:
-        if self._weights is None:
+        if self._active is None:
             raise RuntimeError("no weights set for the branched supernet")
         h = self.stem(x)
         streams = [h] * len(self.tasks)
         features: list[list[Tensor]] = [[] for _ in self.tasks]
-        for i, (copies, row) in enumerate(zip(self.layers, self._weights)):
+        for i, (copies, row) in enumerate(zip(self.layers, self._active)):
             # a copy applied to one input is computed once: tasks on a shared stream that pick the same copy
             # share the result, so one-hot weights compute exactly the branched network's tree
             computed: dict[tuple[int, int], Tensor] = {}
@@ -144,16 +141,7 @@ class BranchedSupernet(Supernet):
                     computed[key] = copies[c](inp)
                 return computed[key]
 
-            new = []
-            for inp, (w, active, plain) in zip(streams, row):
-                if plain:
-                    new.append(run(active[0], inp))
-                    continue
-                out = w[active[0]] * run(active[0], inp)
-                for c in active[1:]:
-                    out = out + w[c] * run(c, inp)
-                new.append(out)
-            streams = new
+            streams = [active.mix(lambda c, inp=inp: run(c, inp)) for inp, active in zip(streams, row)]
             if i in self.taps:
                 for feats, s in zip(features, streams):
                     feats.append(s)
@@ -171,27 +159,16 @@ class BranchedSupernet(Supernet):
 
     def operations(self, input_size: int, in_channels: int = 3) -> list[Operation]:
         """The stem and the first copy of every layer at their input shapes (a fully shared forward)."""
-        shapes: dict[nn.Module, tuple[int, ...]] = {}
-
-        def record(module: nn.Module, args: tuple) -> None:
-            shapes.setdefault(module, tuple(args[0].shape))
-
-        targets = [self.stem] + [copies[0] for copies in self.layers]
-        hooks = [m.register_forward_pre_hook(record) for m in targets]
-        previous, was_training, device = self._weights, self.training, _device_of(self)
+        targets, previous = [self.stem] + [copies[0] for copies in self.layers], self._active
         try:
             self.set_choices({d.name: "0" for d in self.decisions()})
-            with torch.no_grad():
-                self.eval()(torch.zeros(1, in_channels, input_size, input_size, device=device))
+            shapes = input_shapes(self, targets, input_size, in_channels)
         finally:
-            self.train(was_training)
-            self._weights = previous
-            for h in hooks:
-                h.remove()
+            self._active = previous
         return [Operation(m, shapes[m]) for m in targets]
 
 
-class BranchedNetwork(Backbone):
+class BranchedNetwork(Backbone, MultiTaskBackbone):
     """A built branched network: the stem, then per layer one module per task group (a tree)."""
 
     def __init__(self, chain: Chain, feature_info: list[dict], tasks: list[str], config: list[list[int]]):
@@ -243,7 +220,7 @@ class BranchedSpace(SearchSpace):
     def decisions(self) -> list[Decision]:
         tasks = tasks_of(self.config)
         options = tuple(str(c) for c in range(len(tasks)))
-        return [Decision(decision(name, task), options) for name in self.layer_names for task in tasks]
+        return [Decision(decision(name, task), options, stream=task) for name in self.layer_names for task in tasks]
 
     def supernet(self) -> BranchedSupernet:
         backbone, chain = self._base()

@@ -25,7 +25,7 @@ from nascore.costs.shape import ProductWidth, ShapeCostTable, Width
 from nascore.features import Backbone, Chain, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace
-from nascore.supernet import Decision, Supernet
+from nascore.supernet import ActiveOptions, Decision, Supernet
 
 from .fbnetv2_blocks import (TYPES, Block, SlimConvBN, SlimSE, divisible_by, mid_channels, out_size, place,
                              se_channels, subsample, unit)
@@ -201,9 +201,32 @@ def feature_levels(blocks: list[BlockPlan], width: Callable[[BlockPlan], int], h
 
 
 # -- one searchable block -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlicedPath:
+    """A sampled path through a block: one type at one resolution, its layers sliced to exact widths."""
+
+    type: int  # index into the plan's types
+    factor: int  # input subsampling factor
+    mid: int  # hidden channels
+    se: int  # squeeze-excite hidden channels
+    out: int  # output channels
+
+
+@dataclass(frozen=True)
+class MaskedPath:
+    """Soft weights through a block: every active type at every active resolution, at the largest widths with
+    channels scaled by the masks ``sum_i w_i * m_i``."""
+
+    types: ActiveOptions  # weight 1 on the only type where the block has no type decision
+    resolutions: ActiveOptions  # likewise
+    mid_mask: Tensor
+    se_mask: Tensor
+    out_mask: Tensor
+
+
 class SearchBlock(nn.Module):
-    """A block's candidates at the largest widths; the supernet sets its weights, masks and (for a sampled
-    one-hot path) the exact widths to slice to."""
+    """A block's candidates at the largest widths; the supernet sets its state: the exact widths to slice to
+    on a sampled path, the weights and masks otherwise."""
 
     def __init__(self, p: BlockPlan, cfg: FBNetV2Config):
         super().__init__()
@@ -231,28 +254,29 @@ class SearchBlock(nn.Module):
         ses = torch.tensor([se_channels(int(m), cfg.divisor) for m in mids])
         self.register_buffer("se_masks", (torch.arange(se_channels(mid, cfg.divisor))[None] < ses[:, None]).float(),
                              persistent=False)
-        self.state: dict = {}
+        self.state: SlicedPath | MaskedPath | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         p, st = self.plan, self.state
+        if st is None:
+            raise RuntimeError(f"no weights set for block '{p.name}'")
         full = out_size(tuple(x.shape[-2:]), p.stride)
-        if st["exact"] is not None:
-            t, r, widths = st["exact"]
-            y = self._branch(p.types[t], subsample(x, r), widths=widths)
-            y = None if y is None else place(y, r, full, self.placement)
+        if isinstance(st, SlicedPath):
+            y = self._branch(p.types[st.type], subsample(x, st.factor))
+            y = None if y is None else place(y, st.factor, full, self.placement)
         else:
             y = None
-            for i in st["res_active"]:
+            for i in st.resolutions.indices:
                 r = p.resolutions[i]
                 xs, branch = subsample(x, r), None
-                for j in st["type_active"]:
+                for j in st.types.indices:
                     b = self._branch(p.types[j], xs)
                     if b is not None:
-                        b = b if p.type is None else st["w_type"][j] * b  # no decision: weight 1, no multiply
+                        b = b if p.type is None else st.types.weight[j] * b  # no decision: weight 1, no multiply
                         branch = b if branch is None else branch + b
                 if branch is None:
                     continue
-                branch = branch if p.resolution is None else st["w_res"][i] * branch
+                branch = branch if p.resolution is None else st.resolutions.weight[i] * branch
                 if y is not None and r > 1 and self.placement == "intersperse":
                     y[..., ::r, ::r] += branch  # add at the placed pixels: no zero-filled full-size tensor
                 else:
@@ -262,34 +286,32 @@ class SearchBlock(nn.Module):
             return x if y is None else x + y
         return y
 
-    def _branch(self, label: str, x: Tensor, widths: tuple[int, int, int] | None = None) -> Tensor | None:
-        """The block's residual branch for one type on (subsampled) ``x``: sliced to ``widths`` (mid, se, out)
-        or masked; None for a skip in a residual block."""
+    def _branch(self, label: str, x: Tensor) -> Tensor | None:
+        """The block's residual branch for one type on (subsampled) ``x``, sliced or masked as the state says;
+        None for a skip in a residual block."""
         if label not in self.candidates:
             return None
         op, st = self.candidates[label], self.state
-        if isinstance(op, SlimConvBN):  # skip with a shape change
-            return op(x, cout=widths[2]) if widths else op(x, mask=st["m_out"])
-        if widths:
-            mid, se, cout = widths
-            h = op["pw"](x, cout=mid) if "pw" in op else x
-            h = op["dw"](h, cout=mid)
+        if isinstance(st, SlicedPath):
+            if isinstance(op, SlimConvBN):  # skip with a shape change
+                return op(x, cout=st.out)
+            h = op["pw"](x, cout=st.mid) if "pw" in op else x
+            h = op["dw"](h, cout=st.mid)
             if "se" in op:
-                h = op["se"](h, hidden=se)
-            return op["pwl"](h, cout=cout)
-        h = op["pw"](x, mask=st["m_mid"]) if "pw" in op else x
-        h = op["dw"](h, mask=st["m_mid"])
+                h = op["se"](h, hidden=st.se)
+            return op["pwl"](h, cout=st.out)
+        if isinstance(op, SlimConvBN):
+            return op(x, mask=st.out_mask)
+        h = op["pw"](x, mask=st.mid_mask) if "pw" in op else x
+        h = op["dw"](h, mask=st.mid_mask)
         if "se" in op:
-            h = op["se"](h, mask=st["m_se"])
-        return op["pwl"](h, mask=st["m_out"])
+            h = op["se"](h, mask=st.se_mask)
+        return op["pwl"](h, mask=st.out_mask)
 
 
-def _is_exact(w: Tensor | None) -> bool:
-    return w is None or (not w.requires_grad and int((w != 0).sum()) == 1 and float(w.max()) == 1.0)
-
-
-def _index(w: Tensor | None) -> int:
-    return 0 if w is None else int(w.argmax())
+def _chosen(active: dict[str, ActiveOptions], decision: str | None) -> int:
+    """The option a sampled path takes at ``decision`` (the only one where there is no decision)."""
+    return 0 if decision is None else active[decision].indices[0]
 
 
 def _mask(width: Width, w: Tensor | None, device: torch.device) -> Tensor | None:
@@ -322,39 +344,33 @@ class FBNetV2Supernet(Supernet):
         return {"stem": self.stem}
 
     def apply_weights(self, weights: dict[str, Tensor]) -> None:
-        device = next(iter(weights.values())).device if weights else torch.device("cpu")
+        active = {name: ActiveOptions.of(w) for name, w in weights.items()}
+        # a sampled path (every weight one-hot, no gradient) runs sliced to the chosen widths; anything else runs
+        # masked at the largest widths (a block cannot mix the two: their tensors have different widths)
+        if all(a.plain for a in active.values()):
+            for p, block in zip(self._plans, self.blocks):
+                mid = p.mid.table[_chosen(active, p.cin.decision)][_chosen(active, p.expansion)]
+                block.state = SlicedPath(_chosen(active, p.type), p.resolutions[_chosen(active, p.resolution)],
+                                         mid, se_channels(mid, self.config.divisor),
+                                         p.cout.values[_chosen(active, p.cout.decision)])
+            return
+        device = next(iter(weights.values())).device
+        ones = torch.ones(1, device=device)
+        single = ActiveOptions.of(ones)  # the weight of a block's only type or resolution
         stage_masks: dict[str | None, Tensor | None] = {}
         for p in self._plans:
             for width in (p.cin, p.cout):
                 if width.decision not in stage_masks:
-                    w = weights.get(width.decision) if width.decision else None
-                    stage_masks[width.decision] = _mask(width, w, device)
-        # a sampled path (every weight one-hot, no gradient) runs sliced to the chosen widths; anything else runs
-        # masked at the largest widths (a block cannot mix the two: their tensors have different widths)
-        all_exact = all(_is_exact(w) for w in weights.values())
+                    stage_masks[width.decision] = _mask(width, weights.get(width.decision), device)
         for p, block in zip(self._plans, self.blocks):
-            w_type = weights.get(p.type) if p.type else None
-            w_res = weights.get(p.resolution) if p.resolution else None
-            w_in = weights.get(p.cin.decision) if p.cin.decision else None
-            w_e = weights.get(p.expansion) if p.expansion else None
-            st = {"w_type": w_type if w_type is not None else torch.ones(1, device=device),
-                  "w_res": w_res if w_res is not None else torch.ones(1, device=device),
-                  "m_out": stage_masks[p.cout.decision], "exact": None}
-            st["type_active"] = [i for i, v in enumerate(st["w_type"].detach().tolist()) if v != 0]
-            st["res_active"] = [i for i, v in enumerate(st["w_res"].detach().tolist()) if v != 0]
-            if all_exact:
-                mid = p.mid.table[_index(w_in)][_index(w_e)]
-                cout = p.cout.values[_index(weights.get(p.cout.decision) if p.cout.decision else None)]
-                se = se_channels(mid, self.config.divisor)
-                st["exact"] = (_index(w_type), p.resolutions[_index(w_res)], (mid, se, cout))
-            else:
-                g = w_in if w_in is not None else torch.ones(1, device=device)
-                h = w_e if w_e is not None else torch.ones(1, device=device)
-                joint = torch.outer(g, h).flatten()
-                st["m_mid"], st["m_se"] = joint @ block.mid_masks, joint @ block.se_masks
-                if st["m_out"] is None:  # a fixed width: masks are all ones
-                    st["m_out"] = torch.ones(max(p.cout.values), device=device)
-            block.state = st
+            g = weights[p.cin.decision] if p.cin.decision else ones
+            h = weights[p.expansion] if p.expansion else ones
+            joint = torch.outer(g, h).flatten()
+            out = stage_masks[p.cout.decision]
+            block.state = MaskedPath(active[p.type] if p.type else single,
+                                     active[p.resolution] if p.resolution else single,
+                                     joint @ block.mid_masks, joint @ block.se_masks,
+                                     torch.ones(max(p.cout.values), device=device) if out is None else out)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stem(x)

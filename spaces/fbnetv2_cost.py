@@ -3,6 +3,8 @@ cost model at each width it can have (the exact modules a built model runs, so a
 timings shared with built models), and the grids go into a :class:`~nascore.costs.shape.ShapeCostTable`."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import product
 
 import torch
@@ -10,7 +12,7 @@ from torch import nn
 
 from nascore.costs.shape import ShapeCostTable, Term
 from nascore.errors import NascoreError
-from nascore.supernet import Operation
+from nascore.supernet import Operation, input_shapes
 
 from .fbnetv2 import BlockPlan, FBNetV2Supernet, plan
 from .fbnetv2_blocks import TYPES, out_size, se_channels, unit, unit_key
@@ -21,8 +23,19 @@ CHUNK = 1024
 GROUPS = (("cin", "mid"), ("mid",), ("mid", "cout"), ("cin", "cout"), ("cin",), ("cout",))
 
 
-def _ops(p: BlockPlan, label: str, factor: int, divisor: int, placement: str):
-    """(group, unit kind, params from the widths, input shape from the widths) of one (type, resolution)."""
+@dataclass(frozen=True)
+class BlockOp:
+    """One operation of a block's (type, resolution): the widths it depends on, and its unit's kind, params and
+    input shape as functions of the widths ``(cin, mid, cout)`` (those outside ``group`` are None)."""
+
+    group: tuple[str, ...]  # one of GROUPS
+    kind: str  # a ``unit`` kind
+    params: Callable[[int | None, int | None, int | None], dict]
+    shape: Callable[[int | None, int | None, int | None], tuple[int, ...]]
+
+
+def _ops(p: BlockPlan, label: str, factor: int, divisor: int, placement: str) -> list[BlockOp]:
+    """The operations of one (type, resolution) of a block."""
     full_in = p.size
     sub_in = out_size(full_in, factor)
     branch_out, full_out = out_size(sub_in, p.stride), out_size(full_in, p.stride)
@@ -31,25 +44,26 @@ def _ops(p: BlockPlan, label: str, factor: int, divisor: int, placement: str):
     if spec is None:
         if p.residual:
             return ops  # an identity: free
-        ops.append((("cin", "cout"), "skip", lambda c, m, o: dict(cin=c, cout=o, stride=p.stride),
-                    lambda c, m, o: (1, c, *sub_in)))
+        ops.append(BlockOp(("cin", "cout"), "skip", lambda c, m, o: dict(cin=c, cout=o, stride=p.stride),
+                           lambda c, m, o: (1, c, *sub_in)))
     else:
         kernel, se, act = spec
         if p.has_pw:
-            ops.append((("cin", "mid"), "pw", lambda c, m, o: dict(cin=c, cout=m, act=act),
-                        lambda c, m, o: (1, c, *sub_in)))
-        ops.append((("mid",), "dw", lambda c, m, o: dict(cin=m, kernel=kernel, stride=p.stride, act=act),
-                    lambda c, m, o: (1, m, *sub_in)))
+            ops.append(BlockOp(("cin", "mid"), "pw", lambda c, m, o: dict(cin=c, cout=m, act=act),
+                               lambda c, m, o: (1, c, *sub_in)))
+        ops.append(BlockOp(("mid",), "dw", lambda c, m, o: dict(cin=m, kernel=kernel, stride=p.stride, act=act),
+                           lambda c, m, o: (1, m, *sub_in)))
         if se:
-            ops.append((("mid",), "se", lambda c, m, o: dict(cin=m, hidden=se_channels(m, divisor), act=act),
-                        lambda c, m, o: (1, m, *branch_out)))
-        ops.append((("mid", "cout"), "pwl", lambda c, m, o: dict(cin=m, cout=o), lambda c, m, o: (1, m, *branch_out)))
+            ops.append(BlockOp(("mid",), "se", lambda c, m, o: dict(cin=m, hidden=se_channels(m, divisor), act=act),
+                               lambda c, m, o: (1, m, *branch_out)))
+        ops.append(BlockOp(("mid", "cout"), "pwl", lambda c, m, o: dict(cin=m, cout=o),
+                           lambda c, m, o: (1, m, *branch_out)))
         if p.residual:
-            ops.append((("cout",), "add", lambda c, m, o: {}, lambda c, m, o: (1, o, *full_out)))
+            ops.append(BlockOp(("cout",), "add", lambda c, m, o: {}, lambda c, m, o: (1, o, *full_out)))
     if factor > 1:
-        ops.append((("cin",), "sub", lambda c, m, o: dict(factor=factor), lambda c, m, o: (1, c, *full_in)))
-        ops.append((("cout",), "place", lambda c, m, o: dict(factor=factor, size=full_out, mode=placement),
-                    lambda c, m, o: (1, o, *branch_out)))
+        ops.append(BlockOp(("cin",), "sub", lambda c, m, o: dict(factor=factor), lambda c, m, o: (1, c, *full_in)))
+        ops.append(BlockOp(("cout",), "place", lambda c, m, o: dict(factor=factor, size=full_out, mode=placement),
+                           lambda c, m, o: (1, o, *branch_out)))
     return ops
 
 
@@ -78,12 +92,12 @@ def price(net: FBNetV2Supernet, cost_model, input_size: int, in_channels: int = 
         term = Term(p.resolution, p.type)
         for r, factor in enumerate(p.resolutions):
             for t, label in enumerate(p.types):
-                for group, kind, params, shape in _ops(p, label, factor, cfg.divisor, cfg.placement):
-                    for index in product(*(range(len(axes[v])) for v in group)):
-                        widths = dict(zip(group, (axes[v][i] for v, i in zip(group, index))))
+                for op in _ops(p, label, factor, cfg.divisor, cfg.placement):
+                    for index in product(*(range(len(axes[v])) for v in op.group)):
+                        widths = dict(zip(op.group, (axes[v][i] for v, i in zip(op.group, index))))
                         c, m, o = widths.get("cin"), widths.get("mid"), widths.get("cout")
-                        cells.append((len(terms), GROUPS.index(group), (r, t, *index),
-                                      request(kind, params(c, m, o), shape(c, m, o))))
+                        cells.append((len(terms), GROUPS.index(op.group), (r, t, *index),
+                                      request(op.kind, op.params(c, m, o), op.shape(c, m, o))))
         term.grids = [(tuple(names[v] for v in group),
                        torch.zeros(len(p.resolutions), len(p.types), *(len(axes[v]) for v in group)))
                       for group in GROUPS]
@@ -110,7 +124,7 @@ def price(net: FBNetV2Supernet, cost_model, input_size: int, in_channels: int = 
     for term in terms:  # groups no operation of the block falls into
         term.grids = [(names, grid) for names, grid in term.grids if grid.abs().sum() > 0] or term.grids[:1]
     fixed = prices[stem_key] + cost_model.overhead()
-    return ShapeCostTable(cost_model.unit, fixed, {**variables, head_var: last}, terms)
+    return ShapeCostTable(cost_model.unit, net.decisions(), fixed, {**variables, head_var: last}, terms)
 
 
 def built_operations(model: nn.Module, input_size: int, in_channels: int = 3) -> list[Operation]:
@@ -119,19 +133,6 @@ def built_operations(model: nn.Module, input_size: int, in_channels: int = 3) ->
     batch 1."""
     units = [m for m in model.modules() if getattr(m, "op_key", None)
              and not any(getattr(c, "op_key", None) for c in m.modules() if c is not m)]
-    shapes: dict[nn.Module, tuple[int, ...]] = {}
-
-    def record(module: nn.Module, args: tuple) -> None:  # a pre-hook returning a value would replace the args
-        shapes.setdefault(module, tuple(args[0].shape))
-
-    hooks = [m.register_forward_pre_hook(record) for m in units]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, in_channels, input_size, input_size))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    shapes = input_shapes(model, units, input_size, in_channels)
     return [Operation(m, shapes[m]) for m in units if m in shapes]
 

@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
-from torchvision import datasets as tvd
-from torchvision import transforms as T
 
 from nascore.component import ComponentConfig
 from nascore.dataset import DataInfo, Dataset
 from nascore.errors import NascoreError
 from nascore.fileio import IMAGE_MAX_BYTES, check_user_file, open_user_image
 from nascore.hookspecs import hookimpl
+from nascore.protocols import Exporting
 
 from . import digit_scenes as ds
 from .coco_json import read_coco
 
+if TYPE_CHECKING:  # torchvision is imported where data is read: `nascore validate` does without it
+    from torchvision import datasets as tvd
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class DigitScenes(Dataset):
+class DigitScenes(Dataset, Exporting):
     """1-3 handwritten digits (scikit-learn's scans) on textured backgrounds, labelled for classification,
     detection, semantic segmentation, saliency and edges; generated once and cached."""
 
@@ -120,6 +122,9 @@ class ImageFolder(Dataset):
         return DataInfo(3, self.config.image_size, {"label": len(self._classes())}, IMAGENET_MEAN, IMAGENET_STD)
 
     def split(self, name: str) -> torch.utils.data.Dataset:
+        from torchvision import datasets as tvd
+        from torchvision import transforms as T
+
         size = self.config.image_size
         transform = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(),
                                T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -135,7 +140,9 @@ class ImageFolder(Dataset):
 def _image_file(path: str) -> bool:
     """An image of a class folder (by its extension); one that is no regular file (a FIFO, a dangling symlink)
     is an error, not skipped."""
-    if not path.lower().endswith(tvd.folder.IMG_EXTENSIONS):
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if not path.lower().endswith(IMG_EXTENSIONS):
         return False
     check_user_file(path, "image", IMAGE_MAX_BYTES)
     return True
@@ -154,6 +161,8 @@ class COCOSplit(torch.utils.data.Dataset):
     annotation has a segmentation, ``semantic`` (class c painted as c + 1 from the instance masks)."""
 
     def __init__(self, coco: Any, images: Path, size: int, category_ids: list[int]):
+        from torchvision import transforms as T
+
         self.coco, self.images, self.size = coco, images, size
         self.ids = sorted(self.coco.getImgIds())
         self.index = {c: i for i, c in enumerate(category_ids)}

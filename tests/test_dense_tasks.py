@@ -14,7 +14,8 @@ from nascore.task import build_network
 from nascore.tasks.binary import balanced_bce
 from nascore.tasks.deeplab import DeepLabV3PlusHead
 from nascore.tasks.digit_scenes import DigitScenes, SceneConfig, collate
-from nascore.tasks.edges import Edges, ODSFMeasure
+from nascore.tasks.edge_metric import ODSFMeasure
+from nascore.tasks.edges import Edges
 from nascore.tasks.saliency import Saliency
 from nascore.tasks.segmentation import Segmentation
 from tiny import all_keep_backbone, train_losses

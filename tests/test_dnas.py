@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import nascore.loops as loops
 import nascore.strategies.gumbel as gumbel_module
 from nascore.costs import Additive, Multiplicative
 from nascore.costs.flops import FlopsCost
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.strategies.dnas import DNAS, Temperature
-from nascore.strategy import SearchContext
+from nascore.strategy import SearchContext, entropy
 from nascore.task import build_network
 from nascore.tasks.classification import Classification
 from nascore.tasks.datasets import DigitScenes
@@ -132,7 +133,7 @@ def test_metrics_row_with_a_cost_table(searched):
     strategy = searched["strategy"]
     assert set(row["top_choices"]) == {d.name for d in strategy.decisions}
     assert all(row["top_choices"][d.name] in d.options for d in strategy.decisions)
-    assert row["derived_cost"] == searched["ctx"].cost_table.of_choices(strategy.derive()[None], strategy.decisions)
+    assert row["derived_cost"] == searched["ctx"].cost_table.of_choices(strategy.derive()[None])
     table = searched["ctx"].cost_table
     lo = table.fixed + sum(float(c.min()) for c in table.options.values())
     hi = table.fixed + sum(float(c.max()) for c in table.options.values())
@@ -246,7 +247,7 @@ def test_cost_term_pushes_towards_cheaper_ops(data, splits, table, objective, mo
     ctx = make_ctx(data, splits, table, objective)
     strategy = make_dnas(ctx, batch_size=4, max_steps=2, arch={"lr": 0.05, "weight_decay": 0.0})
     # the task loss is a constant: only the cost term moves theta
-    monkeypatch.setattr(gumbel_module, "task_losses",
+    monkeypatch.setattr(loops, "task_losses",
                         lambda outputs, targets, tasks: {"c": torch.tensor(1.0, requires_grad=True)})
     start = thetas(strategy)
     before = expected_under_softmax(strategy, table)
@@ -259,3 +260,15 @@ def test_cost_term_pushes_towards_cheaper_ops(data, splits, table, objective, mo
         if costs.max() > costs.min():
             assert moved[int(costs.argmin())] > 0, name  # the cheapest op gains ...
             assert moved[int(costs.argmax())] < 0, name  # ... the dearest loses
+
+
+def test_entropy_of_a_decision_distribution_and_its_gradient():
+    assert entropy(torch.zeros(9)).item() == pytest.approx(math.log(9))
+    assert entropy(torch.tensor([200.0, 0.0, 0.0])).item() == 0.0  # underflowed probabilities add nothing
+    logits = torch.tensor([0.3, -1.2, 2.0], requires_grad=True)
+    h = entropy(logits)
+    h.backward()
+    p = torch.softmax(logits.detach().double(), 0)
+    expected = -(p * p.log()).sum()
+    assert h.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(logits.grad.double(), -p * (p.log() + expected), rtol=1e-5, atol=1e-7)  # dH/dz

@@ -277,7 +277,7 @@ def test_cost_of_a_discrete_arch_is_the_built_models_macs(seed):
     table = space.supernet().price(FlopsCost(), 30)
     choices = random_choices(space, seed)
     model = space.build(Arch(space="fbnetv2", config=SMALL, choices=choices))
-    assert table.of_choices(choices, space.decisions()) == count_macs(model, torch.zeros(1, 3, 30, 30))
+    assert table.of_choices(choices) == count_macs(model, torch.zeros(1, 3, 30, 30))
     low, high = table.bounds()
     assert low <= count_macs(model, torch.zeros(1, 3, 30, 30)) <= high
 
@@ -346,7 +346,7 @@ def test_latency_table_holds_every_operation_a_built_arch_runs(tmp_path):
         # the grids priced every operation the built model runs, at the shape it runs it
         assert {entry_key(op_key(op.module), op.input_shape) for op in ops} <= set(measured)
         estimate = sum(cost.price_all([(op.module, op.input_shape) for op in ops])) + cost.overhead()
-        assert table.of_choices(choices, space.decisions()) == pytest.approx(estimate, rel=1e-5)
+        assert table.of_choices(choices) == pytest.approx(estimate, rel=1e-5)
     assert cost.table.entries == measured  # nothing new measured
 
 
@@ -391,8 +391,8 @@ def test_a_coarser_cost_grid_prices_fewer_operations_and_interpolates():
     assert len(coarse_cost._cache) < len(exact_cost._cache) * 0.6
     decisions = small().decisions()
     smallest = {d.name: d.options[0] for d in decisions}  # every width at a grid end: no interpolation
-    assert coarse.of_choices(smallest, decisions) == exact.of_choices(smallest, decisions)
+    assert coarse.of_choices(smallest) == exact.of_choices(smallest)
     for seed in range(4):
         choices = random_choices(small(), seed)
-        assert coarse.of_choices(choices, decisions) == pytest.approx(exact.of_choices(choices, decisions), rel=0.1)
+        assert coarse.of_choices(choices) == pytest.approx(exact.of_choices(choices), rel=0.1)
 

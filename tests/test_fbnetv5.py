@@ -89,11 +89,11 @@ def test_cost_table_is_the_built_models_macs():
     decisions = sp.decisions()
     for seed in range(3):
         choices = random_choices(sp, seed)
-        assert table.of_choices(choices, decisions) == count_macs(built(sp, choices), torch.zeros(1, 3, 64, 64))
+        assert table.of_choices(choices) == count_macs(built(sp, choices), torch.zeros(1, 3, 64, 64))
     every = {d.name: "keep" for d in decisions}
     none = {d.name: "skip" for d in decisions}
-    assert table.bounds() == (table.of_choices(none, decisions), table.of_choices(every, decisions))
-    assert table.of_choices(none, decisions) > 0  # stem and fusions are always there
+    assert table.bounds() == (table.of_choices(none), table.of_choices(every))
+    assert table.of_choices(none) > 0  # stem and fusions are always there
 
 
 def test_bad_config_names_the_field():

@@ -614,7 +614,7 @@ def test_plain_yaml_within_the_limits_loads(text, expected):
 
 def test_metrics_line_cut_by_a_kill_is_dropped(tmp_path):
     """Only an unterminated last line may be broken: a run killed while appending a row resumes."""
-    from nascore.run import read_metrics
+    from nascore.rundir import read_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps(ROW) + "\n" + json.dumps({**ROW, "epoch": 1})[:10])

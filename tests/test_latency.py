@@ -255,7 +255,7 @@ def test_expected_latency_is_the_table_sum_and_differentiable(built):
                      for op in picked) + overhead
         by_hand = raw.calibration.scale * summed
         assert table.expected(one_hot(decisions, choices)).item() == pytest.approx(by_hand, rel=1e-5)
-        assert table.of_choices(choices, decisions) == pytest.approx(by_hand, rel=1e-6)  # float32 rows
+        assert table.of_choices(choices) == pytest.approx(by_hand, rel=1e-6)  # float32 rows
     theta = {d.name: torch.zeros(len(d.options), requires_grad=True) for d in decisions}
     expected = table.expected({n: torch.softmax(t, 0) for n, t in theta.items()})
     expected.backward()
@@ -274,7 +274,7 @@ def test_overhead_counts_once_per_network(built):
     choices = {d.name: "k3_e3" for d in decisions}
     raw = load_table(lut)
     parts = 1 + len(decisions)  # stem + 22 layers
-    assert without.of_choices(choices, decisions) - with_.of_choices(choices, decisions) == \
+    assert without.of_choices(choices) - with_.of_choices(choices) == \
         pytest.approx(raw.calibration.scale * (parts - 1) * raw.overhead_ms, rel=1e-5, abs=1e-9)
 
 
@@ -292,8 +292,8 @@ def test_calibration_fit_recovers_a_line_and_can_be_turned_off(built):
     choices = {d.name: "k5_e6" for d in decisions}
     on = FBNetSpace(SPACE).supernet().price(LatencyCost({**FAST, "lut": str(lut)}), 32)
     off = FBNetSpace(SPACE).supernet().price(LatencyCost({**FAST, "lut": str(lut), "calibrated": False}), 32)
-    assert on.of_choices(choices, decisions) == pytest.approx(
-        raw.calibration.scale * off.of_choices(choices, decisions), rel=1e-5)
+    assert on.of_choices(choices) == pytest.approx(
+        raw.calibration.scale * off.of_choices(choices), rel=1e-5)
 
 
 def test_budget_loss_pushes_under_the_budget():

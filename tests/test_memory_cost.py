@@ -132,7 +132,7 @@ def test_of_choices_is_the_max_over_the_parts(fbnet, arch):
     parts = [MemoryCost().measure(op.module, op.input_shape) for op in supernet.operations(32)
              if op.decision is None or op.option == choices[op.decision]]
     assert len(parts) == 1 + 22
-    assert table.of_choices(choices, decisions) == max(parts)
+    assert table.of_choices(choices) == max(parts)
     assert table.expected(one_hot(decisions, choices)).item() == max(parts)
 
 
@@ -179,7 +179,7 @@ def test_built_network_peak(fbnet, name):
     arch = resolve_arch(name)
     model = FBNetSpace.for_arch(arch, width=0.25, input_size=32).build(arch)
     whole = MemoryCost().measure_model(model, (1, 3, 32, 32))
-    per_layer = table.of_choices(arch.choices, supernet.decisions())
+    per_layer = table.of_choices(arch.choices)
     (name02, row), decision = table.positions[1], supernet.decisions()[1]
     assert name02 == decision.name == "layer02" and per_layer == row[decision.options.index(arch.choices[name02])]
     # The dearest layer is layer02 (stride 2, 16x16 in). While it runs the whole network also holds the image

@@ -17,7 +17,7 @@ from nascore.cli import main
 from nascore.registry import get_registry
 from nascore.costs.objective import Additive, Budget, Multiplicative
 from nascore.errors import NascoreError, SpecError
-from nascore.spec import apply_overrides, load_spec, spec_json_schema, validate_spec
+from nascore.spec import SpecModel, apply_overrides, load_spec, spec_json_schema, validate_spec
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.strategies.dnas import DNAS
 
@@ -356,7 +356,7 @@ def _members(schema: dict, node: dict) -> dict[str, dict]:
 def test_schema_structure_includes_plugin_configs(schema):
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert set(schema["properties"]) == {"seed", "device", "dataset", "tasks", "space", "strategy", "cost", "train",
-                                         "pareto"}
+                                         "pareto", "timm_models"} == set(SpecModel.model_fields)
     assert {"dataset", "tasks", "space", "strategy"} <= set(schema["required"])
     props = schema["properties"]
     assert props["tasks"]["type"] == "array" and props["tasks"]["minItems"] == 1
@@ -385,8 +385,21 @@ def test_schema_structure_includes_plugin_configs(schema):
     assert "lambda" in additive["properties"] and "lambda_" not in additive["properties"]
 
 
+def test_schema_accepts_what_validate_accepts(schema, tmp_path):
+    """The schema is derived from the spec model: a spec that `nascore validate` accepts, top-level timm_models
+    included, is valid JSON Schema-wise, and the keys validate refuses the schema refuses too."""
+    import jsonschema
+
+    data = {**base_spec(), "timm_models": {"my_net": "fbnet_c"}}
+    assert load_spec(write_spec(tmp_path, data)).timm_models == {"my_net": "fbnet_c"}
+    jsonschema.validate(data, schema)
+    for bad in ({**data, "extra_key": 1}, {**data, "timm_models": {"my_net": 3}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
 def test_schema_covers_every_key_of_the_quickstart(schema):
-    """Structure only (no jsonschema dependency): every key the example uses is a property of its block."""
+    """Structure: every key the example uses is a property of its block."""
     data = base_spec()
     props = schema["properties"]
     assert set(data) <= set(props)

@@ -8,7 +8,7 @@ from torch import nn
 from nascore.costs.flops import FlopsCost, count_macs
 from nascore.spaces.fbnet import FBNetSpace, layer_plan
 from nascore.spaces.fbnet_blocks import make_block
-from nascore.supernet import Choice, CostTable, Decision, Supernet, one_hot
+from nascore.supernet import ActiveOptions, Choice, CostTable, Decision, Supernet, input_shapes, one_hot
 
 
 
@@ -85,6 +85,21 @@ def test_choice_without_weights_names_its_decision():
         make_choice()(X)
 
 
+@pytest.mark.parametrize("weight, requires_grad, indices, plain", [
+    ([0.0, 1.0, 0.0], False, (1,), True),  # a sampled path
+    ([0.0, 1.0, 0.0], True, (1,), False),  # one-hot but differentiable: multiplied, so the weight gets a gradient
+    ([0.0, 0.5, 0.0], False, (1,), False),
+    ([0.2, 0.0, 0.8], True, (0, 2), False)])
+def test_active_options_are_the_non_zero_weights(weight, requires_grad, indices, plain):
+    active = ActiveOptions.of(torch.tensor(weight, requires_grad=requires_grad))
+    assert (active.indices, active.plain) == (indices, plain)
+    ys = [torch.full((2,), float(i + 1)) for i in range(3)]
+    runs = []
+    out = active.mix(lambda i: runs.append(i) or ys[i])
+    assert runs == list(indices)  # only the active options run
+    assert torch.equal(out.detach(), sum(weight[i] * ys[i] for i in indices))
+
+
 # -- Supernet.set_weights ----------------------------------------------------------------------
 class Toy(Supernet):
     """Two decisions; ``d1`` is shared by two Choices (like a BMTAS/V2 decision used in several places)."""
@@ -146,7 +161,8 @@ def test_set_choices_is_one_hot_and_checks_labels():
 
 # -- CostTable ---------------------------------------------------------------------------------
 def table() -> CostTable:
-    return CostTable("MACs", 10.0, {"d1": torch.tensor([1.0, 2.0, 3.0]), "d2": torch.tensor([10.0, 20.0])})
+    return CostTable("MACs", Toy().decisions(), 10.0,
+                     {"d1": torch.tensor([1.0, 2.0, 3.0]), "d2": torch.tensor([10.0, 20.0])})
 
 
 def test_expected_cost_by_hand_and_its_gradient():
@@ -165,9 +181,9 @@ def test_of_choices_equals_expected_under_one_hot():
     for c1 in ("x", "y", "z"):
         for c2 in ("p", "q"):
             choices = {"d1": c1, "d2": c2}
-            assert t.of_choices(choices, decisions) == pytest.approx(
+            assert t.of_choices(choices) == pytest.approx(
                 t.expected(one_hot(decisions, choices)).item())
-    assert t.of_choices({"d1": "y", "d2": "p"}, decisions) == 10 + 2 + 10
+    assert t.of_choices({"d1": "y", "d2": "p"}) == 10 + 2 + 10
 
 
 def test_price_sums_a_decision_over_its_choices():
@@ -260,7 +276,7 @@ def test_cost_of_an_arch_equals_the_macs_of_the_built_model(priced):
     for choices in archs:
         model = space.build(Arch(space="fbnet", choices=choices))
         macs = count_macs(model, torch.zeros(1, 3, INPUT, INPUT))
-        assert t.of_choices(choices, supernet.decisions()) == macs
+        assert t.of_choices(choices) == macs
         assert t.expected(one_hot(supernet.decisions(), choices)).item() == pytest.approx(macs, rel=1e-6)
 
 
@@ -278,3 +294,15 @@ def test_price_restores_eval_mode_and_unset_weights():
     net.price(FlopsCost(), 8)
     assert not net.training
     assert all(c.weight is None for c in net.choices())
+
+
+def test_input_shapes_are_recorded_in_eval_mode_and_leave_no_hooks():
+    first, second, unused = nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Conv2d(4, 5, 1), nn.Conv2d(5, 5, 1)
+    model = nn.Sequential(first, nn.BatchNorm2d(4), second)
+    seen = []
+    model[1].register_forward_pre_hook(lambda m, args: seen.append(m.training))
+    shapes = input_shapes(model, [first, second, unused], 9, in_channels=3)
+    assert shapes == {first: (1, 3, 9, 9), second: (1, 4, 5, 5)}  # a module the forward does not run: left out
+    assert seen == [False] and model.training  # ran in eval mode, training mode restored
+    assert not first._forward_pre_hooks and not second._forward_pre_hooks
+    assert all(p.grad is None for p in model.parameters())

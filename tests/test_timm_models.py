@@ -3,6 +3,8 @@ features_only), the contract's methods, the pretrained cfg and timm's num_featur
 own model tests check them, arch files registered by the API and by a spec, SMP's tu- encoders."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -23,6 +25,13 @@ X = torch.randn(2, 3, 64, 64)
 
 def test_every_named_arch_is_a_timm_model():
     assert timm.list_models("nascore_*") == [f"nascore_{n}" for n in NAMED]
+
+
+@pytest.mark.parametrize("first, then", [("nascore", "timm"), ("timm", "nascore")])
+def test_named_archs_after_import_nascore_whichever_is_imported_first(first, then):
+    code = f"import {first}\nimport {then}\nimport timm\nprint(timm.create_model('nascore_fbnet_c').num_classes)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert (proc.returncode, proc.stdout) == (0, "1000\n"), proc.stderr
 
 
 @pytest.mark.parametrize("name", NAMED)

@@ -1,13 +1,13 @@
 """Cost models price one operation at its real input shape; spaces turn prices into expected costs."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from torch import nn
 
 from ..component import Component
+from ..progress import Progress, no_progress
 
 
 def op_key(module: nn.Module) -> str:
@@ -23,12 +23,11 @@ class CostModel(Component):
     #: how parts combine into a network's cost: "sum" (MACs, latency) or "max" (peak memory)
     reduce: ClassVar[Literal["sum", "max"]] = "sum"
 
-    def __init__(self, config=None):
+    def __init__(self, config=None, progress: Progress = no_progress):
         super().__init__(config)
         self._cache: dict[tuple[str, tuple[int, ...]], float] = {}
-        #: ``progress(total, description)`` -> context manager yielding ``advance()``; runners set a real one
-        self.progress: Callable[[int, str], AbstractContextManager[Callable[[], None]]] = \
-            lambda total, description: nullcontext(lambda: None)
+        #: shows long measurements (e.g. timing every operation); runs give their reporter's
+        self.progress = progress
 
     def price(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
         """The cost of ``module`` on an input of ``input_shape`` (cached per op configuration and shape)."""

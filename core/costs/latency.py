@@ -23,6 +23,7 @@ from ..arch import Arch
 from ..component import ComponentConfig, TorchDevice
 from ..errors import NascoreError
 from ..hookspecs import hookimpl
+from ..progress import Progress, no_progress
 from ..space import SearchSpace
 from .base import CostModel, op_key
 from .lut import Calibration, Entry, LatencyTable, entry_key, fingerprint_differences, load_table
@@ -74,8 +75,8 @@ class LatencyCost(CostModel):
     unit: ClassVar[str] = "ms"
     Config: ClassVar[type[LatencyConfig]] = LatencyConfig
 
-    def __init__(self, config=None):
-        super().__init__(config)
+    def __init__(self, config=None, progress: Progress = no_progress):
+        super().__init__(config, progress)
         self._backend = None
         self._table: LatencyTable | None = None
         self._foreign = False  # the table was measured on another setup (allowed by the config)
@@ -221,7 +222,7 @@ def calibrate(cost: LatencyCost, space: SearchSpace, archs: int, seed: int = 0, 
         for _ in range(archs):
             choices = {d.name: rng.choice(d.options) for d in decisions}
             model = space.build(Arch(space=space.name, config=config, choices=choices))
-            estimates.append(table.of_choices(choices, decisions))
+            estimates.append(table.of_choices(choices))
             measured.append(cost.time_model(model, (1, in_channels, size, size)).median_ms)
             advance()
     cost.table.calibration = fit_calibration(estimates, measured)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..protocols import CostEstimate
 from ..supernet import Decision, one_hot
 
 
@@ -91,17 +92,14 @@ def interpolate(grid: Tensor, axes: list[Tensor], point: list[Tensor]) -> Tensor
 
 
 @dataclass
-class ShapeCostTable:
-    """A space's cost by effective shape propagation: ``fixed`` plus one :class:`Term` per block.
-
-    Offers what strategies use of a cost table (``expected``, ``of_choices``, ``bounds``, ``unit``).
-    """
+class ShapeCostTable(CostEstimate):
+    """A space's cost by effective shape propagation: ``fixed`` plus one :class:`Term` per block."""
 
     unit: str
+    decisions: list[Decision]
     fixed: float
     variables: dict[str, Width | ProductWidth]
     terms: list[Term]
-    reduce: str = "sum"
 
     def expected(self, weights: Mapping[str, Tensor]) -> Tensor:
         device = next(iter(weights.values())).device if weights else torch.device("cpu")
@@ -117,9 +115,9 @@ class ShapeCostTable:
                 total = total + interpolate(mixed, [axes[n] for n in names], [eff[n] for n in names])
         return total
 
-    def of_choices(self, choices: Mapping[str, str], decisions: list[Decision]) -> float:
+    def of_choices(self, choices: Mapping[str, str]) -> float:
         with torch.no_grad():
-            return float(self.expected(one_hot(decisions, choices)))
+            return float(self.expected(one_hot(self.decisions, choices)))
 
     def bounds(self) -> tuple[float, float]:
         """Bounds on any architecture's cost: per block, the cheapest (dearest) resolution and type with every

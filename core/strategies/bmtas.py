@@ -18,11 +18,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from ..branching import canonical, choices_of, config_of
 from ..component import ComponentConfig
 from ..errors import NascoreError
 from ..hookspecs import hookimpl
-from ..strategy import SearchContext, evaluate_arch
+from ..protocols import MultiTaskBackbone, Sampling
+from ..strategy import SearchContext, entropy, evaluate_arch
+from ..supernet import Decision
 from .gumbel import GumbelSearch
 
 
@@ -44,7 +45,7 @@ class ArchAdam(BaseModel):
     weight_decay: float = Field(5e-5, ge=0)
 
 
-class BMTAS(GumbelSearch):
+class BMTAS(GumbelSearch, Sampling):
     """Branched multi-task architecture search over the ``branched`` space."""
 
     name: ClassVar[str] = "bmtas"
@@ -86,7 +87,7 @@ class BMTAS(GumbelSearch):
 
     def setup(self, ctx: SearchContext) -> None:
         net = ctx.supernet
-        if not hasattr(net, "layer_names") or not hasattr(net, "tasks"):
+        if not isinstance(net, MultiTaskBackbone) or any(d.stream is None for d in net.decisions()):
             raise NascoreError("strategy 'bmtas' searches the 'branched' space (space: {name: branched, backbone: "
                                f"...}}); space '{type(net).__name__}' has no branch decisions")
         super().setup(ctx)
@@ -101,7 +102,7 @@ class BMTAS(GumbelSearch):
             for t in self.theta.values():
                 t.add_(cfg.init_std * torch.randn(t.shape, generator=noise).to(t))
         # warm-up: task t on copy t
-        self.own = {d.name: torch.eye(len(net.tasks), device=ctx.device)[net.tasks.index(d.name.rsplit(".", 1)[1])]
+        self.own = {d.name: torch.eye(len(net.tasks), device=ctx.device)[net.tasks.index(d.stream)]
                     for d in self.decisions}
         self.w_opt = torch.optim.Adam(ctx.network.parameters(), lr=cfg.weights.lr,
                                       weight_decay=cfg.weights.weight_decay)
@@ -143,10 +144,10 @@ class BMTAS(GumbelSearch):
         return row
 
     def _distribution_stats(self) -> dict[str, Any]:
-        probs = {n: p.detach() for n, p in self.probabilities().items()}
-        entropy = sum(float(-(p * p.clamp_min(1e-12).log()).sum()) for p in probs.values()) / len(probs)
-        row: dict[str, Any] = {"entropy": entropy}
+        mean = sum(float(entropy(t.detach())) for t in self.theta.values()) / len(self.theta)
+        row: dict[str, Any] = {"entropy": mean}
         if self.ctx.cost_table is not None:
+            probs = {n: p.detach() for n, p in self.probabilities().items()}
             row["expected_cost"] = float(self.ctx.cost_table.expected(probs))
         return row
 
@@ -160,21 +161,19 @@ class BMTAS(GumbelSearch):
         return out
 
     # -- results and state -------------------------------------------------------------------
-    def _canonical(self, choices: dict[str, str]) -> dict[str, str]:
-        layers, tasks = self.ctx.supernet.layer_names, self.ctx.supernet.tasks
-        return choices_of(canonical(config_of(choices, layers, tasks)), layers, tasks)
-
     def derive(self) -> dict[str | None, dict[str, str]]:
         """Each task's most likely copy per layer, as a tree (tasks share a layer only if they share the one
         before), copies renumbered so that equal numbers mean shared."""
-        return {None: self._canonical({d.name: d.options[int(self.theta[d.name].detach().argmax())]
-                                       for d in self.decisions})}
+        return {None: self.ctx.supernet.canonical({d.name: d.options[int(self.theta[d.name].detach().argmax())]
+                                                   for d in self.decisions})}
 
     def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[dict[str, str]]]:
-        probs = {n_: p.detach().cpu() for n_, p in self.probabilities().items()}
-        return {None: [self._canonical({d.name: d.options[int(torch.multinomial(probs[d.name], 1,
-                                                                                 generator=generator))]
-                                        for d in self.decisions}) for _ in range(n)]}
+        probs = {name: p.detach().cpu() for name, p in self.probabilities().items()}
+
+        def draw(d: Decision) -> str:
+            return d.options[int(torch.multinomial(probs[d.name], 1, generator=generator))]
+
+        return {None: [self.ctx.supernet.canonical({d.name: draw(d) for d in self.decisions}) for _ in range(n)]}
 
 
 @hookimpl

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..component import ComponentConfig
 from ..hookspecs import hookimpl
 from ..loops import cosine_lr, set_lr
-from ..strategy import SearchContext, evaluate_arch, owners
+from ..protocols import Sampling
+from ..strategy import SearchContext, entropy, evaluate_arch, owners
 from ..supernet import Decision
 from .gumbel import GumbelSearch
 
@@ -39,7 +40,7 @@ class ArchOptim(BaseModel):
     weight_decay: float = Field(5e-4, ge=0)
 
 
-class DNAS(GumbelSearch):
+class DNAS(GumbelSearch, Sampling):
     """FBNet's differentiable NAS; defaults follow the paper (90 epochs, the first 10 weights only)."""
 
     name: ClassVar[str] = "dnas"
@@ -87,8 +88,7 @@ class DNAS(GumbelSearch):
     def _distribution_stats(self) -> dict[str, Any]:
         entropies, top = [], {}
         for d in self.decisions:
-            p = torch.softmax(self.theta[d.name].detach(), 0)
-            entropies.append(float(-(p * p.clamp_min(1e-12).log()).sum()))
+            entropies.append(float(entropy(self.theta[d.name].detach())))
             top[d.name] = d.options[int(self.theta[d.name].detach().argmax())]  # as derive() does
         return {"entropy": sum(entropies) / len(entropies), "top_choices": top}
 
@@ -102,7 +102,7 @@ class DNAS(GumbelSearch):
             out.update({f"val/{k}": v for k, v in metrics.items()})
             if ctx.cost_table is not None:
                 out[f"derived_cost{'' if owner is None else '/' + owner}"] = \
-                    ctx.cost_table.of_choices({**background, **choices}, self.decisions)
+                    ctx.cost_table.of_choices({**background, **choices})
         return out
 
     # -- results and state -------------------------------------------------------------------

@@ -4,15 +4,15 @@ pass of weight steps over the one and a pass of architecture steps over the othe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import loader, split, to_device
-from ..loops import check_finite, task_losses
+from ..data import loader, split
+from ..loops import train_step
 from ..strategy import SearchContext, SearchStrategy
 
 
@@ -36,24 +36,16 @@ class GumbelSearch(SearchStrategy):
         limit = min(limit or self.config.max_steps or len(batches), len(batches))
         return limit, (b for _, b in zip(range(limit), batches))
 
-    def _progress(self, total: int, desc: str):
-        return self.ctx.progress(total, desc) if self.ctx.progress else nullcontext(lambda: None)
-
     def _weight_pass(self, epoch: int, weights: Callable[[], Mapping[str, Tensor]]) -> dict[str, float]:
         """Weight steps over the weight split, the supernet weighted by ``weights()`` at each step."""
         ctx = self.ctx
         net = ctx.network.train()
         total, batches = self._batches(self.weight_set, epoch, stream=0)
         w_loss, step = 0.0, 0
-        with self._progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) weights") as advance:
+        with ctx.progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) weights") as advance:
             for step, (images, targets) in enumerate(batches):
-                images, targets = to_device(images, ctx.device), to_device(targets, ctx.device)
                 ctx.supernet.set_weights(weights())
-                loss = sum(task_losses(net(images), targets, ctx.tasks).values())
-                check_finite(loss, epoch, step)
-                self.w_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.w_opt.step()
+                loss, _ = train_step(net, images, targets, ctx.tasks, self.w_opt, ctx.device, epoch, step)
                 w_loss += loss.item()
                 advance()
         return {"weight_loss": w_loss / (step + 1)}
@@ -61,6 +53,18 @@ class GumbelSearch(SearchStrategy):
     def _resource(self, weights: Mapping[str, Tensor]) -> Tensor:
         """The cost term of an architecture step whose forward ran on ``weights``: their expected cost."""
         return self.ctx.cost_table.expected(weights)
+
+    def _arch_loss(self, weights: Mapping[str, Tensor], terms: dict[str, Tensor], losses: dict[str, Tensor]
+                   ) -> Tensor:
+        """The loss of an architecture step from its task losses (after the forward on ``weights``): their sum,
+        combined with ``_resource(weights)`` by the spec's objective when the search has a cost; the sum and the
+        cost are kept in ``terms`` ("task_loss", "expected_cost")."""
+        ctx = self.ctx
+        terms["task_loss"] = sum(losses.values())
+        if ctx.cost_table is None or ctx.objective is None:
+            return terms["task_loss"]
+        terms["expected_cost"] = self._resource(weights)
+        return ctx.objective(terms["task_loss"], terms["expected_cost"])
 
     def _arch_pass(self, epoch: int, tau: float) -> dict[str, float]:
         """Architecture steps over the architecture split: one Gumbel sample per step drives the forward, the
@@ -71,23 +75,18 @@ class GumbelSearch(SearchStrategy):
         costed = ctx.cost_table is not None and ctx.objective is not None
         sums = {"arch_loss": 0.0, "task_loss": 0.0} | ({"expected_cost": 0.0} if costed else {})
         step = 0
-        with self._progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) arch") as advance:
+        with ctx.progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) arch") as advance:
             for step, (images, targets) in enumerate(batches):
-                images, targets = to_device(images, ctx.device), to_device(targets, ctx.device)
                 weights = self._gumbel(tau, grad=True)
                 ctx.supernet.set_weights(weights)
-                task_loss = sum(task_losses(ctx.network(images), targets, ctx.tasks).values())
-                loss = task_loss
+                terms: dict[str, Tensor] = {}
+                # no weight gradients: this pass leaves them
+                loss, _ = train_step(ctx.network, images, targets, ctx.tasks, self.a_opt, ctx.device, epoch, step,
+                                     partial(self._arch_loss, weights, terms), inputs=list(self.theta.values()))
                 if costed:
-                    cost = self._resource(weights)
-                    loss = ctx.objective(task_loss, cost)
-                    sums["expected_cost"] += cost.item()
-                check_finite(loss, epoch, step)
-                self.a_opt.zero_grad(set_to_none=True)
-                loss.backward(inputs=list(self.theta.values()))  # no weight gradients: this pass leaves them
-                self.a_opt.step()
+                    sums["expected_cost"] += terms["expected_cost"].item()
                 sums["arch_loss"] += loss.item()
-                sums["task_loss"] += task_loss.item()
+                sums["task_loss"] += terms["task_loss"].item()
                 advance()
         return {k: v / (step + 1) for k, v in sums.items()}
 

@@ -6,7 +6,6 @@ so the cost of a step does not grow with the number of tasks while every task's 
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Any, ClassVar
 
 import torch
@@ -15,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from ..component import ComponentConfig
-from ..data import loader, to_device
+from ..data import loader
 from ..hookspecs import hookimpl
-from ..loops import check_finite, cosine_lr, set_lr
-from ..strategy import SearchContext, SearchStrategy, evaluate_arch
+from ..loops import cosine_lr, set_lr, train_step
+from ..protocols import Sampling
+from ..strategy import SearchContext, SearchStrategy, entropy, evaluate_arch
 from ..supernet import Decision
 from .dnas import WeightOptim
 
@@ -64,7 +64,7 @@ class Policies:
             return dict(zip(self.tasks, torch.exp(log_p - log_q).tolist()))
 
     def entropy(self, task: str) -> Tensor:
-        return sum(-(F.softmax(v, 0) * F.log_softmax(v, 0)).sum() for v in self.theta[task].values())
+        return sum(entropy(v) for v in self.theta[task].values())
 
     def argmax(self, task: str) -> dict[str, str]:
         return {d.name: d.options[int(self.theta[task][d.name].detach().argmax())] for d in self.decisions}
@@ -80,7 +80,7 @@ def policy_loss(policies: Policies, arch: dict[str, int], advantages: dict[str, 
                for t in policies.tasks)
 
 
-class Reinforce(SearchStrategy):
+class Reinforce(SearchStrategy, Sampling):
     """FBNetV5's search: per-task policies, one importance-sampled architecture and one pass per step."""
 
     name: ClassVar[str] = "reinforce"
@@ -111,7 +111,7 @@ class Reinforce(SearchStrategy):
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         ctx, cfg = self.ctx, self.config
-        net = ctx.network.train()
+        ctx.network.train()
         set_lr(self.w_opt, cosine_lr(cfg.weights.lr, epoch, cfg.epochs))
         batches = loader(ctx.train_set, cfg.batch_size, ctx.collate, shuffle=True, seed=ctx.seed, epoch=epoch)
         total = min(cfg.max_steps or len(batches), len(batches))
@@ -119,11 +119,9 @@ class Reinforce(SearchStrategy):
         sums = {f"loss/{t}": 0.0 for t in self.tasks} | {"cost": 0.0}
         step = 0
         label = f"search epoch {epoch} ({epoch + 1}/{cfg.epochs})"
-        progress = ctx.progress(total, label) if ctx.progress else nullcontext(lambda: None)
-        with progress as advance:
+        with ctx.progress(total, label) as advance:
             for step, (images, targets) in zip(range(total), batches):
-                losses, cost = self.step(to_device(images, ctx.device), to_device(targets, ctx.device), learn,
-                                         epoch, step)
+                losses, cost = self.step(images, targets, learn, epoch, step)
                 for t in self.tasks:
                     sums[f"loss/{t}"] += losses[t]
                 sums["cost"] += cost or 0.0
@@ -145,14 +143,10 @@ class Reinforce(SearchStrategy):
         choices = self.policies.labels(arch)
         weights = self.policies.importance_weights(arch)
         ctx.supernet.set_choices(choices)
-        outputs = ctx.network(images)
-        losses = {t.name: t.loss(outputs[t.name], targets) for t in ctx.tasks}
-        loss = sum(weights[t] * losses[t] for t in self.tasks)  # unbiased per task: E_q[w_t l_t] = E_p_t[l_t]
-        check_finite(loss, epoch, step)
-        self.w_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.w_opt.step()
-        cost = ctx.cost_table.of_choices(choices, self.decisions) if ctx.cost_table is not None else None
+        # task t's loss weighted by p_t(a) / q(a): unbiased per task, E_q[w_t l_t] = E_p_t[l_t]
+        _, losses = train_step(ctx.network, images, targets, ctx.tasks, self.w_opt, ctx.device, epoch, step,
+                               lambda by_task: sum(weights[t] * by_task[t] for t in self.tasks))
+        cost = ctx.cost_table.of_choices(choices) if ctx.cost_table is not None else None
         if learn:
             self._policy_step(arch, losses, weights, cost)
         return {t: losses[t].item() for t in self.tasks}, cost
@@ -183,7 +177,7 @@ class Reinforce(SearchStrategy):
             out.update({f"val/{k}": v for k, v in evaluate_arch(ctx, choices, task, bn, self.config.batch_size)
                         .items()})
             if ctx.cost_table is not None:
-                out[f"derived_cost/{task}"] = ctx.cost_table.of_choices(choices, self.decisions)
+                out[f"derived_cost/{task}"] = ctx.cost_table.of_choices(choices)
         return out
 
     # -- results and state -------------------------------------------------------------------

@@ -4,7 +4,7 @@ detectron2's own names, so ``DetectionCheckpointer(build_model(cfg)).load(...)``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,6 +13,9 @@ from nascore.arch import Arch
 from nascore.fileio import atomic_write_text, load_checkpoint
 
 from .task import Detectron2
+
+if TYPE_CHECKING:
+    from nascore.run import Run
 
 HEAD = "heads.{task}.model."
 
@@ -57,13 +60,11 @@ def export_detectron2(model_file: Path, task: Detectron2, out_prefix: Path, num_
 
 
 @hookimpl
-def nascore_run_end(run: Any, summary: dict[str, Any]) -> None:
+def nascore_run_end(run: Run, summary: dict[str, Any]) -> None:
     """After a run that trained a model with the ``detectron2`` task (alone), export it for detectron2."""
-    tasks = [t.create() for t in run.spec.tasks]
-    if len(tasks) != 1 or not isinstance(tasks[0], Detectron2):
+    if len(run.tasks) != 1 or not isinstance(run.tasks[0], Detectron2):
         return
-    task = tasks[0]
-    info = run.spec.dataset.create().info()
+    task, info = run.tasks[0], run.info
     num_classes = task.num_classes(info)
     mean = std = None
     if info.mean is not None:  # detectron2 normalises 0-255 images itself

@@ -1,0 +1,113 @@
+"""Contracts between component families, beside the hooks that contribute the components (``hookspecs.py``).
+
+Each family's base class says what every component of it implements: ``SearchSpace`` and ``Supernet``
+(``space.py``, ``supernet.py``), ``SearchStrategy`` (``strategy.py``), ``CostModel`` (``costs/base.py``),
+``Task`` (``task.py``), ``Dataset`` (``dataset.py``). The classes here are what one family relies on in another
+family's objects. A component takes one on by subclassing it, and nascore checks ``isinstance``; it never
+looks for attributes to learn what a component can do.
+
+- :class:`CostEstimate`: the cost of a space's archs under one cost model (what a supernet's ``price`` makes
+  and strategies optimise);
+- :class:`MultiTaskBackbone`: a backbone that computes features per task (a branched network);
+- :class:`Sampling`: a strategy that can draw archs from its search distribution;
+- :class:`Exporting`: a dataset that can write itself to files.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing the contracts costs no torch
+    import torch
+    from torch import Tensor
+
+Choices = dict[str, str]  # decision name -> option label: one discrete arch
+
+
+class CostEstimate(ABC):
+    """The cost of a space's architectures, priced by one cost model. A table holds the decisions it prices.
+
+    Made by ``Supernet.price(cost_model, input_size, in_channels)``: by default a :class:`nascore.CostTable`
+    (a sum, or max, of per-option prices); a space whose cost is not one overrides ``price`` and returns its
+    own subclass (FBNetV2: ``nascore.costs.shape.ShapeCostTable``; ``branched``:
+    ``nascore.branching.BranchCostTable``). The runner hands it to the strategy as ``SearchContext.cost_table``.
+    """
+
+    #: the cost model's unit, e.g. "MACs", "ms", "bytes"
+    unit: str
+
+    @abstractmethod
+    def expected(self, weights: Mapping[str, Tensor]) -> Tensor:
+        """The differentiable expected cost under per-decision weights.
+
+        :param weights: decision name -> weights over its options (soft probabilities, or one-hot), for every
+            decision of the table.
+        :return: a scalar tensor on the weights' device, differentiable in them.
+
+        Called by gradient strategies in each architecture step (``dnas``, ``bmtas``: the cost term of the
+        loss) and for the ``expected_cost`` metric.
+        """
+
+    @abstractmethod
+    def of_choices(self, choices: Mapping[str, str]) -> float:
+        """The cost of one discrete arch: ``expected`` under its one-hot weights.
+
+        :param choices: decision name -> option label, for every decision of the table (extra keys are ignored).
+        :return: the cost, in ``unit``.
+
+        Called by strategies (the derived arch's ``derived_cost``, ``reinforce``'s reward), the Pareto step and
+        latency calibration.
+        """
+
+    @abstractmethod
+    def bounds(self) -> tuple[float, float]:
+        """The cheapest and the dearest cost an arch of the space can have.
+
+        Called by the runner before a search, to check that a ``cost.loss`` budget is reachable.
+        """
+
+
+class MultiTaskBackbone:
+    """A backbone (a supernet or a built model) that computes features per task: ``forward(x)`` returns
+    ``{task name: feature levels}``, each list as ``feature_info`` describes it (a branched multi-task network).
+
+    ``nascore.Network`` hands each task's head its own levels; ``build_network`` checks that the spec's tasks
+    are ``tasks``; ``nascore info`` counts such a backbone without heads; ``bmtas`` searches a supernet that is
+    one, whose decisions each route one task's stream (``Decision.stream``).
+    """
+
+    #: the tasks it computes features for, in order
+    tasks: list[str]
+
+
+class Sampling(ABC):
+    """A search strategy that can draw archs from its final search distribution; declared by subclassing,
+    ``class MyStrategy(SearchStrategy, Sampling)``. Strategies that are not one skip the Pareto step with a
+    note."""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[Choices]]:
+        """``n`` archs per owner, drawn from the final search distribution.
+
+        :param n: archs to draw per owner (repeats allowed; the Pareto step drops them).
+        :param generator: the only source of randomness, so the draw is deterministic given it.
+        :return: per owner (``None`` for an arch all tasks share, else a task name; the owners of ``derive()``),
+            a list of choices, each naming an option of every decision the owner's arch has.
+
+        Called by the Pareto step after the search (``pareto.samples`` archs), besides the derived arch.
+        """
+
+
+class Exporting(ABC):
+    """A dataset that can write itself to files (``nascore data export``); declared by subclassing,
+    ``class MyDataset(Dataset, Exporting)``."""
+
+    @abstractmethod
+    def export(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write every split under ``out_dir``.
+
+        :param out_dir: the folder to write into (created if missing).
+        :return: split name -> the file or folder written for it (printed by ``nascore data``).
+        """

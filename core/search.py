@@ -1,0 +1,51 @@
+"""The search of a run: the spec's strategy searches the run's space (its epochs checkpointed), the derived
+arch(s) are saved, then the Pareto step."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .arch import Arch
+from .errors import NascoreError
+from .pareto import ParetoRow, run_pareto
+from .rundir import EpochLoop, arch_file_name
+from .strategy import SearchContext
+from .task import build_network
+
+if TYPE_CHECKING:
+    from .run import Run
+
+
+def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None]:
+    """Search, save the derived arch(s), then (unless ``pareto.samples`` is 0) the Pareto step; returns the
+    archs by owner and the Pareto rows (None when the step did not run)."""
+    spec, space = run.spec, run.space
+    torch.manual_seed(spec.seed)
+    supernet = space.supernet()
+    cost_model = spec.cost.cls(spec.cost.config, progress=run.reporter.progress) if spec.cost else None
+    table = None
+    if cost_model is not None:
+        table = supernet.price(cost_model, space.input_size, run.info.in_channels)
+        problem = spec.objective.check_bounds(*table.bounds(), table.unit)
+        if problem:
+            raise NascoreError(problem)
+    network = build_network(supernet, run.tasks, run.info).to(run.device)
+    strategy = spec.strategy.create()
+    ctx = SearchContext(network, supernet, run.tasks, run.train_set, run.val_set, run.dataset.collate, run.device,
+                        spec.seed, cost_model, table, spec.objective if table is not None else None,
+                        run.reporter.progress)
+    strategy.setup(ctx)
+    loop = EpochLoop(run, "search", strategy.epochs,
+                     lambda: {"network": network.state_dict(), "strategy": strategy.state_dict()},
+                     lambda s: (network.load_state_dict(s["network"]), strategy.load_state_dict(s["strategy"])))
+    loop(strategy.run_epoch)
+    config = space.config.model_dump(mode="json")
+    archs = {owner: Arch(space=space.name, config=config, choices=choices, task=owner)
+             for owner, choices in strategy.derive().items()}
+    for owner, arch in archs.items():
+        arch.save(run.out_dir / arch_file_name(owner, space))
+    rows = None
+    if spec.pareto.samples:
+        rows = run_pareto(ctx, space, run.info.in_channels, strategy, spec.pareto, run.out_dir, run.reporter.log)
+    return archs, rows
