@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .import_hooks import when_imported
+import wrapt
 
 __version__ = "0.1.0"
 # name -> the module that defines it. check_finite, evaluate_arch, loader, task_losses, to_device, train_step: what
@@ -49,4 +49,4 @@ def _publish_to_timm() -> None:
     Registry.from_entry_points()
 
 
-when_imported("timm", _publish_to_timm)
+wrapt.register_post_import_hook(lambda _timm: _publish_to_timm(), "timm")  # now, if timm is imported

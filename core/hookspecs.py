@@ -116,7 +116,7 @@ def nascore_registry_loaded(registry: Registry) -> None:
 
     Called once per registry, by ``Registry.from_entry_points`` (the first ``get_registry()``), after the
     component hooks. A plugin that publishes components to another library does it here, or once that library
-    is imported (``nascore.import_hooks.when_imported``): loading the plugins must stay cheap, ``nascore
+    is imported (``wrapt.register_post_import_hook``): loading the plugins must stay cheap, ``nascore
     validate`` does it. A hook that raises is reported as a broken plugin; the others still run.
 
     :param registry: the loaded registry: its ``entries`` by kind and name; ``problems`` takes what fails later.

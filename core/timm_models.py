@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import wrapt
 from torch import Tensor, nn
 
 from .arch import Arch
 from .errors import NascoreError
 from .features import ClassifierHead
 from .hookspecs import hookimpl
-from .import_hooks import when_imported
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -280,7 +280,7 @@ def _register_named_archs(registry: Registry) -> None:
 @hookimpl
 def nascore_registry_loaded(registry: Registry) -> None:
     """The registry's named archs become timm models once timm is imported (now, if it is)."""
-    when_imported("timm", lambda: _register_named_archs(registry))
+    wrapt.register_post_import_hook(lambda _timm: _register_named_archs(registry), "timm")
 
 
 @hookimpl
