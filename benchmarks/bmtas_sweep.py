@@ -22,11 +22,10 @@ from pathlib import Path
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from resumable import run_once  # sibling module (the scripts run from benchmarks/)
 
 from nascore.spec import load_spec
 from nascore.train import relative_performance
-
-from resumable import run_once  # sibling module (the scripts run from benchmarks/)
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "bmtas.yaml"
 

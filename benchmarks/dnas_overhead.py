@@ -38,12 +38,12 @@ from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
 from nascore.costs.objective import Multiplicative
 from nascore.dataset import DataInfo
+from nascore.features import ClassifierHead
 from nascore.loops import check_finite
 from nascore.spaces.fbnet import FBNetSpace, layer_plan
 from nascore.spaces.fbnet_blocks import conv_bn, make_block
 from nascore.strategies.dnas import DNAS
 from nascore.task import build_network
-from nascore.features import ClassifierHead
 from nascore.tasks.classification import Classification
 
 NUM_CLASSES = 10
@@ -236,7 +236,8 @@ def interleaved(steps, first: str, second: str, args) -> dict[str, list[float]]:
 
 
 def profile(steps, keys, args, rows: int = 18) -> None:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     for k in keys:
         for _ in range(2):

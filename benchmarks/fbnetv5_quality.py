@@ -23,12 +23,11 @@ from pathlib import Path
 
 import torch
 import yaml
+from resumable import run_once  # sibling module (the scripts run from benchmarks/)
 
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
 from nascore.spec import read_spec_file
-
-from resumable import run_once  # sibling module (the scripts run from benchmarks/)
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "fbnetv5.yaml"
 TASKS = ("classification", "segmentation", "detection")

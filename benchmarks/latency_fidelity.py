@@ -40,7 +40,6 @@ from nascore.arch import Arch
 from nascore.costs.latency import LatencyCost, calibrate
 from nascore.spaces.fbnet import FBNetSpace
 
-
 MODES = ("plain", "corrected", "calibrated")
 
 

@@ -14,8 +14,17 @@ import yaml
 
 from .data import epoch_seed
 from .errors import NascoreError
-from .fileio import (METRICS_MAX_BYTES, SPEC_MAX_BYTES, atomic_write_text, check_user_file, load_checkpoint,
-                     load_user_yaml, parse_user_json, read_user_text, save_checkpoint)
+from .fileio import (
+    METRICS_MAX_BYTES,
+    SPEC_MAX_BYTES,
+    atomic_write_text,
+    check_user_file,
+    load_checkpoint,
+    load_user_yaml,
+    parse_user_json,
+    read_user_text,
+    save_checkpoint,
+)
 
 if TYPE_CHECKING:
     from .run import Run

@@ -6,8 +6,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, TypeAdapter, ValidationError, create_model,
-                      field_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 from pydantic_core import to_jsonable_python
 
 from .component import Component, ComponentConfig, TorchDevice
@@ -16,6 +24,7 @@ from .errors import NascoreError, SpecError
 from .fileio import MAX_DEPTH, SPEC_MAX_BYTES, load_user_yaml, parse_user_yaml
 from .registry import Registry, get_registry
 from .validation import format_validation_error
+
 
 class TrainConfig(BaseModel):
     """Final training of a found arch from scratch (``train:`` block, ``nascore train``)."""

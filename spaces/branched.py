@@ -135,7 +135,7 @@ class BranchedSupernet(Supernet, MultiTaskBackbone):
             # share the result, so one-hot weights compute exactly the branched network's tree
             computed: dict[tuple[int, int], Tensor] = {}
 
-            def run(c: int, inp: Tensor) -> Tensor:
+            def run(c: int, inp: Tensor, computed: dict = computed, copies: nn.ModuleList = copies) -> Tensor:
                 key = (id(inp), c)  # every input is alive in ``streams`` while this layer runs
                 if key not in computed:
                     computed[key] = copies[c](inp)

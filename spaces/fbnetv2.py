@@ -27,8 +27,19 @@ from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace
 from nascore.supernet import ActiveOptions, Decision, Supernet
 
-from .fbnetv2_blocks import (TYPES, Block, SlimConvBN, SlimSE, divisible_by, mid_channels, out_size, place,
-                             se_channels, subsample, unit)
+from .fbnetv2_blocks import (
+    TYPES,
+    Block,
+    SlimConvBN,
+    SlimSE,
+    divisible_by,
+    mid_channels,
+    out_size,
+    place,
+    se_channels,
+    subsample,
+    unit,
+)
 
 PAPER_EXPANSIONS = (0.75, 1.5, 2.25, 3.0, 3.75, 4.5)
 
@@ -160,7 +171,7 @@ def plan(cfg: FBNetV2Config, input_size: int | None = None) -> tuple[Width, list
             name = f"s{s}.b{b}"
             stride = stage.stride if b == 1 else 1
 
-            def decision(what: str, options: list) -> str | None:
+            def decision(what: str, options: list, name: str = name) -> str | None:
                 return f"{name}.{what}" if len(options) > 1 else None
 
             table = tuple(tuple(mid_channels(c, e, cfg.divisor) for e in stage.expansions) for c in cin.values)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, NotRequired
 
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
 from nascore.errors import NascoreError
 from nascore.fileio import DATASET_JSON_MAX_BYTES, load_user_json
 from nascore.validation import format_validation_error
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
-from typing_extensions import TypedDict
 
 Side = Annotated[int, Field(ge=1, le=1 << 15)]  # run lengths fit pycocotools' uint32
 _STRICT = ConfigDict(strict=True)  # "3" is no number, true no 1; NaN is refused when the file is parsed

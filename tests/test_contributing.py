@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from nascore.cli import main
 from nascore.registry import get_registry
 from plugin_code import importable, pip_install

@@ -14,7 +14,6 @@ from nascore.costs.flops import FlopsCost, count_macs
 from nascore.spaces.fbnet_blocks import make_block
 
 
-
 # -- FlopsCost ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("cin, cout, k, stride, groups, size", [
     (8, 16, 3, 1, 1, 10),   # plain conv

@@ -19,7 +19,6 @@ from nascore.task import build_network
 from nascore.tasks.classification import Classification
 from nascore.tasks.datasets import DigitScenes
 
-
 CONFIG = {"epochs": 3, "warmup_epochs": 1, "batch_size": 8, "max_steps": 1}
 
 

@@ -17,7 +17,6 @@ from nascore.spaces.fbnet_blocks import CANDIDATES, ChannelShuffle, IRFBlock, ma
 from nascore.task import build_network
 from nascore.tasks.classification import Classification
 
-
 OPTIONS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 NAMED = FBNetSpace.named_archs()
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
 from nascore import fileio
 from nascore.cli import main
 from nascore.errors import NascoreError

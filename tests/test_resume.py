@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
 from tiny import FLOPS, SPACE, dnas_spec
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,6 @@ from nascore.spaces.fbnet_blocks import make_block
 from nascore.supernet import ActiveOptions, Choice, CostTable, Decision, Supernet, input_shapes, one_hot
 
 
-
 class Counting(nn.Module):
     """A 3x3 conv that counts its calls."""
 

@@ -14,8 +14,15 @@ with warnings.catch_warnings():  # detectron2's layers call torch.jit.script at 
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     import detectron2.modeling  # noqa: F401
 
-from .backbone import (ConfigError, NascoreBackbone, add_nascore_config, build_features_model,
-                       build_nascore_backbone, build_nascore_features_fpn, build_nascore_fpn_backbone)
+from .backbone import (
+    ConfigError,
+    NascoreBackbone,
+    add_nascore_config,
+    build_features_model,
+    build_nascore_backbone,
+    build_nascore_features_fpn,
+    build_nascore_fpn_backbone,
+)
 from .config import detection_config
 from .task import Detectron2
 

@@ -10,13 +10,13 @@ from detectron2.data.datasets import register_coco_instances
 from nascore.tasks.digit_scenes import SPLITS, SceneConfig, export_coco
 
 
-def register_digit_scenes(prefix: str, root: str | Path, scenes: SceneConfig = SceneConfig(),
+def register_digit_scenes(prefix: str, root: str | Path, scenes: SceneConfig | None = None,
                           cache_dir: str | Path | None = None) -> dict[str, str]:
     """Export digit-scenes to ``root`` (unless already there) and register ``<prefix>_train`` / ``_val`` /
     ``_test``; returns split -> registered name. Categories are the digits 0-9 (COCO ids 1-10)."""
     root = Path(root)
     if not (root / "annotations" / "instances_test.json").is_file():
-        export_coco(scenes, root, cache_dir)
+        export_coco(scenes or SceneConfig(), root, cache_dir)
     names = {}
     for split in SPLITS:
         name = f"{prefix}_{split}"

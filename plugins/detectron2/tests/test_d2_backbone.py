@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from d2_helpers import needs_detectron2
 
 pytestmark = needs_detectron2
@@ -48,6 +47,7 @@ def test_unknown_out_feature_and_norm_are_named():
 @pytest.mark.parametrize("freeze_at", [1, 2, 3])
 def test_freeze_at_freezes_the_stages_up_to_that_stride(freeze_at):
     from detectron2.layers import FrozenBatchNorm2d
+
     from nascore_detectron2 import NascoreBackbone, build_features_model
 
     backbone = NascoreBackbone(build_features_model("fbnet_c"), freeze_at=freeze_at)
@@ -69,6 +69,7 @@ def test_fpn_wiring(meta, features):
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_backbone
+
     from nascore_detectron2 import add_nascore_config
 
     cfg = add_nascore_config(get_cfg())
@@ -95,6 +96,7 @@ def test_fpn_in_features_default_to_the_backbone_levels(meta, features):
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_backbone
+
     from nascore_detectron2 import add_nascore_config
 
     cfg = add_nascore_config(get_cfg())
@@ -109,6 +111,7 @@ def test_fpn_in_features_the_backbone_lacks_are_named():
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_backbone
+
     from nascore.errors import NascoreError
     from nascore_detectron2 import add_nascore_config
 
@@ -124,6 +127,7 @@ def test_fpn_in_features_the_backbone_lacks_are_named():
 def test_task_opts_may_empty_the_fpn_in_features():
     """The nascore ``detectron2`` task with ``opts: [MODEL.FPN.IN_FEATURES, "[]"]``: the FPN over the levels given."""
     from detectron2.modeling import build_backbone
+
     from nascore_detectron2 import Detectron2
 
     task = Detectron2({"opts": ["MODEL.FPN.IN_FEATURES", "[]"]})
@@ -139,6 +143,7 @@ def test_plain_detectron2_yaml_config_builds_and_trains_a_step(tmp_path):
     from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
     from detectron2.utils.events import EventStorage
+
     from nascore_detectron2 import add_nascore_config
 
     (tmp_path / "faster_rcnn_nascore.yaml").write_text(f"""

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 import yaml
-
 from d2_helpers import needs_detectron2
 
 pytestmark = needs_detectron2
@@ -58,9 +57,10 @@ def test_nascore_train_reports_ap_and_exports_a_detectron2_checkpoint(model, tmp
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
+
+    from nascore.arch import Arch, arch_space
     from nascore.cli import main
     from nascore.fileio import load_checkpoint
-    from nascore.arch import Arch, arch_space
     from nascore.spec import load_spec
     from nascore.task import build_network
     from nascore.tasks.digit_scenes import MEAN, STD
@@ -145,6 +145,7 @@ def test_bad_model_name_is_a_spec_error(tmp_path, capsys):
 def test_nascore_train_on_a_users_coco_dataset(tmp_path):
     """The `coco` dataset (here digit-scenes' own COCO export) feeds the detectron2 task like any user's data."""
     from detectron2.config import get_cfg
+
     from nascore.cli import main
     from nascore.tasks.datasets import IMAGENET_MEAN
     from nascore.tasks.digit_scenes import SceneConfig, export_coco

@@ -7,7 +7,6 @@ import statistics
 
 import pytest
 import torch
-
 from d2_helpers import needs_detectron2, small_config
 
 pytestmark = needs_detectron2
@@ -15,9 +14,9 @@ pytestmark = needs_detectron2
 
 @pytest.fixture(scope="module")
 def trained(digit_scenes_d2, tmp_path_factory):
+    from detectron2.data import build_detection_train_loader
     from detectron2.engine import SimpleTrainer
     from detectron2.modeling import build_model
-    from detectron2.data import build_detection_train_loader
     from detectron2.solver import build_optimizer
 
     torch.manual_seed(0)

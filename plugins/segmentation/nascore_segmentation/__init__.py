@@ -8,6 +8,6 @@ except ImportError as exc:
                       "segmentation-models-pytorch") from exc
 
 from .data import MaskFolder
-from .task import SMPHead, SemanticSegmentation
+from .task import SemanticSegmentation, SMPHead
 
 __all__ = ["MaskFolder", "SMPHead", "SemanticSegmentation"]
