@@ -10,14 +10,15 @@ looks for attributes to learn what a component can do.
   and strategies optimise);
 - :class:`MultiTaskBackbone`: a backbone that computes features per task (a branched network);
 - :class:`Sampling`: a strategy that can draw archs from its search distribution;
-- :class:`Exporting`: a dataset that can write itself to files.
+- :class:`Exporting`: a dataset that can write itself to files;
+- :class:`PricedOperation`: a module a space's blocks mark as one priced unit (what cost models cache by).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # annotations only: importing the contracts costs no torch
     import torch
@@ -111,3 +112,13 @@ class Exporting(ABC):
         :param out_dir: the folder to write into (created if missing).
         :return: split name -> the file or folder written for it (printed by ``nascore data``).
         """
+
+
+@runtime_checkable
+class PricedOperation(Protocol):
+    """A module a space marks as one priced unit: ``op_key`` names its configuration, and two modules with one key
+    cost the same at one input shape (cost models cache by key and shape, latency tables store it). A Protocol,
+    not a base class: spaces mark the plain torch modules they build (``block.op_key = "fbnet:k3_e6:..."``), and
+    the mark travels with copies of the module. Cost models price an unmarked module by its ``repr``."""
+
+    op_key: str

@@ -12,6 +12,7 @@ from torch import nn
 
 from nascore.costs.shape import ShapeCostTable, Term
 from nascore.errors import NascoreError
+from nascore.protocols import PricedOperation
 from nascore.supernet import Operation, input_shapes
 
 from .fbnetv2 import BlockPlan, FBNetV2Supernet, plan
@@ -131,8 +132,8 @@ def built_operations(model: nn.Module, input_size: int, in_channels: int = 3) ->
     """The priced operations a built FBNetV2 model runs (the innermost modules with an ``op_key``: the units a
     block is made of, not the block) at their input shapes, recorded by forward pre-hooks during one forward at
     batch 1."""
-    units = [m for m in model.modules() if getattr(m, "op_key", None)
-             and not any(getattr(c, "op_key", None) for c in m.modules() if c is not m)]
+    units = [m for m in model.modules() if isinstance(m, PricedOperation)
+             and not any(isinstance(c, PricedOperation) for c in m.modules() if c is not m)]
     shapes = input_shapes(model, units, input_size, in_channels)
     return [Operation(m, shapes[m]) for m in units if m in shapes]
 

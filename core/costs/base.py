@@ -8,12 +8,13 @@ from torch import nn
 
 from ..component import Component
 from ..progress import Progress, no_progress
+from ..protocols import PricedOperation
 
 
 def op_key(module: nn.Module) -> str:
-    """Identifies an operation's configuration; blocks may set ``op_key``, else the module's repr (on one
-    line) is used."""
-    return getattr(module, "op_key", None) or " ".join(repr(module).split())
+    """Identifies an operation's configuration: its ``op_key`` if a space marked it (:class:`PricedOperation`),
+    else the module's repr on one line."""
+    return module.op_key if isinstance(module, PricedOperation) and module.op_key else " ".join(repr(module).split())
 
 
 class CostModel(Component):
