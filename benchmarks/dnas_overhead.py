@@ -3,15 +3,15 @@
 Four training steps, timed in one process with interleaved blocks (A B B A A B ...) so that drift on a
 busy machine hits both sides of a ratio alike:
 
-  (a) nascore DNAS step: Gumbel-softmax weights for every decision from theta, ``Supernet.set_weights``,
+  (a) nascore DNAS step: a Gumbel-softmax mix of every decision from theta, ``Supernet.set_mix``,
       forward through ``build_network``'s network, the task's cross-entropy, ``CostTable.expected``
       (priced once with ``FlopsCost``), FBNet's ``Multiplicative`` objective, backward, Adam on theta and
       SGD on the weights (what ``DNAS._arch_pass`` does, plus the weight step, in one forward/backward);
   (b) the same step written as a minimal plain-PyTorch mixed-op supernet: the same blocks
-      (``make_block`` over ``layer_plan``), each layer ``sum(w_i * op_i(x))`` taking its weights as an
+      (``make_block`` over ``layer_plan``), each layer ``sum(w_i * op_i(x))`` taking its mix as an
       argument, the same head, the cost as ``sum(w_i * c_i)`` over plain tensors, the same loss and
       optimisers; weights copied from (a) and the losses checked equal before timing;
-  (c) a sampled single-path step through nascore: ``Supernet.set_choices`` (one-hot weights without
+  (c) a sampled single-path step through nascore: ``Supernet.set_choices`` (a one-hot mix without
       grad), forward, cross-entropy, backward, SGD step (the REINFORCE / evaluation path);
   (d) a standalone training step of that child: ``space.build(arch)`` + the same head, weights copied
       from the supernet's chosen blocks, losses checked equal before timing.
@@ -72,9 +72,9 @@ class PlainSupernet(nn.Module):
                                     for cin, cout, s in plan)
         self.head = head
 
-    def forward(self, x: Tensor, weights: list[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, mix: list[Tensor]) -> Tensor:
         x = self.stem(x)
-        for layer, w in zip(self.layers, weights):
+        for layer, w in zip(self.layers, mix):
             x = layer(x, w)
         return self.head([x])
 
@@ -111,9 +111,9 @@ def build(args):
     net_b = PlainSupernet(layer_plan(cfg), labels, cfg.divisor, head_b).train()
     src = {"stem": supernet.stem, "head": net_a.heads[task.name]}
     dst = {"stem": net_b.stem, "head": net_b.head}
-    for i, choice in enumerate(supernet.layers):
+    for i, mixed in enumerate(supernet.layers):
         for j, label in enumerate(labels):
-            src[f"{i}.{j}"], dst[f"{i}.{j}"] = choice.candidates[label], net_b.layers[i].ops[j]
+            src[f"{i}.{j}"], dst[f"{i}.{j}"] = mixed.candidates[label], net_b.layers[i].ops[j]
     for k in src:
         dst[k].load_state_dict(src[k].state_dict())
     theta_b = [torch.zeros(len(labels), requires_grad=True) for _ in decisions]
@@ -150,10 +150,10 @@ def make_steps(s):
     alpha, beta = objective.alpha, objective.beta
 
     def step_a() -> Tensor:
-        weights = {n: F.gumbel_softmax(t, tau=TAU, hard=False) for n, t in a["theta"].items()}
-        a["supernet"].set_weights(weights)
+        mix = {n: F.gumbel_softmax(t, tau=TAU, hard=False) for n, t in a["theta"].items()}
+        a["supernet"].set_mix(mix)
         task_loss = task.loss(a["net"](x)[task.name], targets)
-        loss = objective(task_loss, a["table"].expected(weights))
+        loss = objective(task_loss, a["table"].expected(mix))
         check_finite(loss, 0, 0)
         a["a_opt"].zero_grad(set_to_none=True)
         a["w_opt"].zero_grad(set_to_none=True)
@@ -163,10 +163,10 @@ def make_steps(s):
         return loss
 
     def step_b() -> Tensor:
-        weights = [F.gumbel_softmax(t, tau=TAU, hard=False) for t in b["theta"]]
-        task_loss = F.cross_entropy(b["net"](x, weights), y)
+        mix = [F.gumbel_softmax(t, tau=TAU, hard=False) for t in b["theta"]]
+        task_loss = F.cross_entropy(b["net"](x, mix), y)
         cost = b["fixed"]
-        for w, c_ in zip(weights, b["costs"]):
+        for w, c_ in zip(mix, b["costs"]):
             cost = cost + (w * c_).sum()
         loss = task_loss * alpha * torch.log(cost.clamp_min(1.0 + 1e-6)) ** beta
         b["a_opt"].zero_grad(set_to_none=True)

@@ -1,10 +1,10 @@
 """DMaskingNAS against naive DNAS: peak memory and time of a training step as channel / resolution options grow.
 
 (a) masking: nascore's ``fbnetv2`` supernet, every option a mask over one max-width convolution (channels) or
-    one shared block run on the subsampled input (resolution), soft Gumbel weights on every decision;
+    one shared block run on the subsampled input (resolution), a soft Gumbel-softmax mix of every decision;
 (b) naive DNAS: the same configuration with one convolution block per option (FBNet-style), each candidate's
     output zero-padded to the largest width (channels) or placed back at full size (resolution) and summed
-    with the same weights.
+    with the same mix.
 
 Both sides run forward + backward of ``out.square().mean()`` (the weights need gradients either way) with
 ``torch.set_num_threads(--threads)``. Peak memory is the most bytes of tensors alive at once during the step,
@@ -65,10 +65,10 @@ class Naive(nn.Module):
             self.blocks.append(nn.ModuleList(nn.ModuleList(
                 Block("k3", cin, mid_channels(cin, p.expansions[0], cfg.divisor), c, p.stride, 1, False, True,
                       p.size, cfg.placement, cfg.divisor) for c in p.cout.values) for _ in p.resolutions))
-        self.weights: list[tuple[Tensor, Tensor]] = []
+        self.mix: list[tuple[Tensor, Tensor]] = []
 
     def forward(self, x: Tensor) -> Tensor:
-        for p, per_res, (w_res, w_ch) in zip(self.plans, self.blocks, self.weights):
+        for p, per_res, (w_res, w_ch) in zip(self.plans, self.blocks, self.mix):
             full, width, y = out_size(tuple(x.shape[-2:]), p.stride), max(p.cout.values), None
             for r, (factor, candidates) in enumerate(zip(p.resolutions, per_res)):
                 xs = subsample(x, factor)
@@ -96,10 +96,10 @@ def sides(config: dict, batch: int, seed: int = 0):
     space = FBNetV2Space(config)
     supernet = space.supernet().train()
     naive = Naive(space).train()
-    weights = gumbel(space, seed)
-    supernet.set_weights(weights)
-    naive.weights = [(weights[p.resolution] if p.resolution else torch.ones(1),
-                      weights[p.cout.decision] if p.cout.decision else torch.ones(1)) for p in naive.plans]
+    mix = gumbel(space, seed)
+    supernet.set_mix(mix)
+    naive.mix = [(mix[p.resolution] if p.resolution else torch.ones(1),
+                  mix[p.cout.decision] if p.cout.decision else torch.ones(1)) for p in naive.plans]
     stem = max(naive.plans[0].cin.values)
     size = naive.plans[0].size
     x = torch.randn(batch, stem, *size)

@@ -1,8 +1,8 @@
 """FBNetV5's search step against the number of tasks: one importance-sampled pass vs one pass per task.
 
 (a) one pass: ``Reinforce.step`` — one arch drawn from the mixture of the task policies, one forward through
-    the supernet and every task's head, one backward of ``sum_t w_t * loss_t``, one weight step, the policy
-    step of every task (what ``nascore run`` does per batch);
+    the supernet and every task's head, one backward of ``sum_t w_t * loss_t`` (``w_t``: the arch's importance
+    for task t), one weight step, the policy step of every task (what ``nascore run`` does per batch);
 (b) one pass per task: for each task t, an arch drawn from ``p_t``, a forward through the supernet and task
     t's head only, a backward, a weight step and task t's policy step (the estimator FBNetV5 replaces).
 
@@ -92,9 +92,10 @@ class Setup:
             base = s.baselines[task.name]
             s.baselines[task.name] = reward if base is None else 0.9 * base + 0.1 * reward
             advantages = {t.name: 0.0 for t in self.tasks} | {task.name: 0.0 if base is None else reward - base}
-            weights = {t.name: float(t is task) for t in self.tasks}
+            # task t's own draw: importance 1 for it, the other tasks learn nothing
+            importance = {t.name: float(t is task) for t in self.tasks}
             s.p_opt.zero_grad(set_to_none=True)
-            policy_loss(s.policies, arch, advantages, weights, s.config.policy.entropy).backward()
+            policy_loss(s.policies, arch, advantages, importance, s.config.policy.entropy).backward()
             s.p_opt.step()
 
 

@@ -16,14 +16,14 @@ __version__ = "0.1.0"
 # name -> the module that defines it. check_finite, evaluate_arch, loader, task_losses, to_device, train_step: what
 # a search strategy's loop is made of (CONTRIBUTING.md, "Part 2: a search strategy")
 _EXPORTS = {
-    "Arch": "arch", "Backbone": "features", "Choice": "supernet", "Component": "component",
-    "ComponentConfig": "component", "CostEstimate": "protocols", "CostModel": "costs.base", "CostTable": "supernet",
-    "DataInfo": "dataset", "Dataset": "dataset", "Decision": "supernet", "Exporting": "protocols",
-    "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "Sampling": "protocols",
-    "SearchContext": "strategy", "SearchSpace": "space", "SearchStrategy": "strategy", "Supernet": "supernet",
-    "Task": "task", "check_finite": "loops", "evaluate_arch": "strategy", "hookimpl": "hookspecs",
-    "loader": "data", "register_timm_model": "timm_models", "task_losses": "loops", "to_device": "data",
-    "train_step": "loops",
+    "Arch": "arch", "Backbone": "features", "Component": "component", "ComponentConfig": "component",
+    "CostEstimate": "protocols", "CostModel": "costs.base", "CostTable": "supernet", "DataInfo": "dataset",
+    "Dataset": "dataset", "Decision": "supernet", "Exporting": "protocols", "MixedOp": "supernet",
+    "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "SHARED": "strategy",
+    "Sampling": "protocols", "SearchContext": "strategy", "SearchSpace": "space", "SearchStrategy": "strategy",
+    "Supernet": "supernet", "Task": "task", "check_finite": "loops", "evaluate_arch": "strategy",
+    "hookimpl": "hookspecs", "loader": "data", "register_timm_model": "timm_models", "task_losses": "loops",
+    "to_device": "data", "train_step": "loops",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -18,7 +18,7 @@ class Arch(BaseModel):
     space: str = Field(min_length=1)
     config: dict[str, Any] = Field(default_factory=dict)
     choices: dict[str, str]
-    task: str | None = None
+    task: str | None = None  # the owner: a task, or None (nascore.SHARED) for an arch all tasks share
     name: str | None = None
 
     def save(self, path: str | Path) -> None:

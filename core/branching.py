@@ -110,13 +110,13 @@ class BranchCostTable(CostEstimate):
     layer_names: list[str]
     tasks: list[str]
 
-    def _probs(self, weights: Mapping[str, Tensor]) -> Tensor:
-        return torch.stack([torch.stack([weights[decision(layer, t)] for t in self.tasks])
+    def _probs(self, mix: Mapping[str, Tensor]) -> Tensor:
+        return torch.stack([torch.stack([mix[decision(layer, t)] for t in self.tasks])
                             for layer in self.layer_names])
 
-    def expected(self, weights: Mapping[str, Tensor]) -> Tensor:
-        """Exact expected cost when each decision's option is drawn from ``weights`` (probabilities)."""
-        probs = self._probs(weights)
+    def expected(self, mix: Mapping[str, Tensor]) -> Tensor:
+        """Exact expected cost when each decision's option is drawn from its mix (probabilities)."""
+        probs = self._probs(mix)
         return self.fixed + (expected_groups(probs) * self.layers.to(probs)).sum()
 
     def of_choices(self, choices: Mapping[str, str]) -> float:

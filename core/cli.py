@@ -153,6 +153,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .progress import Reporter
     from .protocols import MultiTaskBackbone
     from .registry import get_registry
+    from .strategy import SHARED
     from .task import build_network
     from .train import model_counts
 
@@ -174,7 +175,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     size = size or space.input_size
     backbone = space.build(arch)
     if args.num_classes is None and spec is not None:  # the heads the run trains (see train.arch_network)
-        tasks = [t.create() for t in spec.tasks if arch.task is None or t.name == arch.task]
+        tasks = [t.create() for t in spec.tasks if arch.task is SHARED or t.name == arch.task]
         net = build_network(backbone, tasks, info)
         heads = (", ".join(f"{t.name} {t.num_classes(info)}" if t.target in info.num_classes else t.name
                            for t in tasks) + f" (the tasks and dataset {spec.dataset.name} in {spec_path})")

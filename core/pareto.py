@@ -23,7 +23,7 @@ from .fileio import atomic_write_bytes, atomic_write_text
 from .protocols import Sampling
 from .space import SearchSpace
 from .spec import ParetoConfig
-from .strategy import SearchContext, SearchStrategy, evaluate_arch, owner_tasks
+from .strategy import SearchContext, SearchStrategy, evaluate_arch, owner_name, owner_tasks
 from .task import Task
 
 CSV_FILE, PLOT_FILE = "pareto.csv", "pareto.png"
@@ -113,7 +113,7 @@ def write_csv(path: Path, rows: list[ParetoRow]) -> None:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["owner", "arch", "cost", "measured", "unit", *metric_keys, "on_front", "choices"])
     for r in rows:
-        writer.writerow([r.owner or "shared", r.name, r.cost, r.measured, r.unit,
+        writer.writerow([owner_name(r.owner), r.name, r.cost, r.measured, r.unit,
                          *(r.metrics.get(k, "") for k in metric_keys), int(r.on_front),
                          json.dumps(r.choices, separators=(",", ":"))])
     atomic_write_text(path, text.getvalue())
@@ -134,7 +134,7 @@ def write_plot(path: Path, rows: list[ParetoRow], tasks: list[Task]) -> None:
         derived = mine[0]
         ax.scatter([derived.cost], [derived.metrics[key]], marker="*", s=220, color="tab:red", zorder=3,
                    label="derived")
-        ax.set(title=owner or "shared", xlabel=f"estimated cost ({derived.unit})", ylabel=key)
+        ax.set(title=owner_name(owner), xlabel=f"estimated cost ({derived.unit})", ylabel=key)
         ax.grid(alpha=0.3)
         ax.legend()
     image = io.BytesIO()

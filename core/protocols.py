@@ -40,12 +40,12 @@ class CostEstimate(ABC):
     unit: str
 
     @abstractmethod
-    def expected(self, weights: Mapping[str, Tensor]) -> Tensor:
-        """The differentiable expected cost under per-decision weights.
+    def expected(self, mix: Mapping[str, Tensor]) -> Tensor:
+        """The differentiable expected cost under a mix of every decision's options.
 
-        :param weights: decision name -> weights over its options (soft probabilities, or one-hot), for every
-            decision of the table.
-        :return: a scalar tensor on the weights' device, differentiable in them.
+        :param mix: decision name -> that decision's mix, a vector over its options (soft probabilities, or
+            one-hot), for every decision of the table.
+        :return: a scalar tensor on the mix's device, differentiable in it.
 
         Called by gradient strategies in each architecture step (``dnas``, ``bmtas``: the cost term of the
         loss) and for the ``expected_cost`` metric.
@@ -53,7 +53,7 @@ class CostEstimate(ABC):
 
     @abstractmethod
     def of_choices(self, choices: Mapping[str, str]) -> float:
-        """The cost of one discrete arch: ``expected`` under its one-hot weights.
+        """The cost of one discrete arch: ``expected`` under its one-hot mix.
 
         :param choices: decision name -> option label, for every decision of the table (extra keys are ignored).
         :return: the cost, in ``unit``.
@@ -94,8 +94,8 @@ class Sampling(ABC):
 
         :param n: archs to draw per owner (repeats allowed; the Pareto step drops them).
         :param generator: the only source of randomness, so the draw is deterministic given it.
-        :return: per owner (``None`` for an arch all tasks share, else a task name; the owners of ``derive()``),
-            a list of choices, each naming an option of every decision the owner's arch has.
+        :return: per owner (the owners of ``derive()``: a task name, or ``nascore.SHARED``), a list of
+            choices, each naming an option of every decision the owner's arch has.
 
         Called by the Pareto step after the search (``pareto.samples`` archs), besides the derived arch.
         """

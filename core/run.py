@@ -19,6 +19,7 @@ from .rundir import METRICS_FILE, arch_file_name, check_dir, create_dir, read_me
 from .search import search
 from .space import SearchSpace
 from .spec import RunSpec
+from .strategy import SHARED, owner_name
 from .task import Task
 from .train import arch_network, model_counts, train_and_compare
 
@@ -87,13 +88,13 @@ def run_spec(run: Run) -> dict[str, Any]:
     for owner, arch in archs.items():
         entry = arch_entry(arch, run.space, arch_file_name(owner, run.space))
         # the last search epoch's validation metrics of the arch (of its own task for a per-task arch)
-        prefix = "val/" if owner is None else f"val/{owner}/"
+        prefix = "val/" if owner is SHARED else f"val/{owner}/"
         network = arch_network(run, arch, run.space)
         entry["search"] = {"epoch": last["epoch"], **{k: v for k, v in last.items() if k.startswith(prefix)},
                            **model_counts(network, run.info.in_channels, run.info.image_size)}
         if run.spec.train is not None:
-            entry.update(train_and_compare(run, arch, run.space, "train" if owner is None else f"train/{owner}"))
-        summary["archs"][owner or "shared"] = entry
+            entry.update(train_and_compare(run, arch, run.space, "train" if owner is SHARED else f"train/{owner}"))
+        summary["archs"][owner_name(owner)] = entry
     return finish(run, summary)
 
 
@@ -103,7 +104,7 @@ def train_run(run: Run, arch: Arch, space: SearchSpace) -> dict[str, Any]:
         arch.save(run.out_dir / space.arch_file)
     run.registry.hook.nascore_run_start(run=run)
     entry = {**arch_entry(arch, space, space.arch_file), **train_and_compare(run, arch, space)}
-    return finish(run, {"archs": {arch.task or "shared": entry}})
+    return finish(run, {"archs": {owner_name(arch.task): entry}})
 
 
 def arch_entry(arch: Arch, space: SearchSpace, file: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from .fileio import (
     read_user_text,
     save_checkpoint,
 )
+from .strategy import SHARED
 
 if TYPE_CHECKING:
     from .run import Run
@@ -76,7 +77,7 @@ def discard_unstarted(run: Run) -> None:
 
 def arch_file_name(owner: str | None, space: SearchSpace) -> str:
     """The file of a found arch: the space's arch file for one all tasks share, ``arch_<task>.json`` for a task's."""
-    return space.arch_file if owner is None else f"arch_{owner}.json"
+    return space.arch_file if owner is SHARED else f"arch_{owner}.json"
 
 
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import torch
 
@@ -15,6 +15,9 @@ from .progress import Progress, no_progress
 from .protocols import CostEstimate
 from .supernet import Decision, Supernet
 from .task import Network, Task
+
+#: owner: the task an arch is for, or SHARED (None) for an arch all tasks share
+SHARED: Final = None
 
 
 @dataclass
@@ -57,7 +60,7 @@ class SearchStrategy(Component):
         raise NotImplementedError
 
     def derive(self) -> dict[str | None, dict[str, str]]:
-        """The found architecture(s): choices per owning task (``None`` when all tasks share one arch)."""
+        """The found architecture(s): choices per owner (``{SHARED: choices}`` when all tasks share one arch)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -73,20 +76,25 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def owners(decisions: list[Decision]) -> Iterator[str | None]:
-    """The tasks that own decisions, or just ``None`` when every decision is shared."""
-    tasks = sorted({d.task for d in decisions if d.task is not None})
-    yield from tasks or [None]
+    """The tasks that own decisions, or just ``SHARED`` when every decision is shared."""
+    tasks = sorted({d.task for d in decisions if d.task is not SHARED})
+    yield from tasks or [SHARED]
+
+
+def owner_name(owner: str | None) -> str:
+    """How outputs (summary.json, pareto.csv and .png) name an owner: its task, or "shared"."""
+    return "shared" if owner is SHARED else owner
 
 
 def owner_tasks(tasks: list[Task], owner: str | None) -> list[Task]:
     """The tasks an arch of ``owner`` serves: all of them for a shared arch."""
-    return [t for t in tasks if owner is None or t.name == owner]
+    return [t for t in tasks if owner is SHARED or t.name == owner]
 
 
 def evaluate_arch(ctx: SearchContext, choices: Mapping[str, str], owner: str | None, bn_batches: Iterable,
                   batch_size: int) -> dict[str, float]:
     """Validation metrics of one discrete arch (``choices`` for every decision) on the supernet's shared
-    weights: one-hot weights, BatchNorm statistics re-estimated on ``bn_batches``, the tasks of ``owner``."""
+    weights: its one-hot mix, BatchNorm statistics re-estimated on ``bn_batches``, the tasks of ``owner``."""
     ctx.supernet.set_choices(choices)
     recalibrate_batchnorm(ctx.network, bn_batches, ctx.device)
     val = loader(ctx.val_set, batch_size, ctx.collate, shuffle=False)

@@ -1,9 +1,9 @@
-"""The search seam: decisions, weighted choices, and the supernet base class.
+"""The search seam: decisions, mixed operations, and the supernet base class.
 
 A supernet lists its :class:`Decision`s. A strategy owns the architecture parameters and, before each
-forward, sets a weight vector per decision (soft Gumbel-softmax weights or one-hot samples); a
-:class:`Choice` computes only the options whose weight is non-zero (:class:`ActiveOptions`, which spaces that
-override ``apply_weights`` use too).
+forward, sets every decision's mix: a vector over its options (a soft Gumbel-softmax sample, or one-hot for a
+sampled path); a :class:`MixedOp` computes only the options with a non-zero share of the mix
+(:class:`ActiveOptions`, which spaces that override ``apply_mix`` use too).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from .protocols import CostEstimate
 
 @dataclass(frozen=True)
 class Decision:
-    """One architecture decision: a name, its option labels, and the task that owns it (None = shared).
+    """One architecture decision: a name, its option labels, and its owner ``task`` (a task name, or
+    ``nascore.SHARED``, None, when all tasks share the decision).
 
     ``stream``: in a :class:`~nascore.protocols.MultiTaskBackbone`, the task whose stream of features this
     decision routes (``branched``: which copy of a layer that task runs). Unlike ``task`` it does not make the
@@ -36,52 +37,53 @@ class Decision:
 
 @dataclass(frozen=True)
 class ActiveOptions:
-    """One decision's weights with the options they compute worked out once, so a forward needs no device sync."""
+    """One decision's mix with the options it computes worked out once, so a forward needs no device sync."""
 
-    weight: Tensor
-    indices: tuple[int, ...]  # the options with a non-zero weight
-    plain: bool  # a sampled path (one option at weight 1, no gradient): computed without a multiply
+    mix: Tensor
+    indices: tuple[int, ...]  # the options with a non-zero share of the mix
+    plain: bool  # a sampled path (one option at 1, no gradient): computed without a multiply
 
     @classmethod
-    def of(cls, weight: Tensor) -> ActiveOptions:
-        values = weight.detach().tolist()
+    def of(cls, mix: Tensor) -> ActiveOptions:
+        values = mix.detach().tolist()
         indices = tuple(i for i, v in enumerate(values) if v != 0.0)
-        return cls(weight, indices, len(indices) == 1 and not weight.requires_grad and values[indices[0]] == 1.0)
+        return cls(mix, indices, len(indices) == 1 and not mix.requires_grad and values[indices[0]] == 1.0)
 
-    def mix(self, run: Callable[[int], Tensor]) -> Tensor:
-        """``sum_i w_i * run(i)`` over the active options; on a plain path ``run(i)`` itself, exactly the
+    def combine(self, run: Callable[[int], Tensor]) -> Tensor:
+        """``sum_i mix_i * run(i)`` over the active options; on a plain path ``run(i)`` itself, exactly the
         standalone child's computation."""
         first, *rest = self.indices
         if self.plain:
             return run(first)
-        out = self.weight[first] * run(first)
+        out = self.mix[first] * run(first)
         for i in rest:
-            out = out + self.weight[i] * run(i)
+            out = out + self.mix[i] * run(i)
         return out
 
 
-class Choice(nn.Module):
-    """Weighted sum of candidate operations for one decision (several Choices may share a decision)."""
+class MixedOp(nn.Module):
+    """One decision's candidate operations, summed by the decision's mix (several MixedOps may share a
+    decision)."""
 
     def __init__(self, decision: str, candidates: Mapping[str, nn.Module]):
         super().__init__()
         self.decision = decision
         self.candidates = nn.ModuleDict(candidates)
         self._ops = list(self.candidates.values())
-        self.weight = None
+        self.mix = None
 
     @property
-    def weight(self) -> Tensor | None:
-        return None if self._active is None else self._active.weight
+    def mix(self) -> Tensor | None:
+        return None if self._active is None else self._active.mix
 
-    @weight.setter
-    def weight(self, w: Tensor | None) -> None:
-        self._active = None if w is None else ActiveOptions.of(w)
+    @mix.setter
+    def mix(self, mix: Tensor | None) -> None:
+        self._active = None if mix is None else ActiveOptions.of(mix)
 
     def forward(self, x: Tensor) -> Tensor:
         if self._active is None:
-            raise RuntimeError(f"no weights set for decision '{self.decision}'")
-        return self._active.mix(lambda i: self._ops[i](x))
+            raise RuntimeError(f"no mix set for decision '{self.decision}'")
+        return self._active.combine(lambda i: self._ops[i](x))
 
 
 @dataclass
@@ -89,10 +91,10 @@ class CostTable(CostEstimate):
     """Prices of every option of every decision and of the fixed parts, in one cost model's unit.
 
     ``reduce="sum"`` (MACs, params, latency): a network costs the sum of its parts; ``options`` holds the
-    per-option price of each decision summed over the Choices that share it. ``reduce="max"`` (peak memory):
-    a network costs its most expensive part; ``positions`` keeps each Choice's row and ``fixed`` is the
-    largest fixed part, and the expected cost is the max of the per-position expectations (exact for one-hot
-    weights, a differentiable surrogate otherwise).
+    per-option price of each decision summed over the MixedOps that share it. ``reduce="max"`` (peak memory):
+    a network costs its most expensive part; ``positions`` keeps each MixedOp's row and ``fixed`` is the
+    largest fixed part, and the expected cost is the max of the per-position expectations (exact for a one-hot
+    mix, a differentiable surrogate otherwise).
     """
 
     unit: str
@@ -100,17 +102,17 @@ class CostTable(CostEstimate):
     fixed: float
     options: dict[str, Tensor]  # decision name -> cost per option
     reduce: Literal["sum", "max"] = "sum"
-    positions: list[tuple[str, Tensor]] = field(default_factory=list)  # (decision, row) per Choice
+    positions: list[tuple[str, Tensor]] = field(default_factory=list)  # (decision, row) per MixedOp
 
-    def expected(self, weights: Mapping[str, Tensor]) -> Tensor:
-        """Differentiable expected cost: ``fixed + sum_d sum_i w_di * c_di`` (or the max, see above)."""
-        device = next(iter(weights.values())).device
+    def expected(self, mix: Mapping[str, Tensor]) -> Tensor:
+        """Differentiable expected cost: ``fixed + sum_d sum_i mix_di * c_di`` (or the max, see above)."""
+        device = next(iter(mix.values())).device
         total = torch.tensor(self.fixed, device=device)
         if self.reduce == "max":
-            parts = [(weights[name] * costs.to(device)).sum() for name, costs in self.positions]
+            parts = [(mix[name] * costs.to(device)).sum() for name, costs in self.positions]
             return torch.stack([total, *parts]).max()
         for name, costs in self.options.items():
-            total = total + (weights[name] * costs.to(device)).sum()
+            total = total + (mix[name] * costs.to(device)).sum()
         return total
 
     def of_choices(self, choices: Mapping[str, str]) -> float:
@@ -131,20 +133,20 @@ class CostTable(CostEstimate):
 
 @dataclass(frozen=True, eq=False)
 class Operation:
-    """One module of a supernet at the input shape it sees: a Choice's candidate or a fixed part."""
+    """One module of a supernet at the input shape it sees: a MixedOp's candidate or a fixed part."""
 
     module: nn.Module
     input_shape: tuple[int, ...]
     decision: str | None = None  # None for fixed parts
     option: str | None = None
-    position: int = -1  # index of the Choice in ``Supernet.choices()``
+    position: int = -1  # index of the MixedOp in ``Supernet.mixed_ops()``
 
 
 class Supernet(nn.Module):
     """Base class of search-space supernets: ``forward(x)`` returns multi-scale features.
 
     Subclasses set ``feature_info`` (timm convention) and build their searchable layers from
-    :class:`Choice` modules; :meth:`fixed_modules` names the parts that every architecture has.
+    :class:`MixedOp` modules; :meth:`fixed_modules` names the parts that every architecture has.
     """
 
     feature_info: list[dict]
@@ -169,54 +171,56 @@ class Supernet(nn.Module):
     def fixed_modules(self) -> dict[str, nn.Module]:
         return {}
 
-    def choices(self) -> list[Choice]:
-        """The Choice modules, found once (a supernet's structure is fixed once it is built)."""
-        if "_choices" not in self.__dict__:
-            self.__dict__["_choices"] = [m for m in self.modules() if isinstance(m, Choice)]
-        return self.__dict__["_choices"]
+    def mixed_ops(self) -> list[MixedOp]:
+        """The MixedOp modules, found once (a supernet's structure is fixed once it is built)."""
+        if "_mixed_ops" not in self.__dict__:
+            self.__dict__["_mixed_ops"] = [m for m in self.modules() if isinstance(m, MixedOp)]
+        return self.__dict__["_mixed_ops"]
 
-    def set_weights(self, weights: Mapping[str, Tensor]) -> None:
+    def set_mix(self, mix: Mapping[str, Tensor]) -> None:
+        """Mix every decision's options for the next forwards: ``mix`` maps each decision's name to a tensor of
+        ``len(options)`` (soft probabilities, or one-hot); checked, then handed to :meth:`apply_mix`."""
         sizes = {d.name: len(d.options) for d in self.decisions()}
-        missing = set(sizes) - set(weights)
+        missing = set(sizes) - set(mix)
         if missing:
-            raise ValueError(f"no weights for decisions {sorted(missing)}")
-        unknown = set(weights) - set(sizes)
+            raise ValueError(f"no mix for decisions {sorted(missing)}")
+        unknown = set(mix) - set(sizes)
         if unknown:
-            raise ValueError(f"weights for unknown decisions {sorted(unknown)}; decisions: {sorted(sizes)}")
-        for name, w in weights.items():
-            if w.shape != (sizes[name],):
-                raise ValueError(f"weights of '{name}' have shape {tuple(w.shape)}, expected ({sizes[name]},)")
-        self.apply_weights(dict(weights))
+            raise ValueError(f"mix for unknown decisions {sorted(unknown)}; decisions: {sorted(sizes)}")
+        for name, m in mix.items():
+            if m.shape != (sizes[name],):
+                raise ValueError(f"the mix of '{name}' has shape {tuple(m.shape)}, expected ({sizes[name]},)")
+        self.apply_mix(dict(mix))
 
-    def apply_weights(self, weights: dict[str, Tensor]) -> None:
-        """Hand checked weights to the searchable modules (here: the Choices; masked spaces override it)."""
-        for choice in self.choices():
-            choice.weight = weights[choice.decision]
+    def apply_mix(self, mix: dict[str, Tensor]) -> None:
+        """Hand a checked mix to the searchable modules (here: the MixedOps; masked spaces override it)."""
+        for op in self.mixed_ops():
+            op.mix = mix[op.decision]
 
     def set_choices(self, choices: Mapping[str, str]) -> None:
-        """One-hot weights for a discrete architecture."""
-        self.set_weights(one_hot(self.decisions(), choices, device=_device_of(self)))
+        """The one-hot mix of a discrete architecture (``choices``: decision name -> option label)."""
+        self.set_mix(one_hot(self.decisions(), choices, device=_device_of(self)))
 
     def operations(self, input_size: int, in_channels: int = 3) -> list[Operation]:
-        """Every candidate of every Choice and every fixed part, with the input shape it sees (batch 1).
+        """Every candidate of every MixedOp and every fixed part, with the input shape it sees (batch 1).
 
-        Shapes are recorded by forward pre-hooks during one forward with uniform weights, so they are the
+        Shapes are recorded by forward pre-hooks during one forward under a uniform mix, so they are the
         real ones whatever the space's wiring (strides, resolutions, channel counts).
         """
-        previous = {c: c.weight for c in self.choices()}
+        previous = {op: op.mix for op in self.mixed_ops()}
         device = _device_of(self)
         try:
-            self.set_weights({d.name: torch.full((len(d.options),), 1.0 / len(d.options), device=device)
-                              for d in self.decisions()})
-            shapes = input_shapes(self, self.choices() + list(self.fixed_modules().values()), input_size,
+            self.set_mix({d.name: torch.full((len(d.options),), 1.0 / len(d.options), device=device)
+                          for d in self.decisions()})
+            shapes = input_shapes(self, self.mixed_ops() + list(self.fixed_modules().values()), input_size,
                                   in_channels)
         finally:
-            for c, w in previous.items():
-                c.weight = w
+            for op, mix in previous.items():
+                op.mix = mix
         ops = [Operation(m, shapes[m]) for m in self.fixed_modules().values()]
-        for position, choice in enumerate(self.choices()):
-            ops.extend(Operation(op, shapes[choice], choice.decision, label, position)
-                       for label, op in choice.candidates.items())
+        for position, mixed in enumerate(self.mixed_ops()):
+            ops.extend(Operation(op, shapes[mixed], mixed.decision, label, position)
+                       for label, op in mixed.candidates.items())
         return ops
 
     def price(self, cost_model, input_size: int, in_channels: int = 3) -> CostEstimate:
@@ -233,8 +237,8 @@ class Supernet(nn.Module):
         for op, p in zip(ops, prices):
             if op.decision is not None:
                 rows.setdefault(op.position, []).append(p)
-        choices = self.choices()
-        positions = [(choices[i].decision, torch.tensor(row)) for i, row in sorted(rows.items())]
+        mixed = self.mixed_ops()
+        positions = [(mixed[i].decision, torch.tensor(row)) for i, row in sorted(rows.items())]
         if cost_model.reduce == "max":
             return CostTable(cost_model.unit, self.decisions(), max(fixed, default=0.0), {}, "max", positions)
         options: dict[str, Tensor] = {}
@@ -245,15 +249,16 @@ class Supernet(nn.Module):
 
 def one_hot(decisions: list[Decision], choices: Mapping[str, str], device: torch.device | str = "cpu"
             ) -> dict[str, Tensor]:
-    weights = {}
+    """The one-hot mix that selects ``choices`` (decision name -> option label)."""
+    mix = {}
     for d in decisions:
         label = choices.get(d.name)
         if label not in d.options:
             raise NascoreError(f"decision '{d.name}': option {label!r} is not one of {list(d.options)}")
-        w = torch.zeros(len(d.options), device=device)
-        w[d.options.index(label)] = 1.0
-        weights[d.name] = w
-    return weights
+        m = torch.zeros(len(d.options), device=device)
+        m[d.options.index(label)] = 1.0
+        mix[d.name] = m
+    return mix
 
 
 def input_shapes(model: nn.Module, modules: Iterable[nn.Module], input_size: int, in_channels: int = 3

@@ -3,8 +3,8 @@ layers (fbnet, fbnetv2 archs; MobileNetV2 is the fbnet space's named arch ``mobi
 
 The supergraph holds ``T`` copies of every layer after the stem (``T`` = number of tasks). Decision
 ``<layer>.<task>`` picks the copy task ``task`` runs at that layer. Every task follows its own stream through the
-copies (weighted by its soft Gumbel weights while searching); two tasks share a layer's computation only when
-they picked the same copy and already shared the previous layer, so a discrete choice is a tree: a shared trunk
+copies (a soft Gumbel-softmax mix of them while searching); two tasks share a layer's computation only when
+they picked the same copy and already shared the previous layer, so a discrete arch is a tree: a shared trunk
 that splits into branches. The built network keeps one module per group of tasks per layer. Arch files of this
 space are written as ``branch_config.json``.
 """
@@ -120,19 +120,19 @@ class BranchedSupernet(Supernet, MultiTaskBackbone):
         """The same tree with copies renumbered so that equal numbers mean shared (``branching.canonical``)."""
         return choices_of(canonical(config_of(choices, self.layer_names, self.tasks)), self.layer_names, self.tasks)
 
-    def apply_weights(self, weights: dict[str, Tensor]) -> None:
-        self._active = [[ActiveOptions.of(weights[decision(layer, task)]) for task in self.tasks]
+    def apply_mix(self, mix: dict[str, Tensor]) -> None:
+        self._active = [[ActiveOptions.of(mix[decision(layer, task)]) for task in self.tasks]
                         for layer in self.layer_names]
 
     def forward(self, x: Tensor) -> dict[str, list[Tensor]]:
         if self._active is None:
-            raise RuntimeError("no weights set for the branched supernet")
+            raise RuntimeError("no mix set for the branched supernet")
         h = self.stem(x)
         streams = [h] * len(self.tasks)
         features: list[list[Tensor]] = [[] for _ in self.tasks]
         for i, (copies, row) in enumerate(zip(self.layers, self._active)):
             # a copy applied to one input is computed once: tasks on a shared stream that pick the same copy
-            # share the result, so one-hot weights compute exactly the branched network's tree
+            # share the result, so a one-hot mix computes exactly the branched network's tree
             computed: dict[tuple[int, int], Tensor] = {}
 
             def run(c: int, inp: Tensor, computed: dict = computed, copies: nn.ModuleList = copies) -> Tensor:
@@ -141,7 +141,7 @@ class BranchedSupernet(Supernet, MultiTaskBackbone):
                     computed[key] = copies[c](inp)
                 return computed[key]
 
-            streams = [active.mix(lambda c, inp=inp: run(c, inp)) for inp, active in zip(streams, row)]
+            streams = [active.combine(lambda c, inp=inp: run(c, inp)) for inp, active in zip(streams, row)]
             if i in self.taps:
                 for feats, s in zip(features, streams):
                     feats.append(s)

@@ -13,7 +13,7 @@ from nascore.component import ComponentConfig
 from nascore.features import Backbone, Chain, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace
-from nascore.supernet import Choice, Decision, Supernet
+from nascore.supernet import Decision, MixedOp, Supernet
 
 from .fbnet_blocks import CANDIDATES, conv_bn, make_block
 
@@ -65,7 +65,7 @@ def feature_taps(plan: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
 
 
 class _FBNetBody(nn.Module):
-    """Stem + the layers returning the feature levels; layers are Choices (supernet) or blocks (built)."""
+    """Stem + the layers returning the feature levels; layers are MixedOps (supernet) or blocks (built)."""
 
     def _init_body(self, cfg: FBNetConfig, layers: list[nn.Module]) -> None:
         plan = layer_plan(cfg)
@@ -89,7 +89,7 @@ class _FBNetBody(nn.Module):
 class FBNetSupernet(_FBNetBody, Supernet):
     def __init__(self, cfg: FBNetConfig, decisions: list[Decision]):
         super().__init__()
-        layers = [Choice(d.name, {label: make_block(label, cin, cout, s, cfg.divisor, cfg.activation)
+        layers = [MixedOp(d.name, {label: make_block(label, cin, cout, s, cfg.divisor, cfg.activation)
                                   for label in d.options})
                   for d, (cin, cout, s) in zip(decisions, layer_plan(cfg))]
         self._init_body(cfg, layers)
@@ -105,10 +105,11 @@ class FBNetSupernet(_FBNetBody, Supernet):
 class FBNet(_FBNetBody, Backbone):
     """A standalone FBNet-space model (no supernet code)."""
 
-    def __init__(self, cfg: FBNetConfig, choices: list[str]):
+    def __init__(self, cfg: FBNetConfig, labels: list[str]):
+        """``labels``: each layer's block, in order."""
         super().__init__()
         self._init_body(cfg, [make_block(label, cin, cout, s, cfg.divisor, cfg.activation)
-                              for label, (cin, cout, s) in zip(choices, layer_plan(cfg))])
+                              for label, (cin, cout, s) in zip(labels, layer_plan(cfg))])
 
     def chain(self) -> Chain:
         return Chain(self.stem, [(f"layer{i + 1:02d}", m) for i, m in enumerate(self.layers)],

@@ -3,7 +3,7 @@
 Per stage: the number of output channels (one decision shared by the stage's blocks, as residual additions
 need); per block: the block type (k3/k5 depth-wise, with or without squeeze-excite, ReLU or h-swish, or
 skip), the expansion rate and the input resolution. Channel and expansion options are masks over one
-max-width convolution weighted by the Gumbel weights, ``sum_i g_i * m_i``; a resolution option subsamples the
+max-width convolution scaled by the Gumbel-softmax mix, ``sum_i g_i * m_i``; a resolution option subsamples the
 block's input, runs the block and places the result back pixel-aligned at full size. Costs follow effective
 shape propagation (``nascore.costs.shape``). A derived arch builds with genuinely smaller convolutions.
 FBNetV2-F1..F4 and L1/L2 ship as named archs (mobile-vision's ``fbnet_modeldef_cls_fbnetv2.py``).
@@ -225,10 +225,10 @@ class SlicedPath:
 
 @dataclass(frozen=True)
 class MaskedPath:
-    """Soft weights through a block: every active type at every active resolution, at the largest widths with
-    channels scaled by the masks ``sum_i w_i * m_i``."""
+    """A soft mix through a block: every active type at every active resolution, at the largest widths with
+    channels scaled by the masks ``sum_i mix_i * m_i``."""
 
-    types: ActiveOptions  # weight 1 on the only type where the block has no type decision
+    types: ActiveOptions  # a mix of 1 on the only type where the block has no type decision
     resolutions: ActiveOptions  # likewise
     mid_mask: Tensor
     se_mask: Tensor
@@ -237,7 +237,7 @@ class MaskedPath:
 
 class SearchBlock(nn.Module):
     """A block's candidates at the largest widths; the supernet sets its state: the exact widths to slice to
-    on a sampled path, the weights and masks otherwise."""
+    on a sampled path, the mix and masks otherwise."""
 
     def __init__(self, p: BlockPlan, cfg: FBNetV2Config):
         super().__init__()
@@ -270,7 +270,7 @@ class SearchBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         p, st = self.plan, self.state
         if st is None:
-            raise RuntimeError(f"no weights set for block '{p.name}'")
+            raise RuntimeError(f"no mix set for block '{p.name}'")
         full = out_size(tuple(x.shape[-2:]), p.stride)
         if isinstance(st, SlicedPath):
             y = self._branch(p.types[st.type], subsample(x, st.factor))
@@ -283,11 +283,11 @@ class SearchBlock(nn.Module):
                 for j in st.types.indices:
                     b = self._branch(p.types[j], xs)
                     if b is not None:
-                        b = b if p.type is None else st.types.weight[j] * b  # no decision: weight 1, no multiply
+                        b = b if p.type is None else st.types.mix[j] * b  # no decision: a mix of 1, no multiply
                         branch = b if branch is None else branch + b
                 if branch is None:
                     continue
-                branch = branch if p.resolution is None else st.resolutions.weight[i] * branch
+                branch = branch if p.resolution is None else st.resolutions.mix[i] * branch
                 if y is not None and r > 1 and self.placement == "intersperse":
                     y[..., ::r, ::r] += branch  # add at the placed pixels: no zero-filled full-size tensor
                 else:
@@ -325,13 +325,13 @@ def _chosen(active: dict[str, ActiveOptions], decision: str | None) -> int:
     return 0 if decision is None else active[decision].indices[0]
 
 
-def _mask(width: Width, w: Tensor | None, device: torch.device) -> Tensor | None:
-    """``sum_i w_i * m_i`` over the channel options (None when the width is fixed)."""
-    if w is None:
+def _mask(width: Width, mix: Tensor | None, device: torch.device) -> Tensor | None:
+    """``sum_i mix_i * m_i`` over the channel options (None when the width is fixed)."""
+    if mix is None:
         return None
     full = max(width.values)
     masks = (torch.arange(full, device=device)[None] < torch.tensor(width.values, device=device)[:, None]).float()
-    return w @ masks
+    return mix @ masks
 
 
 class FBNetV2Supernet(Supernet):
@@ -354,9 +354,9 @@ class FBNetV2Supernet(Supernet):
     def fixed_modules(self) -> dict[str, nn.Module]:
         return {"stem": self.stem}
 
-    def apply_weights(self, weights: dict[str, Tensor]) -> None:
-        active = {name: ActiveOptions.of(w) for name, w in weights.items()}
-        # a sampled path (every weight one-hot, no gradient) runs sliced to the chosen widths; anything else runs
+    def apply_mix(self, mix: dict[str, Tensor]) -> None:
+        active = {name: ActiveOptions.of(m) for name, m in mix.items()}
+        # a sampled path (every mix one-hot, no gradient) runs sliced to the chosen widths; anything else runs
         # masked at the largest widths (a block cannot mix the two: their tensors have different widths)
         if all(a.plain for a in active.values()):
             for p, block in zip(self._plans, self.blocks):
@@ -365,17 +365,17 @@ class FBNetV2Supernet(Supernet):
                                          mid, se_channels(mid, self.config.divisor),
                                          p.cout.values[_chosen(active, p.cout.decision)])
             return
-        device = next(iter(weights.values())).device
+        device = next(iter(mix.values())).device
         ones = torch.ones(1, device=device)
-        single = ActiveOptions.of(ones)  # the weight of a block's only type or resolution
+        single = ActiveOptions.of(ones)  # the mix of a block's only type or resolution
         stage_masks: dict[str | None, Tensor | None] = {}
         for p in self._plans:
             for width in (p.cin, p.cout):
                 if width.decision not in stage_masks:
-                    stage_masks[width.decision] = _mask(width, weights.get(width.decision), device)
+                    stage_masks[width.decision] = _mask(width, mix.get(width.decision), device)
         for p, block in zip(self._plans, self.blocks):
-            g = weights[p.cin.decision] if p.cin.decision else ones
-            h = weights[p.expansion] if p.expansion else ones
+            g = mix[p.cin.decision] if p.cin.decision else ones
+            h = mix[p.expansion] if p.expansion else ones
             joint = torch.outer(g, h).flatten()
             out = stage_masks[p.cout.decision]
             block.state = MaskedPath(active[p.type] if p.type else single,

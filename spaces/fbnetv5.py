@@ -20,7 +20,7 @@ from nascore.component import ComponentConfig
 from nascore.features import Backbone, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace
-from nascore.supernet import Choice, Decision, Supernet
+from nascore.supernet import Decision, MixedOp, Supernet
 
 from .fbnetv2_blocks import Block, SlimConvBN, mid_channels
 
@@ -100,7 +100,7 @@ class Fuse(nn.Module):
 
 
 class _Body(nn.Module):
-    """Stem, stages of per-path blocks (Choices in the supernet, blocks or identities when built), fusions."""
+    """Stem, stages of per-path blocks (MixedOps in the supernet, blocks or identities when built), fusions."""
 
     def _init_body(self, cfg: FBNetV5Config, make: Callable[[str, Callable[[], Block]], nn.Module]) -> None:
         chans, stem = widths(cfg), make_divisible(cfg.stem * cfg.width, cfg.divisor)
@@ -134,7 +134,7 @@ class _Body(nn.Module):
 class FBNetV5Supernet(_Body, Supernet):
     def __init__(self, cfg: FBNetV5Config, decisions: list[Decision]):
         super().__init__()
-        self._init_body(cfg, lambda name, block: Choice(name, {"keep": block(), "skip": nn.Identity()}))
+        self._init_body(cfg, lambda name, block: MixedOp(name, {"keep": block(), "skip": nn.Identity()}))
         self._decisions = decisions
 
     def decisions(self) -> list[Decision]:

@@ -56,13 +56,13 @@ def test_one_hot_supernet_is_the_built_tree(backbone):
     for t in TASKS:
         assert [f.shape for f in a[t]] == [f.shape for f in b[t]]
         assert all(torch.allclose(fa, fb, atol=1e-5) for fa, fb in zip(a[t], b[t]))
-    # the supergraph computes each branch once under one-hot weights: the tree's work, or less where a
+    # the supergraph computes each branch once under a one-hot mix: the tree's work, or less where a
     # parameter-free layer (fbnet_a's identity layer01) hands two branches the very same tensor
     macs = count_macs(supernet, torch.zeros(1, 3, 64, 64)), count_macs(built, torch.zeros(1, 3, 64, 64))
     assert macs[0] == macs[1] if backbone != "fbnet_a" else macs[0] <= macs[1]
 
 
-def test_built_multiply_adds_equal_the_expectation_under_one_hot_weights():
+def test_built_multiply_adds_equal_the_expectation_under_a_one_hot_mix():
     space = branched("mobilenet_v2")
     table = space.supernet().price(FlopsCost(), 64)
     references = space.reference_archs()
@@ -77,14 +77,14 @@ def test_built_multiply_adds_equal_the_expectation_under_one_hot_weights():
     assert high - table.fixed == pytest.approx(3 * (low - table.fixed))
 
 
-def test_soft_weights_reach_every_decision():
+def test_a_soft_mix_reaches_every_decision():
     space = branched("fbnet_a", tasks=["a", "b"])
     supernet = space.supernet()
     with torch.no_grad():  # the copies start as one layer's clones (as the reference's); make them differ
         for p in supernet.layers.parameters():
             p.add_(0.1 * torch.randn_like(p))
     alpha = {d.name: torch.zeros(2, requires_grad=True) for d in space.decisions()}
-    supernet.set_weights({n: torch.nn.functional.gumbel_softmax(a, tau=1.0) for n, a in alpha.items()})
+    supernet.set_mix({n: torch.nn.functional.gumbel_softmax(a, tau=1.0) for n, a in alpha.items()})
     out = supernet(torch.randn(2, 3, 64, 64))
     sum(f.square().mean() for feats in out.values() for f in feats).backward()
     # fbnet_a's skip layers (01, 04, 05) are parameter-free identities: their copies agree, the choice is moot
@@ -189,19 +189,19 @@ def test_warmup_runs_every_task_on_its_own_copy(tmp_path, monkeypatch):
     from nascore.spaces.branched import BranchedSupernet
 
     seen = []
-    original = BranchedSupernet.apply_weights
+    original = BranchedSupernet.apply_mix
 
-    def spy(self, weights):
-        seen.append({n: w.detach().clone() for n, w in weights.items()})
-        original(self, weights)
+    def spy(self, mix):
+        seen.append({n: m.detach().clone() for n, m in mix.items()})
+        original(self, mix)
 
-    monkeypatch.setattr(BranchedSupernet, "apply_weights", spy)
+    monkeypatch.setattr(BranchedSupernet, "apply_mix", spy)
     data = spec_data(epochs=2, warmup_epochs=1)
     run_search(tmp_path, data)
     pricing, warm = seen[0], seen[1:3]  # the pricing forward (all on copy 0), then the warm-up's two steps
     assert all(torch.equal(w, torch.tensor([1.0, 0.0])) for w in pricing.values())
-    for weights in warm:
-        for name, w in weights.items():
+    for mix in warm:
+        for name, w in mix.items():
             own = ["segmentation", "classification"].index(name.rsplit(".", 1)[1])
             assert torch.equal(w, torch.eye(2)[own])
 

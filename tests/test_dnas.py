@@ -14,7 +14,7 @@ from nascore.costs import Additive, Multiplicative
 from nascore.costs.flops import FlopsCost
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.strategies.dnas import DNAS, Temperature
-from nascore.strategy import SearchContext, entropy
+from nascore.strategy import SHARED, SearchContext, entropy
 from nascore.task import build_network
 from nascore.tasks.classification import Classification
 from nascore.tasks.datasets import DigitScenes
@@ -132,7 +132,7 @@ def test_metrics_row_with_a_cost_table(searched):
     strategy = searched["strategy"]
     assert set(row["top_choices"]) == {d.name for d in strategy.decisions}
     assert all(row["top_choices"][d.name] in d.options for d in strategy.decisions)
-    assert row["derived_cost"] == searched["ctx"].cost_table.of_choices(strategy.derive()[None])
+    assert row["derived_cost"] == searched["ctx"].cost_table.of_choices(strategy.derive()[SHARED])
     table = searched["ctx"].cost_table
     lo = table.fixed + sum(float(c.min()) for c in table.options.values())
     hi = table.fixed + sum(float(c.max()) for c in table.options.values())
@@ -161,38 +161,38 @@ def test_one_gumbel_sample_drives_forward_and_cost(data, splits, table, monkeypa
     ctx = make_ctx(data, splits, table)
     strategy = make_dnas(ctx, batch_size=4, max_steps=2)
     events = []
-    real_gumbel, real_expected, real_set = F.gumbel_softmax, ctx.cost_table.expected, ctx.supernet.set_weights
+    real_gumbel, real_expected, real_set = F.gumbel_softmax, ctx.cost_table.expected, ctx.supernet.set_mix
 
     def gumbel(logits, *args, **kwargs):
         out = real_gumbel(logits, *args, **kwargs)
         events.append(("gumbel", out))
         return out
 
-    def set_weights(weights):
-        events.append(("set", dict(weights)))
-        return real_set(weights)
+    def set_mix(mix):
+        events.append(("set", dict(mix)))
+        return real_set(mix)
 
-    def expected(weights):
-        events.append(("expected", dict(weights)))
-        return real_expected(weights)
+    def expected(mix):
+        events.append(("expected", dict(mix)))
+        return real_expected(mix)
 
     monkeypatch.setattr(gumbel_module.F, "gumbel_softmax", gumbel)
     monkeypatch.setattr(ctx.cost_table, "expected", expected)
-    monkeypatch.setattr(ctx.supernet, "set_weights", set_weights)
+    monkeypatch.setattr(ctx.supernet, "set_mix", set_mix)
     strategy._arch_pass(1, 2.0)
 
     costs = [i for i, (kind, _) in enumerate(events) if kind == "expected"]
     assert len(costs) == 2, "one priced sample per arch step"
     for i in costs:
-        weights = events[i][1]
+        mix = events[i][1]
         # the forward of this step ran with exactly these tensors ...
         sets = [e for kind, e in events[:i] if kind == "set"]
-        assert sets and all(sets[-1][k] is weights[k] for k in weights)
+        assert sets and all(sets[-1][k] is mix[k] for k in mix)
         # ... which are this step's Gumbel-softmax samples, differentiable wrt theta
-        samples = [e for kind, e in events[:i] if kind == "gumbel"][-len(weights):]
-        assert all(any(w is s for s in samples) for w in weights.values())
-        assert all(w.requires_grad for w in weights.values())
-        assert set(weights) == {d.name for d in strategy.decisions}
+        samples = [e for kind, e in events[:i] if kind == "gumbel"][-len(mix):]
+        assert all(any(m is s for s in samples) for m in mix.values())
+        assert all(m.requires_grad for m in mix.values())
+        assert set(mix) == {d.name for d in strategy.decisions}
 
 
 # -- results and state -------------------------------------------------------------------------
@@ -203,11 +203,11 @@ def test_derive_returns_the_argmax(data, splits):
         for t in strategy.theta.values():
             t.copy_(torch.randn(t.shape, generator=g))
     derived = strategy.derive()
-    assert list(derived) == [None]
-    assert derived[None] == {d.name: d.options[int(strategy.theta[d.name].argmax())] for d in strategy.decisions}
+    assert list(derived) == [SHARED]
+    assert derived[SHARED] == {d.name: d.options[int(strategy.theta[d.name].argmax())] for d in strategy.decisions}
     with torch.no_grad():
         strategy.theta["layer04"].fill_(0).index_fill_(0, torch.tensor([8]), 1.0)
-    assert strategy.derive()[None]["layer04"] == "skip"
+    assert strategy.derive()[SHARED]["layer04"] == "skip"
 
 
 def test_top_choices_in_the_metrics_are_the_derived_arch(data, splits):
@@ -216,8 +216,8 @@ def test_top_choices_in_the_metrics_are_the_derived_arch(data, splits):
         theta = strategy.theta["layer01"]
         theta[0] = 0.01
         theta[5] = torch.nextafter(torch.tensor(0.01), torch.tensor(1.0))  # larger, by one float32 ulp
-    assert strategy.derive()[None]["layer01"] == "k5_e1_g2"
-    assert strategy._distribution_stats()["top_choices"] == strategy.derive()[None]
+    assert strategy.derive()[SHARED]["layer01"] == "k5_e1_g2"
+    assert strategy._distribution_stats()["top_choices"] == strategy.derive()[SHARED]
 
 
 def test_state_dict_round_trip(searched, data, splits, table):

@@ -138,7 +138,7 @@ def test_supernet_feature_info_matches_forward():
     assert supernet.feature_info == space.build(Arch(space="fbnet", choices=random_choices(space, 0))).feature_info
 
 
-# -- supernet with one-hot weights == built child -------------------------------------------------
+# -- supernet under a one-hot mix == built child --------------------------------------------------
 def child_state(supernet_state: dict, choices: list[str]) -> dict:
     """``layers.{i}.candidates.{label}.*`` -> ``layers.{i}.*`` for the chosen label; stem as it is."""
     out = {}

@@ -152,7 +152,7 @@ def test_decisions():
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_supernet_with_one_hot_weights_equals_the_built_child(seed):
+def test_supernet_under_a_one_hot_mix_equals_the_built_child(seed):
     space = small()
     supernet = space.supernet().eval()
     randomize_bn(supernet, seed)
@@ -164,8 +164,8 @@ def test_supernet_with_one_hot_weights_equals_the_built_child(seed):
         # a sampled path: sliced convolutions
         supernet.set_choices(choices)
         sliced = supernet(x)
-    # the soft path with one-hot weights: masked max-width convolutions
-    supernet.set_weights({k: v.requires_grad_() for k, v in one_hot(space.decisions(), choices).items()})
+    # the soft path under a one-hot mix: masked max-width convolutions
+    supernet.set_mix({k: v.requires_grad_() for k, v in one_hot(space.decisions(), choices).items()})
     masked = supernet(x)
     assert [f.shape[1] for f in expected] == [i["num_chs"] for i in child.feature_info]
     for e, s, m in zip(expected, sliced, masked):
@@ -186,15 +186,15 @@ def test_the_sampled_path_computes_only_the_chosen_widths():
         assert count_macs(supernet, x) == count_macs(child, x)
 
 
-def test_soft_weights_mix_every_option_and_train():
+def test_a_soft_mix_runs_every_option_and_trains():
     space = small()
     supernet = space.supernet().train()
-    weights = {d.name: torch.zeros(len(d.options), requires_grad=True) for d in space.decisions()}
-    supernet.set_weights({k: F.gumbel_softmax(v, tau=1.0) for k, v in weights.items()})
+    theta = {d.name: torch.zeros(len(d.options), requires_grad=True) for d in space.decisions()}
+    supernet.set_mix({k: F.gumbel_softmax(v, tau=1.0) for k, v in theta.items()})
     out = supernet(torch.randn(4, 3, 30, 30))
     assert [o.shape[1] for o in out] == [i["num_chs"] for i in supernet.feature_info]
     out[-1].square().mean().backward()
-    assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in weights.values())
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in theta.values())
     assert all(p.grad is not None for n, p in supernet.named_parameters() if "stem" in n)
 
 
@@ -283,21 +283,21 @@ def test_cost_of_a_discrete_arch_is_the_built_models_macs(seed):
 
 
 def test_expected_channels_feed_the_next_layers_cost():
-    # the cost of stage 2's first block depends on stage 1's width through its input: moving stage-1 weight
+    # the cost of stage 2's first block depends on stage 1's width through its input: moving stage-1's mix
     # to more channels raises the expected cost by more than stage 1's own blocks account for, and the
-    # gradient reaches stage 1's channel weights through the effective shape
+    # gradient reaches stage 1's channel logits through the effective shape
     space = small()
     table = space.supernet().price(FlopsCost(), 30)
     base = {d.name: torch.full((len(d.options),), 1 / len(d.options)) for d in space.decisions()}
     theta = torch.zeros(3, requires_grad=True)
-    weights = {**base, "s1.channels": torch.softmax(theta, 0)}
-    cost = table.expected(weights)
+    mix = {**base, "s1.channels": torch.softmax(theta, 0)}
+    cost = table.expected(mix)
     cost.backward()
     assert theta.grad[2] > 0 > theta.grad[0]  # more channels cost more
-    # with soft weights the expectation lies between the extremes, and fractional widths are interpolated
+    # under a soft mix the expectation lies between the extremes, and fractional widths are interpolated
     low, high = table.bounds()
     assert low < cost.item() < high
-    # effective shape: half the weight on 24 and half on 40 output channels of the last stage costs what 32
+    # effective shape: half the mix on 24 and half on 40 output channels of the last stage costs what 32
     # channels cost (its widths enter MACs linearly: the projection conv and the head conv's input)
     at = {c: {**base, "s3.channels": torch.eye(3)[i]} for i, c in enumerate((24, 32, 40))}
     half = {**base, "s3.channels": torch.tensor([0.5, 0.0, 0.5])}

@@ -73,11 +73,11 @@ def test_supernet_on_a_sampled_path_equals_the_built_child(seed):
     assert sum(isinstance(b, nn.Identity) for b in blocks) == skipped and len(blocks) == len(choices)
 
 
-def test_soft_weights_reach_every_decision():
+def test_a_soft_mix_reaches_every_decision():
     sp = space()
     supernet = sp.supernet().train()
     theta = {d.name: torch.zeros(2, requires_grad=True) for d in sp.decisions()}
-    supernet.set_weights({k: F.gumbel_softmax(v, tau=1.0) for k, v in theta.items()})
+    supernet.set_mix({k: F.gumbel_softmax(v, tau=1.0) for k, v in theta.items()})
     out = supernet(torch.randn(2, 3, 64, 64))
     sum(o.square().mean() for o in out).backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in theta.values())

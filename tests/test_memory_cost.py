@@ -118,7 +118,7 @@ def random_archs(supernet, n: int = 3, seed: int = 0) -> list[dict[str, str]]:
 def test_table_is_max_reduced(fbnet):
     supernet, table = fbnet
     assert isinstance(table, CostTable) and table.reduce == "max" and table.unit == "bytes"
-    assert table.options == {} and len(table.positions) == len(supernet.choices()) == 22
+    assert table.options == {} and len(table.positions) == len(supernet.mixed_ops()) == 22
     # the stem: image (3x32x32) + conv out + BN out (8x16x16 each)
     assert table.fixed == 3 * 32 * 32 * F32 + 2 * 8 * 16 * 16 * F32 == 28672
 
@@ -139,16 +139,16 @@ def test_of_choices_is_the_max_over_the_parts(fbnet, arch):
 def test_expected_cost_is_differentiable(fbnet):
     supernet, table = fbnet
     torch.manual_seed(0)
-    weights = {d.name: torch.softmax(torch.randn(len(d.options)), 0).requires_grad_()
-               for d in supernet.decisions()}
-    cost = table.expected(weights)
-    parts = [float((weights[name].detach() * row).sum()) for name, row in table.positions]
+    mix = {d.name: torch.softmax(torch.randn(len(d.options)), 0).requires_grad_()
+           for d in supernet.decisions()}
+    cost = table.expected(mix)
+    parts = [float((mix[name].detach() * row).sum()) for name, row in table.positions]
     top = max(range(len(parts)), key=parts.__getitem__)
     assert cost.item() == pytest.approx(parts[top]) and parts[top] > table.fixed
     cost.backward()
     # d max / d w reaches only the position that attains the max: its row of prices
     for i, (name, row) in enumerate(table.positions):
-        assert torch.equal(weights[name].grad, row if i == top else torch.zeros_like(row)), name
+        assert torch.equal(mix[name].grad, row if i == top else torch.zeros_like(row)), name
 
 
 # -- spec and loss -----------------------------------------------------------------------------
@@ -159,15 +159,15 @@ def test_spec_with_memory_cost():
     cost_model = spec.cost.create()
     assert isinstance(cost_model, MemoryCost) and cost_model.config.batch_size == 2
     assert isinstance(spec.objective, Multiplicative)
-    # the search loss on the max-reduced expected cost: finite, and it reaches the architecture weights
+    # the search loss on the max-reduced expected cost: finite, and it reaches the mix
     supernet = spec.space.create().supernet()
     table = supernet.price(cost_model, spec.space.config.input_size)
-    weights = {d.name: torch.full((len(d.options),), 1 / len(d.options), requires_grad=True)
-               for d in supernet.decisions()}
-    loss = spec.objective(torch.tensor(2.0), table.expected(weights))
+    mix = {d.name: torch.full((len(d.options),), 1 / len(d.options), requires_grad=True)
+           for d in supernet.decisions()}
+    loss = spec.objective(torch.tensor(2.0), table.expected(mix))
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()
-    assert any(w.grad.abs().sum() > 0 for w in weights.values())
+    assert any(m.grad.abs().sum() > 0 for m in mix.values())
     with pytest.raises(SpecError):
         validate_spec({**data, "cost": {"name": "memory", "batch_size": 0}})
 

@@ -20,7 +20,7 @@ from nascore.run import open_run, run_spec
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.spec import ParetoConfig, load_spec, spec_json_schema, validate_spec
 from nascore.strategies.dnas import DNAS
-from nascore.strategy import SearchContext, SearchStrategy
+from nascore.strategy import SHARED, SearchContext, SearchStrategy
 from nascore.task import build_network
 from nascore.tasks.classification import Classification
 from nascore.tasks.datasets import DigitScenes
@@ -54,8 +54,8 @@ def test_front_edge_cases():
 
 def test_candidates_put_the_derived_arch_first_and_drop_repeats():
     a, b, c = {"x": "a"}, {"x": "b"}, {"x": "c"}
-    listed = candidates({None: a}, {None: [a, b, b, c, a]})
-    assert listed == {None: [("derived", a), ("sample_2", b), ("sample_4", c)]}
+    listed = candidates({SHARED: a}, {SHARED: [a, b, b, c, a]})
+    assert listed == {SHARED: [("derived", a), ("sample_2", b), ("sample_4", c)]}
     assert candidates({"seg": a}, {"seg": []}) == {"seg": [("derived", a)]}
 
 
@@ -96,12 +96,12 @@ def test_dnas_sample_is_deterministic_given_the_generator(dnas):
         for t in dnas.theta.values():
             t.copy_(torch.randn(t.shape, generator=torch.Generator().manual_seed(1)))
     first = dnas.sample(12, torch.Generator().manual_seed(5))
-    assert list(first) == [None] and len(first[None]) == 12
+    assert list(first) == [SHARED] and len(first[SHARED]) == 12
     assert first == dnas.sample(12, torch.Generator().manual_seed(5))
     assert first != dnas.sample(12, torch.Generator().manual_seed(6))
     options = {d.name: d.options for d in dnas.decisions}
-    assert all(set(arch) == set(options) and all(arch[k] in options[k] for k in arch) for arch in first[None])
-    assert dnas.sample(0, torch.Generator()) == {None: []}
+    assert all(set(arch) == set(options) and all(arch[k] in options[k] for k in arch) for arch in first[SHARED])
+    assert dnas.sample(0, torch.Generator()) == {SHARED: []}
 
 
 def test_dnas_sample_follows_theta(dnas):
@@ -110,7 +110,7 @@ def test_dnas_sample_follows_theta(dnas):
             t.zero_()
         dnas.theta["layer04"][8] = 100.0  # 'skip' all but surely
         dnas.theta["layer07"][[2, 5]] = 60.0  # two options share all the mass
-    archs = dnas.sample(64, torch.Generator().manual_seed(0))[None]
+    archs = dnas.sample(64, torch.Generator().manual_seed(0))[SHARED]
     assert all(a["layer04"] == "skip" for a in archs)
     options = next(d.options for d in dnas.decisions if d.name == "layer07")
     assert {a["layer07"] for a in archs} == {options[2], options[5]}

@@ -99,7 +99,7 @@ MODULES = {
                 return {"train_loss": total / max(steps, 1), "best_val_loss": self.best[0]}
 
             def derive(self):
-                return {None: dict(self.best[1])}
+                return {nascore.SHARED: dict(self.best[1])}
 
             def state_dict(self):
                 return {"best": self.best, "gen": self.gen.get_state(), "opt": self.opt.state_dict()}

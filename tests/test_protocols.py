@@ -60,9 +60,9 @@ def test_a_supernets_price_is_a_cost_estimate(name):
         cost = table.of_choices(choices)  # the table holds its decisions
         assert isinstance(cost, float) and low <= cost <= high
         assert cost == pytest.approx(float(table.expected(one_hot(decisions, choices))), rel=1e-6)
-    weights = {d.name: torch.full((len(d.options),), 1.0 / len(d.options), requires_grad=True) for d in decisions}
-    table.expected(weights).backward()
-    assert any(w.grad is not None and w.grad.abs().sum() > 0 for w in weights.values())
+    mix = {d.name: torch.full((len(d.options),), 1.0 / len(d.options), requires_grad=True) for d in decisions}
+    table.expected(mix).backward()
+    assert any(m.grad is not None and m.grad.abs().sum() > 0 for m in mix.values())
 
 
 # -- canonical -----------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def all_archs():
     return [{"a": i, "b": j} for i, j in itertools.product(range(3), range(2))]
 
 
-def test_importance_weights_make_one_proposal_sample_unbiased_for_every_task():
+def test_importance_makes_one_proposal_sample_unbiased_for_every_task():
     policies = toy_policies()
     # analytic: E_{a ~ p_t}[loss_t(a)] and its gradient in theta_t
     expected, grads = {}, {}
@@ -41,14 +41,14 @@ def test_importance_weights_make_one_proposal_sample_unbiased_for_every_task():
         value = sum(torch.exp(policies.log_prob(t, a)) * loss_of(t, a) for a in all_archs())
         grads[t] = torch.autograd.grad(value, list(policies.theta[t].values()))
         expected[t] = value.item()
-    # Monte Carlo: archs from the proposal q only, weighted by p_t(a) / q(a)
+    # Monte Carlo: archs from the proposal q only, scaled by their importance p_t(a) / q(a)
     generator = torch.Generator().manual_seed(0)
     n = 20000
     est = {t: 0.0 for t in policies.tasks}
     grad_est = {t: [torch.zeros(3), torch.zeros(2)] for t in policies.tasks}
     for _ in range(n):
         arch = policies.sample(generator)
-        w = policies.importance_weights(arch)
+        w = policies.importance(arch)
         for t in policies.tasks:
             est[t] += w[t] * loss_of(t, arch) / n
             g = torch.autograd.grad(policies.log_prob(t, arch), list(policies.theta[t].values()))
@@ -65,9 +65,9 @@ def test_proposal_is_the_mixture_of_the_policies():
     for arch in all_archs():
         p = {t: torch.exp(policies.log_prob(t, arch)).item() for t in policies.tasks}
         q = sum(p.values()) / 2
-        w = policies.importance_weights(arch)
+        w = policies.importance(arch)
         assert w["seg"] == pytest.approx(p["seg"] / q) and w["det"] == pytest.approx(p["det"] / q)
-    assert sum(policies.importance_weights({"a": 0, "b": 0}).values()) == pytest.approx(2.0)  # sums to T
+    assert sum(policies.importance({"a": 0, "b": 0}).values()) == pytest.approx(2.0)  # sums to T
 
 
 def test_policies_converge_each_to_its_tasks_best_arch():
@@ -77,14 +77,14 @@ def test_policies_converge_each_to_its_tasks_best_arch():
     baselines = {t: None for t in policies.tasks}
     for _ in range(600):
         arch = policies.sample(generator)
-        weights = policies.importance_weights(arch)
+        importance = policies.importance(arch)
         advantages = {}
         for t in policies.tasks:
             reward = -loss_of(t, arch)
             advantages[t] = 0.0 if baselines[t] is None else reward - baselines[t]
             baselines[t] = reward if baselines[t] is None else 0.9 * baselines[t] + 0.1 * reward
         opt.zero_grad()
-        policy_loss(policies, arch, advantages, weights, entropy=0.0).backward()
+        policy_loss(policies, arch, advantages, importance, entropy=0.0).backward()
         opt.step()
     assert policies.argmax("seg") == {"a": "y", "b": "skip"}
     assert policies.argmax("det") == {"a": "z", "b": "keep"}

@@ -1,4 +1,4 @@
-"""The search seam: Choice, Supernet.set_weights, CostTable and Supernet.price."""
+"""The search seam: MixedOp, Supernet.set_mix, CostTable and Supernet.price."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +8,7 @@ from torch import nn
 from nascore.costs.flops import FlopsCost, count_macs
 from nascore.spaces.fbnet import FBNetSpace, layer_plan
 from nascore.spaces.fbnet_blocks import make_block
-from nascore.supernet import ActiveOptions, Choice, CostTable, Decision, Supernet, input_shapes, one_hot
+from nascore.supernet import ActiveOptions, CostTable, Decision, MixedOp, Supernet, input_shapes, one_hot
 
 
 class Counting(nn.Module):
@@ -24,92 +24,92 @@ class Counting(nn.Module):
         return self.conv(x)
 
 
-def make_choice(n: int = 3, seed: int = 0) -> Choice:
+def make_mixed(n: int = 3, seed: int = 0) -> MixedOp:
     torch.manual_seed(seed)
-    return Choice("d", {f"op{i}": Counting() for i in range(n)})
+    return MixedOp("d", {f"op{i}": Counting() for i in range(n)})
 
 
-def ops(choice: Choice) -> list[Counting]:
-    return list(choice.candidates.values())
+def ops(mixed: MixedOp) -> list[Counting]:
+    return list(mixed.candidates.values())
 
 
-def reset(choice: Choice) -> None:
-    for op in ops(choice):
+def reset(mixed: MixedOp) -> None:
+    for op in ops(mixed):
         op.calls = 0
 
 
 X = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(1))
 
 
-# -- Choice ------------------------------------------------------------------------------------
+# -- MixedOp ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("requires_grad", [False, True])
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_one_hot_computes_only_the_chosen_option(index, requires_grad):
-    choice = make_choice()
+    mixed = make_mixed()
     with torch.no_grad():
-        expected = ops(choice)[index].conv(X)
+        expected = ops(mixed)[index].conv(X)
     w = torch.zeros(3)
     w[index] = 1.0
-    choice.weight = w.requires_grad_(requires_grad)
-    out = choice(X)
-    assert [op.calls for op in ops(choice)] == [int(i == index) for i in range(3)]
+    mixed.mix = w.requires_grad_(requires_grad)
+    out = mixed(X)
+    assert [op.calls for op in ops(mixed)] == [int(i == index) for i in range(3)]
     assert torch.equal(out, expected)  # exactly that op's output (1.0 * y == y)
 
 
-def test_soft_weights_give_the_weighted_sum():
-    choice = make_choice()
+def test_a_soft_mix_sums_the_options_by_their_share():
+    mixed = make_mixed()
     w = torch.tensor([0.2, 0.5, 0.3], requires_grad=True)
-    choice.weight = w
-    out = choice(X)
-    assert [op.calls for op in ops(choice)] == [1, 1, 1]
+    mixed.mix = w
+    out = mixed(X)
+    assert [op.calls for op in ops(mixed)] == [1, 1, 1]
     with torch.no_grad():
-        ys = [op.conv(X) for op in ops(choice)]
+        ys = [op.conv(X) for op in ops(mixed)]
     torch.testing.assert_close(out, 0.2 * ys[0] + 0.5 * ys[1] + 0.3 * ys[2])
-    # d(sum out)/d w_i = sum op_i(x): the weights get the gradient the strategy needs
+    # d(sum out)/d w_i = sum op_i(x): the mix gets the gradient the strategy needs
     out.sum().backward()
     torch.testing.assert_close(w.grad, torch.stack([y.sum() for y in ys]), rtol=1e-5, atol=1e-4)
 
 
-def test_zero_weight_options_are_not_called():
-    choice = make_choice(4)
-    choice.weight = torch.tensor([0.6, 0.0, 0.4, 0.0], requires_grad=True)
-    out = choice(X)
-    assert [op.calls for op in ops(choice)] == [1, 0, 1, 0]
+def test_options_without_a_share_of_the_mix_are_not_called():
+    mixed = make_mixed(4)
+    mixed.mix = torch.tensor([0.6, 0.0, 0.4, 0.0], requires_grad=True)
+    out = mixed(X)
+    assert [op.calls for op in ops(mixed)] == [1, 0, 1, 0]
     with torch.no_grad():
-        torch.testing.assert_close(out, 0.6 * ops(choice)[0].conv(X) + 0.4 * ops(choice)[2].conv(X))
+        torch.testing.assert_close(out, 0.6 * ops(mixed)[0].conv(X) + 0.4 * ops(mixed)[2].conv(X))
 
 
-def test_choice_without_weights_names_its_decision():
+def test_mixed_op_without_a_mix_names_its_decision():
     with pytest.raises(RuntimeError, match="'d'"):
-        make_choice()(X)
+        make_mixed()(X)
 
 
-@pytest.mark.parametrize("weight, requires_grad, indices, plain", [
+@pytest.mark.parametrize("mix, requires_grad, indices, plain", [
     ([0.0, 1.0, 0.0], False, (1,), True),  # a sampled path
-    ([0.0, 1.0, 0.0], True, (1,), False),  # one-hot but differentiable: multiplied, so the weight gets a gradient
+    ([0.0, 1.0, 0.0], True, (1,), False),  # one-hot but differentiable: multiplied, so the mix gets a gradient
     ([0.0, 0.5, 0.0], False, (1,), False),
     ([0.2, 0.0, 0.8], True, (0, 2), False)])
-def test_active_options_are_the_non_zero_weights(weight, requires_grad, indices, plain):
-    active = ActiveOptions.of(torch.tensor(weight, requires_grad=requires_grad))
+def test_active_options_are_the_non_zero_shares_of_the_mix(mix, requires_grad, indices, plain):
+    active = ActiveOptions.of(torch.tensor(mix, requires_grad=requires_grad))
     assert (active.indices, active.plain) == (indices, plain)
     ys = [torch.full((2,), float(i + 1)) for i in range(3)]
     runs = []
-    out = active.mix(lambda i: runs.append(i) or ys[i])
+    out = active.combine(lambda i: runs.append(i) or ys[i])
     assert runs == list(indices)  # only the active options run
-    assert torch.equal(out.detach(), sum(weight[i] * ys[i] for i in indices))
+    assert torch.equal(out.detach(), sum(mix[i] * ys[i] for i in indices))
 
 
-# -- Supernet.set_weights ----------------------------------------------------------------------
+# -- Supernet.set_mix --------------------------------------------------------------------------
 class Toy(Supernet):
-    """Two decisions; ``d1`` is shared by two Choices (like a BMTAS/V2 decision used in several places)."""
+    """Two decisions; ``d1`` is shared by two MixedOps (like a BMTAS/V2 decision used in several places)."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.stem = nn.Conv2d(3, 4, 3, padding=1)
-        self.a = Choice("d1", {"x": Counting(), "y": Counting(), "z": Counting()})
-        self.b = Choice("d2", {"p": Counting(), "q": Counting()})
-        self.c = Choice("d1", {"x": Counting(), "y": Counting(), "z": Counting()})
+        self.a = MixedOp("d1", {"x": Counting(), "y": Counting(), "z": Counting()})
+        self.b = MixedOp("d2", {"p": Counting(), "q": Counting()})
+        self.c = MixedOp("d1", {"x": Counting(), "y": Counting(), "z": Counting()})
         self.feature_info = [dict(num_chs=4, reduction=1, module="c")]
 
     def decisions(self):
@@ -122,36 +122,36 @@ class Toy(Supernet):
         return [self.c(self.b(self.a(self.stem(x))))]
 
 
-def test_set_weights_reaches_every_choice_of_a_decision():
+def test_set_mix_reaches_every_mixed_op_of_a_decision():
     net = Toy()
     w1, w2 = torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.5, 0.5])
-    net.set_weights({"d1": w1, "d2": w2})
-    assert net.a.weight is w1 and net.c.weight is w1 and net.b.weight is w2
+    net.set_mix({"d1": w1, "d2": w2})
+    assert net.a.mix is w1 and net.c.mix is w1 and net.b.mix is w2
 
 
-def test_set_weights_rejects_missing_decisions():
+def test_set_mix_rejects_missing_decisions():
     net = Toy()
     with pytest.raises(ValueError, match="d2"):
-        net.set_weights({"d1": torch.ones(3) / 3})
+        net.set_mix({"d1": torch.ones(3) / 3})
 
 
 @pytest.mark.parametrize("shape", [(2,), (4,), (1, 3), ()])
-def test_set_weights_rejects_wrong_shapes(shape):
+def test_set_mix_rejects_wrong_shapes(shape):
     net = Toy()
     with pytest.raises(ValueError, match=r"'d1'.*\(3,\)"):
-        net.set_weights({"d1": torch.ones(shape), "d2": torch.ones(2) / 2})
+        net.set_mix({"d1": torch.ones(shape), "d2": torch.ones(2) / 2})
 
 
-def test_set_weights_rejects_unknown_decisions():
+def test_set_mix_rejects_unknown_decisions():
     net = Toy()
     with pytest.raises(ValueError, match="d3"):
-        net.set_weights({"d1": torch.ones(3) / 3, "d2": torch.ones(2) / 2, "d3": torch.ones(2)})
+        net.set_mix({"d1": torch.ones(3) / 3, "d2": torch.ones(2) / 2, "d3": torch.ones(2)})
 
 
 def test_set_choices_is_one_hot_and_checks_labels():
     net = Toy()
     net.set_choices({"d1": "z", "d2": "p"})
-    assert net.a.weight.tolist() == [0.0, 0.0, 1.0] and net.b.weight.tolist() == [1.0, 0.0]
+    assert net.a.mix.tolist() == [0.0, 0.0, 1.0] and net.b.mix.tolist() == [1.0, 0.0]
     from nascore.errors import NascoreError
 
     with pytest.raises(NascoreError, match="d2"):
@@ -185,13 +185,13 @@ def test_of_choices_equals_expected_under_one_hot():
     assert t.of_choices({"d1": "y", "d2": "p"}) == 10 + 2 + 10
 
 
-def test_price_sums_a_decision_over_its_choices():
+def test_price_sums_a_decision_over_its_mixed_ops():
     net = Toy()
     t = net.price(FlopsCost({"metric": "params"}), 8)
     conv = 4 * 4 * 9 + 4
     assert t.unit == "params"
     assert t.fixed == 3 * 4 * 9 + 4
-    assert t.options["d1"].tolist() == [2 * conv] * 3  # two Choices share d1
+    assert t.options["d1"].tolist() == [2 * conv] * 3  # two MixedOps share d1
     assert t.options["d2"].tolist() == [conv] * 2
 
 
@@ -225,11 +225,11 @@ def priced():
     supernet = space.supernet().train()
     arch = {d.name: "k3_e3" for d in supernet.decisions()}
     supernet.set_choices(arch)
-    before = {c: c.weight for c in supernet.choices()}
+    before = {m: m.mix for m in supernet.mixed_ops()}
     bn_before = {k: v.clone() for k, v in supernet.state_dict().items()}
     cost = RecordingCost()
     t = supernet.price(cost, INPUT)
-    return dict(space=space, supernet=supernet, table=t, cost=cost, weights_before=before, bn_before=bn_before)
+    return dict(space=space, supernet=supernet, table=t, cost=cost, mix_before=before, bn_before=bn_before)
 
 
 def test_price_uses_the_real_input_shape_of_each_layer(priced):
@@ -241,8 +241,8 @@ def test_price_uses_the_real_input_shape_of_each_layer(priced):
     recorded = {}
     for key, shape in cost.calls:
         recorded.setdefault(key, set()).add(shape)
-    for i, (choice, shape) in enumerate(zip(supernet.layers, shapes)):
-        for label, op in choice.candidates.items():
+    for i, (mixed, shape) in enumerate(zip(supernet.layers, shapes)):
+        for label, op in mixed.candidates.items():
             assert shape in recorded[op.op_key], (i, label)
     assert ("?", (1, 3, INPUT, INPUT)) in cost.calls  # the stem
 
@@ -279,20 +279,20 @@ def test_cost_of_an_arch_equals_the_macs_of_the_built_model(priced):
         assert t.expected(one_hot(supernet.decisions(), choices)).item() == pytest.approx(macs, rel=1e-6)
 
 
-def test_price_restores_mode_weights_and_buffers(priced):
+def test_price_restores_mode_mix_and_buffers(priced):
     supernet = priced["supernet"]
     assert supernet.training
     assert all(m.training for m in supernet.modules())
-    assert all(c.weight is priced["weights_before"][c] for c in supernet.choices())
+    assert all(m.mix is priced["mix_before"][m] for m in supernet.mixed_ops())
     for k, v in supernet.state_dict().items():
         assert torch.equal(v, priced["bn_before"][k]), k  # priced in eval: BN statistics untouched
 
 
-def test_price_restores_eval_mode_and_unset_weights():
+def test_price_restores_eval_mode_and_an_unset_mix():
     net = Toy().eval()
     net.price(FlopsCost(), 8)
     assert not net.training
-    assert all(c.weight is None for c in net.choices())
+    assert all(m.mix is None for m in net.mixed_ops())
 
 
 def test_input_shapes_are_recorded_in_eval_mode_and_leave_no_hooks():

@@ -1,7 +1,7 @@
 """Expected costs by effective shape propagation (FBNetV2): when decisions choose channel counts, a layer's
 cost depends on its own width and on the width chosen upstream. Each layer is priced by the cost model on a
 grid of the widths it can have (exact modules, so a latency table holds real timings), and the expected cost
-of the current weights interpolates each grid at the *effective* widths ``sum_i w_i * c_i``: the expected
+of the current mix interpolates each grid at the *effective* widths ``sum_i mix_i * c_i``: the expected
 channel count of one layer feeds the cost of the next. Multilinear interpolation is exact on the grid, so with
 every width on the grid (the default) a one-hot (discrete) architecture costs exactly the sum of its layers'
 prices; a coarser grid (``grid``) prices fewer operations and interpolates between them.
@@ -35,9 +35,9 @@ class Width:
     values: tuple[int, ...]
     grid: int | None = None  # at most this many priced widths (None: every width)
 
-    def effective(self, weights: Mapping[str, Tensor], device: torch.device) -> Tensor:
+    def effective(self, mix: Mapping[str, Tensor], device: torch.device) -> Tensor:
         values = torch.tensor(self.values, dtype=torch.float32, device=device)
-        return values[0] if self.decision is None else weights[self.decision] @ values
+        return values[0] if self.decision is None else mix[self.decision] @ values
 
     @property
     def axis(self) -> tuple[int, ...]:
@@ -54,10 +54,10 @@ class ProductWidth:
     table: tuple[tuple[int, ...], ...]
     grid: int | None = None
 
-    def effective(self, weights: Mapping[str, Tensor], device: torch.device) -> Tensor:
+    def effective(self, mix: Mapping[str, Tensor], device: torch.device) -> Tensor:
         t = torch.tensor(self.table, dtype=torch.float32, device=device)
-        g = weights[self.first] if self.first is not None else torch.ones(1, device=device)
-        h = weights[self.second] if self.second is not None else torch.ones(1, device=device)
+        g = mix[self.first] if self.first is not None else torch.ones(1, device=device)
+        h = mix[self.second] if self.second is not None else torch.ones(1, device=device)
         return g @ t @ h
 
     @property
@@ -68,8 +68,8 @@ class ProductWidth:
 @dataclass
 class Term:
     """The cost of one block: for each group of variables, a grid of prices per (resolution, type) option,
-    shape ``(R, T, *len(axis) per variable)``; the block's expected cost weights the grids by the two
-    decisions (None: one option) and interpolates them at the effective widths."""
+    shape ``(R, T, *len(axis) per variable)``; the block's expected cost mixes the grids by the two
+    decisions' mixes (None: one option) and interpolates them at the effective widths."""
 
     resolution: str | None
     type: str | None
@@ -101,15 +101,15 @@ class ShapeCostTable(CostEstimate):
     variables: dict[str, Width | ProductWidth]
     terms: list[Term]
 
-    def expected(self, weights: Mapping[str, Tensor]) -> Tensor:
-        device = next(iter(weights.values())).device if weights else torch.device("cpu")
-        eff = {name: v.effective(weights, device) for name, v in self.variables.items()}
+    def expected(self, mix: Mapping[str, Tensor]) -> Tensor:
+        device = next(iter(mix.values())).device if mix else torch.device("cpu")
+        eff = {name: v.effective(mix, device) for name, v in self.variables.items()}
         axes = {name: torch.tensor(v.axis, dtype=torch.float32, device=device) for name, v in self.variables.items()}
         one = torch.ones(1, device=device)
         total = torch.tensor(self.fixed, device=device)
         for term in self.terms:
-            wr = weights[term.resolution] if term.resolution is not None else one
-            wt = weights[term.type] if term.type is not None else one
+            wr = mix[term.resolution] if term.resolution is not None else one
+            wt = mix[term.type] if term.type is not None else one
             for names, grid in term.grids:
                 mixed = torch.tensordot(wr, torch.tensordot(wt, grid.to(device), dims=([0], [1])), dims=([0], [0]))
                 total = total + interpolate(mixed, [axes[n] for n in names], [eff[n] for n in names])

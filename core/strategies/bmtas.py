@@ -22,7 +22,7 @@ from ..component import ComponentConfig
 from ..errors import NascoreError
 from ..hookspecs import hookimpl
 from ..protocols import MultiTaskBackbone, Sampling
-from ..strategy import SearchContext, entropy, evaluate_arch
+from ..strategy import SHARED, SearchContext, entropy, evaluate_arch
 from ..supernet import Decision
 from .gumbel import GumbelSearch
 
@@ -128,7 +128,7 @@ class BMTAS(GumbelSearch, Sampling):
     def _norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
         return [m for m in self.ctx.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    def _resource(self, weights: Mapping[str, Tensor]) -> Tensor:
+    def _resource(self, mix: Mapping[str, Tensor]) -> Tensor:
         """The exact expected cost under softmax(theta), not under the step's Gumbel sample."""
         return self.ctx.cost_table.expected(self.probabilities())
 
@@ -152,10 +152,10 @@ class BMTAS(GumbelSearch, Sampling):
         return row
 
     def _evaluate_derived(self, epoch: int) -> dict[str, Any]:
-        ctx, choices = self.ctx, self.derive()[None]
+        ctx, choices = self.ctx, self.derive()[SHARED]
         _, batches = self._batches(self.weight_set, epoch, stream=2, limit=self.config.bn_batches)
         out: dict[str, Any] = {f"val/{k}": v for k, v in
-                               evaluate_arch(ctx, choices, None, batches, self.config.batch_size).items()}
+                               evaluate_arch(ctx, choices, SHARED, batches, self.config.batch_size).items()}
         if ctx.cost_table is not None:
             out["derived_cost"] = ctx.cost_table.of_choices(choices)
         return out
@@ -164,7 +164,7 @@ class BMTAS(GumbelSearch, Sampling):
     def derive(self) -> dict[str | None, dict[str, str]]:
         """Each task's most likely copy per layer, as a tree (tasks share a layer only if they share the one
         before), copies renumbered so that equal numbers mean shared."""
-        return {None: self.ctx.supernet.canonical({d.name: d.options[int(self.theta[d.name].detach().argmax())]
+        return {SHARED: self.ctx.supernet.canonical({d.name: d.options[int(self.theta[d.name].detach().argmax())]
                                                    for d in self.decisions})}
 
     def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[dict[str, str]]]:
@@ -173,7 +173,7 @@ class BMTAS(GumbelSearch, Sampling):
         def draw(d: Decision) -> str:
             return d.options[int(torch.multinomial(probs[d.name], 1, generator=generator))]
 
-        return {None: [self.ctx.supernet.canonical({d.name: draw(d) for d in self.decisions}) for _ in range(n)]}
+        return {SHARED: [self.ctx.supernet.canonical({d.name: draw(d) for d in self.decisions}) for _ in range(n)]}
 
 
 @hookimpl

@@ -12,7 +12,7 @@ from ..component import ComponentConfig
 from ..hookspecs import hookimpl
 from ..loops import cosine_lr, set_lr
 from ..protocols import Sampling
-from ..strategy import SearchContext, entropy, evaluate_arch, owners
+from ..strategy import SHARED, SearchContext, entropy, evaluate_arch, owners
 from ..supernet import Decision
 from .gumbel import GumbelSearch
 
@@ -101,7 +101,7 @@ class DNAS(GumbelSearch, Sampling):
             metrics = evaluate_arch(ctx, {**background, **choices}, owner, batches, self.config.batch_size)
             out.update({f"val/{k}": v for k, v in metrics.items()})
             if ctx.cost_table is not None:
-                out[f"derived_cost{'' if owner is None else '/' + owner}"] = \
+                out[f"derived_cost{'' if owner is SHARED else '/' + owner}"] = \
                     ctx.cost_table.of_choices({**background, **choices})
         return out
 
@@ -114,7 +114,7 @@ class DNAS(GumbelSearch, Sampling):
         return archs
 
     def _decisions_of(self, owner: str | None) -> list[Decision]:
-        return [d for d in self.decisions if d.task is None or d.task == owner]
+        return [d for d in self.decisions if d.task is SHARED or d.task == owner]
 
     def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[dict[str, str]]]:
         """Each decision drawn independently from softmax(theta), ``n`` archs per owner."""

@@ -1,5 +1,5 @@
-"""What the differentiable strategies (``dnas``, ``bmtas``) share: one logit vector ``theta`` per decision, soft
-Gumbel-softmax weights drawn from it, the training split cut into a weight split and an architecture split, a
+"""What the differentiable strategies (``dnas``, ``bmtas``) share: one logit vector ``theta`` per decision, a soft
+Gumbel-softmax mix drawn from it, the training split cut into a weight split and an architecture split, a
 pass of weight steps over the one and a pass of architecture steps over the other."""
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class GumbelSearch(SearchStrategy):
         self.weight_set, self.arch_set = split(ctx.train_set, self.config.arch_fraction, ctx.seed)
 
     def _gumbel(self, tau: float, grad: bool) -> dict[str, Tensor]:
+        """A soft mix of every decision, drawn by Gumbel-softmax from ``theta`` at temperature ``tau``."""
         return {n: F.gumbel_softmax(t if grad else t.detach(), tau=tau, hard=False) for n, t in self.theta.items()}
 
     def _batches(self, dataset, epoch: int, stream: int, limit: int | None = None) -> tuple[int, Iterator]:
@@ -36,34 +37,34 @@ class GumbelSearch(SearchStrategy):
         limit = min(limit or self.config.max_steps or len(batches), len(batches))
         return limit, (b for _, b in zip(range(limit), batches))
 
-    def _weight_pass(self, epoch: int, weights: Callable[[], Mapping[str, Tensor]]) -> dict[str, float]:
-        """Weight steps over the weight split, the supernet weighted by ``weights()`` at each step."""
+    def _weight_pass(self, epoch: int, mix: Callable[[], Mapping[str, Tensor]]) -> dict[str, float]:
+        """Weight steps over the weight split, the supernet mixed by ``mix()`` at each step."""
         ctx = self.ctx
         net = ctx.network.train()
         total, batches = self._batches(self.weight_set, epoch, stream=0)
         w_loss, step = 0.0, 0
         with ctx.progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) weights") as advance:
             for step, (images, targets) in enumerate(batches):
-                ctx.supernet.set_weights(weights())
+                ctx.supernet.set_mix(mix())
                 loss, _ = train_step(net, images, targets, ctx.tasks, self.w_opt, ctx.device, epoch, step)
                 w_loss += loss.item()
                 advance()
         return {"weight_loss": w_loss / (step + 1)}
 
-    def _resource(self, weights: Mapping[str, Tensor]) -> Tensor:
-        """The cost term of an architecture step whose forward ran on ``weights``: their expected cost."""
-        return self.ctx.cost_table.expected(weights)
+    def _resource(self, mix: Mapping[str, Tensor]) -> Tensor:
+        """The cost term of an architecture step whose forward ran on ``mix``: its expected cost."""
+        return self.ctx.cost_table.expected(mix)
 
-    def _arch_loss(self, weights: Mapping[str, Tensor], terms: dict[str, Tensor], losses: dict[str, Tensor]
+    def _arch_loss(self, mix: Mapping[str, Tensor], terms: dict[str, Tensor], losses: dict[str, Tensor]
                    ) -> Tensor:
-        """The loss of an architecture step from its task losses (after the forward on ``weights``): their sum,
-        combined with ``_resource(weights)`` by the spec's objective when the search has a cost; the sum and the
+        """The loss of an architecture step from its task losses (after the forward on ``mix``): their sum,
+        combined with ``_resource(mix)`` by the spec's objective when the search has a cost; the sum and the
         cost are kept in ``terms`` ("task_loss", "expected_cost")."""
         ctx = self.ctx
         terms["task_loss"] = sum(losses.values())
         if ctx.cost_table is None or ctx.objective is None:
             return terms["task_loss"]
-        terms["expected_cost"] = self._resource(weights)
+        terms["expected_cost"] = self._resource(mix)
         return ctx.objective(terms["task_loss"], terms["expected_cost"])
 
     def _arch_pass(self, epoch: int, tau: float) -> dict[str, float]:
@@ -77,12 +78,12 @@ class GumbelSearch(SearchStrategy):
         step = 0
         with ctx.progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) arch") as advance:
             for step, (images, targets) in enumerate(batches):
-                weights = self._gumbel(tau, grad=True)
-                ctx.supernet.set_weights(weights)
+                mix = self._gumbel(tau, grad=True)
+                ctx.supernet.set_mix(mix)
                 terms: dict[str, Tensor] = {}
                 # no weight gradients: this pass leaves them
                 loss, _ = train_step(ctx.network, images, targets, ctx.tasks, self.a_opt, ctx.device, epoch, step,
-                                     partial(self._arch_loss, weights, terms), inputs=list(self.theta.values()))
+                                     partial(self._arch_loss, mix, terms), inputs=list(self.theta.values()))
                 if costed:
                     sums["expected_cost"] += terms["expected_cost"].item()
                 sums["arch_loss"] += loss.item()

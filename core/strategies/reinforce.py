@@ -1,7 +1,8 @@
 """REINFORCE with importance sampling (FBNetV5): one policy per task over the supernet's decisions; each step
 draws one architecture from a proposal ``q`` (the mixture of the task policies), runs one forward and one
-backward that produce every task's loss, and weights task t's loss and policy gradient by ``p_t(a) / q(a)``,
-so the cost of a step does not grow with the number of tasks while every task's estimate stays unbiased.
+backward that produce every task's loss, and scales task t's loss and policy gradient by the arch's importance
+for task t, ``p_t(a) / q(a)``, so the cost of a step does not grow with the number of tasks while every task's
+estimate stays unbiased.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .dnas import WeightOptim
 class PolicyOptim(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lr: float = Field(0.01, gt=0)
-    #: weight of each policy's entropy in its objective (exploration)
+    #: coefficient of each policy's entropy in its objective (exploration)
     entropy: float = Field(0.0, ge=0)
     #: moving-average factor of each task's reward baseline
     baseline_decay: float = Field(0.9, ge=0, lt=1)
@@ -56,8 +57,8 @@ class Policies:
         return {name: int(torch.multinomial(F.softmax(logits.detach(), 0).cpu(), 1, generator=generator))
                 for name, logits in self.theta[task].items()}
 
-    def importance_weights(self, arch: dict[str, int]) -> dict[str, float]:
-        """``p_t(a) / q(a)`` per task, with ``q`` the uniform mixture of the policies."""
+    def importance(self, arch: dict[str, int]) -> dict[str, float]:
+        """The importance of ``arch`` per task, ``p_t(a) / q(a)``, with ``q`` the uniform mixture of the policies."""
         with torch.no_grad():
             log_p = torch.stack([self.log_prob(t, arch) for t in self.tasks])
             log_q = torch.logsumexp(log_p, 0) - math.log(len(self.tasks))
@@ -74,9 +75,10 @@ class Policies:
 
 
 def policy_loss(policies: Policies, arch: dict[str, int], advantages: dict[str, float],
-                weights: dict[str, float], entropy: float) -> Tensor:
-    """Minus the REINFORCE objective: ``-sum_t w_t * A_t * log p_t(a) - entropy * H(p_t)``."""
-    return sum(-weights[t] * advantages[t] * policies.log_prob(t, arch) - entropy * policies.entropy(t)
+                importance: dict[str, float], entropy: float) -> Tensor:
+    """Minus the REINFORCE objective: ``-sum_t w_t * A_t * log p_t(a) - entropy * H(p_t)``, ``w_t`` the arch's
+    importance for task t."""
+    return sum(-importance[t] * advantages[t] * policies.log_prob(t, arch) - entropy * policies.entropy(t)
                for t in policies.tasks)
 
 
@@ -136,22 +138,23 @@ class Reinforce(SearchStrategy, Sampling):
 
     def step(self, images: Any, targets: Any, learn: bool, epoch: int = 0, step: int = 0
              ) -> tuple[dict[str, float], float | None]:
-        """One search step: draw an arch from ``q``, one forward/backward for every task's weighted loss, a
-        weight step, then (when ``learn``) a policy step; returns the task losses and the arch's cost."""
+        """One search step: draw an arch from ``q``, one forward/backward for every task's loss scaled by its
+        importance, a weight step, then (when ``learn``) a policy step; returns the task losses and the arch's
+        cost."""
         ctx = self.ctx
         arch = self.policies.sample(self.generator)
         choices = self.policies.labels(arch)
-        weights = self.policies.importance_weights(arch)
+        importance = self.policies.importance(arch)
         ctx.supernet.set_choices(choices)
-        # task t's loss weighted by p_t(a) / q(a): unbiased per task, E_q[w_t l_t] = E_p_t[l_t]
+        # task t's loss scaled by its importance w_t = p_t(a) / q(a): unbiased per task, E_q[w_t l_t] = E_p_t[l_t]
         _, losses = train_step(ctx.network, images, targets, ctx.tasks, self.w_opt, ctx.device, epoch, step,
-                               lambda by_task: sum(weights[t] * by_task[t] for t in self.tasks))
+                               lambda by_task: sum(importance[t] * by_task[t] for t in self.tasks))
         cost = ctx.cost_table.of_choices(choices) if ctx.cost_table is not None else None
         if learn:
-            self._policy_step(arch, losses, weights, cost)
+            self._policy_step(arch, losses, importance, cost)
         return {t: losses[t].item() for t in self.tasks}, cost
 
-    def _policy_step(self, arch: dict[str, int], losses: dict[str, Tensor], weights: dict[str, float],
+    def _policy_step(self, arch: dict[str, int], losses: dict[str, Tensor], importance: dict[str, float],
                      cost: float | None) -> None:
         """Rewards ``-objective(loss_t, cost)`` (``-loss_t`` without a cost), minus a moving-average baseline."""
         ctx, decay = self.ctx, self.config.policy.baseline_decay
@@ -165,7 +168,7 @@ class Reinforce(SearchStrategy, Sampling):
             advantages[t] = 0.0 if base is None else reward - base
             self.baselines[t] = reward if base is None else decay * base + (1 - decay) * reward
         self.p_opt.zero_grad(set_to_none=True)
-        policy_loss(self.policies, arch, advantages, weights, self.config.policy.entropy).backward()
+        policy_loss(self.policies, arch, advantages, importance, self.config.policy.entropy).backward()
         self.p_opt.step()
 
     def _evaluate_derived(self, epoch: int) -> dict[str, float]:
