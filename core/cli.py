@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--num-classes", type=int, help="classes of a classification head; default: the run's tasks and "
                                                    "dataset for an arch file in a run directory, else 1000")
 
+    g = sub.add_parser("graph", help="computational graph of an arch or timm model (a performance predictor's input)")
+    g.add_argument("arch", help="arch.json file, named arch, or timm:<model> (pretrained=False)")
+    g.add_argument("--input-size", type=int, help="input pixels (default: the arch's space input_size, or the timm "
+                                                   "model's)")
+    g.add_argument("--out", help="write the graph here (torch.save of tensors and lists)")
+
     t = sub.add_parser("train", help="train a found arch from scratch and report validation metrics")
     t.add_argument("arch", help="arch.json file or named arch")
     t.add_argument("--spec", required=True, help="spec giving dataset, tasks, device, seed and train: block")
@@ -197,6 +203,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"params: {counts['params'] / 1e6:.3f} M")
     print(f"multiply-adds: {counts['macs'] / 1e6:.1f} M")
     print(f"feature levels (channels@/reduction): {levels}")
+    return 0
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from .errors import NascoreError
+    from .fileio import save_checkpoint
+    from .graph import build_graph, graph_to_dict, histogram, resolve_model
+
+    if args.input_size is not None and args.input_size < 1:
+        raise NascoreError(f"--input-size must be a positive number of pixels, not {args.input_size}")
+    model, size, what = resolve_model(args.arch, args.input_size)
+    graph = build_graph(model, size)
+    print(f"{what} at {size}x{size}")
+    print(f"nodes: {graph.num_nodes}")
+    print(f"edges: {graph.edge_index.shape[1]}")
+    counts = histogram(graph)
+    width = max(map(len, counts), default=0)
+    for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {op:<{width}}  {n}")
+    if args.out:
+        save_checkpoint(graph_to_dict(graph), args.out)
+        print(f"written: {args.out}")
     return 0
 
 
@@ -372,7 +400,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plugins": _cmd_plugins,
-            "info": _cmd_info, "train": _cmd_train, "lut": _cmd_lut, "measure": _cmd_measure, "data": _cmd_data}
+            "info": _cmd_info, "graph": _cmd_graph, "train": _cmd_train, "lut": _cmd_lut, "measure": _cmd_measure, "data": _cmd_data}
 
 if __name__ == "__main__":
     sys.exit(main())
