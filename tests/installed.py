@@ -3,7 +3,9 @@ nascore-detectron2's ``detectron2`` task), so messages listing them are checked 
 test_plugins.py::test_messages_hold_with_a_third_party_plugin_installed proves it with an extra plugin."""
 from __future__ import annotations
 
-from nascore.registry import get_registry
+import importlib.metadata as md
+
+from nascore.registry import Registry, Source, get_registry
 
 
 def installed(kind: str) -> str:
@@ -22,3 +24,13 @@ def failed_note(extra: int = 0) -> str:
     test registers on top of the installed ones."""
     n = len(get_registry().problems) + extra
     return f" ({n} plugin{'s' if n > 1 else ''} failed to load; `nascore plugins` shows which and why)" if n else ""
+
+
+def builtin_registry() -> Registry:
+    """The built-ins only (whatever else is installed), registered from nascore's own entry points."""
+    registry = Registry()
+    for ep in md.distribution("nascore").entry_points:
+        if ep.group == "nascore":
+            registry.register(ep.load(), Source("nascore", f"{ep.name} = {ep.value}"))
+    registry.collect()
+    return registry

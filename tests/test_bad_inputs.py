@@ -6,7 +6,6 @@ default ``runs/`` would show up too) is compared file by file before and after.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ from nascore.registry import Registry, Source
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.spec import load_spec
 from plugin_code import DEPTH_TASK, module_from_code
+from workspace import snapshot
 
 FBNET_C = FBNetSpace.named_archs()["fbnet_c"].model_dump(mode="json", exclude_none=True)
 
@@ -218,30 +218,6 @@ CASES: dict[str, Case] = {
     "out-is-a-file": Case(["run", "s.yaml", "--out", "out"], "error: [Errno 20] Not a directory: 'out'",
                           {"s.yaml": VALID, "out": "not a directory\n"}),
 }
-
-
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every file and folder under ``root`` with size, mtime and content hash."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        st = path.stat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-        out[str(path.relative_to(root))] = (path.is_dir(), st.st_size, st.st_mtime_ns, digest)
-    return out
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("digit-scenes-cache")
-
-
-@pytest.fixture
-def ws(tmp_path, monkeypatch) -> Path:
-    """An empty working directory, the current directory of the command."""
-    work = tmp_path / "ws"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
 
 
 def materialise(case: Case, ws: Path, base: dict) -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from installed import builtin_registry
 from nascore.cli import main
 from nascore.errors import NascoreError
 from nascore.first_party import PLUGINS
-from nascore.registry import FAMILIES, Registry, Source, get_registry
+from nascore.registry import FAMILIES, Source, get_registry
 from plugin_code import module_from_code
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,16 +76,6 @@ def test_installed_plugins_register_what_the_table_says():
             assert registry.entries[kind][name].source.dist == plugin.dist, (kind, name)
 
 
-def _builtins() -> Registry:
-    """The built-ins only, whatever plugins are installed."""
-    registry = Registry()
-    for ep in md.distribution("nascore").entry_points:
-        if ep.group == "nascore":
-            registry.register(ep.load(), Source("nascore", f"{ep.name} = {ep.value}"))
-    registry.collect()
-    return registry
-
-
 def _spec(tmp_path: Path, kind: str, name: str) -> Path:
     data = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
     if kind == "task":
@@ -107,7 +98,7 @@ def _spec(tmp_path: Path, kind: str, name: str) -> Path:
                                 "which is not installed: pip install -e plugins/segmentation")),
 ])
 def test_validate_names_the_plugin_and_the_install_command(tmp_path, capsys, monkeypatch, kind, name, expected):
-    monkeypatch.setattr("nascore.spec.get_registry", _builtins)
+    monkeypatch.setattr("nascore.spec.get_registry", builtin_registry)
     assert main(["validate", str(_spec(tmp_path, kind, name))]) == 2
     err = capsys.readouterr().err
     assert f"  {expected}\n" in err and "Traceback" not in err
@@ -132,7 +123,7 @@ def test_installed_but_broken(tmp_path):
 
 
 def test_an_installed_version_without_the_component():
-    registry = _builtins()
+    registry = builtin_registry()
     registry.register(module_from_code("old_smp_plugin", "x = 1"), Source("nascore_segmentation", "old = old_smp"))
     with pytest.raises(NascoreError) as exc:
         registry.get("dataset", "mask-folder")

@@ -8,12 +8,10 @@ prove that they neither hang nor print a traceback. A SIGALRM guard turns an in-
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import signal
-import stat
 import struct
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from nascore.cli import main
 from nascore.errors import NascoreError
 from nascore.fileio import load_checkpoint
 from test_bad_inputs import FBNET_C, check_rejected, tiny_spec
+from workspace import snapshot
 
 GiB = 1 << 30
 HANG_GUARD_S = 120  # an in-process hang fails the test instead of blocking the suite; not a speed assertion
@@ -91,19 +90,6 @@ def write(path: Path, content: str | bytes | Callable[[Path], None]) -> None:
         path.write_text(content)
 
 
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root`` (lstat, nothing followed or opened but small regular files, which are hashed)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            small = stat.S_ISREG(st.st_mode) and st.st_size < 1 << 20 and os.access(path, os.R_OK)
-            out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns,
-                                                hashlib.sha256(path.read_bytes()).hexdigest() if small else None)
-    return out
-
-
 @pytest.fixture(autouse=True)
 def hang_guard():
     def hung(signum, frame):
@@ -114,19 +100,6 @@ def hang_guard():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("digit-scenes-cache")
-
-
-@pytest.fixture
-def ws(tmp_path, monkeypatch) -> Path:
-    work = tmp_path / "ws"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
 
 
 def rejected(argv: list[str], ws: Path, capsys, *expected: str) -> str:

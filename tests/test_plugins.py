@@ -7,7 +7,6 @@ into the environment, and nothing is left in the shared virtual environment if t
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -19,10 +18,11 @@ import pytest
 from PIL import Image
 
 import nascore
+from installed import builtin_registry
 from nascore.errors import NascoreError, SpecError
-from nascore.registry import Registry, Source, get_registry
+from nascore.registry import Registry, Source
 from nascore.spec import validate_spec
-from plugin_code import DEPTH_TASK, install_distribution, module_from_code
+from plugin_code import DEPTH_TASK, importable, install_distribution, module_from_code
 
 DIST = "nascore-testplugin-throwaway"
 PKG = "nascore_testplugin_throwaway"
@@ -245,26 +245,13 @@ def _env(site: Path | None = None) -> dict[str, str]:
     return env
 
 
-def _purge_modules() -> None:
-    for mod in [m for m in sys.modules if m == PKG or m.startswith(PKG + ".")]:
-        del sys.modules[mod]
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """The throwaway distribution, built and installed with pip into a temporary site directory that
     this process (``sys.path``) and subprocesses (``PYTHONPATH``) see; removed afterwards."""
     target = install_distribution(tmp_path_factory.mktemp("throwaway"), DIST, PKG, MODULES, ENTRY_POINTS)
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    get_registry.cache_clear()
-    try:
-        yield target
-    finally:
-        sys.path.remove(str(target))
-        _purge_modules()
-        importlib.invalidate_caches()
-        get_registry.cache_clear()  # nothing cached from the throwaway may outlive this module
+    with importable(target, [PKG]) as site:  # nothing cached from the throwaway outlives this module
+        yield site
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +373,7 @@ def test_spec_uses_external_components_by_name(registry, image_root):
     bad["strategy"]["name"] = "random-sampler"
     with pytest.raises(SpecError) as exc:
         validate_spec(bad, registry)
-    available = ", ".join(sorted({*_builtin_registry().names("strategy"), *_other_plugins(registry, "strategy"),
+    available = ", ".join(sorted({*builtin_registry().names("strategy"), *_other_plugins(registry, "strategy"),
                                   "random-sampling"}))
     assert f"available: {available}. Did you mean 'random-sampling'?" in exc.value.errors[0]
 
@@ -445,18 +432,6 @@ def test_nascore_plugins_command_lists_everything(site, registry):
 
 
 # -- the registry as a unit -----------------------------------------------------------------------------
-def _builtin_registry() -> Registry:
-    """The built-ins only (whatever else is on sys.path), registered from nascore's own entry points."""
-    import importlib.metadata as md
-
-    registry = Registry()
-    for ep in md.distribution("nascore").entry_points:
-        if ep.group == "nascore":
-            registry.register(ep.load(), Source("nascore", f"{ep.name} = {ep.value}"))
-    registry.collect()
-    return registry
-
-
 OBSERVER = '''
     from nascore import hookimpl
 
@@ -525,7 +500,7 @@ def test_lifecycle_hook_with_wrong_arguments_is_rejected_at_registration():
 
 def test_collect_is_idempotent_and_picks_up_later_plugins():
     """Registering one more plugin after collect() must not turn every earlier component into a conflict."""
-    registry = _builtin_registry()
+    registry = builtin_registry()
     before = {(e.kind, e.name) for e in registry.all_entries()}
     problems = list(registry.problems)
     registry.register(module_from_code("extra_task", DEPTH_TASK), Source("depth-dist", "depth = extra_task"))
