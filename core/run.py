@@ -15,7 +15,7 @@ from .errors import NascoreError
 from .pareto import summarize
 from .progress import Reporter
 from .registry import Registry, get_registry
-from .rundir import METRICS_FILE, arch_file_name, check_dir, create_dir, read_metrics, write_summary
+from .rundir import arch_file_name, check_dir, create_dir, write_summary
 from .search import search
 from .space import SearchSpace
 from .spec import RunSpec
@@ -80,11 +80,10 @@ def _device(name: str) -> torch.device:
 def run_spec(run: Run) -> dict[str, Any]:
     """Search, then (with a ``train`` block) train every found arch from scratch; write summary.json."""
     run.registry.hook.nascore_run_start(run=run)
-    archs, pareto_rows = search(run)
+    archs, pareto_rows, last = search(run)
     summary: dict[str, Any] = {"archs": {}}
     if pareto_rows is not None:
         summary["pareto"] = summarize(pareto_rows)
-    last = [r for r in read_metrics(run.out_dir / METRICS_FILE) if r["phase"] == "search"][-1]
     for owner, arch in archs.items():
         entry = arch_entry(arch, run.space, arch_file_name(owner, run.space))
         # the last search epoch's validation metrics of the arch (of its own task for a per-task arch)

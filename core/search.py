@@ -2,7 +2,7 @@
 arch(s) are saved, then the Pareto step."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from .run import Run
 
 
-def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None]:
+def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, dict[str, Any]]:
     """Search, save the derived arch(s), then (unless ``pareto.samples`` is 0) the Pareto step; returns the
-    archs by owner and the Pareto rows (None when the step did not run)."""
+    archs by owner, the Pareto rows (None when the step did not run) and the last search epoch's metrics row."""
     spec, space = run.spec, run.space
     torch.manual_seed(spec.seed)
     supernet = space.supernet()
@@ -39,7 +39,7 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None]:
     loop = EpochLoop(run, "search", strategy.epochs,
                      lambda: {"network": network.state_dict(), "strategy": strategy.state_dict()},
                      lambda s: (network.load_state_dict(s["network"]), strategy.load_state_dict(s["strategy"])))
-    loop(strategy.run_epoch)
+    last = loop(strategy.run_epoch)[-1]
     config = space.config.model_dump(mode="json")
     archs = {owner: Arch(space=space.name, config=config, choices=choices, task=owner)
              for owner, choices in strategy.derive().items()}
@@ -48,4 +48,4 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None]:
     rows = None
     if spec.pareto.samples:
         rows = run_pareto(ctx, space, run.info.in_channels, strategy, spec.pareto, run.out_dir, run.reporter.log)
-    return archs, rows
+    return archs, rows, last
