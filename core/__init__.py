@@ -18,8 +18,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Arch": "arch", "Backbone": "features", "Component": "component", "ComponentConfig": "component",
     "CostEstimate": "protocols", "CostModel": "costs.base", "CostTable": "supernet", "DataInfo": "dataset",
-    "Dataset": "dataset", "Decision": "supernet", "Exporting": "protocols", "MixedOp": "supernet",
-    "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "SHARED": "strategy",
+    "Dataset": "dataset", "Decision": "supernet", "Exporting": "protocols", "GraphOperation": "protocols", "MixedOp": "supernet",
+    "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "Predictor": "predictors.base",
+    "SHARED": "strategy", "Sample": "predictors.base",
     "Sampling": "protocols", "SearchContext": "strategy", "SearchSpace": "space", "SearchStrategy": "strategy",
     "Supernet": "supernet", "Task": "task", "check_finite": "loops", "evaluate_arch": "strategy",
     "hookimpl": "hookspecs", "loader": "data", "register_timm_model": "timm_models", "task_losses": "loops",

@@ -77,6 +77,39 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--lut", help="lookup table to estimate from (operations it lacks are measured and added)")
     m.add_argument("--min-run-time", type=float, default=1.0, help="seconds of end-to-end timing")
 
+    bench = sub.add_parser("bench", help="performance datasets: archs trained on a spec's tasks, for predictors")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    c = bsub.add_parser("collect", help="draw archs of a spec's space (stratified over multiply-adds), train each "
+                                        "on each task with the spec's train: block, record them in --out")
+    c.add_argument("spec")
+    c.add_argument("--archs", type=int, required=True, metavar="N", help="how many archs")
+    c.add_argument("--out", required=True, help="dataset folder; an unfinished collection there is resumed")
+    c.add_argument("--workers", type=int, default=1, help="processes training archs at once (default 1)")
+    c.add_argument("--seed", type=int, help="seed of the draw (default: the spec's seed)")
+    overrides(c)
+
+    pr = sub.add_parser("predictor", help="performance predictors: fit on performance datasets, evaluate, predict")
+    psub = pr.add_subparsers(dest="predictor_command", required=True)
+    f = psub.add_parser("fit", help="fit a predictor per task on performance datasets (and every baseline on the "
+                                    "same archs)")
+    f.add_argument("data", nargs="+", help="performance dataset folders (nascore bench collect)")
+    f.add_argument("--out", required=True, help="predictor file to write")
+    f.add_argument("--predictor", default="aio-p", help="predictor name (nascore plugins lists them)")
+    f.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
+                   help="leave this fraction of each task's archs out of fitting (eval scores them)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the hold-out split and the fitting")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="predictor option, e.g. --set epochs=500")
+    ev = psub.add_parser("eval", help="Spearman, Kendall tau and MAE per task on archs not used in fitting, "
+                                      "against the baselines; a scatter plot")
+    ev.add_argument("predictor_file")
+    ev.add_argument("data", nargs="+", help="performance dataset folders")
+    ev.add_argument("--plot", help="scatter plot file (default: beside the predictor file, <name>.eval.png)")
+    pp = psub.add_parser("predict", help="predicted label of an arch on a task")
+    pp.add_argument("predictor_file")
+    pp.add_argument("arch", help="arch.json file or named arch")
+    pp.add_argument("--task", help="task (default: the file's only task)")
+
     d = sub.add_parser("data", help="built-in data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     e = dsub.add_parser("export", help="write a dataset as COCO JSON + PNG masks")
@@ -399,8 +432,30 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .collect import collect
+    from .errors import NascoreError
+    from .spec import load_spec
+
+    if args.archs < 1 or args.workers < 1:
+        raise NascoreError("--archs and --workers must be at least 1")
+    spec = load_spec(args.spec, args.overrides)
+    result = collect(spec, Path(args.out), args.archs, spec.seed if args.seed is None else args.seed, args.workers)
+    rate = f", {result['archs_per_hour']:.0f} archs/hour" if result["archs_per_hour"] else ""
+    print(f"collected {result['collected']} archs in {result['seconds']:.0f} s{rate}; "
+          f"{args.archs} of {args.archs} in {args.out}")
+    return 0
+
+
+def _cmd_predictor(args: argparse.Namespace) -> int:
+    from .predictors import commands
+
+    return {"fit": commands.fit, "eval": commands.evaluate, "predict": commands.predict}[args.predictor_command](args)
+
+
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plugins": _cmd_plugins,
-            "info": _cmd_info, "graph": _cmd_graph, "train": _cmd_train, "lut": _cmd_lut, "measure": _cmd_measure, "data": _cmd_data}
+            "info": _cmd_info, "graph": _cmd_graph, "train": _cmd_train, "lut": _cmd_lut, "measure": _cmd_measure, "bench": _cmd_bench,
+            "predictor": _cmd_predictor, "data": _cmd_data}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .errors import NascoreError
+from .protocols import GraphOperation
 
 VOCAB: tuple[str, ...] = (
     "input", "output",
@@ -153,7 +154,7 @@ class _Tracer(fx.Tracer):
         self.failed_in: tuple[str, str] | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, self.leaf_types) or "ChannelShuffle" in type(m).__name__:
+        if isinstance(m, self.leaf_types + (GraphOperation,)) or "ChannelShuffle" in type(m).__name__:
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -185,6 +186,9 @@ def trace(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> fx.GraphModule
 
 
 def _module_op(m: nn.Module, out_chw: tuple[int, int, int] | None) -> tuple[str, dict[str, Any]]:
+    if isinstance(m, GraphOperation):
+        op, attrs = m.graph_node()
+        return (op if op in _INDEX else OOV), dict(attrs)
     if isinstance(m, _CONV):
         groups, cin = m.groups, m.in_channels
         op = "conv" if groups == 1 else "depthwise_conv" if groups == cin else "grouped_conv"
@@ -378,6 +382,30 @@ def graph_to_dict(graph) -> dict[str, Any]:
     """Plain tensors and lists (loads with ``torch.load(weights_only=True)``)."""
     return {"format": "nascore-graph", "version": 1, "x": graph.x, "edge_index": graph.edge_index,
             "ops": list(graph.ops), "vocab": list(OPS), "numeric_features": list(NUMERIC_FEATURES)}
+
+
+def graph_record(graph) -> dict[str, Any]:
+    """A JSON-able graph that outlives a vocabulary change: op names, numeric features (``NUMERIC_FEATURES``,
+    rounded to 6 digits) and edges; :func:`graph_from_record` rebuilds the one-hot columns."""
+    numeric = graph.x[:, len(OPS):].tolist()
+    return {"ops": list(graph.ops), "features": [[round(v, 6) for v in row] for row in numeric],
+            "edges": graph.edge_index.tolist()}
+
+
+def graph_from_record(record: dict[str, Any]):
+    """The ``torch_geometric.data.Data`` of a :func:`graph_record` (ops the vocabulary lacks become OOV)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from torch_geometric.data import Data
+
+    ops = [op if op in _INDEX else OOV for op in record["ops"]]
+    onehot = torch.zeros(len(ops), len(OPS))
+    onehot[torch.arange(len(ops)), torch.tensor([_INDEX[op] for op in ops], dtype=torch.long)] = 1.0
+    numeric = torch.tensor(record["features"], dtype=torch.float32).reshape(len(ops), len(NUMERIC_FEATURES))
+    edges = torch.tensor(record["edges"], dtype=torch.long).reshape(2, -1)
+    return Data(x=torch.cat([onehot, numeric], dim=1), edge_index=edges, ops=ops, num_nodes=len(ops))
 
 
 TIMM_PREFIX = "timm:"

@@ -16,6 +16,7 @@ import pluggy
 if TYPE_CHECKING:
     from .costs.base import CostModel
     from .dataset import Dataset
+    from .predictors.base import Predictor
     from .registry import Registry
     from .run import Run
     from .space import SearchSpace
@@ -72,6 +73,16 @@ def nascore_datasets() -> list[type[Dataset]]:
 
     :return: subclasses of ``nascore.Dataset``, and of ``nascore.Exporting`` for those ``nascore data export``
         can write to files.
+    """
+
+
+@hookspec
+def nascore_predictors() -> list[type[Predictor]]:
+    """Performance predictors (``nascore predictor fit --predictor NAME``).
+
+    :return: subclasses of ``nascore.Predictor``: fitted on a performance dataset's samples of one task
+        (``nascore.Sample``: graph, multiply-adds, params, zero-cost proxies, label), they predict the label of
+        archs they have not seen.
     """
 
 

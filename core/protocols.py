@@ -11,7 +11,8 @@ looks for attributes to learn what a component can do.
 - :class:`MultiTaskBackbone`: a backbone that computes features per task (a branched network);
 - :class:`Sampling`: a strategy that can draw archs from its search distribution;
 - :class:`Exporting`: a dataset that can write itself to files;
-- :class:`PricedOperation`: a module a space's blocks mark as one priced unit (what cost models cache by).
+- :class:`PricedOperation`: a module a space's blocks mark as one priced unit (what cost models cache by);
+- :class:`GraphOperation`: a module a space marks as one node of the computational graph (``nascore.graph``).
 """
 from __future__ import annotations
 
@@ -122,3 +123,15 @@ class PricedOperation(Protocol):
     the mark travels with copies of the module. Cost models price an unmarked module by its ``repr``."""
 
     op_key: str
+
+
+@runtime_checkable
+class GraphOperation(Protocol):
+    """A module a space marks as one node of the computational graph (``nascore graph``, AIO-P's predictor input):
+    the tracer keeps it whole instead of tracing its forward, for a module whose forward ``torch.fx`` cannot trace
+    (it iterates over a shape) or whose meaning its primitive ops hide (a strided slice that subsamples).
+    A Protocol, like :class:`PricedOperation`: the module only needs the method."""
+
+    def graph_node(self) -> tuple[str, dict]:
+        """``(op, attrs)``: an op of ``nascore.graph.VOCAB`` and any of the attrs ``kernel`` and ``stride`` (pairs
+        of ints), ``groups`` (int), ``bias`` (bool) that describe it."""

@@ -26,6 +26,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "cost": ("nascore_cost_models", "nascore.costs.base:CostModel"),
     "task": ("nascore_tasks", "nascore.task:Task"),
     "dataset": ("nascore_datasets", "nascore.dataset:Dataset"),
+    "predictor": ("nascore_predictors", "nascore.predictors.base:Predictor"),
 }
 
 

@@ -307,8 +307,8 @@ def spec_json_schema(registry: Registry | None = None, problems: list[str] | Non
     registry = registry or get_registry()
     problems = problems if problems is not None else []
 
-    def union(kind: str) -> Any:
-        models = []
+    def models(kind: str) -> list[type[BaseModel]]:
+        out = []
         for name in registry.names(kind):
             cls = registry.get(kind, name)
             extra = {"loss": (Objective, _CostBlock.model_fields["loss"])} if kind == "cost" else {}
@@ -322,14 +322,26 @@ def spec_json_schema(registry: Registry | None = None, problems: list[str] | Non
                 problems.append(f"{kind} '{name}' ({source}) left out: its Config has no JSON Schema: "
                                 f"{type(exc).__name__}: {exc}")
                 continue
-            models.append(model)
-        if not models:
+            out.append(model)
+        return out
+
+    def union(kind: str) -> Any:
+        found = models(kind)
+        if not found:
             return _Block
-        return models[0] if len(models) == 1 else Annotated[Union[tuple(models)], Discriminator("name")]
+        return found[0] if len(found) == 1 else Annotated[Union[tuple(found)], Discriminator("name")]
 
     # each of BLOCKS's types becomes its components' union; the field keeps the rest (default, min_length, ...)
     blocks = {"dataset": union("dataset"), "tasks": list[union("task")], "space": union("space"),
               "strategy": union("strategy"), "cost": Optional[union("cost")]}
     spec_model = create_model("RunSpec", __base__=SpecModel,
                               **{key: (annotation, SpecModel.model_fields[key]) for key, annotation in blocks.items()})
-    return TypeAdapter(spec_model).json_schema()
+    schema = TypeAdapter(spec_model).json_schema()
+    # predictors are configured by `nascore predictor fit --predictor NAME --set KEY=VALUE`, not by a spec block:
+    # their Configs are listed as definitions (predictor_<name>) that the spec's own schema does not reference
+    defs = schema.setdefault("$defs", {})
+    for model in models("predictor"):
+        one = TypeAdapter(model).json_schema(ref_template="#/$defs/{model}")
+        defs.update(one.pop("$defs", {}))
+        defs[model.__name__] = one
+    return schema

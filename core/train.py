@@ -2,6 +2,7 @@
 with the same budget, and how they compare."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -11,6 +12,7 @@ from .costs.flops import count_macs, count_params
 from .data import loader
 from .fileio import save_checkpoint
 from .loops import cosine_lr, evaluate, set_lr, train_step, weight_optimizer
+from .progress import Progress, no_progress
 from .rundir import EpochLoop
 from .spec import TrainConfig
 from .strategy import owner_tasks
@@ -31,20 +33,10 @@ def train(run: Run, arch: Arch, space: SearchSpace, phase: str = "train") -> dic
     optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
     def run_epoch(epoch: int) -> dict[str, Any]:
-        lr = cfg.lr if cfg.schedule == "constant" else cosine_lr(cfg.lr, epoch, cfg.epochs)
-        set_lr(optimizer, lr)
-        network.train()
-        batches = loader(run.train_set, cfg.batch_size, run.dataset.collate, shuffle=True, seed=spec.seed,
-                         epoch=epoch)
-        total, step = 0.0, 0
-        with run.reporter.progress(len(batches), f"{phase} epoch {epoch} ({epoch + 1}/{cfg.epochs})") as advance:
-            for step, (images, targets) in enumerate(batches):
-                loss, _ = train_step(network, images, targets, tasks, optimizer, run.device, epoch, step)
-                total += loss.item()
-                advance()
-        val = loader(run.val_set, cfg.batch_size, run.dataset.collate, shuffle=False)
-        return {"lr": lr, "train_loss": total / (step + 1),
-                **{f"val/{k}": v for k, v in evaluate(network, val, tasks, run.device).items()}}
+        lr, loss = train_epoch(network, optimizer, tasks, run.train_set, run.dataset.collate, cfg, spec.seed, epoch,
+                               run.device, run.reporter.progress, f"{phase} epoch {epoch} ({epoch + 1}/{cfg.epochs})")
+        return {"lr": lr, "train_loss": loss,
+                **validate(network, run.val_set, run.dataset.collate, tasks, cfg, run.device)}
 
     rows = EpochLoop(run, phase, cfg.epochs,
                      lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()},
@@ -54,6 +46,32 @@ def train(run: Run, arch: Arch, space: SearchSpace, phase: str = "train") -> dic
                     run.out_dir / f"{phase.replace('/', '_')}_model.pt")
     final = {k: v for k, v in rows[-1].items() if k.startswith("val/")}
     return {**final, **model_counts(network, run.info.in_channels, run.info.image_size)}
+
+
+def train_epoch(network: Network, optimizer: torch.optim.Optimizer, tasks: list[Task],
+                train_set: torch.utils.data.Dataset, collate: Callable[[list], Any], cfg: TrainConfig, seed: int,
+                epoch: int, device: torch.device, progress: Progress = no_progress, label: str = "train"
+                ) -> tuple[float, float]:
+    """One epoch of the ``train`` block: its learning-rate schedule, shuffled batches seeded by (seed, epoch), one
+    ``train_step`` per batch. Returns the epoch's learning rate and mean training loss."""
+    lr = cfg.lr if cfg.schedule == "constant" else cosine_lr(cfg.lr, epoch, cfg.epochs)
+    set_lr(optimizer, lr)
+    network.train()
+    batches = loader(train_set, cfg.batch_size, collate, shuffle=True, seed=seed, epoch=epoch)
+    total, step = 0.0, 0
+    with progress(len(batches), label) as advance:
+        for step, (images, targets) in enumerate(batches):
+            loss, _ = train_step(network, images, targets, tasks, optimizer, device, epoch, step)
+            total += loss.item()
+            advance()
+    return lr, total / (step + 1)
+
+
+def validate(network: Network, val_set: torch.utils.data.Dataset, collate: Callable[[list], Any],
+             tasks: list[Task], cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Every task's validation metrics, keyed ``val/<task>/<metric>``."""
+    val = loader(val_set, cfg.batch_size, collate, shuffle=False)
+    return {f"val/{k}": v for k, v in evaluate(network, val, tasks, device).items()}
 
 
 def train_and_compare(run: Run, arch: Arch, space: SearchSpace, phase: str = "train") -> dict[str, Any]:

@@ -171,6 +171,9 @@ class Subsample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return subsample(x, self.factor)
 
+    def graph_node(self) -> tuple[str, dict]:  # nascore.GraphOperation: a strided slice reads as a 1x1 pool
+        return "avg_pool", {"kernel": (1, 1), "stride": (self.factor, self.factor)}
+
 
 class Place(nn.Module):
     """``place`` as a module; ``size`` (the full output size) is given per call, or the one it is priced at."""
@@ -181,6 +184,9 @@ class Place(nn.Module):
 
     def forward(self, y: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         return place(y, self.factor, self.size if size is None else size, self.mode)
+
+    def graph_node(self) -> tuple[str, dict]:  # nascore.GraphOperation: fx cannot trace place (it unpacks a size)
+        return "upsample", {}
 
 
 class Residual(nn.Module):
