@@ -75,6 +75,18 @@ def draw(spec: RunSpec, n: int, seed: int, in_channels: int) -> list[dict[str, s
     return [picks[i] for i in torch.randperm(n, generator=g).tolist()]
 
 
+def measure_arch(backbone: torch.nn.Module, input_size: int, in_channels: int, images: torch.Tensor
+                 ) -> dict[str, Any]:
+    """What a record holds of an untrained backbone: ``macs``, ``params``, ``proxies`` (``naswot`` on ``images``)
+    and ``graph`` (``nascore.graph.graph_record``)."""
+    device = next(backbone.parameters()).device
+    shape = torch.zeros(1, in_channels, input_size, input_size, device=device)
+    return {"macs": count_macs(backbone, shape), "params": count_params(backbone),
+            "proxies": {"synflow": finite(synflow(backbone, input_size, in_channels)),
+                        "naswot": finite(naswot(backbone, images))},
+            "graph": graph_record(build_graph(backbone, input_size, in_channels))}
+
+
 def plan_manifest(spec: RunSpec, n: int, seed: int) -> Manifest:
     """The manifest of a collection of ``n`` archs drawn with ``seed`` (it holds the plan)."""
     if spec.train is None:
@@ -120,14 +132,10 @@ class _Worker:
         backbone = space.build(arch).to(device)
         images, _ = next(iter(loader(train_set, NASWOT_BATCH, dataset.collate, shuffle=True, seed=spec.seed)))
         latency = self.latency.of_choices(arch.choices) if self.latency is not None else None
-        shape = torch.zeros(1, info.in_channels, info.image_size, info.image_size, device=device)
         record: dict[str, Any] = {
             "format": "nascore-performance-record", "version": 1, "index": index,
-            "arch": arch.model_dump(mode="json", exclude={"task", "name"}),
-            "macs": count_macs(backbone, shape), "params": count_params(backbone), "latency_ms": latency,
-            "proxies": {"synflow": finite(synflow(backbone, info.image_size, info.in_channels)),
-                        "naswot": finite(naswot(backbone, images))},
-            "graph": graph_record(build_graph(backbone, info.image_size, info.in_channels)), "tasks": {}}
+            "arch": arch.model_dump(mode="json", exclude={"task", "name"}), "latency_ms": latency,
+            **measure_arch(backbone, info.image_size, info.in_channels, images), "tasks": {}}
         cfg = spec.train or TrainConfig()
         for task_spec in spec.tasks:
             task = task_spec.create()

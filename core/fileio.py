@@ -291,11 +291,12 @@ def open_user_image(path: str | Path, what: str = "image", max_bytes: int = IMAG
 _FOREIGN = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a missing, corrupt or foreign file is a NascoreError that
-    says what is wrong with the file (not torch's advice to load it unsafely)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint"
+                    ) -> dict[str, Any]:
+    """Load a checkpoint (or another ``torch.save`` file: ``what`` names it) with ``weights_only=True``; a missing,
+    corrupt or foreign file is a NascoreError that says what is wrong with the file (not torch's advice to load it
+    unsafely)."""
     path = Path(path)
-    what = "checkpoint"
     with _open_user(path, what) as f:
         magic = f.read(4)
         if not magic:
