@@ -532,6 +532,7 @@ EXTRA_MODULES = {
 
         from nascore import hookimpl
         from nascore.costs.flops import FlopsCost
+        from nascore.predictors.baselines import MacsBaseline
         from nascore.spaces.fbnet import FBNetSpace
         from nascore.strategies.dnas import DNAS
         from nascore.tasks.classification import Classification
@@ -563,6 +564,10 @@ EXTRA_MODULES = {
             name: ClassVar[str] = "extra-dataset"
 
 
+        class ExtraPredictor(MacsBaseline):
+            name: ClassVar[str] = "extra-predictor"
+
+
         @hookimpl
         def nascore_search_spaces():
             return [ExtraSpace]
@@ -586,6 +591,11 @@ EXTRA_MODULES = {
         @hookimpl
         def nascore_datasets():
             return [ExtraDataset]
+
+
+        @hookimpl
+        def nascore_predictors():
+            return [ExtraPredictor]
     ''',
     "broken": '''
         import nascore_testplugin_everykind_missing  # noqa: F401  (as a plugin whose dependency is missing)
@@ -604,6 +614,7 @@ LISTING_TESTS = [
     "tests/test_plugins.py::test_good_plugins_have_no_problems",
     "tests/test_plugins.py::test_nascore_plugins_command_lists_everything",
     "plugins/detectron2/tests/test_d2_install.py::test_with_detectron2_the_task_registers",
+    "tests/test_predictors.py::test_fit_eval_predict_flow",  # every installed baseline is fitted and compared
 ]
 
 
@@ -622,8 +633,8 @@ def test_messages_hold_with_a_third_party_plugin_installed(tmp_path):
         print('extra_arch' in r.get('space', 'extra-space').named_archs())""")],
         capture_output=True, text=True, env=_env(site), timeout=300, check=False)
     assert seen.stdout.splitlines() == [
-        ("[('cost', 'extra-cost'), ('dataset', 'extra-dataset'), ('space', 'extra-space'), "
-         "('strategy', 'extra-strategy'), ('task', 'extra-task')]"),
+        ("[('cost', 'extra-cost'), ('dataset', 'extra-dataset'), ('predictor', 'extra-predictor'), "
+         "('space', 'extra-space'), ('strategy', 'extra-strategy'), ('task', 'extra-task')]"),
         f"['extra-broken = {EXTRA_PKG}.broken']", "True"], seen.stderr
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LISTING_TESTS],
                           capture_output=True, text=True, cwd=repo, env=_env(site), timeout=900, check=False)
