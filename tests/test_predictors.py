@@ -22,7 +22,6 @@ from installed import builtin_registry
 from nascore import hookimpl
 from nascore.cli import main
 from nascore.collect import collect, draw, plan_manifest
-from nascore.errors import NascoreError
 from nascore.graph import build_graph, graph_from_record, graph_record
 from nascore.perfdata import PerfDataset
 from nascore.predictors.aiop import AIOPPredictor, flops_scale
