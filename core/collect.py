@@ -34,7 +34,6 @@ from .perfdata import (
     Record,
     finite,
     read_manifest,
-    record_path,
     write_manifest,
     write_record,
 )
@@ -196,6 +195,13 @@ def collect(spec: RunSpec, out_dir: Path, n: int, seed: int, workers: int = 1,
     manifest, todo = open_collection(spec, out_dir, n, seed)
     if len(todo) < n:
         reporter.log(f"resuming {out_dir}: {n - len(todo)} of {n} archs collected already")
+    return run_plan(manifest, out_dir, todo, workers, reporter)
+
+
+def run_plan(manifest: Manifest, out_dir: Path, todo: list[int], workers: int = 1,
+             reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train and record the plan entries ``todo`` of ``manifest`` (whose ``dataset.json`` is in ``out_dir``)."""
+    reporter = reporter or Reporter()
     manifest_json = manifest.model_dump_json()
     start = time.perf_counter()
     with reporter.progress(len(todo), f"collect {len(todo)} archs x {len(manifest.tasks)} tasks") as advance:
@@ -214,6 +220,5 @@ def collect(spec: RunSpec, out_dir: Path, n: int, seed: int, workers: int = 1,
                     future.result()
                     advance()
     seconds = time.perf_counter() - start
-    return {"collected": len(todo), "archs": n, "seconds": seconds,
-            "archs_per_hour": len(todo) / seconds * 3600 if todo and seconds > 0 else None,
-            "record": str(record_path(out_dir, 0).parent)}
+    return {"collected": len(todo), "archs": manifest.archs, "seconds": seconds,
+            "archs_per_hour": len(todo) / seconds * 3600 if todo and seconds > 0 else None}

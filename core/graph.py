@@ -7,7 +7,10 @@ describe data without computing (``getattr``, ``size``, ``view``/``reshape``/``f
 Shape arithmetic and constants (parameters read with ``get_attr``, ``torch.zeros``) carry no data flow. Only the
 model's first argument is the ``input`` node (later ones, masks and flags, take their defaults). Modules timm marks
 untraceable stay whole (one node; OOV unless their class is known, e.g. ``Conv2dSame`` is a conv); a whole
-norm+activation module (timm's ``BatchNormAct2d``) gives a ``batch_norm`` node and one for its activation.
+norm+activation module (timm's ``BatchNormAct2d``) gives a ``batch_norm`` node and one for its activation. A
+convolution of another library (a subclass of torch's) is one node too, followed by nodes for the ``norm`` and
+activation it holds (detectron2's ``Conv2d``, whose forward fx cannot trace). A module a space marks as a
+``nascore.GraphOperation`` is the one node it names.
 Modules named ``*ChannelShuffle*`` are ``channel_shuffle`` however they are written. The model is traced and run in
 eval mode and left in the mode it was in.
 
@@ -154,7 +157,8 @@ class _Tracer(fx.Tracer):
         self.failed_in: tuple[str, str] | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, self.leaf_types + (GraphOperation,)) or "ChannelShuffle" in type(m).__name__:
+        # convolutions of other libraries (detectron2's Conv2d checks numel(), which fx cannot) are one node
+        if isinstance(m, self.leaf_types + _CONV + (GraphOperation,)) or "ChannelShuffle" in type(m).__name__:
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -212,6 +216,19 @@ def _module_op(m: nn.Module, out_chw: tuple[int, int, int] | None) -> tuple[str,
                 extra = {"bias": m.bias is not None}
             return op, extra
     return OOV, {}
+
+
+def _fused_parts(m: nn.Module) -> list[str]:
+    """The ops a leaf module runs after its own: its ``norm`` (detectron2's Conv2d) and its ``act``/``activation``
+    (a module, or a function such as ``F.relu``)."""
+    parts = []
+    for attr in ("norm", "act", "activation"):
+        sub = getattr(m, attr, None)
+        if isinstance(sub, nn.Module) and not isinstance(sub, _COLLAPSED_MODULES):
+            parts.append(_module_op(sub, None)[0])
+        elif callable(sub) and not isinstance(sub, nn.Module) and sub in _FUNCTIONS:
+            parts.append(_FUNCTIONS[sub])
+    return parts
 
 
 def _arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
@@ -361,11 +378,10 @@ def build_graph(model: nn.Module, input_size: int | tuple[int, int] = 224, in_ch
             sources[node] = frozenset().union(*(sources[a] for a in data_in))
             continue
         index = add_node(op, node, data_in, attrs)
-        if node.op == "call_module":  # a fused leaf (timm's BatchNormAct2d): its activation is a node too
-            act = getattr(module, "act", None)
-            if isinstance(act, nn.Module) and not isinstance(act, _COLLAPSED_MODULES):
-                chw = _chw(node.meta.get("tensor_meta"))
-                index = add_row(_module_op(act, chw)[0], chw, chw, {}, [index])
+        if node.op == "call_module":  # a fused leaf (timm's BatchNormAct2d, detectron2's Conv2d): its norm and
+            chw = _chw(node.meta.get("tensor_meta"))  # activation are nodes too
+            for part in _fused_parts(module):
+                index = add_row(part, chw, chw, {}, [index])
         sources[node] = frozenset([index])
 
     edge_index = torch.tensor(edges, dtype=torch.long).t().reshape(2, -1)

@@ -208,3 +208,22 @@ def test_cli_untraceable_model_exits_2(monkeypatch, capsys):
     monkeypatch.setattr(nascore.graph, "resolve_model", lambda ref, size: (net, 16, "a test net"))
     assert main(["graph", "whatever"]) == 2
     assert "module '1' (Branchy)" in capsys.readouterr().err
+
+
+class _LibraryConv(nn.Conv2d):
+    """A convolution as detectron2 writes it: norm and activation inside, a branch on numel() fx cannot trace."""
+
+    def __init__(self, *args, norm=None, activation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.norm, self.activation = norm, activation
+
+    def forward(self, x):
+        if x.numel() == 0:
+            return x
+        x = self.norm(super().forward(x))
+        return self.activation(x)
+
+
+def test_convolution_of_another_library_is_one_node_then_its_norm_and_activation():
+    model = nn.Sequential(_LibraryConv(3, 4, 3, norm=nn.BatchNorm2d(4), activation=F.relu), nn.Hardswish())
+    assert build_graph(model, 8).ops == ["input", "conv", "batch_norm", "relu", "hardswish", "output"]

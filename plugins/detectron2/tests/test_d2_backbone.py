@@ -89,6 +89,30 @@ def test_fpn_wiring(meta, features):
         f: (1, 32, 128 // s.stride, 128 // s.stride) for f, s in shapes.items()}
 
 
+def test_computational_graph_of_the_backbone_and_its_fpn():
+    """nascore.graph traces the adapter and detectron2's FPN around it: the FPN adds a lateral and an output conv
+    per level, an upsample and an add per top-down step, and the P6 max-pool."""
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling import build_backbone
+
+    from nascore.graph import build_graph, histogram
+    from nascore_detectron2 import NascoreBackbone, add_nascore_config, build_features_model
+
+    levels = ["res2", "res3", "res4", "res5"]
+    plain = histogram(build_graph(NascoreBackbone(build_features_model("fbnet_a"), levels), 64))
+    cfg = add_nascore_config(get_cfg())
+    cfg.MODEL.BACKBONE.NAME = "build_nascore_fpn_backbone"
+    cfg.MODEL.NASCORE.ARCH = "fbnet_a"
+    cfg.MODEL.FPN.IN_FEATURES = levels
+    cfg.MODEL.NASCORE.OUT_FEATURES = levels
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    fpn = histogram(build_graph(build_backbone(cfg, ShapeSpec(channels=3)), 64))
+    assert fpn["conv"] == plain["conv"] + 2 * len(levels)
+    assert fpn["add"] == plain["add"] + len(levels) - 1 and fpn["upsample"] == len(levels) - 1
+    assert fpn["max_pool"] == plain["max_pool"] + 1 and fpn["oov"] == plain["oov"] == 0
+
+
 @pytest.mark.parametrize("meta, features", [("GeneralizedRCNN", ["p2", "p3", "p4", "p5", "p6"]),
                                             ("RetinaNet", ["p2", "p3", "p4", "p5", "p6", "p7"])])
 def test_fpn_in_features_default_to_the_backbone_levels(meta, features):
