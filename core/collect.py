@@ -24,7 +24,7 @@ import torch
 from .arch import Arch
 from .costs.flops import FlopsCost, count_macs, count_params
 from .data import loader
-from .errors import NascoreError
+from .errors import NascoreError, NonFiniteLossError
 from .graph import build_graph, graph_record
 from .loops import weight_optimizer
 from .perfdata import (
@@ -142,8 +142,15 @@ class _Worker:
             torch.manual_seed(spec.seed)
             network = build_network(space.build(arch), [task], info).to(device)
             optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
-            for epoch in range(cfg.epochs):
-                train_epoch(network, optimizer, [task], train_set, dataset.collate, cfg, spec.seed, epoch, device)
+            try:
+                for epoch in range(cfg.epochs):
+                    train_epoch(network, optimizer, [task], train_set, dataset.collate, cfg, spec.seed, epoch, device)
+            except NonFiniteLossError as exc:  # the arch is recorded without a label; the collection goes on
+                record["tasks"][task.name] = {"metrics": {}, "label": None,
+                                              "seconds": round(time.perf_counter() - start, 3),
+                                              "note": f"training diverged (non-finite loss at epoch {exc.epoch}, "
+                                                      f"step {exc.step})"}
+                continue
             metrics = validate(network, val_set, dataset.collate, [task], cfg, device)
             label = m.tasks[task.name].label
             record["tasks"][task.name] = {"metrics": {k: finite(v) for k, v in metrics.items()},

@@ -25,7 +25,8 @@ A dataset is a folder::
 - ``graph``: the backbone's computational graph (``ops``, ``features``: rows of
   ``nascore.graph.NUMERIC_FEATURES``, ``edges``: ``[sources, targets]``);
 - ``tasks``: task name -> ``{"metrics": every validation metric after training, "label": the manifest's label
-  metric (null if not finite), "seconds": training time}``.
+  metric (null if not finite), "seconds": training time, "note": why there is no label (training diverged), or
+  null}``.
 """
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ class TaskResult(_Strict):
     metrics: dict[str, float | None]
     label: float | None
     seconds: float = Field(ge=0)
+    note: str | None = None
 
 
 class ArchRef(_Strict):

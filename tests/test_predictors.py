@@ -22,6 +22,7 @@ from installed import builtin_registry
 from nascore import hookimpl
 from nascore.cli import main
 from nascore.collect import collect, draw, plan_manifest
+from nascore.errors import NonFiniteLossError
 from nascore.graph import build_graph, graph_from_record, graph_record
 from nascore.perfdata import PerfDataset
 from nascore.predictors.aiop import AIOPPredictor, flops_scale
@@ -238,6 +239,24 @@ def test_workers_give_the_records_one_process_gives(tmp_path, cache_dir):
     for a, b in zip(one.records, two.records):
         assert a.arch == b.arch and a.graph == b.graph and a.macs == b.macs
         assert {t: r.metrics for t, r in a.tasks.items()} == {t: r.metrics for t, r in b.tasks.items()}
+
+
+def test_a_diverging_training_is_recorded_without_a_label(tmp_path, cache_dir, monkeypatch):
+    import nascore.collect
+
+    real = nascore.collect.train_epoch
+
+    def diverging_saliency(network, optimizer, tasks, *args, **kwargs):
+        if tasks[0].name == "saliency":
+            raise NonFiniteLossError(0, 3)
+        return real(network, optimizer, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(nascore.collect, "train_epoch", diverging_saliency)
+    collect(validate_spec(tiny_spec(cache_dir)), tmp_path / "data", 2, 0)
+    ds = PerfDataset.read(tmp_path / "data")
+    result = ds.records[0].tasks["saliency"]
+    assert result.label is None and "diverged" in result.note and "step 3" in result.note
+    assert ds.samples("saliency") == [] and len(ds.samples("classification")) == 2
 
 
 def _rewrite(path: Path, edit) -> None:
