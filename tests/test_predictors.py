@@ -241,6 +241,15 @@ def test_workers_give_the_records_one_process_gives(tmp_path, cache_dir):
         assert {t: r.metrics for t, r in a.tasks.items()} == {t: r.metrics for t, r in b.tasks.items()}
 
 
+def test_with_a_latency_cost_the_record_holds_the_latency_estimate(tmp_path, cache_dir):
+    raw = tiny_spec(cache_dir)
+    raw["tasks"] = raw["tasks"][:1]
+    raw["cost"] = {"name": "latency", "lut": str(tmp_path / "lut.json"), "min_run_time": 0.001}
+    collect(validate_spec(raw), tmp_path / "data", 1, 0)
+    record = PerfDataset.read(tmp_path / "data").records[0]
+    assert record.latency_ms is not None and record.latency_ms > 0
+
+
 def test_a_diverging_training_is_recorded_without_a_label(tmp_path, cache_dir, monkeypatch):
     import nascore.collect
 
