@@ -74,7 +74,7 @@ def summary(runs: list[dict]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="performance dataset folders")
-    p.add_argument("--splits", type=int, default=5)
+    p.add_argument("--splits", type=int, default=5, help="random splits (0: only the label noise)")
     p.add_argument("--holdout", type=float, default=0.3)
     p.add_argument("--noise", type=int, default=30, help="archs retrained with another seed (0: skip)")
     p.add_argument("--noise-out", default="perf/noise", help="where the retrained archs are collected")
@@ -98,8 +98,8 @@ def main() -> None:
                        for task in ds.manifest.tasks}}
     if args.noise:
         report["noise"] = noise(datasets[0], args.noise, Path(args.noise_out), args.workers)
-    groups = {ds.manifest.space.name: [ds] for ds in datasets}
-    if len(datasets) > 1:
+    groups = {ds.manifest.space.name: [ds] for ds in datasets} if args.splits else {}
+    if len(datasets) > 1 and args.splits:
         groups["pooled"] = datasets
     report["splits"] = {}
     for group, members in groups.items():

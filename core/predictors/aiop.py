@@ -2,7 +2,9 @@
 
 A linear embedding of each node's features (``nascore.graph``: op one-hot and shape numbers) to ``width``, then
 ``layers`` ``GraphConv`` layers (Morris et al.'s k-GNN, as the reference code) with tanh, a mean over nodes, and
-an MLP of ``mlp_layers`` hidden layers of ``width`` with ReLU. Trained with Adam on the MSE of scaled labels,
+an MLP of ``mlp_layers`` hidden layers of ``width`` with ReLU. The numeric node features are z-scored with the
+fitting graphs' statistics first (``standardize_features``): ``nascore.graph``'s fixed scales suit 224-pixel
+ImageNet networks, and the graphs of small inputs differ by a few hundredths in them. Trained with Adam on the MSE of scaled labels,
 gradients clipped to norm 5 (as the reference). Labels are scaled by AIO-P's Eq. 5,
 ``y / (log10(GFLOPs + 1) + 1)`` (``flops_scaling``), then standardised with the fitting labels' mean and standard
 deviation (Eq. 4); predictions are mapped back with the arch's own FLOPs. ``ranking_weight`` adds a pairwise
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -43,6 +45,9 @@ class AIOPPredictor(Predictor):
         lr: float = Field(1e-4, gt=0, description="Adam learning rate")
         clip: float = Field(5.0, gt=0, description="gradient norm clipping")
         flops_scaling: bool = Field(True, description="divide labels by log10(GFLOPs + 1) + 1 (AIO-P Eq. 5)")
+        standardize_features: bool = Field(True, description="z-score each numeric node feature with the fitting "
+                                           "graphs' mean and deviation")
+        readout: Literal["mean", "sum"] = Field("mean", description="how node embeddings become the graph's")
         ranking_weight: float = Field(0.0, ge=0, description="weight of the pairwise ranking hinge loss")
         ranking_margin: float = Field(0.1, ge=0, description="margin of the ranking loss, in standard deviations")
         device: TorchDevice = "cpu"
@@ -51,12 +56,13 @@ class AIOPPredictor(Predictor):
         super().__init__(config)
         self.network = self._network()
         self.mean, self.std = 0.0, 1.0
+        self.feature_mean, self.feature_std = torch.zeros(FEATURE_WIDTH), torch.ones(FEATURE_WIDTH)
 
     def _network(self) -> nn.Module:
         from .gnn import GraphRegressor  # torch_geometric: imported when a predictor is made, not when listed
 
         c = self.config
-        return GraphRegressor(FEATURE_WIDTH, c.width, c.layers, c.mlp_layers)
+        return GraphRegressor(FEATURE_WIDTH, c.width, c.layers, c.mlp_layers, c.readout)
 
     def _scale(self, samples: Sequence[Sample]) -> Tensor:
         gflops = torch.tensor([s.gflops for s in samples], dtype=torch.float64)
@@ -73,7 +79,9 @@ class AIOPPredictor(Predictor):
     def _batch(self, samples: Sequence[Sample], targets: Tensor | None = None):
         from .gnn import batch_of
 
-        batch = batch_of([s.graph for s in samples]).to(self.config.device)
+        batch = batch_of([s.graph for s in samples])
+        batch.x = (batch.x - self.feature_mean) / self.feature_std
+        batch = batch.to(self.config.device)
         if targets is not None:
             batch.y = targets.to(self.config.device, torch.float32)
         return batch
@@ -85,6 +93,13 @@ class AIOPPredictor(Predictor):
         self.mean = float(scaled.mean())
         self.std = float(scaled.std()) if len(samples) > 1 and float(scaled.std()) > 0 else 1.0
         targets = self.to_standard(samples, y)
+        if c.standardize_features:  # numeric columns only: the op one-hot stays 0/1
+            x = torch.cat([s.graph.x for s in samples])
+            numeric = slice(len(OPS), FEATURE_WIDTH)
+            self.feature_mean = torch.zeros(FEATURE_WIDTH)
+            self.feature_std = torch.ones(FEATURE_WIDTH)
+            self.feature_mean[numeric] = x[:, numeric].mean(0)
+            self.feature_std[numeric] = x[:, numeric].std(0).clamp_min(1e-6)
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -123,13 +138,18 @@ class AIOPPredictor(Predictor):
 
     def state(self) -> State:
         return {"network": {k: v.cpu() for k, v in self.network.state_dict().items()}, "mean": self.mean,
-                "std": self.std, "vocab": list(OPS)}
+                "std": self.std, "feature_mean": self.feature_mean, "feature_std": self.feature_std,
+                "vocab": list(OPS)}
 
     def load_state(self, state: State) -> None:
         if list(state["vocab"]) != list(OPS):
             raise ValueError("it was fitted on graphs of another op vocabulary; refit it with this nascore")
         self.network.load_state_dict(state["network"])
         self.mean, self.std = float(state["mean"]), float(state["std"])
+        self.feature_mean, self.feature_std = state["feature_mean"].float(), state["feature_std"].float()
+        if self.feature_mean.shape != (FEATURE_WIDTH,) or self.feature_std.shape != (FEATURE_WIDTH,) or \
+                not bool((self.feature_std > 0).all()):
+            raise ValueError(f"its feature mean and deviation must be {FEATURE_WIDTH} numbers, the deviations positive")
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
             raise ValueError("its label mean and standard deviation must be finite, the deviation positive")
 

@@ -10,14 +10,15 @@ from torch import Tensor, nn
 with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit.script, which it uses
     warnings.simplefilter("ignore", FutureWarning)
     from torch_geometric.data import Batch, Data
-    from torch_geometric.nn import GraphConv, global_mean_pool
+    from torch_geometric.nn import GraphConv, global_add_pool, global_mean_pool
 
 
 class GraphRegressor(nn.Module):
-    """Embedding, GraphConv x ``layers`` with tanh, mean readout, MLP: one number per graph."""
+    """Embedding, GraphConv x ``layers`` with tanh, mean (or sum) readout, MLP: one number per graph."""
 
-    def __init__(self, in_features: int, width: int, layers: int, mlp_layers: int):
+    def __init__(self, in_features: int, width: int, layers: int, mlp_layers: int, readout: str = "mean"):
         super().__init__()
+        self.readout = global_add_pool if readout == "sum" else global_mean_pool
         self.embed = nn.Linear(in_features, width)
         self.convs = nn.ModuleList(GraphConv(width, width) for _ in range(layers))
         mlp: list[nn.Module] = []
@@ -30,7 +31,7 @@ class GraphRegressor(nn.Module):
         h = self.embed(x)
         for conv in self.convs:
             h = torch.tanh(conv(h, edge_index))
-        return global_mean_pool(h, batch)
+        return self.readout(h, batch)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor) -> Tensor:
         return self.mlp(self.embedding(x, edge_index, batch)).squeeze(-1)
