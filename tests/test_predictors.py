@@ -23,7 +23,7 @@ from nascore import hookimpl
 from nascore.cli import main
 from nascore.collect import collect, draw, plan_manifest
 from nascore.errors import NonFiniteLossError
-from nascore.graph import build_graph, graph_from_record, graph_record
+from nascore.graph import NUMERIC_FEATURES, OPS, build_graph, graph_from_record, graph_record
 from nascore.perfdata import PerfDataset
 from nascore.predictors.aiop import AIOPPredictor, flops_scale
 from nascore.predictors.base import Sample
@@ -126,6 +126,22 @@ def test_aiop_learns_a_graph_property_it_is_not_told():
     again = AIOPPredictor({"epochs": 150, "lr": 3e-3, "batch_size": 8})
     again.fit(fit, torch.Generator().manual_seed(0))
     assert again.predict(held) == predicted, "fitting is deterministic given the generator"
+
+
+def test_aiop_standardises_numeric_node_features_with_the_fitting_graphs():
+    fit = [_graph_sample(n, label=0.1 * n) for n in (1, 2, 4)]
+    p = AIOPPredictor({"epochs": 1})
+    p.fit(fit, torch.Generator().manual_seed(0))
+    raw = torch.cat([s.graph.x for s in fit])
+    x = p._batch(fit).x
+    assert torch.equal(x[:, :len(OPS)], raw[:, :len(OPS)]), "the op one-hot is left as it is"
+    numeric, varies = x[:, len(OPS):], raw[:, len(OPS):].std(0) > 0
+    assert torch.allclose(numeric.mean(0), torch.zeros(len(NUMERIC_FEATURES)), atol=1e-5)
+    assert torch.allclose(numeric.std(0)[varies], torch.ones(int(varies.sum())), atol=1e-4)
+    column = len(OPS) + int((~varies).nonzero()[0])  # constant over the fitting graphs: only centred, not blown up
+    other = _graph_sample(3)
+    other.graph.x[:, column] = raw[0, column] + 0.5
+    assert torch.allclose(p._batch([other]).x[:, column], torch.full((other.graph.num_nodes,), 0.5))
 
 
 def test_ranking_loss_option_trains():

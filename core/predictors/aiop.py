@@ -99,7 +99,8 @@ class AIOPPredictor(Predictor):
             self.feature_mean = torch.zeros(FEATURE_WIDTH)
             self.feature_std = torch.ones(FEATURE_WIDTH)
             self.feature_mean[numeric] = x[:, numeric].mean(0)
-            self.feature_std[numeric] = x[:, numeric].std(0).clamp_min(1e-6)
+            std = x[:, numeric].std(0)
+            self.feature_std[numeric] = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant: centred only
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
