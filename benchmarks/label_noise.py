@@ -27,7 +27,8 @@ def trained(source: Manifest, overrides: list[str], seed: int, n: int, out: Path
     """The first ``n`` archs of ``source``'s plan trained with the overridden spec and training ``seed``."""
     spec = apply_overrides(json.loads(json.dumps(source.spec)), [*overrides, f"seed={seed}"])
     validate_spec(spec)  # a typo in a budget is named before anything trains
-    manifest = Manifest.model_validate({**source.model_dump(), "spec": spec, "archs": n,
+    tasks = {t["name"]: source.tasks[t["name"]].model_dump() for t in spec["tasks"]}
+    manifest = Manifest.model_validate({**source.model_dump(), "spec": spec, "archs": n, "tasks": tasks,
                                         "plan": [e.model_dump() for e in source.plan[:n]]})
     if (out / "dataset.json").exists():
         if PerfDataset.read(out).manifest != manifest:
@@ -56,7 +57,7 @@ def main() -> None:
         overrides = shlex.split(budget)
         runs = [trained(source, overrides, seed, args.archs, Path(args.out) / f"budget{b}-seed{seed}", args.workers)
                 for seed in (0, 1)]
-        for task in source.tasks:
+        for task in runs[0].manifest.tasks:
             first, second = ([r.tasks[task] for r in run.records] for run in runs)
             pairs = [(x.label, y.label) for x, y in zip(first, second) if x.label is not None and y.label is not None]
             s = scores([y for _, y in pairs], [x for x, _ in pairs])

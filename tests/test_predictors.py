@@ -457,3 +457,17 @@ def test_dataset_manifest_that_is_a_fifo_is_refused(tmp_path, capsys):
     assert main(["predictor", "fit", str(tmp_path / "data"), "--out", str(tmp_path / "p.pt")]) == 2
     err = capsys.readouterr().err
     assert "FIFO" in err and "dataset.json" in err
+
+
+def test_shipped_performance_datasets_read(tmp_path):
+    """benchmarks/perfdata/*.tar.gz (BENCHMARKS.md's collections) are valid datasets of this format."""
+    import tarfile
+
+    archives = sorted((Path(__file__).parents[1] / "benchmarks" / "perfdata").glob("*.tar.gz"))
+    assert archives
+    for archive in archives:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp_path / archive.stem, filter="data")
+        for manifest in (tmp_path / archive.stem).glob("*/dataset.json"):
+            ds = PerfDataset.read(manifest.parent)
+            assert len(ds.records) == ds.manifest.archs, f"{archive.name}: {manifest.parent.name} is unfinished"
