@@ -40,7 +40,7 @@ from .perfdata import (
 from .progress import Reporter
 from .protocols import CostEstimate
 from .proxies import naswot, synflow
-from .spec import RunSpec, TrainConfig, validate_spec
+from .spec import RunSpec, validate_spec
 from .task import build_network
 from .train import train_epoch, validate
 
@@ -135,7 +135,7 @@ class _Worker:
             "format": "nascore-performance-record", "version": 1, "index": index,
             "arch": arch.model_dump(mode="json", exclude={"task", "name"}), "latency_ms": latency,
             **measure_arch(backbone, info.image_size, info.in_channels, images), "tasks": {}}
-        cfg = spec.train or TrainConfig()
+        cfg = spec.train  # plan_manifest refused a spec without one
         for task_spec in spec.tasks:
             task = task_spec.create()
             start = time.perf_counter()

@@ -93,11 +93,10 @@ class AIOPPredictor(Predictor):
         self.mean = float(scaled.mean())
         self.std = float(scaled.std()) if len(samples) > 1 and float(scaled.std()) > 0 else 1.0
         targets = self.to_standard(samples, y)
+        self.feature_mean, self.feature_std = torch.zeros(FEATURE_WIDTH), torch.ones(FEATURE_WIDTH)
         if c.standardize_features:  # numeric columns only: the op one-hot stays 0/1
             x = torch.cat([s.graph.x for s in samples])
             numeric = slice(len(OPS), FEATURE_WIDTH)
-            self.feature_mean = torch.zeros(FEATURE_WIDTH)
-            self.feature_std = torch.ones(FEATURE_WIDTH)
             self.feature_mean[numeric] = x[:, numeric].mean(0)
             std = x[:, numeric].std(0)
             self.feature_std[numeric] = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant: centred only
