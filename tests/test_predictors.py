@@ -346,7 +346,7 @@ def test_fit_eval_predict_flow(collected, tmp_path, capsys):
     plot = tmp_path / "scatter.png"
     assert main(["predictor", "eval", str(out), str(data), "--plot", str(plot)]) == 0
     text = capsys.readouterr().out
-    assert "3 archs not used in fitting (3 left out)" in text and "Spearman" in text and "aio-p" in text
+    assert "3 archs not used in fitting (3 used in fitting, left out)" in text and "Spearman" in text and "aio-p" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = evaluate_file(file, [PerfDataset.read(data)])
     assert set(result["saliency"]["scores"]) == {"aio-p", *file.tasks["saliency"].baselines}
@@ -468,6 +468,8 @@ def test_shipped_performance_datasets_read(tmp_path):
     for archive in archives:
         with tarfile.open(archive) as tar:
             tar.extractall(tmp_path / archive.stem, filter="data")
-        for manifest in (tmp_path / archive.stem).glob("*/dataset.json"):
+        manifests = sorted((tmp_path / archive.stem).rglob("dataset.json"))
+        assert manifests, f"{archive.name} holds no dataset"
+        for manifest in manifests:
             ds = PerfDataset.read(manifest.parent)
             assert len(ds.records) == ds.manifest.archs, f"{archive.name}: {manifest.parent.name} is unfinished"

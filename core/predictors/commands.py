@@ -46,8 +46,8 @@ def evaluate(args: argparse.Namespace) -> int:
             continue
         rows = [(name, str(s["n"]), _fmt(s["spearman"]), _fmt(s["kendall"]), _fmt(s["mae"], 4))
                 for name, s in entry["scores"].items()]
-        reporter.table(f"{task}: {entry['held_out']} archs not used in fitting ({entry['excluded']} left out), "
-                       f"label {entry['label']}", rows, ("predictor", "archs", "Spearman", "Kendall tau", "MAE"))
+        reporter.table(f"{task}: {entry['held_out']} archs not used in fitting ({entry['excluded']} used in "
+                       f"fitting, left out), label {entry['label']}", rows, ("predictor", "archs", "Spearman", "Kendall tau", "MAE"))
         panels.append({"title": f"{task}: {file.name}", "label": entry["label"].rsplit("/", 1)[-1],
                        "predicted": entry["predicted"][file.name], "true": entry["true"],
                        "spearman": entry["scores"][file.name]["spearman"]})
