@@ -27,6 +27,7 @@ import torch
 
 from nascore.collect import run_plan
 from nascore.perfdata import Manifest, PerfDataset, write_manifest
+from nascore.predictors.base import labelled_samples
 from nascore.predictors.fitting import evaluate_file, fit_file
 from nascore.predictors.scoring import scores
 
@@ -94,8 +95,8 @@ def main() -> None:
         report["datasets"][str(ds.directory)] = {
             "space": ds.manifest.space.name, "archs": len(ds.records),
             "train_seconds_per_arch": seconds / max(len(ds.records), 1),
-            "labels": {task: [min(s.label for s in ds.samples(task)), max(s.label for s in ds.samples(task))]
-                       for task in ds.manifest.tasks}}
+            "labels": {task: [min(s.label for s in labelled_samples(ds, task)),
+                              max(s.label for s in labelled_samples(ds, task))] for task in ds.manifest.tasks}}
     if args.noise:
         report["noise"] = noise(datasets[0], args.noise, Path(args.noise_out), args.workers)
     groups = {ds.manifest.space.name: [ds] for ds in datasets} if args.splits else {}

@@ -208,10 +208,3 @@ class PerfDataset:
             if path.exists() or path.is_symlink():
                 records.append(read_record(path, manifest))
         return cls(directory, manifest, records)
-
-    def samples(self, task: str) -> list:
-        """The records that have a label for ``task``, as predictor samples."""
-        from .predictors.base import Sample
-
-        return [Sample.of_record(r, task, self.manifest.space.name) for r in self.records
-                if task in r.tasks and r.tasks[task].label is not None]

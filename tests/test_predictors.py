@@ -26,7 +26,7 @@ from nascore.errors import NonFiniteLossError
 from nascore.graph import NUMERIC_FEATURES, OPS, build_graph, graph_from_record, graph_record
 from nascore.perfdata import PerfDataset
 from nascore.predictors.aiop import AIOPPredictor, flops_scale
-from nascore.predictors.base import Sample
+from nascore.predictors.base import Sample, labelled_samples
 from nascore.predictors.baselines import Baseline, MacsBaseline
 from nascore.predictors.file import PredictorFile
 from nascore.predictors.fitting import baseline_names, evaluate_file, fit_file
@@ -207,7 +207,7 @@ def test_collection_records_everything_per_arch(collected):
         for task, result in r.tasks.items():
             assert result.label == result.metrics[ds.manifest.tasks[task].label]
             assert result.seconds > 0
-    assert len(ds.samples("classification")) == 6
+    assert len(labelled_samples(ds, "classification")) == 6
 
 
 def test_same_command_again_collects_nothing_and_another_plan_is_refused(collected, capsys):
@@ -281,7 +281,7 @@ def test_a_diverging_training_is_recorded_without_a_label(tmp_path, cache_dir, m
     ds = PerfDataset.read(tmp_path / "data")
     result = ds.records[0].tasks["saliency"]
     assert result.label is None and "diverged" in result.note and "step 3" in result.note
-    assert ds.samples("saliency") == [] and len(ds.samples("classification")) == 2
+    assert labelled_samples(ds, "saliency") == [] and len(labelled_samples(ds, "classification")) == 2
 
 
 def _rewrite(path: Path, edit) -> None:
@@ -356,7 +356,7 @@ def test_fit_eval_predict_flow(collected, tmp_path, capsys):
     assert main(["predictor", "predict", str(out), str(arch), "--task", "classification"]) == 0
     line = capsys.readouterr().out
     predicted = float(line.split("= ")[1].split()[0])
-    sample = PerfDataset.read(data).samples("classification")[0]
+    sample = labelled_samples(PerfDataset.read(data), "classification")[0]
     assert predicted == pytest.approx(file.tasks["classification"].predictor.predict([sample])[0], abs=1e-4)
     assert main(["predictor", "predict", str(out), str(arch)]) == 2  # two tasks: --task is needed
     assert "classification, saliency" in capsys.readouterr().err
@@ -371,7 +371,7 @@ def test_saved_predictor_loads_weights_only_and_predicts_the_same(collected, tmp
     assert raw["format"] == "nascore-predictor" and raw["vocab"][-1] == "oov"
     assert "mean" in raw["tasks"]["classification"]["state"] and "std" in raw["tasks"]["classification"]["state"]
     back = PredictorFile.load(tmp_path / "p.pt")
-    samples = ds.samples("classification")
+    samples = labelled_samples(ds, "classification")
     assert back.tasks["classification"].predictor.predict(samples) == \
         file.tasks["classification"].predictor.predict(samples)
 
@@ -436,8 +436,8 @@ def test_plugin_predictor_registers_fits_and_is_compared_as_a_baseline(collected
     assert "fitting-mean" in baseline_names(registry)
     ds = PerfDataset.read(collected[1])
     file = fit_file([ds], "fitting-mean", {}, registry=registry)
-    labels = [s.label for s in ds.samples("classification")]
-    assert file.tasks["classification"].predictor.predict(ds.samples("classification")[:1]) == \
+    labels = [s.label for s in labelled_samples(ds, "classification")]
+    assert file.tasks["classification"].predictor.predict(labelled_samples(ds, "classification")[:1]) == \
         pytest.approx([sum(labels) / len(labels)])
     assert "fitting-mean" in file.tasks["classification"].baselines
 

@@ -1,2 +1,3 @@
-"""Performance predictors: the ``Predictor`` base and sample (``base``), AIO-P's GNN (``aiop``), one-number baselines
-(``baselines``), their saved files (``file``) and how they are scored (``scoring``)."""
+"""Performance predictors: the ``Predictor`` base and ``Sample`` (``base``), AIO-P's GNN (``aiop``, its network in
+``gnn``), one-number baselines (``baselines``), saved predictor files (``file``), fitting and scoring on performance
+datasets (``fitting``, ``scoring``) and the ``nascore predictor`` commands (``commands``)."""

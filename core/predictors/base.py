@@ -16,7 +16,7 @@ from ..progress import Progress, no_progress
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
-    from ..perfdata import Record
+    from ..perfdata import PerfDataset, Record
 
 #: what a saved predictor's state may hold: what ``torch.load(weights_only=True)`` reads back
 State = dict[str, Any]
@@ -41,12 +41,18 @@ class Sample:
         return 2 * self.macs / 1e9
 
     @classmethod
-    def of_record(cls, record: Record, task: str, space: str) -> Sample:
+    def of_record(cls, record: Record, task: str) -> Sample:
         from ..graph import graph_from_record
 
         return cls(graph_from_record(record.graph.model_dump()), task, record.macs, record.params,
                    dict(record.proxies), record.latency_ms,
                    record.tasks[task].label if task in record.tasks else None, dict(record.arch.choices))
+
+
+def labelled_samples(dataset: PerfDataset, task: str) -> list[Sample]:
+    """The archs of a performance dataset that have a label for ``task``, as samples."""
+    return [Sample.of_record(r, task) for r in dataset.records
+            if task in r.tasks and r.tasks[task].label is not None]
 
 
 class Predictor(Component):

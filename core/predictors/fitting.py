@@ -11,7 +11,7 @@ from ..perfdata import PerfDataset
 from ..progress import Progress, no_progress
 from ..registry import Registry, get_registry
 from ..spec import validate_component
-from .base import Sample
+from .base import Sample, labelled_samples
 from .baselines import Baseline
 from .file import PredictorFile, TaskPredictors, arch_key
 from .scoring import scores
@@ -33,7 +33,8 @@ def task_samples(datasets: Sequence[PerfDataset]) -> dict[str, tuple[dict[str, A
                 raise NascoreError(f"task '{task}' has label {definition['label']} in {ds.directory} but "
                                    f"{out[task][0]['label']} in another dataset; a predictor learns one label per "
                                    "task")
-            out.setdefault(task, (definition, []))[1].extend((s, _key(s, space)) for s in ds.samples(task))
+            pairs = out.setdefault(task, (definition, []))[1]
+            pairs.extend((s, _key(s, space)) for s in labelled_samples(ds, task))
     return out
 
 
