@@ -19,6 +19,9 @@ class NonFiniteLossError(NascoreError):
     """Training produced a NaN or infinite loss."""
 
     def __init__(self, epoch: int, step: int, what: str = "loss"):
-        self.epoch, self.step = epoch, step
+        self.epoch, self.step, self.what = epoch, step, what
         super().__init__(f"non-finite {what} at epoch {epoch}, step {step}; "
                          "the run stopped and the last good checkpoint was kept")
+
+    def __reduce__(self):  # pickled with its own arguments, so it crosses process boundaries (workers) intact
+        return type(self), (self.epoch, self.step, self.what)

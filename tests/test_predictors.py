@@ -284,6 +284,13 @@ def test_a_diverging_training_is_recorded_without_a_label(tmp_path, cache_dir, m
     assert labelled_samples(ds, "saliency") == [] and len(labelled_samples(ds, "classification")) == 2
 
 
+def test_non_finite_loss_error_survives_a_process_boundary():
+    import pickle
+
+    back = pickle.loads(pickle.dumps(NonFiniteLossError(2, 7, "cost")))
+    assert (back.epoch, back.step, back.what) == (2, 7, "cost") and "epoch 2, step 7" in str(back)
+
+
 def _rewrite(path: Path, edit) -> None:
     data = json.loads(path.read_text())
     edit(data)
