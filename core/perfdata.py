@@ -167,7 +167,7 @@ def read_manifest(directory: str | Path) -> Manifest:
                            + ("is not a folder" if os.path.lexists(directory) else "does not exist")
                            + f"; expected a folder holding {MANIFEST} (written by nascore bench collect)")
     path = directory / MANIFEST
-    manifest = _validated(Manifest, load_user_json(path, "performance dataset manifest", MANIFEST_MAX_BYTES),
+    manifest = _validated(Manifest, load_user_json(path, "performance dataset manifest", MANIFEST_MAX_BYTES, finite=True),
                           path, "performance dataset manifest", DATASET_FORMAT)
     if [e.index for e in manifest.plan] != list(range(len(manifest.plan))) or len(manifest.plan) != manifest.archs:
         raise NascoreError(f"{path}: plan must list archs 0..{manifest.archs - 1} in order")
@@ -175,7 +175,7 @@ def read_manifest(directory: str | Path) -> Manifest:
 
 
 def read_record(path: Path, manifest: Manifest) -> Record:
-    record = _validated(Record, load_user_json(path, "performance record", RECORD_MAX_BYTES), path,
+    record = _validated(Record, load_user_json(path, "performance record", RECORD_MAX_BYTES, finite=True), path,
                         "performance record", RECORD_FORMAT)
     if record.index >= manifest.archs or path.name != f"{record.index:05d}.json":
         raise NascoreError(f"{path}: record index {record.index} does not match its file name or the plan "

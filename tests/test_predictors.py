@@ -299,7 +299,7 @@ def _rewrite(path: Path, edit) -> None:
 
 @pytest.mark.parametrize("case", ["garbage-manifest", "foreign-manifest", "future-version", "missing-plan",
                                   "record-garbage", "record-wrong-index", "record-other-arch", "record-bad-edges",
-                                  "record-unknown-task", "not-a-folder", "missing"])
+                                  "record-unknown-task", "record-nan-feature", "not-a-folder", "missing"])
 def test_corrupt_dataset_is_named(case, collected, tmp_path, capsys):
     import shutil
 
@@ -325,6 +325,9 @@ def test_corrupt_dataset_is_named(case, collected, tmp_path, capsys):
         _rewrite(record, lambda d: d["graph"]["edges"][0].append(10**6) or d["graph"]["edges"][1].append(0))
     elif case == "record-unknown-task":
         _rewrite(record, lambda d: d["tasks"].update(depth=d["tasks"]["saliency"]))
+    elif case == "record-nan-feature":
+        record.write_text(record.read_text().replace('"features":[[0.0,', '"features":[[NaN,', 1))
+        assert "NaN" in record.read_text()
     elif case == "not-a-folder":
         target = tmp_path / "file.json"
         target.write_text("{}")
@@ -333,7 +336,8 @@ def test_corrupt_dataset_is_named(case, collected, tmp_path, capsys):
     before = snapshot(tmp_path)
     assert main(["predictor", "fit", str(target), "--out", str(tmp_path / "p.pt")]) == 2
     err = capsys.readouterr().err
-    named = {"record-garbage", "record-wrong-index", "record-other-arch", "record-bad-edges", "record-unknown-task"}
+    named = {"record-garbage", "record-wrong-index", "record-other-arch", "record-bad-edges", "record-unknown-task",
+             "record-nan-feature"}
     assert str(record if case in named else manifest if "manifest" in case or case in (
         "future-version", "missing-plan") else target) in err
     assert "Traceback" not in err
