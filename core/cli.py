@@ -454,8 +454,8 @@ def _cmd_predictor(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plugins": _cmd_plugins,
-            "info": _cmd_info, "graph": _cmd_graph, "train": _cmd_train, "lut": _cmd_lut, "measure": _cmd_measure, "bench": _cmd_bench,
-            "predictor": _cmd_predictor, "data": _cmd_data}
+            "info": _cmd_info, "graph": _cmd_graph, "train": _cmd_train, "lut": _cmd_lut, "measure": _cmd_measure,
+            "bench": _cmd_bench, "predictor": _cmd_predictor, "data": _cmd_data}
 
 if __name__ == "__main__":
     sys.exit(main())

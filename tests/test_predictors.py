@@ -453,6 +453,15 @@ def test_plugin_predictor_registers_fits_and_is_compared_as_a_baseline(collected
     assert "fitting-mean" in file.tasks["classification"].baselines
 
 
+def test_schema_and_plugins_list_the_predictors(capsys):
+    assert main(["schema"]) == 0
+    defs = json.loads(capsys.readouterr().out)["$defs"]
+    assert {"epochs", "lr", "flops_scaling", "ranking_weight"} <= set(defs["predictor_aio_p"]["properties"])
+    assert main(["plugins"]) == 0
+    rows = {tuple(line.split()[:2]) for line in capsys.readouterr().out.splitlines()}
+    assert {("predictor", name) for name in ("aio-p", "macs", "params", "synflow", "naswot")} <= rows
+
+
 def test_wrong_component_from_predictor_hook_is_a_problem():
     plugin = types.SimpleNamespace(nascore_predictors=hookimpl(lambda: [object]))
     registry = Registry()
