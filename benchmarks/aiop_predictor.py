@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import torch
+from label_noise import trained  # benchmarks/ is the script's folder, so on sys.path
 
-from nascore.collect import run_plan
-from nascore.perfdata import Manifest, PerfDataset, write_manifest
+from nascore.perfdata import PerfDataset
 from nascore.predictors.base import labelled_samples
 from nascore.predictors.fitting import evaluate_file, fit_file
 from nascore.predictors.scoring import scores
@@ -35,15 +35,7 @@ from nascore.predictors.scoring import scores
 def noise(dataset: PerfDataset, n: int, out: Path, workers: int) -> dict:
     """Train the dataset's first ``n`` archs again with training seed + 1; per task, the two seeds' agreement."""
     m = dataset.manifest
-    spec = {**m.spec, "seed": m.spec["seed"] + 1}
-    twin = Manifest.model_validate({**m.model_dump(), "spec": spec, "archs": n, "plan": [e.model_dump()
-                                                                                       for e in m.plan[:n]]})
-    if not (out / "dataset.json").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        write_manifest(out, twin)
-    done = {r.index for r in PerfDataset.read(out).records}
-    run_plan(twin, out, [i for i in range(n) if i not in done], workers)
-    again = {r.index: r for r in PerfDataset.read(out).records}
+    again = {r.index: r for r in trained(m, [], m.spec["seed"] + 1, n, out, workers).records}
     first = {r.index: r for r in dataset.records if r.index < n}
     result = {}
     for task in m.tasks:

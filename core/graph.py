@@ -307,13 +307,7 @@ def build_graph(model: nn.Module, input_size: int | tuple[int, int] = 224, in_ch
                 leaf_types: tuple[type, ...] = ()):
     """The computational graph of ``model`` at ``input_size`` as ``torch_geometric.data.Data``
     (``x``, ``edge_index``, ``ops``). ``leaf_types``: module classes kept as one node (OOV unless known)."""
-    import warnings
-
     from torch.fx.passes.shape_prop import ShapeProp
-
-    with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit.script, which it uses
-        warnings.simplefilter("ignore", FutureWarning)
-        from torch_geometric.data import Data
 
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     gm = trace(model, leaf_types)
@@ -386,7 +380,7 @@ def build_graph(model: nn.Module, input_size: int | tuple[int, int] = 224, in_ch
 
     edge_index = torch.tensor(edges, dtype=torch.long).t().reshape(2, -1)
     x = torch.tensor(rows, dtype=torch.float32).reshape(-1, FEATURE_WIDTH)
-    return Data(x=x, edge_index=edge_index, ops=ops, num_nodes=len(ops))
+    return _data_class()(x=x, edge_index=edge_index, ops=ops, num_nodes=len(ops))
 
 
 def histogram(graph) -> Counter:
@@ -400,6 +394,16 @@ def graph_to_dict(graph) -> dict[str, Any]:
             "ops": list(graph.ops), "vocab": list(OPS), "numeric_features": list(NUMERIC_FEATURES)}
 
 
+def _data_class() -> type:
+    """``torch_geometric.data.Data``, imported where a graph is made (torch_geometric costs seconds to import)."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit.script, which it uses
+        warnings.simplefilter("ignore", FutureWarning)
+        from torch_geometric.data import Data
+    return Data
+
+
 def graph_record(graph) -> dict[str, Any]:
     """A JSON-able graph that outlives a vocabulary change: op names, numeric features (``NUMERIC_FEATURES``,
     rounded to 6 digits) and edges; :func:`graph_from_record` rebuilds the one-hot columns."""
@@ -410,18 +414,12 @@ def graph_record(graph) -> dict[str, Any]:
 
 def graph_from_record(record: dict[str, Any]):
     """The ``torch_geometric.data.Data`` of a :func:`graph_record` (ops the vocabulary lacks become OOV)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        from torch_geometric.data import Data
-
     ops = [op if op in _INDEX else OOV for op in record["ops"]]
     onehot = torch.zeros(len(ops), len(OPS))
     onehot[torch.arange(len(ops)), torch.tensor([_INDEX[op] for op in ops], dtype=torch.long)] = 1.0
     numeric = torch.tensor(record["features"], dtype=torch.float32).reshape(len(ops), len(NUMERIC_FEATURES))
     edges = torch.tensor(record["edges"], dtype=torch.long).reshape(2, -1)
-    return Data(x=torch.cat([onehot, numeric], dim=1), edge_index=edges, ops=ops, num_nodes=len(ops))
+    return _data_class()(x=torch.cat([onehot, numeric], dim=1), edge_index=edges, ops=ops, num_nodes=len(ops))
 
 
 TIMM_PREFIX = "timm:"

@@ -247,8 +247,7 @@ def test_killed_collection_resumes_where_it_stopped(tmp_path, cache_dir):
 def test_workers_give_the_records_one_process_gives(tmp_path, cache_dir):
     """Two worker processes write the same archs, labels and graphs as one process (training here has one thread
     per process either way)."""
-    spec = validate_spec(tiny_spec(cache_dir))
-    torch.set_num_threads(1)
+    spec = validate_spec(tiny_spec(cache_dir))  # this process: one thread (conftest), as each worker
     collect(spec, tmp_path / "one", 2, 0, workers=1)
     collect(spec, tmp_path / "two", 2, 0, workers=2)
     one, two = PerfDataset.read(tmp_path / "one"), PerfDataset.read(tmp_path / "two")
