@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("arch", help="arch.json file or named arch")
     pp.add_argument("--task", help="task (default: the file's only task)")
 
+    cmp = sub.add_parser("compare", help="run several search specs over several seeds, train each found arch with "
+                                         "the same budget, and compare them in one table and plot")
+    cmp.add_argument("specs", nargs="+", metavar="SPEC", help="specs with the same dataset, tasks and train: block")
+    cmp.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds 0 to N-1 (default 3)")
+    cmp.add_argument("--out", required=True, help="folder of the runs (DIR/<spec name>/seed<s>) and the results; "
+                                                  "finished runs are reused, unfinished ones resumed")
+    overrides(cmp)
+
     d = sub.add_parser("data", help="built-in data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     e = dsub.add_parser("export", help="write a dataset as COCO JSON + PNG masks")
@@ -447,6 +455,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import HEADER, PLOT, RESULTS, compare, plot, table_rows
+    from .errors import NascoreError
+    from .progress import Reporter
+
+    if args.seeds < 1:
+        raise NascoreError(f"--seeds must be at least 1, not {args.seeds}")
+    out = Path(args.out)
+    results = compare(args.specs, list(range(args.seeds)), out, args.overrides)
+    Reporter().table(f"{len(args.specs)} searches x {args.seeds} seeds, each found arch trained with one budget "
+                     "(trained: archs trained in the search; labelled: archs the predictor was fitted on)",
+                     table_rows(results), HEADER)
+    plot(out / PLOT, results)
+    print(f"written: {out / RESULTS}, {out / PLOT}")
+    return 0
+
+
 def _cmd_predictor(args: argparse.Namespace) -> int:
     from .predictors import commands
 
@@ -455,7 +480,7 @@ def _cmd_predictor(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plugins": _cmd_plugins,
             "info": _cmd_info, "graph": _cmd_graph, "train": _cmd_train, "lut": _cmd_lut, "measure": _cmd_measure,
-            "bench": _cmd_bench, "predictor": _cmd_predictor, "data": _cmd_data}
+            "bench": _cmd_bench, "predictor": _cmd_predictor, "compare": _cmd_compare, "data": _cmd_data}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,6 +46,8 @@ from .train import train_epoch, validate
 
 POOL_PER_ARCH = 20
 NASWOT_BATCH = 32
+#: the file that marks a folder of pseudo-labels (``nascore.pseudolabel``), which ``collect`` does not add to
+PSEUDO_LABELS = "pseudolabel.json"
 
 
 def draw(spec: RunSpec, n: int, seed: int, in_channels: int) -> list[dict[str, str]]:
@@ -106,8 +108,9 @@ def plan_manifest(spec: RunSpec, n: int, seed: int) -> Manifest:
         "plan": plan})
 
 
-class _Worker:
-    """What training the archs of a collection needs, built once per process from its manifest."""
+class Collector:
+    """What training the archs of a collection needs, built once per process from its manifest (``bench
+    pseudo-label`` measures its archs with it too)."""
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
@@ -122,19 +125,28 @@ class _Worker:
             if cost_model.unit == "ms":
                 self.latency = self.space.supernet().price(cost_model, self.space.input_size, self.info.in_channels)
 
+    def arch(self, index: int) -> Arch:
+        """Plan entry ``index`` as an arch of the space."""
+        return Arch(space=self.space.name, config=self.manifest.space.config, choices=self.manifest.plan[index].choices)
+
+    def measured(self, index: int) -> dict[str, Any]:
+        """Record ``index`` without its task entries: arch, latency and ``measure_arch`` of the untrained backbone."""
+        spec, space, info, dataset = self.spec, self.space, self.info, self.dataset
+        arch = self.arch(index)
+        torch.manual_seed(spec.seed)
+        backbone = space.build(arch).to(torch.device(spec.device))
+        images, _ = next(iter(loader(self.train_set, NASWOT_BATCH, dataset.collate, shuffle=True, seed=spec.seed)))
+        latency = self.latency.of_choices(arch.choices) if self.latency is not None else None
+        return {"format": "nascore-performance-record", "version": 1, "index": index,
+                "arch": arch.model_dump(mode="json", exclude={"task", "name"}), "latency_ms": latency,
+                **measure_arch(backbone, info.image_size, info.in_channels, images), "tasks": {}}
+
     def record(self, index: int) -> Record:
         spec, m, space, info, dataset = self.spec, self.manifest, self.space, self.info, self.dataset
         train_set, val_set = self.train_set, self.val_set
         device = torch.device(spec.device)
-        arch = Arch(space=space.name, config=m.space.config, choices=m.plan[index].choices)
-        torch.manual_seed(spec.seed)
-        backbone = space.build(arch).to(device)
-        images, _ = next(iter(loader(train_set, NASWOT_BATCH, dataset.collate, shuffle=True, seed=spec.seed)))
-        latency = self.latency.of_choices(arch.choices) if self.latency is not None else None
-        record: dict[str, Any] = {
-            "format": "nascore-performance-record", "version": 1, "index": index,
-            "arch": arch.model_dump(mode="json", exclude={"task", "name"}), "latency_ms": latency,
-            **measure_arch(backbone, info.image_size, info.in_channels, images), "tasks": {}}
+        arch = self.arch(index)
+        record = self.measured(index)
         cfg = spec.train  # plan_manifest refused a spec without one
         for task_spec in spec.tasks:
             task = task_spec.create()
@@ -164,8 +176,8 @@ def _init_process(threads: int) -> None:
 
 
 @lru_cache(maxsize=1)
-def _worker(manifest_json: str) -> _Worker:
-    return _Worker(Manifest.model_validate_json(manifest_json))
+def _worker(manifest_json: str) -> Collector:
+    return Collector(Manifest.model_validate_json(manifest_json))
 
 
 def _collect_one(manifest_json: str, out_dir: str, index: int) -> int:
@@ -199,6 +211,9 @@ def collect(spec: RunSpec, out_dir: Path, n: int, seed: int, workers: int = 1,
             reporter: Reporter | None = None) -> dict[str, Any]:
     """Collect (or resume) ``n`` archs into ``out_dir``; returns counts and timing."""
     reporter = reporter or Reporter()
+    if (out_dir / PSEUDO_LABELS).exists():
+        raise NascoreError(f"--out {out_dir} holds pseudo-labels (nascore bench pseudo-label, {PSEUDO_LABELS}); "
+                           "trained labels go in another folder")
     manifest, todo = open_collection(spec, out_dir, n, seed)
     if len(todo) < n:
         reporter.log(f"resuming {out_dir}: {n - len(todo)} of {n} archs collected already")

@@ -17,10 +17,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .arch import Arch
+from .costs.base import CostModel
 from .costs.flops import FlopsCost
 from .data import epoch_seed, loader
 from .fileio import atomic_write_bytes, atomic_write_text
-from .protocols import Sampling
+from .protocols import CostEstimate, Evaluating, Sampling
 from .space import SearchSpace
 from .spec import ParetoConfig
 from .strategy import SearchContext, SearchStrategy, evaluate_arch, owner_name, owner_tasks
@@ -71,13 +72,17 @@ def primary(tasks: list[Task], owner: str | None) -> tuple[str, bool]:
     return f"val/{task.name}/{task.primary_metric}", task.higher_is_better
 
 
+def _pricing(ctx: SearchContext, space: SearchSpace, in_channels: int) -> tuple[CostModel, CostEstimate]:
+    """The spec's cost model and table; without a cost model in the spec, multiply-adds."""
+    if ctx.cost_model is None or ctx.cost_table is None:
+        return FlopsCost(), ctx.supernet.price(FlopsCost(), space.input_size, in_channels)
+    return ctx.cost_model, ctx.cost_table
+
+
 def measure(ctx: SearchContext, space: SearchSpace, in_channels: int, derived: dict[str | None, Choices],
             sampled: dict[str | None, list[Choices]], config: ParetoConfig) -> list[ParetoRow]:
-    """Price and evaluate every candidate; without a cost model in the spec, in multiply-adds."""
-    cost_model, table = ctx.cost_model, ctx.cost_table
-    if cost_model is None or table is None:
-        cost_model = FlopsCost()
-        table = ctx.supernet.price(cost_model, space.input_size, in_channels)
+    """Price and evaluate every candidate on the supernet's shared weights."""
+    cost_model, table = _pricing(ctx, space, in_channels)
     background = {k: v for choices in derived.values() for k, v in choices.items()}  # other owners' decisions
     shape = (1, in_channels, space.input_size, space.input_size)
     space_config = space.config.model_dump(mode="json")
@@ -95,6 +100,25 @@ def measure(ctx: SearchContext, space: SearchSpace, in_channels: int, derived: d
                                       cost_model.measure_model(model, shape), table.unit,
                                       {f"val/{k}": v for k, v in metrics.items()}))
                 advance()
+    return rows
+
+
+def trained_rows(ctx: SearchContext, space: SearchSpace, in_channels: int, strategy: Evaluating) -> list[ParetoRow]:
+    """Price the archs an :class:`~nascore.protocols.Evaluating` strategy trained; their metrics are its own.
+    Per owner the derived arch comes first, named "derived"."""
+    cost_model, table = _pricing(ctx, space, in_channels)
+    derived = strategy.derive()
+    background = {k: v for choices in derived.values() for k, v in choices.items()}
+    shape = (1, in_channels, space.input_size, space.input_size)
+    space_config = space.config.model_dump(mode="json")
+    rows = []
+    for owner, archs in strategy.evaluated().items():
+        listed = sorted(archs, key=lambda a: a[1] != derived.get(owner))  # stable: the derived arch first
+        for i, (name, choices, metrics) in enumerate(listed):
+            model = space.build(Arch(space=space.name, config=space_config, choices=choices, task=owner))
+            rows.append(ParetoRow(owner, "derived" if i == 0 and choices == derived.get(owner) else name, choices,
+                                  table.of_choices({**background, **choices}), cost_model.measure_model(model, shape),
+                                  table.unit, {f"val/{k}": v for k, v in metrics.items()}))
     return rows
 
 
@@ -144,16 +168,20 @@ def write_plot(path: Path, rows: list[ParetoRow], tasks: list[Task]) -> None:
 
 def run_pareto(ctx: SearchContext, space: SearchSpace, in_channels: int, strategy: SearchStrategy,
                config: ParetoConfig, out_dir: Path, log: Callable[[str], None]) -> list[ParetoRow] | None:
-    """The whole step: sample, measure, mark the front, write both files; None (logged) when the strategy
-    is not :class:`~nascore.protocols.Sampling`. A pure function of the search's final state and the seed, so a
-    resumed run redoes it."""
-    if not isinstance(strategy, Sampling):
+    """The whole step: sample, measure (or, for an :class:`~nascore.protocols.Evaluating` strategy, price the
+    archs it trained), mark the front, write both files; None (logged) when the strategy is neither that nor
+    :class:`~nascore.protocols.Sampling`. A pure function of the search's final state and the seed, so a resumed
+    run redoes it."""
+    torch.manual_seed(epoch_seed(ctx.seed, 1, _STREAM))  # building archs and train-mode forwards draw from it
+    if isinstance(strategy, Evaluating):
+        rows = trained_rows(ctx, space, in_channels, strategy)
+    elif isinstance(strategy, Sampling):
+        sampled = strategy.sample(config.samples, torch.Generator().manual_seed(epoch_seed(ctx.seed, 0, _STREAM)))
+        rows = measure(ctx, space, in_channels, strategy.derive(), sampled, config)
+    else:
         log(f"pareto: skipped: strategy '{strategy.name}' does not sample archs from a search distribution "
             "(it is not a nascore.Sampling)")
         return None
-    sampled = strategy.sample(config.samples, torch.Generator().manual_seed(epoch_seed(ctx.seed, 0, _STREAM)))
-    torch.manual_seed(epoch_seed(ctx.seed, 1, _STREAM))  # building archs and train-mode forwards draw from it
-    rows = measure(ctx, space, in_channels, strategy.derive(), sampled, config)
     mark_front(rows, ctx.tasks)
     write_plot(out_dir / PLOT_FILE, rows, ctx.tasks)
     write_csv(out_dir / CSV_FILE, rows)

@@ -10,6 +10,7 @@ looks for attributes to learn what a component can do.
   and strategies optimise);
 - :class:`MultiTaskBackbone`: a backbone that computes features per task (a branched network);
 - :class:`Sampling`: a strategy that can draw archs from its search distribution;
+- :class:`Evaluating`: a strategy that trains the archs it considers on their own (``random``, ``predictor``);
 - :class:`Exporting`: a dataset that can write itself to files;
 - :class:`PricedOperation`: a module a space's blocks mark as one priced unit (what cost models cache by);
 - :class:`GraphOperation`: a module a space marks as one node of the computational graph (``nascore.graph``).
@@ -99,6 +100,25 @@ class Sampling(ABC):
             choices, each naming an option of every decision the owner's arch has.
 
         Called by the Pareto step after the search (``pareto.samples`` archs), besides the derived arch.
+        """
+
+
+class Evaluating(ABC):
+    """A search strategy that trains each arch it considers on its own, from scratch, and so knows their validation
+    metrics without a supernet (``random``, ``predictor``); declared by subclassing,
+    ``class MyStrategy(SearchStrategy, Evaluating)``. The Pareto step then reports these archs as they were
+    trained, instead of sampling archs and evaluating them on the supernet's shared weights."""
+
+    @abstractmethod
+    def evaluated(self) -> dict[str | None, list[tuple[str, Choices, dict[str, float]]]]:
+        """The archs trained so far, per owner (the owners of ``derive()``).
+
+        :return: per owner, ``(name, choices, metrics)`` for each arch trained, in the order they were trained:
+            a name for the Pareto table (e.g. ``"arch_3"``), the arch's choices, and its validation metrics keyed
+            ``"<task>/<metric>"`` (as ``nascore.evaluate_arch`` returns them). An arch whose training diverged is
+            left out.
+
+        Called by the Pareto step after the search.
         """
 
 

@@ -34,7 +34,7 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
     strategy = spec.strategy.create()
     ctx = SearchContext(network, supernet, run.tasks, run.train_set, run.val_set, run.dataset.collate, run.device,
                         spec.seed, cost_model, table, spec.objective if table is not None else None,
-                        run.reporter.progress)
+                        run.reporter.progress, space, run.info)
     strategy.setup(ctx)
     loop = EpochLoop(run, "search", strategy.epochs,
                      lambda: {"network": network.state_dict(), "strategy": strategy.state_dict()},

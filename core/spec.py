@@ -26,8 +26,9 @@ from .registry import Registry, get_registry
 from .validation import format_validation_error
 
 
-class TrainConfig(BaseModel):
-    """Final training of a found arch from scratch (``train:`` block, ``nascore train``)."""
+class TrainBudget(BaseModel):
+    """How one arch is trained from scratch: the ``train:`` block, and the archs that ``random`` and ``predictor``
+    searches train."""
 
     model_config = ConfigDict(extra="forbid")
     epochs: int = Field(10, ge=1)
@@ -37,6 +38,11 @@ class TrainConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(4e-5, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
+
+
+class TrainConfig(TrainBudget):
+    """Final training of a found arch from scratch (``train:`` block, ``nascore train``)."""
+
     #: also train the space's reference archs with the same budget (branched: fully shared, fully task-specific)
     references: bool = True
 

@@ -10,9 +10,11 @@ import torch
 from .component import Component
 from .costs.base import CostModel
 from .data import loader
+from .dataset import DataInfo
 from .loops import evaluate, recalibrate_batchnorm
 from .progress import Progress, no_progress
 from .protocols import CostEstimate
+from .space import SearchSpace
 from .supernet import Decision, Supernet
 from .task import Network, Task
 
@@ -37,10 +39,14 @@ class SearchContext:
     objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     #: ``progress(total, description)`` -> context manager yielding an ``advance()`` callable
     progress: Progress = no_progress
+    #: the space searched and the dataset's description: what strategies that build standalone archs need
+    space: SearchSpace | None = None
+    info: DataInfo | None = None
 
 
 class SearchStrategy(Component):
-    """Subclasses' ``Config`` must have an ``epochs`` field; the runner loops, checkpoints and logs.
+    """Subclasses' ``Config`` has an ``epochs`` field (or the subclass overrides ``epochs``); the runner loops,
+    checkpoints after every epoch and logs.
 
     A strategy that can draw archs from its search distribution also subclasses
     :class:`~nascore.protocols.Sampling` (the Pareto step's candidates).

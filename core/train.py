@@ -14,7 +14,7 @@ from .fileio import save_checkpoint
 from .loops import cosine_lr, evaluate, set_lr, train_step, weight_optimizer
 from .progress import Progress, no_progress
 from .rundir import EpochLoop
-from .spec import TrainConfig
+from .spec import TrainBudget, TrainConfig
 from .strategy import owner_tasks
 from .task import Network, Task, build_network
 
@@ -49,7 +49,7 @@ def train(run: Run, arch: Arch, space: SearchSpace, phase: str = "train") -> dic
 
 
 def train_epoch(network: Network, optimizer: torch.optim.Optimizer, tasks: list[Task],
-                train_set: torch.utils.data.Dataset, collate: Callable[[list], Any], cfg: TrainConfig, seed: int,
+                train_set: torch.utils.data.Dataset, collate: Callable[[list], Any], cfg: TrainBudget, seed: int,
                 epoch: int, device: torch.device, progress: Progress = no_progress, label: str = "train"
                 ) -> tuple[float, float]:
     """One epoch of the ``train`` block: its learning-rate schedule, shuffled batches seeded by (seed, epoch), one
@@ -68,7 +68,7 @@ def train_epoch(network: Network, optimizer: torch.optim.Optimizer, tasks: list[
 
 
 def validate(network: Network, val_set: torch.utils.data.Dataset, collate: Callable[[list], Any],
-             tasks: list[Task], cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+             tasks: list[Task], cfg: TrainBudget, device: torch.device) -> dict[str, float]:
     """Every task's validation metrics, keyed ``val/<task>/<metric>``."""
     val = loader(val_set, cfg.batch_size, collate, shuffle=False)
     return {f"val/{k}": v for k, v in evaluate(network, val, tasks, device).items()}

@@ -1,0 +1,125 @@
+"""What the strategies that train each arch they consider on its own, from scratch, share (``random``,
+``predictor``): archs drawn under the spec's cost budget, one arch trained per epoch (so a stopped search resumes
+at the arch it was training, and the archs before it are not trained again), and the found arch is the one best
+on validation. Each arch is trained as ``nascore train`` trains it (seeded by the spec's seed, every epoch
+reseeded), so retraining the found arch with the same budget gives the same metrics."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from ..arch import Arch
+from ..costs.objective import Budget
+from ..data import epoch_seed
+from ..errors import NascoreError, NonFiniteLossError
+from ..loops import weight_optimizer
+from ..protocols import Choices, Evaluating
+from ..spec import TrainBudget
+from ..strategy import SHARED, SearchContext, SearchStrategy
+from ..task import build_network
+
+#: draws of a random arch before giving up on finding one under the budget that was not drawn before
+MAX_DRAWS = 2000
+
+
+class StandaloneSearch(SearchStrategy, Evaluating):
+    """Subclasses' ``Config`` has a ``train`` field (a :class:`~nascore.spec.TrainBudget`): how each arch is
+    trained. ``trained`` holds a record per arch trained: its name, choices, cost (None without a cost model)
+    and validation metrics (None when its training diverged)."""
+
+    def setup(self, ctx: SearchContext) -> None:
+        super().setup(ctx)
+        if ctx.space is None or ctx.info is None:
+            raise NascoreError(f"strategy '{self.name}' builds standalone archs: its SearchContext needs the space "
+                               "and the dataset's info")
+        self.decisions = ctx.supernet.decisions()
+        owned = [d.name for d in self.decisions if d.task is not SHARED]
+        if owned:
+            raise NascoreError(f"strategy '{self.name}' searches archs every task shares; space '{ctx.space.name}' "
+                               f"has per-task decisions ({', '.join(owned[:3])}, ...)")
+        task = ctx.tasks[0]
+        self.key, self.higher_is_better = f"{task.name}/{task.primary_metric}", task.higher_is_better
+        #: the cost an arch may have at most: the spec's ``cost.loss.target`` when its form is ``budget``
+        self.limit = ctx.objective.target if isinstance(ctx.objective, Budget) and ctx.cost_table else None
+        self.trained: list[dict[str, Any]] = []
+
+    # -- drawing archs under the budget ----------------------------------------------------------
+    def cost(self, choices: Choices) -> float | None:
+        return self.ctx.cost_table.of_choices(choices) if self.ctx.cost_table is not None else None
+
+    def affordable(self, choices: Choices) -> bool:
+        return self.limit is None or self.cost(choices) <= self.limit
+
+    def key_of(self, choices: Choices) -> str:
+        """One spelling per arch (``Supernet.canonical``), to tell archs apart."""
+        return json.dumps(self.ctx.supernet.canonical(choices), sort_keys=True)
+
+    def random_arch(self, generator: torch.Generator, exclude: set[str] = frozenset()) -> Choices:
+        """A uniformly random arch within the budget whose key is not in ``exclude``."""
+        for _ in range(MAX_DRAWS):
+            choices = {d.name: d.options[int(torch.randint(len(d.options), (1,), generator=generator))]
+                       for d in self.decisions}
+            if self.key_of(choices) not in exclude and self.affordable(choices):
+                return choices
+        raise NascoreError(f"strategy '{self.name}': no new arch within cost.loss.target {self.limit:g} "
+                           f"{self.ctx.cost_table.unit} in {MAX_DRAWS} random draws; raise the target"
+                           if self.limit is not None else
+                           f"strategy '{self.name}': no new arch of the space in {MAX_DRAWS} random draws; the space "
+                           "has fewer archs than the strategy trains")
+
+    # -- training ------------------------------------------------------------------------------
+    def train(self, budget: TrainBudget, name: str, choices: Choices) -> dict[str, Any]:
+        """Train one arch with ``budget``, record it, and return the epoch's metrics row."""
+        from ..train import train_epoch, validate  # the trainer imports the runner's modules: imported when used
+
+        ctx = self.ctx
+        arch = Arch(space=ctx.space.name, config=ctx.space.config.model_dump(mode="json"), choices=choices)
+        torch.manual_seed(ctx.seed)
+        network = build_network(ctx.space.build(arch), ctx.tasks, ctx.info).to(ctx.device)
+        optimizer = weight_optimizer(network.parameters(), budget.optimizer, budget.lr, budget.momentum,
+                                     budget.weight_decay)
+        record: dict[str, Any] = {"name": name, "choices": choices, "cost": self.cost(choices), "metrics": None}
+        try:
+            for epoch in range(budget.epochs):
+                torch.manual_seed(epoch_seed(ctx.seed, epoch, stream=99))  # as nascore train's epochs
+                train_epoch(network, optimizer, ctx.tasks, ctx.train_set, ctx.collate, budget, ctx.seed, epoch,
+                            ctx.device, ctx.progress, f"{name} epoch {epoch} ({epoch + 1}/{budget.epochs})")
+            metrics = validate(network, ctx.val_set, ctx.collate, ctx.tasks, budget, ctx.device)
+            record["metrics"] = {k.removeprefix("val/"): v for k, v in metrics.items()}
+        except NonFiniteLossError as exc:
+            record["note"] = f"training diverged (non-finite loss at epoch {exc.epoch}, step {exc.step})"
+        self.trained.append(record)
+        row: dict[str, Any] = {"arch": name, "archs_trained": len(self.trained)}
+        if record["cost"] is not None:
+            row["cost"] = record["cost"]
+        row.update({f"val/{k}": v for k, v in (record["metrics"] or {}).items()})
+        best = self.best()
+        if best is not None:
+            row[f"best/{self.key}"] = best["metrics"][self.key]
+        return row
+
+    def best(self) -> dict[str, Any] | None:
+        """The record of the arch best on validation (the first such one), None before any trained."""
+        done = [r for r in self.trained if r["metrics"] is not None]
+        sign = 1.0 if self.higher_is_better else -1.0
+        return max(done, key=lambda r: sign * r["metrics"][self.key], default=None)
+
+    # -- results and state -----------------------------------------------------------------------
+    def derive(self) -> dict[str | None, Choices]:
+        best = self.best()
+        if best is None:
+            raise NascoreError(f"strategy '{self.name}': the training of every arch diverged; no arch was found "
+                               "(lower the strategy's train.lr)")
+        return {SHARED: dict(best["choices"])}
+
+    def evaluated(self) -> dict[str | None, list[tuple[str, Choices, dict[str, float]]]]:
+        return {SHARED: [(r["name"], dict(r["choices"]), dict(r["metrics"])) for r in self.trained
+                         if r["metrics"] is not None]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trained": [dict(r) for r in self.trained]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trained = [dict(r) for r in state["trained"]]
