@@ -87,6 +87,28 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=1, help="processes training archs at once (default 1)")
     c.add_argument("--seed", type=int, help="seed of the draw (default: the spec's seed)")
     overrides(c)
+    pl = bsub.add_parser("pseudo-label", help="AIO-P pseudo-labels of the archs bench collect draws: each arch is a "
+                                             "path of a single-path supernet fine-tuned briefly with one task head "
+                                             "shared by all (latent sampling), not trained from scratch")
+    pl.add_argument("spec")
+    pl.add_argument("--archs", type=int, required=True, metavar="N", help="how many archs (bench collect's plan)")
+    pl.add_argument("--out", required=True, help="dataset folder; an unfinished one there is resumed")
+    pl.add_argument("--task", help="task to label (default: the spec's first, which pretrains the supernet)")
+    pl.add_argument("--seed", type=int, help="seed of the draw (default: the spec's seed)")
+    pl.add_argument("--supernet-epochs", type=int, metavar="E",
+                    help="epochs of single-path supernet training on the spec's first task (default: train.epochs)")
+    pl.add_argument("--head-epochs", type=int, metavar="H", help="epochs of shared-head training (default: "
+                                                                 "train.epochs)")
+    pl.add_argument("--finetune-steps", type=int, default=50, metavar="F",
+                    help="steps fine-tuning each arch's path with the shared head (default 50)")
+    pl.add_argument("--bins", type=int, default=5, help="depth bins of the latent-sampling population (default 5)")
+    pl.add_argument("--per-bin", type=int, default=3, metavar="N", help="archs per depth bin (default 3)")
+    pl.add_argument("--sampling", choices=("latent", "body"), default="latent",
+                    help="latent: the head learns from samples over the population (AIO-P); body: body swapping, "
+                         "one body per minibatch")
+    pl.add_argument("--supernet", metavar="FILE", help="a supernet.pt of another pseudo-label folder (same spec and "
+                                                       "--supernet-epochs), used instead of training one")
+    overrides(pl)
 
     pr = sub.add_parser("predictor", help="performance predictors: fit on performance datasets, evaluate, predict")
     psub = pr.add_subparsers(dest="predictor_command", required=True)
@@ -109,6 +131,30 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("predictor_file")
     pp.add_argument("arch", help="arch.json file or named arch")
     pp.add_argument("--task", help="task (default: the file's only task)")
+    ad = psub.add_parser("adapt", help="add one K-Adapter (AIO-P) to an aio-p predictor, trained on the labelled "
+                                       "archs of another task or space, the base frozen")
+    ad.add_argument("predictor_file", help="aio-p or aio-p-adapters predictor file")
+    ad.add_argument("data", nargs="+", help="performance dataset folders of the source")
+    ad.add_argument("--out", required=True, help="aio-p-adapters predictor file to write")
+    ad.add_argument("--task", help="the source task (default: the datasets' only task)")
+    ad.add_argument("--base-task", help="the file's task to adapt (default: its only task)")
+    ad.add_argument("--seed", type=int, default=0, help="seed of the adapter's training")
+    ad.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="option of aio-p-adapters, e.g. --set adapter_epochs=100")
+    tr = psub.add_parser("transfer", help="fine-tune an aio-p(-adapters) predictor on a few labelled archs of a "
+                                          "target task or space (and fit every baseline on the same archs)")
+    tr.add_argument("predictor_file", help="aio-p or aio-p-adapters predictor file")
+    tr.add_argument("data", nargs="+", help="performance dataset folders of the target")
+    tr.add_argument("--out", required=True, help="aio-p-adapters predictor file to write")
+    tr.add_argument("--labels", type=int, default=20, metavar="N",
+                    help="labelled target archs to fine-tune on, a seeded draw (default 20); eval scores the rest")
+    tr.add_argument("--task", help="the target task (default: the datasets' only task)")
+    tr.add_argument("--base-task", help="the file's task to start from (default: its only task)")
+    tr.add_argument("--train", default="heads+base", metavar="MODE",
+                    help="what learns: heads+base (default, AIO-P's: adapters frozen), heads, heads+adapters")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the draw and the fine-tuning")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="option of aio-p-adapters, e.g. --set fine_tune_epochs=100")
 
     cmp = sub.add_parser("compare", help="run several search specs over several seeds, train each found arch with "
                                          "the same budget, and compare them in one table and plot")
@@ -441,6 +487,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "pseudo-label":
+        from .pseudolabel import command
+
+        return command(args)
     from .collect import collect
     from .errors import NascoreError
     from .spec import load_spec
@@ -458,15 +508,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import HEADER, PLOT, RESULTS, compare, plot, table_rows
     from .errors import NascoreError
-    from .progress import Reporter
 
     if args.seeds < 1:
         raise NascoreError(f"--seeds must be at least 1, not {args.seeds}")
     out = Path(args.out)
     results = compare(args.specs, list(range(args.seeds)), out, args.overrides)
-    Reporter().table(f"{len(args.specs)} searches x {args.seeds} seeds, each found arch trained with one budget "
-                     "(trained: archs trained in the search; labelled: archs the predictor was fitted on)",
-                     table_rows(results), HEADER)
+    # a Markdown table, whole at any width (a rich table cuts cells to the console's) and ready for a report
+    print(f"{len(args.specs)} searches x {args.seeds} seeds, each found arch trained with one budget (trained: archs "
+          "trained in the search; labelled: archs the predictor was fitted on)\n")
+    for row in [HEADER, tuple("---" for _ in HEADER), *table_rows(results)]:
+        print("| " + " | ".join(row) + " |")
     plot(out / PLOT, results)
     print(f"written: {out / RESULTS}, {out / PLOT}")
     return 0
@@ -475,7 +526,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_predictor(args: argparse.Namespace) -> int:
     from .predictors import commands
 
-    return {"fit": commands.fit, "eval": commands.evaluate, "predict": commands.predict}[args.predictor_command](args)
+    return {"fit": commands.fit, "eval": commands.evaluate, "predict": commands.predict, "adapt": commands.adapt,
+            "transfer": commands.transfer}[args.predictor_command](args)
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plugins": _cmd_plugins,

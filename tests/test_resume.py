@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from tiny import FLOPS, SPACE, dnas_spec
+from tiny import FLOPS, SPACE, dnas_spec, predictor_file, standalone_spec
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,20 @@ def bmtas_spec(cache: Path) -> dict:
             "pareto": {"samples": 2, "bn_batches": 1}}
 
 
-SPECS = {"dnas": dnas_spec, "reinforce": reinforce_spec, "bmtas": bmtas_spec}
+def random_spec(cache: Path) -> dict:
+    """Three archs, one per epoch."""
+    return standalone_spec(cache, {"name": "random", "archs": 3})
+
+
+def predictor_spec(cache: Path) -> dict:
+    """Epoch 0 evolves (scored by a predictor file), epochs 1-3 train the three archs predicted best."""
+    strategy = {"name": "predictor", "file": str(predictor_file(cache.parent)), "population": 8, "cycles": 16,
+                "sample_size": 3, "top_k": 3}
+    return standalone_spec(cache, strategy)
+
+
+SPECS = {"dnas": dnas_spec, "reinforce": reinforce_spec, "bmtas": bmtas_spec, "random": random_spec,
+         "predictor": predictor_spec}
 
 
 def command(spec: Path, out: Path, *extra: str) -> list[str]:
@@ -154,7 +167,8 @@ def reference(tmp_path_factory):
 # epoch e >= 2 land among its steps; inside epoch 1 (dnas-train1), as it starts.
 KILLS = [("dnas", "search", 0), ("dnas", "search", 2), ("dnas", "search", 3), ("dnas", "train", 1),
          ("reinforce", "search", 2), ("reinforce", "search", 3),
-         ("bmtas", "search", 2), ("bmtas", "search", 4), ("bmtas", "search", 5)]
+         ("bmtas", "search", 2), ("bmtas", "search", 4), ("bmtas", "search", 5),
+         ("random", "search", 2), ("predictor", "search", 2), ("predictor", "search", 4)]
 
 
 @pytest.mark.parametrize(("strategy", "phase", "epoch"), KILLS, ids=[f"{s}-{p}{e}" for s, p, e in KILLS])
@@ -173,5 +187,5 @@ def test_killed_run_resumes_to_the_same_outputs(reference, tmp_path, strategy, p
     assert rows(out) == rows(ref)
     assert outputs(out) == outputs(ref)
     arch_files = {"dnas": ["arch.json"], "reinforce": ["arch_classification.json", "arch_segmentation.json"],
-                  "bmtas": ["branch_config.json"]}[strategy]
+                  "bmtas": ["branch_config.json"], "random": ["arch.json"], "predictor": ["arch.json"]}[strategy]
     assert set(arch_files) <= set(outputs(out))

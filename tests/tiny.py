@@ -64,3 +64,34 @@ def train_losses(net: torch.nn.Module, task: Any, images: torch.Tensor, targets:
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def predictor_file(folder: Path) -> Path:
+    """An ``aio-p`` predictor file for fbnet at width 0.25 on 32 px images, fitted briefly (5 epochs) on the shipped
+    FBNet performance dataset (benchmarks/perfdata/fbnet_12ep.tar.gz); made once per folder."""
+    import tarfile
+
+    from nascore.perfdata import PerfDataset
+    from nascore.predictors.fitting import fit_file
+
+    path = folder / "fbnet.predictor.pt"
+    if not path.exists():
+        with tarfile.open(Path(__file__).parents[1] / "benchmarks" / "perfdata" / "fbnet_12ep.tar.gz") as tar:
+            tar.extractall(folder / "perfdata", filter="data")
+        data = PerfDataset.read(folder / "perfdata" / "fbnet_12ep")
+        fit_file([data], "aio-p", {"epochs": 5}).save(path)
+    return path
+
+
+def standalone_spec(cache: Path, strategy: dict) -> dict:
+    """fbnet over 64 digit-scenes images at 32 px, archs within 1.5 M multiply-adds, each trained one epoch by the
+    ``random`` or ``predictor`` strategy ``strategy``; the found arch trained one epoch again."""
+    budget = {"epochs": 1, "batch_size": 16, "lr": 0.05}
+    return {"seed": 0,
+            "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 64, "num_val": 16, "num_test": 8,
+                        "cache_dir": str(cache)},
+            "tasks": [{"name": "classification"}],
+            "space": {"name": "fbnet", "width": 0.25, "input_size": 32, "head_channels": 64},
+            "strategy": {"train": budget, **strategy},
+            "cost": {"name": "flops", "loss": {"form": "budget", "target": 1.5e6}},
+            "train": {**budget, "references": False}}

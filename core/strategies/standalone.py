@@ -91,13 +91,15 @@ class StandaloneSearch(SearchStrategy, Evaluating):
         except NonFiniteLossError as exc:
             record["note"] = f"training diverged (non-finite loss at epoch {exc.epoch}, step {exc.step})"
         self.trained.append(record)
+        # the arch just trained under "trained/"; under "val/", the best so far (the arch derive() gives)
         row: dict[str, Any] = {"arch": name, "archs_trained": len(self.trained)}
         if record["cost"] is not None:
             row["cost"] = record["cost"]
-        row.update({f"val/{k}": v for k, v in (record["metrics"] or {}).items()})
+        row.update({f"trained/{k}": v for k, v in (record["metrics"] or {}).items()})
         best = self.best()
         if best is not None:
-            row[f"best/{self.key}"] = best["metrics"][self.key]
+            row["best"] = best["name"]
+            row.update({f"val/{k}": v for k, v in best["metrics"].items()})
         return row
 
     def best(self) -> dict[str, Any] | None:

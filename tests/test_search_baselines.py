@@ -1,0 +1,166 @@
+"""Searches judged against random (AIO-P part 2): the ``random`` strategy, the predictor-guided ``predictor``
+strategy (regularised evolution scored by a predictor file), the Pareto step of strategies that train their archs,
+and ``nascore compare``. Kill-and-resume of both strategies is in test_resume.py."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nascore.arch import Arch
+from nascore.cli import main
+from nascore.run import build_run
+from nascore.spec import validate_spec
+from nascore.strategies.evolution import PredictorSearch
+from nascore.strategy import SearchContext
+from tiny import predictor_file, standalone_spec
+
+TARGET = 1.5e6  # standalone_spec's budget, in multiply-adds
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory) -> Path:
+    return predictor_file(tmp_path_factory.mktemp("predictor"))
+
+
+def write(tmp_path: Path, spec: dict, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_random_search_from_a_spec(tmp_path, cache_dir):
+    """Three distinct archs within the budget, each trained; the found arch is the best on validation, the Pareto
+    table lists the three as trained (derived first), and retraining the found arch with the same budget gives the
+    metrics it had in the search."""
+    spec = write(tmp_path, standalone_spec(cache_dir, {"name": "random", "archs": 3}))
+    out = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    search = [r for r in rows(out) if r["phase"] == "search"]
+    assert [r["archs_trained"] for r in search] == [1, 2, 3]
+    assert all(r["cost"] <= TARGET for r in search)
+    top1 = [r["trained/classification/top1"] for r in search]
+    best = search[-1]["best"]
+    assert top1[int(best.removeprefix("arch_"))] == max(top1)
+    with open(out / "pareto.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["arch"] for r in table][0] == "derived" and len(table) == 3
+    assert len({r["choices"] for r in table}) == 3
+    arch = Arch.load(out / "arch.json")
+    assert json.loads(table[0]["choices"]) == arch.choices
+    summary = json.loads((out / "summary.json").read_text())["archs"]["shared"]
+    assert summary["train"]["val/classification/top1"] == summary["search"]["val/classification/top1"] == max(top1)
+
+
+def _context(tmp_path: Path, spec: dict, seed: int) -> SearchContext:
+    """What the runner hands a strategy, without a supernet network (the evolution trains nothing)."""
+    run = build_run(validate_spec({**spec, "seed": seed}), tmp_path / f"unused{seed}", False)
+    supernet = run.space.supernet()
+    cost = run.spec.cost.cls(run.spec.cost.config)
+    table = supernet.price(cost, run.space.input_size, run.info.in_channels)
+    return SearchContext(None, supernet, run.tasks, run.train_set, run.val_set, run.dataset.collate, run.device,
+                         seed, cost, table, run.spec.objective, space=run.space, info=run.info)
+
+
+def _evolve(tmp_path: Path, cache: Path, predictor: Path, seed: int, **options) -> list[dict]:
+    strategy = {"name": "predictor", "file": str(predictor), "population": 6, "cycles": 20, "sample_size": 3,
+                "top_k": 1, **options}
+    spec = standalone_spec(cache, strategy)
+    search = PredictorSearch(PredictorSearch.Config.model_validate({k: v for k, v in strategy.items() if k != "name"}))
+    search.setup(_context(tmp_path, spec, seed))
+    row = search.evolve()
+    assert row["proposed"] == 6 + strategy["cycles"] and row["distinct"] == len(search.proposals)
+    return search.proposals
+
+
+def test_evolution_respects_the_budget_and_is_deterministic_per_seed(tmp_path, cache_dir, predictor):
+    first = _evolve(tmp_path, cache_dir, predictor, seed=0)
+    assert all(p["cost"] <= TARGET for p in first)
+    assert len(first) > 6  # the cycles proposed children besides the initial population
+    assert _evolve(tmp_path, cache_dir, predictor, seed=0) == first
+    assert _evolve(tmp_path, cache_dir, predictor, seed=1) != first
+
+
+def test_evolution_climbs_the_score_it_is_given(tmp_path, cache_dir, predictor):
+    """Ranked by multiply-adds (the file's ``macs`` baseline, a line in MACs), the evolution drifts towards the
+    end of the budget the line favours: its children score better than the random initial population."""
+    proposals = _evolve(tmp_path, cache_dir, predictor, seed=0, rank_by="macs", cycles=40)
+    initial, children = proposals[:6], proposals[6:]
+    assert max(p["predicted"] for p in children) > max(p["predicted"] for p in initial)
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({"file": "missing.pt"}, "missing.pt"),
+    ({"rank_by": "nosuch"}, "strategy.rank_by"),
+    ({"task": "saliency"}, "strategy.task"),
+    ({"sample_size": 30}, "strategy.sample_size"),
+], ids=["missing-file", "rank-by", "task", "sample-size"])
+def test_bad_predictor_strategy_is_named(tmp_path, cache_dir, predictor, capsys, options, expected):
+    strategy = {"name": "predictor", "file": str(predictor), "population": 6, "cycles": 2, "top_k": 1, **options}
+    spec = write(tmp_path, standalone_spec(cache_dir, strategy))
+    assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_predictor_file_of_another_input_size_is_refused(tmp_path, cache_dir, predictor, capsys):
+    spec = standalone_spec(cache_dir, {"name": "predictor", "file": str(predictor), "top_k": 1})
+    spec["dataset"]["image_size"] = spec["space"]["input_size"] = 64
+    spec["cost"]["loss"]["target"] = 1e9
+    assert main(["run", str(write(tmp_path, spec)), "--out", str(tmp_path / "run")]) == 2
+    assert "32 px" in capsys.readouterr().err
+
+
+def test_compare_runs_each_spec_per_seed_and_reuses_finished_runs(tmp_path, cache_dir, capsys):
+    random_spec = write(tmp_path, standalone_spec(cache_dir, {"name": "random", "archs": 2}), "random.yaml")
+    dnas = standalone_spec(cache_dir, {"name": "dnas", "epochs": 2, "warmup_epochs": 1, "batch_size": 16,
+                                       "max_steps": 2})
+    del dnas["strategy"]["train"]
+    dnas_spec = write(tmp_path, dnas, "dnas.yaml")
+    out = tmp_path / "cmp"
+    args = ["compare", str(random_spec), str(dnas_spec), "--seeds", "2", "--out", str(out), "--set", "pareto.samples=0"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "random" in table and "dnas" in table and "classification/top1" in table
+    results = json.loads((out / "compare.json").read_text())
+    assert sorted(results) == ["dnas/seed0", "dnas/seed1", "random/seed0", "random/seed1"]
+    for key, run in results.items():
+        (entry,) = run["entries"]
+        summary = json.loads((out / key / "summary.json").read_text())["archs"]["shared"]
+        assert entry["value"] == summary["train"]["val/classification/top1"]
+        assert entry["seed"] == int(key[-1])
+        assert entry["archs_trained"] == (2 if key.startswith("random") else 0)
+    assert (out / "compare.png").stat().st_size > 0
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    assert main(args) == 0  # finished runs are read back, not run again
+    assert capsys.readouterr().out == table
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == stamps
+
+
+def test_compare_refuses_specs_that_train_differently(tmp_path, cache_dir, capsys):
+    a = standalone_spec(cache_dir, {"name": "random", "archs": 1})
+    b = standalone_spec(cache_dir, {"name": "random", "archs": 1})
+    b["train"]["epochs"] = 2
+    args = ["compare", str(write(tmp_path, a, "a.yaml")), str(write(tmp_path, b, "b.yaml")), "--out",
+            str(tmp_path / "cmp")]
+    assert main(args) == 2
+    assert "train: block differs" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_random_strategy_without_a_budget_draws_from_the_whole_space(tmp_path, cache_dir):
+    spec = standalone_spec(cache_dir, {"name": "random", "archs": 2})
+    del spec["cost"]
+    out = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, spec)), "--out", str(out), "--set", "pareto.samples=0"]) == 0
+    assert all("cost" not in r for r in rows(out) if r["phase"] == "search")
+    assert torch.load(out / "checkpoints" / "search.pt", weights_only=True)["epoch"] == 1
