@@ -1,0 +1,102 @@
+"""Search against random (issue "AIO-P part 2"; BENCHMARKS.md, "Search against random"): do the archs a search
+finds beat random archs of equal or lower cost, trained with the same budget, by more than the seed spread?
+
+Input: the ``nascore compare`` folders of the specs in benchmarks/search (random, predictor-guided, DNAS; each
+over 3 seeds), and the 150-arch FBNet collection (benchmarks/perfdata/fbnet_12ep.tar.gz), whose archs are random
+archs of the same space trained with the same data and budget (seed 0):
+
+    nascore predictor fit perf/fbnet_12ep --out runs/fbnet_12ep.predictor.pt
+    nascore compare benchmarks/search/random.yaml benchmarks/search/dnas.yaml --seeds 3 --out cmp_a
+    nascore compare benchmarks/search/predictor.yaml --seeds 3 --out cmp_b
+    python benchmarks/search_vs_random.py cmp_a cmp_b --collection perf/fbnet_12ep
+
+For each strategy: the found archs' trained top-1 (mean +- std over seeds), backbone multiply-adds, and against
+the collection: the best collection arch of equal or lower backbone MACs, and the expected best of ``k`` random
+archs within the same budget (``k`` = the archs the strategy trained; resampled 10,000 times from the
+collection's archs under the budget). Prints a Markdown table; ``--json`` writes the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from nascore.costs.flops import FlopsCost
+from nascore.perfdata import PerfDataset
+from nascore.spec import load_spec
+
+TARGET_KEY = "classification"
+
+
+def backbone_macs(spec_path: str, choices: dict[str, str]) -> float:
+    """Backbone multiply-adds of one arch, as the collection's records count them (the supernet's price table)."""
+    spec = load_spec(spec_path)
+    space = spec.space.create()
+    info = spec.dataset.create().info()
+    return space.supernet().price(FlopsCost(), space.input_size, info.in_channels).of_choices(choices)
+
+
+def best_of_k(labels: list[float], k: int, draws: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Mean and standard deviation of the best of ``k`` labels drawn without replacement."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.tensor(labels)
+    best = [float(values[torch.randperm(len(labels), generator=g)[:k]].max()) for _ in range(draws)]
+    return statistics.fmean(best), statistics.stdev(best)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("compare_dirs", nargs="+", type=Path)
+    p.add_argument("--collection", type=Path, required=True)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    records = [r for r in PerfDataset.read(args.collection).records if r.tasks[TARGET_KEY].label is not None]
+    pool = [(r.macs, r.tasks[TARGET_KEY].label) for r in records]
+    out = {}
+    for folder in args.compare_dirs:
+        results = json.loads((folder / "compare.json").read_text())
+        by_spec: dict[str, list[dict]] = {}
+        for key, run in results.items():
+            by_spec.setdefault(key.split("/")[0], []).extend(run["entries"])
+        for name, entries in by_spec.items():
+            spec_path = next((folder / name).glob("seed*/spec.yaml"))
+            spec = load_spec(spec_path)
+            target = spec.objective.target
+            rows = []
+            for e in entries:
+                macs = backbone_macs(str(spec_path), e["choices"])
+                cheaper = [label for m, label in pool if m <= macs]
+                rows.append({"seed": e["seed"], "top1": e["value"], "backbone_macs": macs,
+                             "best_cheaper_random": max(cheaper) if cheaper else None,
+                             "cheaper_random_archs": len(cheaper), "archs_trained": e["archs_trained"],
+                             "search_seconds": e["search_seconds"]})
+            under = [label for m, label in pool if m <= target]
+            k = max(1, round(statistics.fmean(r["archs_trained"] for r in rows)))
+            mean_best, std_best = best_of_k(under, k)
+            top1 = [r["top1"] for r in rows]
+            out[name] = {"runs": rows, "top1_mean": statistics.fmean(top1),
+                         "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0, "target_macs": target,
+                         "random_under_target": len(under), "best_random_under_target": max(under),
+                         f"random_best_of_{k}": {"k": k, "mean": mean_best, "std": std_best}}
+    print("| strategy | top-1 (seeds) | mean +- std | backbone M MACs | best cheaper random arch (of 150) | "
+          "random best-of-k within budget | search min |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in out.items():
+        rb = next(v for k, v in r.items() if k.startswith("random_best_of_"))
+        minutes = [x["search_seconds"] / 60 for x in r["runs"] if x["search_seconds"] is not None]
+        top1 = ", ".join(f"{x['top1']:.3f}" for x in r["runs"])
+        macs = ", ".join(f"{x['backbone_macs'] / 1e6:.2f}" for x in r["runs"])
+        cheaper = ", ".join("-" if x["best_cheaper_random"] is None else f"{x['best_cheaper_random']:.3f}"
+                            for x in r["runs"])
+        spent = f"{statistics.fmean(minutes):.1f}" if minutes else "-"
+        print(f"| {name} | {top1} | {r['top1_mean']:.3f} +- {r['top1_std']:.3f} | {macs} | {cheaper} | "
+              f"k={rb['k']}: {rb['mean']:.3f} +- {rb['std']:.3f} | {spent} |")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
