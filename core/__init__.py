@@ -13,8 +13,8 @@ from typing import Any
 import wrapt
 
 __version__ = "0.1.0"
-# name -> the module that defines it. check_finite, evaluate_arch, loader, task_losses, to_device, train_step: what
-# a search strategy's loop is made of (CONTRIBUTING.md, "Part 2: a search strategy")
+# name -> the module that defines it. build_network, check_finite, evaluate_arch, loader, task_losses, to_device,
+# train_step: what a search strategy's loop is made of (CONTRIBUTING.md, "Part 2: a search strategy")
 _EXPORTS = {
     "Arch": "arch", "Backbone": "features", "Component": "component", "ComponentConfig": "component",
     "CostEstimate": "protocols", "CostModel": "costs.base", "CostTable": "supernet", "DataInfo": "dataset",
@@ -22,7 +22,8 @@ _EXPORTS = {
     "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "Predictor": "predictors.base",
     "SHARED": "strategy", "Sample": "predictors.base",
     "Sampling": "protocols", "SearchContext": "strategy", "SearchSpace": "space", "SearchStrategy": "strategy",
-    "Supernet": "supernet", "Task": "task", "check_finite": "loops", "evaluate_arch": "strategy",
+    "Supernet": "supernet", "Task": "task", "build_network": "task", "check_finite": "loops",
+    "evaluate_arch": "strategy",
     "hookimpl": "hookspecs", "loader": "data", "register_timm_model": "timm_models", "task_losses": "loops",
     "to_device": "data", "train_step": "loops",
 }
