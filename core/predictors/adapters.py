@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..registry import Registry
     from .file import PredictorFile, TaskPredictors
 
-#: what ``fine_tune`` may train, besides nothing else: the paper freezes the adapters and trains the base
+#: what ``fine_tune`` may train; the first is AIO-P's (adapters frozen, base unfrozen)
 TRAIN_MODES = ("heads+base", "heads", "heads+adapters")
 #: options that are the base's: a file's base keeps them (``--set`` may change only the adapter and fine-tune ones)
 BASE_OPTIONS = tuple(n for n in AIOPPredictor.Config.model_fields
@@ -70,7 +70,7 @@ class Adapter(nn.Module):
 
 
 class AdaptedPredictor(Predictor):
-    """A frozen-able ``aio-p`` base with K adapters; ``fit`` fits the base alone (K = 0), as ``aio-p``."""
+    """An ``aio-p`` base with K adapters; ``fit`` fits the base alone (K = 0), as ``aio-p`` does."""
 
     name: ClassVar[str] = "aio-p-adapters"
 
@@ -219,7 +219,9 @@ class AdaptedPredictor(Predictor):
 
     def fine_tune(self, samples: Sequence[Sample], generator: torch.Generator, train: str = "heads+base",
                   progress: Progress = no_progress) -> None:
-        """Fine-tune on the target's labelled ``samples``; labels standardised with their statistics."""
+        """Fine-tune on the target's labelled ``samples`` (labels standardised with their own statistics) on the
+        MSE of the mean of the heads. With no adapters the head is the base's MLP, and ``heads+adapters`` is
+        ``heads``."""
         c = self.config
         params = self.trainable(train)
         y = labels(samples)
@@ -252,7 +254,7 @@ class AdaptedPredictor(Predictor):
         out: list[float] = []
         for start in range(0, len(samples), 256):
             part = samples[start:start + 256]
-            z = self._outputs(self.base._batch(part)).mean(0).double().cpu()
+            z = self._outputs(self.base._batch(part)).double().mean(0).cpu()
             out += self.base.from_standard(part, z).tolist()
         return out
 

@@ -1,4 +1,4 @@
-"""``nascore predictor fit | eval | predict``."""
+"""``nascore predictor fit | eval | predict | adapt | transfer``."""
 from __future__ import annotations
 
 import argparse
@@ -91,4 +91,38 @@ def predict(args: argparse.Namespace) -> int:
     value = t.predictor.predict([sample])[0]
     print(f"{arch.name or args.arch} on {task}: predicted {t.label} = {value:.4f} ({file.name}; "
           f"{measured['macs'] / 1e6:.2f} M multiply-adds at {file.input_size}x{file.input_size})")
+    return 0
+
+
+def adapt(args: argparse.Namespace) -> int:
+    from .adapters import adapt_file, summary
+    from .file import PredictorFile
+
+    file = PredictorFile.load(args.predictor_file)
+    datasets = [PerfDataset.read(d) for d in args.data]
+    start = time.perf_counter()
+    out = adapt_file(file, f"predictor file {args.predictor_file}", datasets, args.task, args.base_task,
+                     apply_overrides({}, args.overrides), args.seed, Reporter().progress)
+    out.save(args.out)
+    for task, t in out.tasks.items():
+        print(f"{task}: aio-p-adapters, {summary(t.predictor)}")
+    print(f"written: {args.out} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def transfer(args: argparse.Namespace) -> int:
+    from .adapters import summary, transfer_file
+    from .file import PredictorFile
+
+    file = PredictorFile.load(args.predictor_file)
+    datasets = [PerfDataset.read(d) for d in args.data]
+    start = time.perf_counter()
+    out = transfer_file(file, f"predictor file {args.predictor_file}", datasets, args.labels, args.task,
+                        args.base_task, args.train, apply_overrides({}, args.overrides), args.seed,
+                        progress=Reporter().progress)
+    out.save(args.out)
+    for task, t in out.tasks.items():
+        print(f"{task}: aio-p-adapters ({summary(t.predictor)}) fine-tuned ({args.train}) and {len(t.baselines)} "
+              f"baselines fitted on {len(t.fitted)} drawn archs (label {t.label}, seed {args.seed})")
+    print(f"written: {args.out} ({time.perf_counter() - start:.0f} s)")
     return 0
