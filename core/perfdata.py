@@ -25,8 +25,8 @@ A dataset is a folder::
 - ``graph``: the backbone's computational graph (``ops``, ``features``: rows of
   ``nascore.graph.NUMERIC_FEATURES``, ``edges``: ``[sources, targets]``);
 - ``tasks``: task name -> ``{"metrics": every validation metric after training, "label": the manifest's label
-  metric (null if not finite), "seconds": training time, "note": why there is no label (training diverged), or
-  null}``.
+  metric (null if not finite), "seconds": training time, "note": why there is no label (training diverged), that
+  the label is a pseudo-label (``nascore bench pseudo-label``, ``nascore.pseudolabel``), or null}``.
 """
 from __future__ import annotations
 
