@@ -12,8 +12,8 @@ archs of the same space trained with the same data and budget (seed 0):
 
 For each strategy: the found archs' trained top-1 (mean +- std over seeds), backbone multiply-adds, and against
 the collection: the best collection arch of equal or lower backbone MACs, and the expected best of ``k`` random
-archs within the same budget (``k`` = the archs the strategy trained; resampled 10,000 times from the
-collection's archs under the budget). Prints a Markdown table; ``--json`` writes the numbers.
+archs within the same budget (``k`` = the archs the strategy trained, plus those its predictor was fitted on;
+resampled 10,000 times from the collection's archs under the budget). Prints a Markdown table; ``--json`` writes the numbers.
 """
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ def backbone_macs(spec_path: str, choices: dict[str, str]) -> float:
 
 
 def best_of_k(labels: list[float], k: int, draws: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Mean and standard deviation of the best of ``k`` labels drawn without replacement."""
+    """Mean and standard deviation of the best of ``k`` labels drawn without replacement (of all, when ``k`` is
+    more than there are)."""
+    if k >= len(labels):
+        return max(labels), 0.0
     g = torch.Generator().manual_seed(seed)
     values = torch.tensor(labels)
     best = [float(values[torch.randperm(len(labels), generator=g)[:k]].max()) for _ in range(draws)]
@@ -74,7 +77,8 @@ def main() -> None:
                              "cheaper_random_archs": len(cheaper), "archs_trained": e["archs_trained"],
                              "search_seconds": e["search_seconds"]})
             under = [label for m, label in pool if m <= target]
-            k = max(1, round(statistics.fmean(r["archs_trained"] for r in rows)))
+            # every arch trained for the search: in it, and the ones its predictor was fitted on
+            k = max(1, round(statistics.fmean(r["archs_trained"] for r in rows))) + (entries[0]["labelled_archs"] or 0)
             mean_best, std_best = best_of_k(under, k)
             top1 = [r["top1"] for r in rows]
             out[name] = {"runs": rows, "top1_mean": statistics.fmean(top1),
