@@ -88,10 +88,10 @@ def main() -> None:
               f"{lo_mean_hi[0]:.3f} / {lo_mean_hi[1]:.3f} / {lo_mean_hi[2]:.3f} | {sec['supernet']:.0f} | "
               f"{sec['head']:.0f} | {sec['per_arch_mean']:.1f} ({sec['trained_per_arch_mean']:.1f}) |")
     r = next(iter(report["runs"].values()))
-    print(f"supernet check: {r['supernet_check']:.3f} mean {spec.tasks[0].name} primary metric of 5 random paths "
-          "with the supernet's own head")
     print(f"| multiply-adds | {r['n']} | {r['macs_vs_true']['spearman']:.3f} | {r['macs_vs_true']['kendall']:.3f} | "
           f"trained: {r['true_range'][0]:.3f} / {r['true_range'][1]:.3f} / {r['true_range'][2]:.3f} | | | |")
+    print(f"supernet check: {r['supernet_check']:.3f}, the mean {spec.tasks[0].name} primary metric of 5 random "
+          "paths with the supernet's own head")
 
 
 if __name__ == "__main__":
