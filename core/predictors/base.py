@@ -49,6 +49,18 @@ class Sample:
                    record.tasks[task].label if task in record.tasks else None, dict(record.arch.choices))
 
 
+def measured_sample(backbone: torch.nn.Module, input_size: int, in_channels: int, images: torch.Tensor, task: str,
+                    choices: dict[str, str]) -> Sample:
+    """An untrained backbone as a predictor sees it, measured as ``nascore bench collect`` measures its archs
+    (``nascore.collect.measure_arch``; NASWOT on ``images``); no label."""
+    from ..collect import measure_arch
+    from ..graph import graph_from_record
+
+    measured = measure_arch(backbone, input_size, in_channels, images)
+    return Sample(graph_from_record(measured["graph"]), task, measured["macs"], measured["params"],
+                  measured["proxies"], choices=dict(choices))
+
+
 def labelled_samples(dataset: PerfDataset, task: str) -> list[Sample]:
     """The archs of a performance dataset that have a label for ``task``, as samples."""
     return [Sample.of_record(r, task) for r in dataset.records

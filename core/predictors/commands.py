@@ -62,11 +62,10 @@ def predict(args: argparse.Namespace) -> int:
     import torch
 
     from ..arch import arch_space, resolve_arch
-    from ..collect import NASWOT_BATCH, measure_arch
+    from ..collect import NASWOT_BATCH
     from ..data import loader
-    from ..graph import graph_from_record
     from ..spec import ComponentSpec, validate_component
-    from .base import Sample
+    from .base import measured_sample
     from .file import PredictorFile
 
     file = PredictorFile.load(args.predictor_file)
@@ -84,13 +83,11 @@ def predict(args: argparse.Namespace) -> int:
     dataset = ComponentSpec("dataset", name, cls, validate_component(cls, block, "dataset")).create()
     images, _ = next(iter(loader(dataset.split("train"), NASWOT_BATCH, dataset.collate, shuffle=True)))
     torch.manual_seed(0)
-    measured = measure_arch(space.build(arch), file.input_size, file.in_channels, images)
-    sample = Sample(graph_from_record(measured["graph"]), task, measured["macs"], measured["params"],
-                    measured["proxies"], choices=arch.choices)
+    sample = measured_sample(space.build(arch), file.input_size, file.in_channels, images, task, arch.choices)
     t = file.tasks[task]
     value = t.predictor.predict([sample])[0]
     print(f"{arch.name or args.arch} on {task}: predicted {t.label} = {value:.4f} ({file.name}; "
-          f"{measured['macs'] / 1e6:.2f} M multiply-adds at {file.input_size}x{file.input_size})")
+          f"{sample.macs / 1e6:.2f} M multiply-adds at {file.input_size}x{file.input_size})")
     return 0
 
 

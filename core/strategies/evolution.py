@@ -132,17 +132,14 @@ class PredictorSearch(StandaloneSearch):
     def predict(self, choices: Choices, images: torch.Tensor) -> float:
         """The predictor's score of one arch: its backbone built (seeded, as ``nascore bench collect`` measures
         archs) and measured as a performance record is."""
-        from ..collect import measure_arch
-        from ..graph import graph_from_record
-        from ..predictors.base import Sample
+        from ..predictors.base import measured_sample
 
         ctx = self.ctx
         arch = Arch(space=ctx.space.name, config=ctx.space.config.model_dump(mode="json"), choices=choices)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
-            measured = measure_arch(ctx.space.build(arch), ctx.space.input_size, ctx.info.in_channels, images)
-        sample = Sample(graph_from_record(measured["graph"]), ctx.tasks[0].name, measured["macs"],
-                        measured["params"], measured["proxies"], choices=choices)
+            sample = measured_sample(ctx.space.build(arch), ctx.space.input_size, ctx.info.in_channels, images,
+                                     ctx.tasks[0].name, choices)
         return float(self.predictor.predict([sample])[0])
 
     # -- state -----------------------------------------------------------------------------------
