@@ -191,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        hint = "run the same command again to resume the table" if args.command == "lut" else "resume with --resume"
+        hint = {"lut": "run the same command again to resume the table",
+                "bench": "run the same command again to resume the collection",
+                "compare": "run the same command again: finished runs are kept, the interrupted one resumes",
+                }.get(args.command, "resume with --resume")
         print(f"interrupted; {hint}", file=sys.stderr)
         return 130
 
