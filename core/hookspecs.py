@@ -47,7 +47,7 @@ def nascore_search_strategies() -> list[type[SearchStrategy]]:
     """Search strategies.
 
     :return: subclasses of ``nascore.SearchStrategy``, and of ``nascore.Sampling`` for those that can draw archs
-        for the Pareto step.
+        for the Pareto step (or of ``nascore.Evaluating`` for those that train the archs they consider).
     """
 
 

@@ -42,7 +42,8 @@ class StandaloneSearch(SearchStrategy, Evaluating):
         task = ctx.tasks[0]
         self.key, self.higher_is_better = f"{task.name}/{task.primary_metric}", task.higher_is_better
         #: the cost an arch may have at most: the spec's ``cost.loss.target`` when its form is ``budget``
-        self.limit = ctx.objective.target if isinstance(ctx.objective, Budget) and ctx.cost_table else None
+        self.limit = (ctx.objective.target if isinstance(ctx.objective, Budget) and ctx.cost_table is not None
+                      else None)
         self.trained: list[dict[str, Any]] = []
 
     # -- drawing archs under the budget ----------------------------------------------------------
