@@ -10,6 +10,10 @@ archs of the same space trained with the same data and budget (seed 0):
     nascore compare benchmarks/search/predictor.yaml --seeds 3 --out cmp_b
     python benchmarks/search_vs_random.py cmp_a cmp_b --collection perf/fbnet_12ep
 
+On a task without a collection (saliency), the archs the ``random`` searches trained are the pool:
+
+    python benchmarks/search_vs_random.py cmp_e cmp_f --random-runs cmp_e/saliency_random --task saliency
+
 For each strategy: the found archs' trained top-1 (mean +- std over seeds), backbone multiply-adds, and against
 the collection: the best collection arch of equal or lower backbone MACs, and the expected best of ``k`` random
 archs within the same budget (``k`` = the archs the strategy trained, plus those its predictor was fitted on;
@@ -26,9 +30,8 @@ import torch
 
 from nascore.costs.flops import FlopsCost
 from nascore.perfdata import PerfDataset
+from nascore.registry import get_registry
 from nascore.spec import load_spec
-
-TARGET_KEY = "classification"
 
 
 def backbone_macs(spec_path: str, choices: dict[str, str]) -> float:
@@ -50,14 +53,33 @@ def best_of_k(labels: list[float], k: int, draws: int = 10_000, seed: int = 0) -
     return statistics.fmean(best), statistics.stdev(best)
 
 
+def random_pool(collection: Path | None, runs: Path | None, task: str) -> list[tuple[float, float]]:
+    """(backbone MACs, label) of random archs trained with the searches' data and budget: a collection's records,
+    or the archs a ``random`` search trained (its metrics.jsonl rows; the searches' cost model is ``flops``)."""
+    if collection is not None:
+        return [(r.macs, r.tasks[task].label) for r in PerfDataset.read(collection).records
+                if task in r.tasks and r.tasks[task].label is not None]
+    key = f"trained/{task}/{get_registry().get('task', task).primary_metric}"
+    pool = []
+    for metrics in sorted(runs.glob("seed*/metrics.jsonl")):
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if row["phase"] == "search" and key in row:
+                pool.append((row["cost"], row[key]))
+    return pool
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("compare_dirs", nargs="+", type=Path)
-    p.add_argument("--collection", type=Path, required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--collection", type=Path, help="performance dataset of random archs (same data, budget)")
+    where.add_argument("--random-runs", type=Path, help="or: the folder of a random spec's compare runs, whose "
+                                                        "trained archs (every seed's) are the random pool")
+    p.add_argument("--task", default="classification")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    records = [r for r in PerfDataset.read(args.collection).records if r.tasks[TARGET_KEY].label is not None]
-    pool = [(r.macs, r.tasks[TARGET_KEY].label) for r in records]
+    pool = random_pool(args.collection, args.random_runs, args.task)
     out = {}
     for folder in args.compare_dirs:
         results = json.loads((folder / "compare.json").read_text())
@@ -72,7 +94,7 @@ def main() -> None:
             for e in entries:
                 macs = backbone_macs(str(spec_path), e["choices"])
                 cheaper = [label for m, label in pool if m <= macs]
-                rows.append({"seed": e["seed"], "top1": e["value"], "backbone_macs": macs,
+                rows.append({"seed": e["seed"], "value": e["value"], "backbone_macs": macs,
                              "best_cheaper_random": max(cheaper) if cheaper else None,
                              "cheaper_random_archs": len(cheaper), "archs_trained": e["archs_trained"],
                              "search_seconds": e["search_seconds"]})
@@ -80,23 +102,23 @@ def main() -> None:
             # every arch trained for the search: in it, and the ones its predictor was fitted on
             k = max(1, round(statistics.fmean(r["archs_trained"] for r in rows))) + (entries[0]["labelled_archs"] or 0)
             mean_best, std_best = best_of_k(under, k)
-            top1 = [r["top1"] for r in rows]
-            out[name] = {"runs": rows, "top1_mean": statistics.fmean(top1),
-                         "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0, "target_macs": target,
+            values = [r["value"] for r in rows]
+            out[name if name not in out else f"{name} ({folder.name})"] = {"runs": rows, "mean": statistics.fmean(values),
+                         "std": statistics.stdev(values) if len(values) > 1 else 0.0, "target_macs": target,
                          "random_under_target": len(under), "best_random_under_target": max(under),
                          f"random_best_of_{k}": {"k": k, "mean": mean_best, "std": std_best}}
-    print("| strategy | top-1 (seeds) | mean +- std | backbone M MACs | best cheaper random arch (of 150) | "
+    print(f"| strategy | {args.task} metric (seeds) | mean +- std | backbone M MACs | best random arch of <= MACs | "
           "random best-of-k within budget | search min |")
     print("|---|---|---|---|---|---|---|")
     for name, r in out.items():
         rb = next(v for k, v in r.items() if k.startswith("random_best_of_"))
         minutes = [x["search_seconds"] / 60 for x in r["runs"] if x["search_seconds"] is not None]
-        top1 = ", ".join(f"{x['top1']:.3f}" for x in r["runs"])
+        values = ", ".join(f"{x['value']:.3f}" for x in r["runs"])
         macs = ", ".join(f"{x['backbone_macs'] / 1e6:.2f}" for x in r["runs"])
         cheaper = ", ".join("-" if x["best_cheaper_random"] is None else f"{x['best_cheaper_random']:.3f}"
                             for x in r["runs"])
         spent = f"{statistics.fmean(minutes):.1f}" if minutes else "-"
-        print(f"| {name} | {top1} | {r['top1_mean']:.3f} +- {r['top1_std']:.3f} | {macs} | {cheaper} | "
+        print(f"| {name} | {values} | {r['mean']:.3f} +- {r['std']:.3f} | {macs} | {cheaper} | "
               f"k={rb['k']}: {rb['mean']:.3f} +- {rb['std']:.3f} | {spent} |")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
