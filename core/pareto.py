@@ -179,8 +179,8 @@ def run_pareto(ctx: SearchContext, space: SearchSpace, in_channels: int, strateg
         sampled = strategy.sample(config.samples, torch.Generator().manual_seed(epoch_seed(ctx.seed, 0, _STREAM)))
         rows = measure(ctx, space, in_channels, strategy.derive(), sampled, config)
     else:
-        log(f"pareto: skipped: strategy '{strategy.name}' does not sample archs from a search distribution "
-            "(it is not a nascore.Sampling)")
+        log(f"pareto: skipped: strategy '{strategy.name}' neither samples archs from a search distribution nor "
+            "trains them (it is not a nascore.Sampling or nascore.Evaluating)")
         return None
     mark_front(rows, ctx.tasks)
     write_plot(out_dir / PLOT_FILE, rows, ctx.tasks)

@@ -124,8 +124,8 @@ def test_strategy_without_sample_skips_the_step_with_a_note(data, tmp_path):
     ctx, space = make_ctx(data)
     notes: list[str] = []
     assert run_pareto(ctx, space, 3, Fixed(), ParetoConfig(), tmp_path, notes.append) is None
-    assert notes == ["pareto: skipped: strategy 'fixed' does not sample archs from a search distribution "
-                     "(it is not a nascore.Sampling)"]
+    assert notes == ["pareto: skipped: strategy 'fixed' neither samples archs from a search distribution nor "
+                     "trains them (it is not a nascore.Sampling or nascore.Evaluating)"]
     assert list(tmp_path.iterdir()) == []
 
 
