@@ -77,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--lut", help="lookup table to estimate from (operations it lacks are measured and added)")
     m.add_argument("--min-run-time", type=float, default=1.0, help="seconds of end-to-end timing")
 
+    ex = sub.add_parser("export", help="write a trained run's network (or an arch, random weights) as ONNX, a "
+                                       "torch.export program or TorchScript, checked against eager PyTorch")
+    ex.add_argument("source", help="run directory, train_model.pt (spec.yaml beside it), arch.json or named arch")
+    ex.add_argument("--format", required=True, choices=("onnx", "exported-program", "torchscript"))
+    ex.add_argument("--out", required=True, help="file to write (nothing is written if the check fails)")
+    ex.add_argument("--input-size", type=int, help="input pixels (default: the run's dataset image_size, or the "
+                                                   "arch's space input_size)")
+    ex.add_argument("--batch", type=int, default=1, help="batch size of the example input (default 1)")
+    ex.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis (checked at two sizes)")
+
     bench = sub.add_parser("bench", help="performance datasets: archs trained on a spec's tasks, for predictors")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     c = bsub.add_parser("collect", help="draw archs of a spec's space (stratified over multiply-adds), train each "
@@ -163,6 +173,11 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", required=True, help="folder of the runs (DIR/<spec name>/seed<s>) and the results; "
                                                   "finished runs are reused, unfinished ones resumed")
     overrides(cmp)
+
+    rep = sub.add_parser("report", help="one self-contained HTML page of a run directory: curves, decisions, "
+                                        "Pareto front, found archs, spec")
+    rep.add_argument("run", help="run directory (nascore run --out)")
+    rep.add_argument("--out", help="HTML file to write (default RUN/report.html)")
 
     d = sub.add_parser("data", help="built-in data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -466,6 +481,34 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run, args.out)}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .errors import NascoreError
+    from .export import TOLERANCE, export, load_source
+
+    if args.input_size is not None and args.input_size < 1:
+        raise NascoreError(f"--input-size must be a positive number of pixels, not {args.input_size}")
+    if args.batch < 1:
+        raise NascoreError(f"--batch must be at least 1, not {args.batch}")
+    source = load_source(args.source, args.input_size)
+    start = time.perf_counter()
+    result = export(source, args.format, args.out, args.batch, args.dynamic_batch)
+    print(f"source: {source.described}")
+    batch = f"dynamic (checked at {', '.join(map(str, result['batches']))})" if args.dynamic_batch else args.batch
+    print(f"input: {source.in_channels}x{source.input_size}x{source.input_size}, batch {batch}")
+    print(f"outputs: {', '.join(result['outputs'])}")
+    print(f"largest absolute difference from eager PyTorch: {result['max_abs_diff']:.3g} (relative "
+          f"{result['relative']:.3g}, tolerance {TOLERANCE:g})")
+    print(f"written: {result['out']} ({args.format}, {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from .errors import NascoreError, SpecError
     from .protocols import Exporting
@@ -535,7 +578,8 @@ def _cmd_predictor(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "plugins": _cmd_plugins,
             "info": _cmd_info, "graph": _cmd_graph, "train": _cmd_train, "lut": _cmd_lut, "measure": _cmd_measure,
-            "bench": _cmd_bench, "predictor": _cmd_predictor, "compare": _cmd_compare, "data": _cmd_data}
+            "bench": _cmd_bench, "predictor": _cmd_predictor, "compare": _cmd_compare, "data": _cmd_data,
+            "report": _cmd_report, "export": _cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -93,6 +93,9 @@ class SpecModel(BaseModel):
     #: timm model name -> arch file or named arch, registered with timm when the spec is loaded (so that e.g.
     #: a segmentation-models-pytorch encoder "tu-<name>" can use a found arch)
     timm_models: dict[str, str] = Field(default_factory=dict)
+    #: observers that log the run as it goes (``nascore.observers``): ``tensorboard`` writes TensorBoard event files
+    #: into RUN/tensorboard/ (needs the ``tensorboard`` package: ``pip install 'nascore[tensorboard]'``)
+    log: list[Literal["tensorboard"]] = Field(default_factory=list)
 
 
 #: the component blocks of a spec: top-level key -> component kind
@@ -130,17 +133,18 @@ class RunSpec:
     source: str = "<spec>"
     raw: dict[str, Any] = field(default_factory=dict)
     timm_models: dict[str, str] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
 
     def dump(self) -> dict[str, Any]:
         """The resolved spec: every default filled in, reloadable with ``load_spec``; keys in ``SpecModel``'s order,
-        those left unset (cost, train: None; timm_models: empty) left out."""
+        those left unset (cost, train: None; timm_models, log: empty) left out."""
         cost = None if self.cost is None else {**self.cost.dump(),
                                                "loss": self.objective.model_dump(mode="json", by_alias=True)}
         blocks = {"dataset": self.dataset.dump(), "tasks": [t.dump() for t in self.tasks], "space": self.space.dump(),
                   "strategy": self.strategy.dump(), "cost": cost}
         out = {key: blocks[key] if key in BLOCKS else to_jsonable_python(getattr(self, key))
                for key in SpecModel.model_fields}
-        return {key: value for key, value in out.items() if value not in (None, {})}
+        return {key: value for key, value in out.items() if value not in (None, {}, [])}
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:

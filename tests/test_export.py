@@ -1,0 +1,180 @@
+"""``nascore export``: every space's archs round-trip through every format within tolerance; a trained run exports
+with its heads; dynamic batch; bad sources and exporter failures exit 2 and leave no file."""
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nascore.arch import Arch
+from nascore.cli import main
+from nascore.export import FORMATS, META_FILE
+from nascore.registry import get_registry
+
+FBNET = {"width": 0.25, "input_size": 32, "head_channels": 64}
+SPACES = {
+    "fbnet": FBNET,  # channel shuffle (grouped k*_e1_g2 blocks)
+    "fbnetv2": {"input_size": 30, "stem": 8, "head_channels": 64, "stages": [  # hardswish, SE, sliced widths
+        {"channels": [8, 12, 16], "blocks": 2, "stride": 1, "expansions": [1.5, 3.0], "resolutions": [1, 2]},
+        {"channels": [16, 24], "blocks": 2, "stride": 2, "resolutions": [1, 2, 3]}]},
+    "fbnetv5": {"input_size": 32, "width": 0.25, "blocks": [1, 1, 1, 1], "head_channels": 64},  # multi-path
+}
+
+
+def tiny_arch(space_name: str, seed: int = 0) -> Arch:
+    """A random arch of a small space; branched: a tree over a tiny fbnet arch for tasks a, b."""
+    if space_name == "branched":
+        config = {"backbone": tiny_arch("fbnet").model_dump(mode="json"), "tasks": ["a", "b"], "input_size": 32}
+    else:
+        config = SPACES[space_name]
+    cls = get_registry().get("space", space_name)
+    space = cls(cls.Config.model_validate(config))
+    rng = random.Random(seed)
+    choices = {d.name: rng.choice([o for o in d.options if o != "skip"] or d.options) for d in space.decisions()}
+    return Arch(space=space_name, config=space.config.model_dump(mode="json"), choices=choices)
+
+
+def arch_file(tmp_path: Path, space_name: str) -> Path:
+    path = tmp_path / f"{space_name}.json"
+    tiny_arch(space_name).save(path)
+    return path
+
+
+def meta_of(fmt: str, path: Path) -> dict:
+    if fmt == "onnx":
+        import onnx
+
+        return {p.key[len("nascore."):]: p.value for p in onnx.load(str(path)).metadata_props}
+    files = {META_FILE: ""}
+    if fmt == "exported-program":
+        torch.export.load(str(path), extra_files=files)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated; the torchscript format is still asked for
+            torch.jit.load(str(path), _extra_files=files)
+    return json.loads(files[META_FILE])
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("space_name", ["fbnet", "fbnetv2", "fbnetv5", "branched"])
+def test_every_space_round_trips(tmp_path, capsys, space_name, fmt):
+    src = arch_file(tmp_path, space_name)
+    out = tmp_path / "out" / "model.bin"
+    assert main(["export", str(src), "--format", fmt, "--out", str(out), "--batch", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "random weights" in text and "largest absolute difference" in text
+    assert out.is_file() and not leftovers(out.parent)
+    meta = meta_of(fmt, out)
+    assert json.loads(meta["arch"])["choices"] == tiny_arch(space_name).choices
+    assert meta["input_size"] == str(SPACES.get(space_name, FBNET)["input_size"])
+    outputs = json.loads(meta["outputs"])
+    if space_name == "branched":
+        assert {o.split(".")[0] for o in outputs} == {"a", "b"}
+    else:
+        assert outputs == ["classification"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_dynamic_batch(tmp_path, capsys, fmt):
+    out = tmp_path / "m"
+    assert main(["export", str(arch_file(tmp_path, "fbnet")), "--format", fmt, "--out", str(out),
+                 "--dynamic-batch"]) == 0
+    assert "checked at 1, 3" in capsys.readouterr().out
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        (result,) = session.run(None, {"input": torch.randn(5, 3, 32, 32).numpy()})
+        assert result.shape == (5, 1000)
+
+
+def test_trained_run_exports_with_its_heads(tmp_path, capsys):
+    spec = {"seed": 0,
+            "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 16, "num_val": 8, "num_test": 8,
+                        "cache_dir": str(tmp_path / "cache")},
+            "tasks": [{"name": "classification"}, {"name": "segmentation"}],
+            "space": {"name": "fbnetv5", **SPACES["fbnetv5"]},
+            "strategy": {"name": "reinforce", "epochs": 1, "batch_size": 8, "max_steps": 1},
+            "train": {"epochs": 1, "batch_size": 8}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    run = tmp_path / "run"
+    assert main(["train", str(arch_file(tmp_path, "fbnetv5")), "--spec", str(tmp_path / "spec.yaml"),
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    for src, fmt in [(run / "train_model.pt", "exported-program"), (run, "torchscript"), (run, "onnx")]:
+        out = tmp_path / f"trained.{fmt}"
+        assert main(["export", str(src), "--format", fmt, "--out", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "trained weights" in text and "outputs: classification, segmentation" in text
+        meta = meta_of(fmt, out)
+        assert json.loads(meta["trained"]) is True and "mean" in meta and "std" in meta  # null: not known
+    # the weights are the trained ones: the file's classification output matches the checkpoint's network
+    import onnxruntime
+
+    from nascore.export import load_source
+
+    source = load_source(str(run))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        eager = source.model(x)["classification"]
+    got = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        ["classification"], {"input": x.numpy()})[0]
+    assert torch.allclose(eager, torch.from_numpy(got), atol=1e-4)
+
+
+def test_bad_sources_exit_2_without_a_file(tmp_path, capsys):
+    out = tmp_path / "o" / "m.onnx"
+    corrupt = tmp_path / "run" / "train_model.pt"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"PK\x03\x04 not really")
+    (tmp_path / "notarch.json").write_text('{"hello": 1}')
+    (tmp_path / "empty").mkdir()
+    for src, named in [(tmp_path / "missing.json", "missing.json"), (tmp_path / "notarch.json", "notarch.json"),
+                       (corrupt, "train_model.pt"), (tmp_path / "empty", "empty"), ("no_such_arch", "no_such_arch")]:
+        assert main(["export", str(src), "--format", "onnx", "--out", str(out)]) == 2
+        assert named in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_exporter_failure_names_the_module(tmp_path, capsys, monkeypatch):
+    from nascore.spaces.fbnet_blocks import ChannelShuffle
+
+    # a round trip through NumPy: runs eagerly, but torch.export traces with fake tensors, which have no data
+    monkeypatch.setattr(ChannelShuffle, "forward", lambda self, x: torch.from_numpy(x.detach().numpy()))
+    out = tmp_path / "m.pt2"
+    assert main(["export", str(arch_file(tmp_path, "fbnet")), "--format", "exported-program", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "export to exported-program failed in module" in err and "(ChannelShuffle)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fbnet.json"]
+
+
+def test_unsupported_onnx_op_is_named(tmp_path, capsys, monkeypatch):
+    from nascore.spaces.fbnet_blocks import ChannelShuffle
+
+    monkeypatch.setattr(ChannelShuffle, "forward", lambda self, x: torch.fft.fft(x).real)
+    assert main(["export", str(arch_file(tmp_path, "fbnet")), "--format", "onnx", "--out",
+                 str(tmp_path / "m.onnx")]) == 2
+    captured = capsys.readouterr()
+    assert "'aten::fft_fft'" in captured.err and "in module model.backbone.layers." in captured.err
+    assert ".shuffle (ChannelShuffle)" in captured.err and "Torch IR graph" not in captured.out + captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fbnet.json"]
+
+
+def test_a_failed_check_exits_2_without_a_file(tmp_path, capsys, monkeypatch):
+    from nascore import export
+
+    real = export._runner
+    monkeypatch.setattr(export, "_runner", lambda fmt, path: (lambda x: [t + 1e-2 for t in real(fmt, path)(x)]))
+    assert main(["export", str(arch_file(tmp_path, "fbnetv2")), "--format", "onnx", "--out",
+                 str(tmp_path / "m.onnx")]) == 2
+    assert "differs from eager PyTorch by 0.01" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fbnetv2.json"]
