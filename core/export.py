@@ -229,9 +229,8 @@ def _export_onnx(flat: Flat, x: Tensor, path: Path, dynamic: bool, meta: dict[st
     except Exception as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         where = _op_module(first, log[0] if log else "")
-        if where is None:
-            raise
-        raise NascoreError(f"export to onnx failed in module {where}: {type(exc).__name__}: {first}") from None
+        place = f" in module {where}" if where is not None else ""
+        raise NascoreError(f"export to onnx failed{place}: {type(exc).__name__}: {first}") from None
     proto = onnx.load(str(path))
     for key, value in meta.items():
         proto.metadata_props.add(key=f"nascore.{key}", value=value)

@@ -32,7 +32,7 @@ def available() -> bool:
 
 
 def _wanted(run: Run) -> bool:
-    return NAME in getattr(run.spec, "log", ())
+    return NAME in run.spec.log
 
 
 def scalars(row: dict[str, Any], prefix: str) -> dict[str, float]:
