@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .arch import Arch, arch_space, is_arch_file, resolve_arch
 from .errors import NascoreError
+from .fileio import atomic_path
 
 FORMATS = ("onnx", "exported-program", "torchscript")
 #: ONNX opset: HardSwish needs 14; 17 is supported by every ONNX Runtime of the last years and by the exporter
@@ -308,11 +309,7 @@ def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_ba
     meta = {"arch": source.arch.model_dump_json(exclude_none=True), "input_size": str(source.input_size),
             "in_channels": str(source.in_channels), "mean": json.dumps(source.mean), "std": json.dumps(source.std),
             "outputs": json.dumps(flat.names), "trained": json.dumps(source.trained)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_path(out) as tmp:
         with _module_trail(flat) as trail, torch.no_grad():
             try:
                 EXPORTERS[fmt](flat, x, tmp, dynamic_batch, meta)
@@ -338,10 +335,4 @@ def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_ba
         if relative > TOLERANCE:
             raise NascoreError(f"the exported {fmt} file differs from eager PyTorch by {diff:.3g} (relative "
                                f"{relative:.3g} > {TOLERANCE:g}); nothing written")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the export is an ordinary file
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"out": out, "outputs": flat.names, "batches": batches, "max_abs_diff": diff, "relative": relative}
