@@ -28,6 +28,7 @@ from resumable import run_once  # sibling module (the scripts run from benchmark
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
 from nascore.spec import read_spec_file
+from nascore.supernet import random_choices
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "fbnetv5.yaml"
 TASKS = ("classification", "segmentation", "detection")
@@ -52,8 +53,7 @@ def random_archs(arch: Arch, n: int, tolerance: float, seed: int) -> list[Arch]:
     generator = torch.Generator().manual_seed(seed)
     found: list[Arch] = []
     for _ in range(200000):
-        choices = {d.name: d.options[int(torch.randint(len(d.options), (1,), generator=generator))]
-                   for d in decisions}
+        choices = random_choices(decisions, generator)
         if abs(table.of_choices(choices) / target - 1) <= tolerance and choices != arch.choices \
                 and all(choices != a.choices for a in found):
             found.append(Arch(space=arch.space, config=arch.config, choices=choices, task=arch.task))

@@ -41,6 +41,7 @@ from .progress import Reporter
 from .protocols import CostEstimate
 from .proxies import naswot, synflow
 from .spec import RunSpec, validate_spec
+from .supernet import random_choices
 from .task import build_network
 from .train import train_epoch, validate
 
@@ -66,7 +67,7 @@ def draw(spec: RunSpec, n: int, seed: int, in_channels: int) -> list[dict[str, s
     for _ in range(20 * want):  # small spaces run out of distinct archs: stop drawing at some point
         if len(pool) >= want:
             break
-        choices = {d.name: d.options[int(torch.randint(len(d.options), (1,), generator=g))] for d in decisions}
+        choices = random_choices(decisions, g)
         pool.setdefault(json.dumps(supernet.canonical(choices), sort_keys=True), choices)
     if len(pool) < n:
         raise NascoreError(f"--archs {n}: space '{space.name}' gave only {len(pool)} distinct archs")

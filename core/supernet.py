@@ -247,6 +247,11 @@ class Supernet(nn.Module):
         return CostTable(cost_model.unit, self.decisions(), float(sum(fixed)) + cost_model.overhead(), options)
 
 
+def random_choices(decisions: Iterable[Decision], generator: torch.Generator) -> dict[str, str]:
+    """One arch with every decision's option drawn uniformly from ``generator`` (one draw per decision, in order)."""
+    return {d.name: d.options[int(torch.randint(len(d.options), (1,), generator=generator))] for d in decisions}
+
+
 def one_hot(decisions: list[Decision], choices: Mapping[str, str], device: torch.device | str = "cpu"
             ) -> dict[str, Tensor]:
     """The one-hot mix that selects ``choices`` (decision name -> option label)."""

@@ -18,6 +18,7 @@ from ..loops import weight_optimizer
 from ..protocols import Choices, Evaluating
 from ..spec import TrainBudget
 from ..strategy import SHARED, SearchContext, SearchStrategy
+from ..supernet import random_choices
 from ..task import build_network
 
 #: draws of a random arch before giving up on finding one under the budget that was not drawn before
@@ -60,8 +61,7 @@ class StandaloneSearch(SearchStrategy, Evaluating):
     def random_arch(self, generator: torch.Generator, exclude: set[str] = frozenset()) -> Choices:
         """A uniformly random arch within the budget whose key is not in ``exclude``."""
         for _ in range(MAX_DRAWS):
-            choices = {d.name: d.options[int(torch.randint(len(d.options), (1,), generator=generator))]
-                       for d in self.decisions}
+            choices = random_choices(self.decisions, generator)
             if self.key_of(choices) not in exclude and self.affordable(choices):
                 return choices
         raise NascoreError(f"strategy '{self.name}': no new arch within cost.loss.target {self.limit:g} "
