@@ -68,10 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     overrides(b)
 
     m = sub.add_parser("measure", help="end-to-end latency of an arch next to its lookup-table estimate")
-    m.add_argument("arch", help="arch.json file or named arch")
-    m.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    m.add_argument("arch", help="arch.json file, named arch, or a file nascore export wrote (.onnx: timed on "
+                                "ONNX Runtime; exported program or TorchScript: on PyTorch)")
+    m.add_argument("--backend", choices=("torch", "onnxruntime"), help="for an arch (default torch)")
     m.add_argument("--input-size", type=int)
-    m.add_argument("--batch", type=int, default=1)
+    m.add_argument("--batch", type=int, help="default 1, or an exported file's fixed batch")
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
     m.add_argument("--lut", help="lookup table to estimate from (operations it lacks are measured and added)")
@@ -86,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
                                                    "arch's space input_size)")
     ex.add_argument("--batch", type=int, default=1, help="batch size of the example input (default 1)")
     ex.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis (checked at two sizes)")
+    ex.add_argument("--int8", action="store_true",
+                    help="ONNX only, a trained source: post-training static int8 quantization with ONNX Runtime, "
+                         "calibrated on the run's training split; prints the validation metrics and latency of "
+                         "float32 and int8 (the int8 file has a dynamic batch axis)")
+    ex.add_argument("--calibration-batches", type=int, default=8, metavar="K",
+                    help="training batches to calibrate int8 on (default 8)")
 
     bench = sub.add_parser("bench", help="performance datasets: archs trained on a spec's tasks, for predictors")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
@@ -447,6 +454,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     from .arch import arch_space, resolve_arch
     from .costs.latency import LatencyCost
     from .errors import NascoreError, SpecError
+    from .export import exported_format, read_exported
     from .progress import Reporter
     from .spec import validate_component
 
@@ -454,6 +462,11 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         raise NascoreError(f"--input-size must be a positive number of pixels, not {args.input_size}")
     if args.min_run_time <= 0:
         raise NascoreError(f"--min-run-time must be positive, not {args.min_run_time}")
+    if args.batch is not None and args.batch < 1:
+        raise NascoreError(f"--batch must be at least 1, not {args.batch}")
+    if Path(args.arch).is_file() and exported_format(Path(args.arch)) is not None:
+        return _measure_file(args, read_exported(Path(args.arch)))
+    args.backend, args.batch = args.backend or "torch", args.batch or 1
     flags = {"backend": "--backend", "batch_size": "--batch", "threads": "--threads", "device": "--device",
              "lut": "--lut"}
     try:
@@ -481,6 +494,47 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure_file(args: argparse.Namespace, exported: Any) -> int:
+    """Latency of an exported file: ONNX on ONNX Runtime, an exported program or TorchScript on PyTorch."""
+    import warnings
+
+    import torch
+
+    from .costs.timing import OnnxRuntimeBackend, TorchBackend, device_name
+    from .errors import NascoreError
+    from .export import load_module
+    from .progress import Reporter
+
+    runtime = "onnxruntime" if exported.format == "onnx" else "torch"
+    for flag, value in (("--lut", args.lut), ("--input-size", args.input_size)):
+        if value is not None:
+            raise NascoreError(f"{flag} applies to an arch, not to an exported file (its input is fixed by the file)")
+    if args.backend not in (None, runtime):
+        raise NascoreError(f"--backend {args.backend}: a {exported.format} file runs on {runtime}")
+    if runtime == "onnxruntime" and args.device != "cpu":
+        raise NascoreError(f"--device {args.device}: an ONNX file is timed on ONNX Runtime's CPU execution provider")
+    batch = args.batch or exported.batch or 1
+    if exported.batch is not None and batch != exported.batch:
+        raise NascoreError(f"--batch {batch}: {exported.path} was exported with a fixed batch of {exported.batch}")
+    shape = (batch, *exported.input_shape)
+    if runtime == "onnxruntime":
+        backend = OnnxRuntimeBackend(args.threads)
+        timing = backend.time_session(backend.load(str(exported.path)), shape, args.min_run_time)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # moving a TorchScript module reads .grad of non-leaf tensors
+            timing = TorchBackend(args.device, args.threads).time(load_module(exported.format, exported.path),
+                                                                  shape, args.min_run_time)
+    where = device_name(torch.device(args.device if runtime == "torch" else "cpu"))
+    kind = "int8" if "int8" in exported.meta else "float32"
+    Reporter().table(f"{exported.path}: latency ({runtime})", [
+        ("file", f"{exported.format}, {kind}"),
+        ("setup", f"{where}, {args.threads} thread(s), batch {batch}, input {shape[2]}x{shape[3]}"),
+        ("measured median", f"{timing.median_ms:.3f} ms"),
+        ("measured p90", f"{timing.p90_ms:.3f} ms ({timing.runs} runs)")], ("", "value"))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -498,15 +552,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise NascoreError(f"--batch must be at least 1, not {args.batch}")
     source = load_source(args.source, args.input_size)
     start = time.perf_counter()
-    result = export(source, args.format, args.out, args.batch, args.dynamic_batch)
+    result = export(source, args.format, args.out, args.batch, args.dynamic_batch,
+                    args.calibration_batches if args.int8 else None)
     print(f"source: {source.described}")
-    batch = f"dynamic (checked at {', '.join(map(str, result['batches']))})" if args.dynamic_batch else args.batch
+    batch = f"dynamic (checked at {', '.join(map(str, result['batches']))})" if len(result["batches"]) > 1 \
+        else args.batch
     print(f"input: {source.in_channels}x{source.input_size}x{source.input_size}, batch {batch}")
     print(f"outputs: {', '.join(result['outputs'])}")
-    print(f"largest absolute difference from eager PyTorch: {result['max_abs_diff']:.3g} (relative "
-          f"{result['relative']:.3g}, tolerance {TOLERANCE:g})")
-    print(f"written: {result['out']} ({args.format}, {time.perf_counter() - start:.1f} s)")
+    print(f"largest absolute difference of the {'float32 ' if args.int8 else ''}file from eager PyTorch: "
+          f"{result['max_abs_diff']:.3g} (relative {result['relative']:.3g}, tolerance {TOLERANCE:g})")
+    if args.int8:
+        _print_int8(result["int8"])
+    print(f"written: {result['out']} ({args.format}{', int8' if args.int8 else ''}, "
+          f"{time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def _print_int8(q: Any) -> None:
+    from .progress import Reporter
+
+    print(f"int8: ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 activations), calibrated "
+          f"on {q.calibration_images} training images; largest difference from eager {q.max_abs_diff:.3g}")
+    rows = [(key, f"{e:.4f}", f"{f:.4f}", f"{i:.4f}", f"{i - f:+.4f}") for key, (e, f, i) in q.metrics.items()]
+    rows.append(("latency, ms (ONNX Runtime, 1 thread, batch 1)", "", f"{q.latency_ms[0]:.3f}",
+                 f"{q.latency_ms[1]:.3f}", f"{q.latency_ms[0] / q.latency_ms[1]:.2f}x faster"))
+    Reporter().table("validation split", rows, ("", "eager", "onnx float32", "onnx int8", "int8 - float32"))
 
 
 def _cmd_data(args: argparse.Namespace) -> int:

@@ -15,11 +15,12 @@ import re
 import sys
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,10 @@ from torch import Tensor, nn
 from .arch import Arch, arch_space, is_arch_file, resolve_arch
 from .errors import NascoreError
 from .fileio import atomic_path
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+    from .task import Task
 
 FORMATS = ("onnx", "exported-program", "torchscript")
 #: ONNX opset: HardSwish needs 14; 17 is supported by every ONNX Runtime of the last years and by the exporter
@@ -49,6 +54,17 @@ class Source:
     described: str  # e.g. "runs/x/train_model.pt (trained weights, heads: classification)"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    data: Data | None = None  # a trained model's run data (what int8 calibrates and validates on)
+
+
+@dataclass
+class Data:
+    """The dataset, tasks and training batch size and seed of the run a trained model comes from."""
+
+    dataset: Dataset
+    tasks: list[Task]
+    batch_size: int
+    seed: int
 
 
 def flatten(out: Any, prefix: str = "") -> list[tuple[str, Tensor]]:
@@ -62,6 +78,15 @@ def flatten(out: Any, prefix: str = "") -> list[tuple[str, Tensor]]:
     else:
         raise NascoreError(f"the network returns a {type(out).__name__}; only tensors, lists and dicts export")
     return [pair for key, value in items for pair in flatten(value, f"{prefix}.{key}" if prefix else key)]
+
+
+def unflatten(template: Any, tensors: Iterator[Tensor]) -> Any:
+    """``tensors`` (in ``flatten`` order) put back into the nesting of ``template``, a network output."""
+    if isinstance(template, Tensor):
+        return next(tensors)
+    if isinstance(template, dict):
+        return {key: unflatten(value, tensors) for key, value in template.items()}
+    return type(template)(unflatten(value, tensors) for value in template)
 
 
 class Flat(nn.Module):
@@ -105,7 +130,7 @@ def _starts_with_zip(path: Path) -> bool:
 def _trained(model_file: Path, input_size: int | None) -> Source:
     from .fileio import load_checkpoint
     from .rundir import SPEC_FILE
-    from .spec import load_spec
+    from .spec import TrainConfig, load_spec
     from .strategy import owner_tasks
     from .task import build_network
 
@@ -122,7 +147,8 @@ def _trained(model_file: Path, input_size: int | None) -> Source:
         raise NascoreError(f"trained model {model_file} has no {SPEC_FILE} beside it (the run's spec, which gives "
                            "its tasks and dataset)")
     spec = load_spec(spec_path)
-    info = spec.dataset.create().info()
+    dataset = spec.dataset.create()
+    info = dataset.info()
     size = input_size or info.image_size
     space = arch_space(arch, str(model_file), input_size=size)
     tasks = owner_tasks([t.create() for t in spec.tasks], arch.task)
@@ -133,8 +159,9 @@ def _trained(model_file: Path, input_size: int | None) -> Source:
         raise NascoreError(f"trained model {model_file} does not fit its arch and the tasks of {spec_path}: "
                            f"{str(exc).splitlines()[0]}") from None
     heads = ", ".join(t.name for t in tasks)
+    data = Data(dataset, tasks, (spec.train or TrainConfig()).batch_size, spec.seed)
     return Source(network.eval(), arch, size, info.in_channels, True,
-                  f"{model_file} (trained weights, heads: {heads})", info.mean, info.std)
+                  f"{model_file} (trained weights, heads: {heads})", info.mean, info.std, data)
 
 
 def _untrained(ref: str, input_size: int | None) -> Source:
@@ -255,22 +282,21 @@ def _export_torchscript(flat: Flat, x: Tensor, path: Path, dynamic: bool, meta: 
 def _runner(fmt: str, path: Path) -> Callable[[Tensor], list[Tensor]]:
     """The written file loaded back, as a function of a batch."""
     if fmt == "onnx":
-        try:
-            import onnxruntime
-        except ImportError:
-            raise NascoreError("checking an ONNX export needs onnxruntime: pip install onnxruntime "
-                               "(or pip install 'nascore[onnx]')") from None
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        from .costs.timing import OnnxRuntimeBackend
+
+        session = OnnxRuntimeBackend(threads=0).load(str(path))  # 0: ONNX Runtime's default threads
         return lambda x: [torch.from_numpy(o) for o in session.run(None, {"input": x.numpy()})]
-    if fmt == "exported-program":
-        module = torch.export.load(str(path)).module()
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = torch.jit.load(str(path))
+    module = load_module(fmt, path)
     return lambda x: list(module(x))
+
+
+def load_module(fmt: str, path: Path) -> nn.Module:
+    """An exported program's or TorchScript archive's module."""
+    if fmt == "exported-program":
+        return torch.export.load(str(path)).module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.load(str(path))
 
 
 EXPORTERS = {"onnx": _export_onnx, "exported-program": _export_program, "torchscript": _export_torchscript}
@@ -293,33 +319,48 @@ def check(run: Callable[[Tensor], list[Tensor]], flat: Flat, x: Tensor) -> tuple
     return diff, diff / scale
 
 
-def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_batch: bool = False
-           ) -> dict[str, Any]:
+def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_batch: bool = False,
+           int8_batches: int | None = None) -> dict[str, Any]:
     """Write ``source`` as ``fmt`` to ``out`` (atomically) after checking the file against eager PyTorch on a
-    seeded batch (and on a second batch size with ``dynamic_batch``); returns what was checked."""
+    seeded batch (and on a second batch size with ``dynamic_batch``); returns what was checked. With
+    ``int8_batches`` (ONNX, a trained source), the checked float32 file is quantized to int8 (``quantize``),
+    calibrated on that many training batches, and the int8 file is written; it has a dynamic batch axis."""
     if fmt not in EXPORTERS:
         raise NascoreError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out)
     if out.is_dir():
         raise NascoreError(f"--out {out} is a directory; expected a file name")
+    if int8_batches is not None:
+        if fmt != "onnx":
+            raise NascoreError(f"--int8 writes ONNX (ONNX Runtime's static quantization), not {fmt}: use "
+                               "--format onnx")
+        if int8_batches < 1:
+            raise NascoreError(f"--calibration-batches must be at least 1, not {int8_batches}")
+        if source.data is None:
+            raise NascoreError("--int8 calibrates on the run's dataset and scores on its validation split: the "
+                               "source must be a run directory or a train_model.pt, not an arch (random weights, "
+                               "no dataset)")
+        dynamic_batch = True  # calibration and validation run at the dataset's batch sizes
     shape = (batch, source.in_channels, source.input_size, source.input_size)
     # a dynamic batch axis is traced at a batch of at least 2: torch.export specialises a size of 1
     x = torch.randn((max(batch, 2) if dynamic_batch else batch, *shape[1:]), generator=torch.Generator().manual_seed(0))
     flat = Flat(source.model, x).eval()
     meta = {"arch": source.arch.model_dump_json(exclude_none=True), "input_size": str(source.input_size),
             "in_channels": str(source.in_channels), "mean": json.dumps(source.mean), "std": json.dumps(source.std),
-            "outputs": json.dumps(flat.names), "trained": json.dumps(source.trained)}
-    with atomic_path(out) as tmp:
+            "outputs": json.dumps(flat.names), "trained": json.dumps(source.trained), "batch": str(batch),
+            "dynamic_batch": json.dumps(dynamic_batch)}
+    with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="nascore-export-") as scratch:
+        target = tmp if int8_batches is None else Path(scratch) / "float32.onnx"
         with _module_trail(flat) as trail, torch.no_grad():
             try:
-                EXPORTERS[fmt](flat, x, tmp, dynamic_batch, meta)
+                EXPORTERS[fmt](flat, x, target, dynamic_batch, meta)
             except NascoreError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any exporter error: say where it happened
                 where = f" in module {trail[-1]}" if trail else ""
                 first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
                 raise NascoreError(f"export to {fmt} failed{where}: {type(exc).__name__}: {first}") from None
-        run = _runner(fmt, tmp)
+        run = _runner(fmt, target)
         batches = [batch, batch + 2] if dynamic_batch else [batch]
         diffs = []
         for b in batches:
@@ -335,4 +376,67 @@ def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_ba
         if relative > TOLERANCE:
             raise NascoreError(f"the exported {fmt} file differs from eager PyTorch by {diff:.3g} (relative "
                                f"{relative:.3g} > {TOLERANCE:g}); nothing written")
-    return {"out": out, "outputs": flat.names, "batches": batches, "max_abs_diff": diff, "relative": relative}
+        result = {"out": out, "outputs": flat.names, "batches": batches, "max_abs_diff": diff, "relative": relative}
+        if int8_batches is not None:
+            from .quantize import int8
+
+            result["int8"] = int8(source, flat, target, tmp, int8_batches)
+    return result
+
+
+# -- reading exported files back ---------------------------------------------------------------------------------
+@dataclass
+class Exported:
+    """A file ``nascore export`` wrote: its format, its ``nascore.*`` metadata and its fixed batch (None: dynamic)."""
+
+    path: Path
+    format: str
+    meta: dict[str, str]
+    batch: int | None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        size = int(self.meta["input_size"])
+        return int(self.meta["in_channels"]), size, size
+
+
+def exported_format(path: Path) -> str | None:
+    """``onnx``, ``exported-program`` or ``torchscript`` for a file of those formats, else None."""
+    if path.suffix == ".onnx":
+        return "onnx"
+    if not _starts_with_zip(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any(name.endswith("/archive_format") for name in names):
+        return "exported-program"
+    return "torchscript" if any("/code/" in name for name in names) else None
+
+
+def read_exported(path: Path) -> Exported:
+    """The format, metadata and batch of an exported file; a file without nascore's metadata is refused."""
+    fmt = exported_format(path)
+    if fmt is None:
+        raise NascoreError(f"{path} is not an ONNX file, torch.export program or TorchScript archive")
+    if fmt == "onnx":
+        import onnx
+
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - any protobuf or onnx error: a file that is not ONNX
+            raise NascoreError(f"{path} is not a readable ONNX file: {type(exc).__name__}: {exc}") from None
+        meta = {p.key[len("nascore."):]: p.value for p in proto.metadata_props if p.key.startswith("nascore.")}
+        dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
+        batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+    else:
+        with zipfile.ZipFile(path) as archive:
+            entry = next((n for n in archive.namelist() if n.endswith(f"/extra/{META_FILE}")), None)
+            meta = json.loads(archive.read(entry)) if entry is not None else {}
+        batch = None if meta.get("dynamic_batch") == "true" else int(meta.get("batch", 0)) or None
+    missing = [key for key in ("input_size", "in_channels") if key not in meta]
+    if missing:
+        raise NascoreError(f"{path} lacks nascore's metadata ({', '.join(missing)}): export it with nascore export")
+    return Exported(path, fmt, meta, batch)

@@ -44,10 +44,11 @@ MAX_YAML_NODES = 100_000
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temp file beside ``path`` for the block to write: renamed onto ``path`` when the block ends, with the
-    permissions of an ordinary new file (``mkstemp`` makes it private); removed when the block raises."""
+    permissions of an ordinary new file (``mkstemp`` makes it private); removed when the block raises. It ends
+    in ``path``'s suffix (``.a.x1y2.tmp.pt2``), as some writers (``torch.export.save``) go by it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     tmp = Path(name)
     try:

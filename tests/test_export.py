@@ -97,19 +97,25 @@ def test_dynamic_batch(tmp_path, capsys, fmt):
         assert result.shape == (5, 1000)
 
 
-def test_trained_run_exports_with_its_heads(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A run directory of a tiny fbnetv5 arch trained one epoch on classification and segmentation."""
+    tmp = tmp_path_factory.mktemp("trained")
     spec = {"seed": 0,
             "dataset": {"name": "digit-scenes", "image_size": 32, "num_train": 16, "num_val": 8, "num_test": 8,
-                        "cache_dir": str(tmp_path / "cache")},
+                        "cache_dir": str(tmp / "cache")},
             "tasks": [{"name": "classification"}, {"name": "segmentation"}],
             "space": {"name": "fbnetv5", **SPACES["fbnetv5"]},
             "strategy": {"name": "reinforce", "epochs": 1, "batch_size": 8, "max_steps": 1},
             "train": {"epochs": 1, "batch_size": 8}}
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    run = tmp_path / "run"
-    assert main(["train", str(arch_file(tmp_path, "fbnetv5")), "--spec", str(tmp_path / "spec.yaml"),
-                 "--out", str(run)]) == 0
-    capsys.readouterr()
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["train", str(arch_file(tmp, "fbnetv5")), "--spec", str(tmp / "spec.yaml"),
+                 "--out", str(tmp / "run")]) == 0
+    return tmp / "run"
+
+
+def test_trained_run_exports_with_its_heads(trained, tmp_path, capsys):
+    run = trained
     for src, fmt in [(run / "train_model.pt", "exported-program"), (run, "torchscript"), (run, "onnx")]:
         out = tmp_path / f"trained.{fmt}"
         assert main(["export", str(src), "--format", fmt, "--out", str(out)]) == 0
@@ -178,3 +184,64 @@ def test_a_failed_check_exits_2_without_a_file(tmp_path, capsys, monkeypatch):
                  str(tmp_path / "m.onnx")]) == 2
     assert "differs from eager PyTorch by 0.01" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fbnetv2.json"]
+
+
+def test_int8_export_scores_both_files(trained, tmp_path, capsys, monkeypatch):
+    import onnx
+    import onnxruntime
+
+    monkeypatch.chdir(tmp_path)  # ONNX Runtime's tools may write scratch files to the working directory
+    out = tmp_path / "int8.onnx"
+    assert main(["export", str(trained), "--format", "onnx", "--out", str(out), "--int8",
+                 "--calibration-batches", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "calibrated on 16 training images" in text and "batch dynamic" in text
+    for key in ("classification/top1", "segmentation/miou", "latency, ms"):
+        assert key in text
+    proto = onnx.load(str(out))
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    meta = {p.key[len("nascore."):]: p.value for p in proto.metadata_props}
+    int8 = json.loads(meta["int8"])
+    assert int8["calibration_images"] == 16 and set(int8["val"]) >= {"classification/top1", "segmentation/miou"}
+    assert Arch.model_validate_json(meta["arch"]).space == "fbnetv5"
+    # the written file is the int8 one and runs at any batch
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"input": torch.randn(3, 3, 32, 32).numpy()})
+    assert [o.shape[0] for o in outputs] == [3, 3]
+    assert [p.name for p in tmp_path.iterdir()] == ["int8.onnx"]
+
+
+def test_int8_refusals_exit_2_without_a_file(trained, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    for args, named in [([str(arch_file(tmp_path, "fbnet")), "--format", "onnx", "--int8"], "not an arch"),
+                        ([str(trained), "--format", "torchscript", "--int8"], "use --format onnx"),
+                        ([str(trained), "--format", "onnx", "--int8", "--calibration-batches", "0"],
+                         "--calibration-batches must be at least 1")]:
+        assert main(["export", *args, "--out", str(out)]) == 2
+        assert named in capsys.readouterr().err
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
+def test_measure_an_exported_file(tmp_path, capsys, fmt):
+    out = tmp_path / f"m.{fmt}"
+    assert main(["export", str(arch_file(tmp_path, "fbnet")), "--format", fmt, "--out", str(out), "--batch", "2"]) == 0
+    capsys.readouterr()
+    assert main(["measure", str(out), "--min-run-time", "0.05"]) == 0
+    text = capsys.readouterr().out
+    runtime = "onnxruntime" if fmt == "onnx" else "torch"
+    assert f"latency ({runtime})" in text and f"{fmt}, float32" in text and "batch 2, input 32x32" in text
+    assert "measured median" in text
+    for args, named in [(["--batch", "3"], "fixed batch of 2"), (["--lut", "x.json"], "--lut applies to an arch"),
+                        (["--backend", "onnxruntime" if fmt != "onnx" else "torch"], "runs on")]:
+        assert main(["measure", str(out), *args]) == 2
+        assert named in capsys.readouterr().err
+
+
+def test_measure_refuses_an_onnx_file_without_metadata(tmp_path, capsys):
+    path = tmp_path / "plain.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False,
+                      input_names=["input"])
+    assert main(["measure", str(path)]) == 2
+    assert "lacks nascore's metadata" in capsys.readouterr().err

@@ -107,13 +107,20 @@ class OnnxRuntimeBackend:
         try:
             import onnxruntime
         except ImportError:
-            raise NascoreError("latency backend 'onnxruntime' needs the onnxruntime package: "
-                               "pip install onnxruntime (or pip install 'nascore[onnx]')") from None
+            raise NascoreError("ONNX Runtime is needed here but the onnxruntime package (a dependency of nascore) "
+                               "does not import: pip install onnxruntime") from None
         self.ort, self.threads = onnxruntime, threads
 
     def fingerprint(self) -> dict[str, Any]:
         return {"backend": self.name, "device": device_name(torch.device("cpu")),
                 "onnxruntime": self.ort.__version__, "threads": self.threads}
+
+    def load(self, model: bytes | str):
+        """An inference session of an ONNX model (its bytes or its file) with this backend's threads."""
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
+        options.log_severity_level = 3
+        return self.ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     def session(self, module: nn.Module, input_shape: tuple[int, ...]):
         model = copy.deepcopy(module).cpu().float().eval()
@@ -123,19 +130,19 @@ class OnnxRuntimeBackend:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (torch.zeros(input_shape),), buffer, dynamo=False, input_names=["input"])
-        options = self.ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
-        options.log_severity_level = 3
-        return self.ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        return self.load(buffer.getvalue())
 
     def time(self, module: nn.Module, input_shape: tuple[int, ...], min_run_time: float) -> Timing:
+        return self.time_session(self.session(module, input_shape), input_shape, min_run_time)
+
+    def time_session(self, session: Any, input_shape: tuple[int, ...], min_run_time: float) -> Timing:
         """Time ``run_with_iobinding`` with the input and every output bound to preallocated buffers, as a
         deployment does; ``session.run`` would add an output allocation and a NumPy copy to every call."""
-        session = self.session(module, input_shape)
         x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).numpy()
         binding = session.io_binding()
-        # OrtValues made from NumPy arrays borrow their memory: the arrays stay referenced while timing
-        arrays = [x] + [np.empty(out.shape, dtype=np.float32) for out in session.get_outputs()]
+        # OrtValues made from NumPy arrays borrow their memory: the arrays stay referenced while timing; output
+        # shapes from one call, as a file with a dynamic batch axis declares them symbolically
+        arrays = [x] + [np.empty_like(out) for out in session.run(None, {"input": x})]
         binding.bind_ortvalue_input("input", self.ort.OrtValue.ortvalue_from_numpy(x))
         for out, array in zip(session.get_outputs(), arrays[1:]):
             binding.bind_ortvalue_output(out.name, self.ort.OrtValue.ortvalue_from_numpy(array))
