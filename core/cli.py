@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a trained run's network (or an arch, random weights) as ONNX, a "
                                        "torch.export program or TorchScript, checked against eager PyTorch")
-    ex.add_argument("source", help="run directory, train_model.pt (spec.yaml beside it), arch.json or named arch")
+    ex.add_argument("source", help="run directory, train_model.pt (spec.yaml beside it), arch.json or named arch, or "
+                                   "a plugin's source (e.g. a run of nascore-detectron2's detectron2 task)")
     ex.add_argument("--format", required=True, choices=("onnx", "exported-program", "torchscript"))
     ex.add_argument("--out", required=True, help="file to write (nothing is written if the check fails)")
     ex.add_argument("--input-size", type=int, help="input pixels (default: the run's dataset image_size, or the "
@@ -544,12 +545,25 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .errors import NascoreError
-    from .export import TOLERANCE, export, load_source
+    from .export import TOLERANCE, export, load_source, plugin_exporter
 
     if args.input_size is not None and args.input_size < 1:
         raise NascoreError(f"--input-size must be a positive number of pixels, not {args.input_size}")
     if args.batch < 1:
         raise NascoreError(f"--batch must be at least 1, not {args.batch}")
+    exporter = plugin_exporter(args.source)
+    if exporter is not None:
+        start = time.perf_counter()
+        result = exporter(fmt=args.format, out=args.out, input_size=args.input_size, batch=args.batch,
+                          dynamic_batch=args.dynamic_batch,
+                          calibration_batches=args.calibration_batches if args.int8 else None)
+        print(f"source: {result['described']}")
+        print(f"input: {result['input']}, batch {args.batch}")
+        print(f"outputs: {', '.join(result['outputs'])}")
+        print(f"largest absolute difference of the file from eager PyTorch: {result['max_abs_diff']:.3g} "
+              f"(relative {result['relative']:.3g}, tolerance {TOLERANCE:g})")
+        print(f"written: {result['out']} ({args.format}, {time.perf_counter() - start:.1f} s)")
+        return 0
     source = load_source(args.source, args.input_size)
     start = time.perf_counter()
     result = export(source, args.format, args.out, args.batch, args.dynamic_batch,

@@ -103,6 +103,14 @@ class Flat(nn.Module):
 
 
 # -- sources ---------------------------------------------------------------------------------------------------
+def plugin_exporter(ref: str) -> Callable[..., dict[str, Any]] | None:
+    """A plugin's exporter for ``ref`` (hook ``nascore_exporter``, e.g. nascore-detectron2 for runs of its
+    ``detectron2`` task), or None: nascore exports it itself."""
+    from .registry import get_registry
+
+    return get_registry().hook.nascore_exporter(source=ref)
+
+
 def load_source(ref: str, input_size: int | None = None) -> Source:
     """A run directory, a ``train_model.pt`` (its spec.yaml beside it), an arch file or a named arch."""
     path = Path(ref)

@@ -9,6 +9,7 @@ declared in ``protocols.py``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -144,4 +145,22 @@ def nascore_spec_loaded(spec: SpecModel, registry: Registry) -> list[str]:
     :param spec: the spec's top-level values (``nascore.spec.SpecModel``); component blocks are not resolved yet.
     :param registry: the registry the spec is validated with.
     :return: the problems, each ``"<field path>: <message>"`` (e.g. ``"timm_models.my_net: ..."``); [] if none.
+    """
+
+
+@hookspec(firstresult=True)
+def nascore_exporter(source: str) -> Callable[..., dict[str, Any]] | None:
+    """``nascore export SOURCE`` for a source this plugin owns (e.g. a run directory whose task is the plugin's),
+    whose model nascore's own exporter cannot write. Called before nascore loads SOURCE; the first plugin that
+    answers exports it. Decide cheaply (look at paths and the run's spec.yaml), load nothing yet.
+
+    :param source: the SOURCE argument as given: a run directory, a file, or an arch name.
+    :return: None for a source the plugin does not own; else a function
+        ``export(fmt: str, out: str | Path, input_size: int | None, batch: int, dynamic_batch: bool,
+        calibration_batches: int | None) -> dict`` (``calibration_batches``: int8 with that many calibration
+        batches, None for float32) that writes the file, runs it back and compares it with eager PyTorch (a
+        NascoreError and nothing written on any failure, an unsupported ``fmt`` or option included), and returns
+        ``out``, ``outputs`` (output names), ``max_abs_diff``, ``relative`` (largest difference over
+        ``max(1, |eager|)``), ``batches`` (the batch sizes checked), ``described`` (what was exported, for the
+        user) and ``input`` (what the file takes, in words).
     """
