@@ -514,23 +514,31 @@ def _measure_file(args: argparse.Namespace, exported: Any) -> int:
         raise NascoreError(f"--backend {args.backend}: a {exported.format} file runs on {runtime}")
     if runtime == "onnxruntime" and args.device != "cpu":
         raise NascoreError(f"--device {args.device}: an ONNX file is timed on ONNX Runtime's CPU execution provider")
-    batch = args.batch or exported.batch or 1
-    if exported.batch is not None and batch != exported.batch:
-        raise NascoreError(f"--batch {batch}: {exported.path} was exported with a fixed batch of {exported.batch}")
-    shape = (batch, *exported.input_shape)
+    if len(exported.input_shape) == 4:  # a batch of images: the file's own batch, or --batch for a dynamic one
+        batch = args.batch or exported.batch or 1
+        if exported.batch is not None and batch != exported.batch:
+            raise NascoreError(f"--batch {batch}: {exported.path} was exported with a fixed batch of "
+                               f"{exported.batch}")
+        shape = (batch, *exported.input_shape[1:])
+    else:
+        if args.batch not in (None, 1):
+            raise NascoreError(f"--batch {args.batch}: {exported.path} takes one input of shape "
+                               f"{exported.input_shape}, no batch")
+        batch, shape = 1, exported.input_shape
     if runtime == "onnxruntime":
         backend = OnnxRuntimeBackend(args.threads)
-        timing = backend.time_session(backend.load(str(exported.path)), shape, args.min_run_time)
+        timing = backend.time_session(backend.load(str(exported.path)), shape, args.min_run_time,
+                                      exported.input_name)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # moving a TorchScript module reads .grad of non-leaf tensors
             timing = TorchBackend(args.device, args.threads).time(load_module(exported.format, exported.path),
                                                                   shape, args.min_run_time)
     where = device_name(torch.device(args.device if runtime == "torch" else "cpu"))
-    kind = "int8" if "int8" in exported.meta else "float32"
+    kind = "quantized (int8)" if exported.quantized else "float32"
     Reporter().table(f"{exported.path}: latency ({runtime})", [
         ("file", f"{exported.format}, {kind}"),
-        ("setup", f"{where}, {args.threads} thread(s), batch {batch}, input {shape[2]}x{shape[3]}"),
+        ("setup", f"{where}, {args.threads} thread(s), batch {batch}, input {shape[-2]}x{shape[-1]}"),
         ("measured median", f"{timing.median_ms:.3f} ms"),
         ("measured p90", f"{timing.p90_ms:.3f} ms ({timing.runs} runs)")], ("", "value"))
     return 0

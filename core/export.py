@@ -395,17 +395,20 @@ def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_ba
 # -- reading exported files back ---------------------------------------------------------------------------------
 @dataclass
 class Exported:
-    """A file ``nascore export`` wrote: its format, its ``nascore.*`` metadata and its fixed batch (None: dynamic)."""
+    """An exported file: its format, its ``nascore.*`` metadata (empty for an ONNX file nascore did not write), its
+    input's name and shape (None for a dynamic axis: the batch)."""
 
     path: Path
     format: str
     meta: dict[str, str]
-    batch: int | None
+    input_name: str
+    input_shape: tuple[int | None, ...]
+    quantized: bool = False  # an ONNX graph with QuantizeLinear / QLinear* nodes
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        size = int(self.meta["input_size"])
-        return int(self.meta["in_channels"]), size, size
+    def batch(self) -> int | None:
+        """The fixed batch of an image-batch input (N, C, H, W); None when dynamic or when the input is one image."""
+        return self.input_shape[0] if len(self.input_shape) == 4 else None
 
 
 def exported_format(path: Path) -> str | None:
@@ -425,7 +428,9 @@ def exported_format(path: Path) -> str | None:
 
 
 def read_exported(path: Path) -> Exported:
-    """The format, metadata and batch of an exported file; a file without nascore's metadata is refused."""
+    """Format, metadata and input of an exported file. An ONNX file's input comes from its graph (any ONNX file
+    whose input has a static shape but for a dynamic batch will do); an exported program's or TorchScript archive's
+    from the metadata nascore export stores in it."""
     fmt = exported_format(path)
     if fmt is None:
         raise NascoreError(f"{path} is not an ONNX file, torch.export program or TorchScript archive")
@@ -437,14 +442,22 @@ def read_exported(path: Path) -> Exported:
         except Exception as exc:  # noqa: BLE001 - any protobuf or onnx error: a file that is not ONNX
             raise NascoreError(f"{path} is not a readable ONNX file: {type(exc).__name__}: {exc}") from None
         meta = {p.key[len("nascore."):]: p.value for p in proto.metadata_props if p.key.startswith("nascore.")}
-        dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
-        batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-    else:
+        if len(proto.graph.input) != 1:
+            raise NascoreError(f"{path} has {len(proto.graph.input)} graph inputs; expected one image input")
+        graph_input = proto.graph.input[0]
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+        if None in dims[1:] or (None in dims[:1] and len(dims) != 4):
+            raise NascoreError(f"{path}: input {graph_input.name!r} has dynamic axes {dims}; only the batch axis of "
+                               "an (N, C, H, W) input may be dynamic")
+        quantized = any(n.op_type == "QuantizeLinear" or n.op_type.startswith("QLinear") for n in proto.graph.node)
+        return Exported(path, fmt, meta, graph_input.name, tuple(dims), quantized)
+    try:
         with zipfile.ZipFile(path) as archive:
             entry = next((n for n in archive.namelist() if n.endswith(f"/extra/{META_FILE}")), None)
-            meta = json.loads(archive.read(entry)) if entry is not None else {}
-        batch = None if meta.get("dynamic_batch") == "true" else int(meta.get("batch", 0)) or None
-    missing = [key for key in ("input_size", "in_channels") if key not in meta]
-    if missing:
-        raise NascoreError(f"{path} lacks nascore's metadata ({', '.join(missing)}): export it with nascore export")
-    return Exported(path, fmt, meta, batch)
+            meta = json.loads(archive.read(entry)) if entry is not None else None
+        size = int(meta["input_size"])
+        batch = None if meta.get("dynamic_batch") == "true" else int(meta["batch"])
+        return Exported(path, fmt, meta, "input", (batch, int(meta["in_channels"]), size, size))
+    except (zipfile.BadZipFile, OSError, ValueError, TypeError, KeyError, AttributeError):
+        raise NascoreError(f"{path} lacks a readable {META_FILE} with the input size, channels and batch that "
+                           f"nascore export stores in a {fmt} file") from None

@@ -239,9 +239,33 @@ def test_measure_an_exported_file(tmp_path, capsys, fmt):
         assert named in capsys.readouterr().err
 
 
-def test_measure_refuses_an_onnx_file_without_metadata(tmp_path, capsys):
+def test_measure_takes_any_onnx_file_and_refuses_broken_ones(tmp_path, capsys):
     path = tmp_path / "plain.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False,
-                      input_names=["input"])
-    assert main(["measure", str(path)]) == 2
-    assert "lacks nascore's metadata" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False,
+                          input_names=["pixels"])
+    assert main(["measure", str(path), "--min-run-time", "0.05"]) == 0
+    text = capsys.readouterr().out
+    assert "onnx, float32" in text and "batch 1, input 8x8" in text
+    (tmp_path / "broken.onnx").write_bytes(b"\x00not a protobuf at all" * 10)
+    zipped = tmp_path / "archive.pt2"
+    import zipfile
+
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("a/archive_format", "pt2")
+        z.writestr(f"a/extra/{META_FILE}", "[1, 2]")
+    for bad, named in [(tmp_path / "broken.onnx", "not a readable ONNX file"),
+                       (zipped, f"lacks a readable {META_FILE}")]:
+        assert main(["measure", str(bad)]) == 2
+        assert named in capsys.readouterr().err
+
+
+def test_measure_an_int8_file(trained, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    assert main(["export", str(trained), "--format", "onnx", "--out", str(out), "--int8",
+                 "--calibration-batches", "1"]) == 0
+    capsys.readouterr()
+    assert main(["measure", str(out), "--batch", "2", "--min-run-time", "0.05"]) == 0  # dynamic batch
+    text = capsys.readouterr().out
+    assert "quantized (int8)" in text and "batch 2, input 32x32" in text

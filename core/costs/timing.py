@@ -135,15 +135,16 @@ class OnnxRuntimeBackend:
     def time(self, module: nn.Module, input_shape: tuple[int, ...], min_run_time: float) -> Timing:
         return self.time_session(self.session(module, input_shape), input_shape, min_run_time)
 
-    def time_session(self, session: Any, input_shape: tuple[int, ...], min_run_time: float) -> Timing:
+    def time_session(self, session: Any, input_shape: tuple[int, ...], min_run_time: float,
+                     input_name: str = "input") -> Timing:
         """Time ``run_with_iobinding`` with the input and every output bound to preallocated buffers, as a
         deployment does; ``session.run`` would add an output allocation and a NumPy copy to every call."""
         x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).numpy()
         binding = session.io_binding()
         # OrtValues made from NumPy arrays borrow their memory: the arrays stay referenced while timing; output
         # shapes from one call, as a file with a dynamic batch axis declares them symbolically
-        arrays = [x] + [np.empty_like(out) for out in session.run(None, {"input": x})]
-        binding.bind_ortvalue_input("input", self.ort.OrtValue.ortvalue_from_numpy(x))
+        arrays = [x] + [np.empty_like(out) for out in session.run(None, {input_name: x})]
+        binding.bind_ortvalue_input(input_name, self.ort.OrtValue.ortvalue_from_numpy(x))
         for out, array in zip(session.get_outputs(), arrays[1:]):
             binding.bind_ortvalue_output(out.name, self.ort.OrtValue.ortvalue_from_numpy(array))
         for _ in range(WARMUP_CALLS):
