@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from nascore.collect import run_plan
+from nascore.executor import LocalExecutor
 from nascore.perfdata import Manifest, PerfDataset, write_manifest
 from nascore.predictors.scoring import scores
 from nascore.spec import apply_overrides, validate_spec
@@ -37,7 +38,7 @@ def trained(source: Manifest, overrides: list[str], seed: int, n: int, out: Path
         out.mkdir(parents=True, exist_ok=True)
         write_manifest(out, manifest)
     done = {r.index for r in PerfDataset.read(out).records}
-    run_plan(manifest, out, [i for i in range(n) if i not in done], workers)
+    run_plan(manifest, out, [i for i in range(n) if i not in done], LocalExecutor(workers))
     return PerfDataset.read(out)
 
 

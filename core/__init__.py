@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Arch": "arch", "Backbone": "features", "Component": "component", "ComponentConfig": "component",
     "CostEstimate": "protocols", "CostModel": "costs.base", "CostTable": "supernet", "DataInfo": "dataset",
-    "Dataset": "dataset", "Decision": "supernet", "Evaluating": "protocols", "Exporting": "protocols", "GraphOperation": "protocols", "MixedOp": "supernet",
+    "Dataset": "dataset", "Decision": "supernet", "Distributing": "protocols", "Evaluating": "protocols",
+    "Exporting": "protocols", "GraphOperation": "protocols", "MixedOp": "supernet",
     "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "Predictor": "predictors.base",
     "SHARED": "strategy", "Sample": "predictors.base",
     "Sampling": "protocols", "SearchContext": "strategy", "SearchSpace": "space", "SearchStrategy": "strategy",

@@ -23,11 +23,20 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a spec field, e.g. --set strategy.epochs=3 (repeatable)")
 
+    def executor(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help=f"where {what} train: local (this process, default) or ray (one Ray task each; "
+                             "pip install 'nascore[ray]')")
+        sp.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
+        sp.add_argument("--cpus-per-task", type=int, default=1, metavar="N",
+                        help="CPUs (and torch threads) each Ray task declares (default 1); on CUDA also 1 GPU")
+
     r = sub.add_parser("run", help="search (and train, with a train: block) as a spec says")
     r.add_argument("spec")
     r.add_argument("--out", help="run directory (default runs/<spec name>-<time>)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     overrides(r)
+    executor(r, "the random strategy's archs and train.references")
 
     v = sub.add_parser("validate", help="check a spec; prints ok or every error")
     v.add_argument("spec")
@@ -55,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="output directory (default runs/train-<arch>-<time>)")
     t.add_argument("--resume", action="store_true")
     overrides(t)
+    executor(t, "the arch and its train.references")
 
     lut = sub.add_parser("lut", help="latency lookup tables")
     lsub = lut.add_subparsers(dest="lut_command", required=True, metavar="ACTION")
@@ -102,9 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("spec")
     c.add_argument("--archs", type=int, required=True, metavar="N", help="how many archs")
     c.add_argument("--out", required=True, help="dataset folder; an unfinished collection there is resumed")
-    c.add_argument("--workers", type=int, default=1, help="processes training archs at once (default 1)")
+    c.add_argument("--workers", type=int, default=1, help="processes training archs at once (default 1; "
+                                                          "--executor local)")
     c.add_argument("--seed", type=int, help="seed of the draw (default: the spec's seed)")
     overrides(c)
+    executor(c, "the archs")
     pl = bsub.add_parser("pseudo-label", help="AIO-P pseudo-labels of the archs bench collect draws: each arch is a "
                                              "path of a single-path supernet fine-tuned briefly with one task head "
                                              "shared by all (latent sampling), not trained from scratch")
@@ -359,6 +371,19 @@ def _run_spec_of(args: argparse.Namespace, registry: Any) -> tuple[Any, Path | N
                            "without the spec)") from None
 
 
+def _executor(args: argparse.Namespace, spec: Any, workers: int = 1) -> Any:
+    """The ``--executor`` of a command (nascore.executor); a CUDA spec's Ray tasks declare one GPU each."""
+    from .distributed import launched
+    from .errors import NascoreError
+    from .executor import make_executor
+
+    if args.executor == "ray" and launched():
+        raise NascoreError("--executor ray under torchrun: every rank would send the archs to Ray; run the command "
+                           "once, without torchrun")
+    return make_executor(args.executor, args.ray_address, args.cpus_per_task,
+                         1 if spec.device.startswith("cuda") else 0, workers, lambda m: print(m, file=sys.stderr))
+
+
 def _default_out(stem: str) -> Path:
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -372,7 +397,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides)
     if args.resume and not args.out:
         raise NascoreError("--resume needs --out DIR, the run directory to continue")
-    run = open_run(spec, Path(args.out) if args.out else _default_out(Path(args.spec).stem), args.resume)
+    run = open_run(spec, Path(args.out) if args.out else _default_out(Path(args.spec).stem), args.resume,
+                   executor=_executor(args, spec))
     run.reporter.log(f"run directory: {run.out_dir}")
     try:
         summary = run_spec(run)
@@ -391,15 +417,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides)
     arch = resolve_arch(args.arch)
     out = Path(args.out) if args.out else _default_out(f"train-{Path(args.arch).stem}")
-    run = build_run(spec, out, args.resume)
+    run = build_run(spec, out, args.resume, executor=_executor(args, spec))
     space = arch_space(arch, args.arch, run.registry, input_size=run.info.image_size)  # checked before writing
+    names = [t.name for t in run.tasks]
+    if arch.task is not None and arch.task not in names:  # e.g. FBNetV5's arch_detection.json in detectron2
+        note = (f"note: {args.arch} was found for task '{arch.task}', which the spec does not have: it is trained "
+                f"for the spec's tasks ({', '.join(names)})")
+        arch = arch.model_copy(update={"task": None})
+    else:
+        note = None
     run.open()
     run.reporter.log(f"run directory: {run.out_dir}")
+    if note:
+        run.reporter.log(note)
     _print_summary(run, train_run(run, arch, space))
     return 0
 
 
 def _print_summary(run: Any, summary: dict[str, Any]) -> None:
+    from . import distributed
+
+    if not distributed.is_main():  # under torchrun rank 0 alone prints
+        return
     for key, entry in summary["archs"].items():
         run.reporter.table(f"found arch ({key}) -> {run.out_dir / entry['file']}", entry["described"],
                            ("decision", "choice"))
@@ -463,11 +502,9 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         raise NascoreError(f"--input-size must be a positive number of pixels, not {args.input_size}")
     if args.min_run_time <= 0:
         raise NascoreError(f"--min-run-time must be positive, not {args.min_run_time}")
-    if args.batch is not None and args.batch < 1:
-        raise NascoreError(f"--batch must be at least 1, not {args.batch}")
     if Path(args.arch).is_file() and exported_format(Path(args.arch)) is not None:
         return _measure_file(args, read_exported(Path(args.arch)))
-    args.backend, args.batch = args.backend or "torch", args.batch or 1
+    args.backend, args.batch = args.backend or "torch", 1 if args.batch is None else args.batch
     flags = {"backend": "--backend", "batch_size": "--batch", "threads": "--threads", "device": "--device",
              "lut": "--lut"}
     try:
@@ -507,6 +544,8 @@ def _measure_file(args: argparse.Namespace, exported: Any) -> int:
     from .progress import Reporter
 
     runtime = "onnxruntime" if exported.format == "onnx" else "torch"
+    if args.batch is not None and args.batch < 1:
+        raise NascoreError(f"--batch must be at least 1, not {args.batch}")
     for flag, value in (("--lut", args.lut), ("--input-size", args.input_size)):
         if value is not None:
             raise NascoreError(f"{flag} applies to an arch, not to an exported file (its input is fixed by the file)")
@@ -636,7 +675,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.archs < 1 or args.workers < 1:
         raise NascoreError("--archs and --workers must be at least 1")
     spec = load_spec(args.spec, args.overrides)
-    result = collect(spec, Path(args.out), args.archs, spec.seed if args.seed is None else args.seed, args.workers)
+    result = collect(spec, Path(args.out), args.archs, spec.seed if args.seed is None else args.seed,
+                     _executor(args, spec, args.workers))
     rate = f", {result['archs_per_hour']:.0f} archs/hour" if result["archs_per_hour"] else ""
     print(f"collected {result['collected']} archs in {result['seconds']:.0f} s{rate}; "
           f"{args.archs} of {args.archs} in {args.out}")

@@ -6,15 +6,13 @@ short still covers the range). Each arch is trained from scratch with the spec's
 spec's tasks on its own (a network of the arch's backbone and that task's head, seeded by the spec's seed, as
 ``nascore train`` trains), and its record is written atomically when every task is done. A collection that is
 stopped resumes from its records: the plan is in ``dataset.json``, and the same spec, seed and count give the
-same plan. With ``workers`` > 1, archs train in that many processes (``spawn``), each with an equal share of the
-CPU threads.
+same plan. Archs train where the executor says (``nascore.executor``: in this process, in ``--workers`` processes
+or as Ray tasks); each record is written here as its arch finishes.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from .arch import Arch
 from .costs.flops import FlopsCost, count_macs, count_params
 from .data import loader
 from .errors import NascoreError, NonFiniteLossError
+from .executor import Executor, LocalExecutor
 from .graph import build_graph, graph_record
 from .loops import weight_optimizer
 from .perfdata import (
@@ -172,18 +171,14 @@ class Collector:
         return Record.model_validate(record)
 
 
-def _init_process(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 @lru_cache(maxsize=1)
 def _worker(manifest_json: str) -> Collector:
     return Collector(Manifest.model_validate_json(manifest_json))
 
 
-def _collect_one(manifest_json: str, out_dir: str, index: int) -> int:
-    write_record(Path(out_dir), _worker(manifest_json).record(index))
-    return index
+def collect_one(manifest_json: str, index: int) -> Record:
+    """Plan entry ``index`` trained and measured (an executor's job: the worker's Collector is built once)."""
+    return _worker(manifest_json).record(index)
 
 
 def open_collection(spec: RunSpec, out_dir: Path, n: int, seed: int) -> tuple[Manifest, list[int]]:
@@ -208,7 +203,7 @@ def open_collection(spec: RunSpec, out_dir: Path, n: int, seed: int) -> tuple[Ma
     return manifest, list(range(n))
 
 
-def collect(spec: RunSpec, out_dir: Path, n: int, seed: int, workers: int = 1,
+def collect(spec: RunSpec, out_dir: Path, n: int, seed: int, executor: Executor | None = None,
             reporter: Reporter | None = None) -> dict[str, Any]:
     """Collect (or resume) ``n`` archs into ``out_dir``; returns counts and timing."""
     reporter = reporter or Reporter()
@@ -218,30 +213,20 @@ def collect(spec: RunSpec, out_dir: Path, n: int, seed: int, workers: int = 1,
     manifest, todo = open_collection(spec, out_dir, n, seed)
     if len(todo) < n:
         reporter.log(f"resuming {out_dir}: {n - len(todo)} of {n} archs collected already")
-    return run_plan(manifest, out_dir, todo, workers, reporter)
+    return run_plan(manifest, out_dir, todo, executor, reporter)
 
 
-def run_plan(manifest: Manifest, out_dir: Path, todo: list[int], workers: int = 1,
+def run_plan(manifest: Manifest, out_dir: Path, todo: list[int], executor: Executor | None = None,
              reporter: Reporter | None = None) -> dict[str, Any]:
-    """Train and record the plan entries ``todo`` of ``manifest`` (whose ``dataset.json`` is in ``out_dir``)."""
+    """Train and record the plan entries ``todo`` of ``manifest`` (whose ``dataset.json`` is in ``out_dir``), each
+    record written as its arch finishes (default executor: this process)."""
     reporter = reporter or Reporter()
-    manifest_json = manifest.model_dump_json()
     start = time.perf_counter()
     with reporter.progress(len(todo), f"collect {len(todo)} archs x {len(manifest.tasks)} tasks") as advance:
-        if workers <= 1 or len(todo) <= 1:
-            for index in todo:
-                _collect_one(manifest_json, str(out_dir), index)
-                advance()
-        else:
-            import multiprocessing
-
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_process, initargs=(threads,)) as pool:
-                futures = [pool.submit(_collect_one, manifest_json, str(out_dir), i) for i in todo]
-                for future in as_completed(futures):
-                    future.result()
-                    advance()
+        for _, record in (executor or LocalExecutor()).run(collect_one, [(i,) for i in todo],
+                                                           manifest.model_dump_json()):
+            write_record(out_dir, record)
+            advance()
     seconds = time.perf_counter() - start
     return {"collected": len(todo), "archs": manifest.archs, "seconds": seconds,
             "archs_per_hour": len(todo) / seconds * 3600 if todo and seconds > 0 else None}

@@ -7,6 +7,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from . import distributed
+from .errors import NascoreError
+
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A seed for one epoch (and one random stream) of a run; resuming at an epoch reproduces it."""
@@ -22,8 +25,19 @@ def split(dataset: torch.utils.data.Dataset, fraction: float, seed: int) -> tupl
 
 
 def loader(dataset: torch.utils.data.Dataset, batch_size: int, collate: Callable[[list], Any], *,
-           shuffle: bool, seed: int = 0, epoch: int = 0, stream: int = 0) -> DataLoader:
+           shuffle: bool, seed: int = 0, epoch: int = 0, stream: int = 0, shard: bool = False) -> DataLoader:
+    """Batches of ``dataset`` in an order drawn from (seed, epoch, stream). With ``shard`` under torchrun, this
+    rank's disjoint share of them: ``batch_size`` is the global batch, split evenly over the ranks."""
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, stream))
+    ranks = distributed.world_size()
+    if shard and ranks > 1:
+        if batch_size % ranks:
+            raise NascoreError(f"batch_size: {batch_size} does not split evenly over the {ranks} processes of this "
+                               f"torchrun job (batch_size is the global batch); give a multiple of {ranks}")
+        share = distributed.sampler(dataset, shuffle, epoch_seed(seed, 0, stream), epoch)
+        per_rank = batch_size // ranks
+        return DataLoader(dataset, batch_size=min(per_rank, len(share)), sampler=share, generator=generator,
+                          collate_fn=collate, drop_last=shuffle and len(share) >= per_rank)
     return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle, generator=generator,
                       collate_fn=collate, drop_last=shuffle and len(dataset) >= batch_size)
 

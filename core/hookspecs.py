@@ -88,7 +88,8 @@ def nascore_predictors() -> list[type[Predictor]]:
 
 
 # Lifecycle: observers such as loggers, reporters, early stopping. Called by the runner (``nascore run``,
-# ``nascore train``) on every plugin that implements them.
+# ``nascore train``) on every plugin that implements them; under torchrun on every rank, alike (an observer that
+# writes files checks ``nascore.distributed.is_main()``).
 @hookspec
 def nascore_run_start(run: Run) -> None:
     """A run (search or training) is about to start its first epoch.

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .data import to_device
 from .errors import NonFiniteLossError
+from .precision import FULL, Precision
 from .task import Task
 
 
@@ -30,17 +31,18 @@ def summed(losses: dict[str, Tensor]) -> Tensor:
 def train_step(network: nn.Module, images: Any, targets: Any, tasks: list[Task], optimizer: torch.optim.Optimizer,
                device: torch.device, epoch: int, step: int,
                objective: Callable[[dict[str, Tensor]], Tensor] = summed,
-               inputs: Sequence[Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """One optimiser step on a batch: to ``device``, forward, every task's loss, ``objective`` of them (called
-    after the forward) checked finite (else the run stops naming ``epoch`` and ``step``), then zero_grad,
-    backward (into ``inputs`` only, when given) and the optimiser's step. Returns the loss and the task losses."""
-    images, targets = to_device(images, device), to_device(targets, device)
-    losses = task_losses(network(images), targets, tasks)
-    loss = objective(losses)
+               inputs: Sequence[Tensor] | None = None, precision: Precision = FULL
+               ) -> tuple[Tensor, dict[str, Tensor]]:
+    """One optimiser step on a batch: to ``device`` (in ``precision``'s memory format), forward and every task's
+    loss (under its autocast), ``objective`` of them (called after the forward) checked finite (else the run stops
+    naming ``epoch`` and ``step``), then zero_grad, backward (into ``inputs`` only, when given) and the optimiser's
+    step (loss-scaled under fp16). Returns the loss and the task losses."""
+    images, targets = precision.images(to_device(images, device)), to_device(targets, device)
+    with precision.autocast():
+        losses = task_losses(network(images), targets, tasks)
+        loss = objective(losses)
     check_finite(loss, epoch, step)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward(inputs=inputs)
-    optimizer.step()
+    precision.step(loss, optimizer, inputs)
     return loss, losses
 
 

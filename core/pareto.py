@@ -16,6 +16,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from . import distributed
 from .arch import Arch
 from .costs.base import CostModel
 from .costs.flops import FlopsCost
@@ -183,8 +184,9 @@ def run_pareto(ctx: SearchContext, space: SearchSpace, in_channels: int, strateg
             "trains them (it is not a nascore.Sampling or nascore.Evaluating)")
         return None
     mark_front(rows, ctx.tasks)
-    write_plot(out_dir / PLOT_FILE, rows, ctx.tasks)
-    write_csv(out_dir / CSV_FILE, rows)
+    if distributed.is_main():  # every rank evaluated the same archs alike
+        write_plot(out_dir / PLOT_FILE, rows, ctx.tasks)
+        write_csv(out_dir / CSV_FILE, rows)
     log(f"pareto: {len(rows)} archs, {sum(r.on_front for r in rows)} on the front -> {CSV_FILE}, {PLOT_FILE}")
     return rows
 

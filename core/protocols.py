@@ -103,6 +103,22 @@ class Sampling(ABC):
         """
 
 
+class Distributing(ABC):
+    """A search strategy that learns a distribution over the options of every decision (DNAS's and BMTAS's
+    architecture parameters, REINFORCE's policies); declared by subclassing, ``class MyStrategy(SearchStrategy,
+    Distributing)``. The search records it after every epoch, and ``nascore report`` draws how it evolved."""
+
+    @abstractmethod
+    def distributions(self) -> dict[str, dict[str, list[float]]]:
+        """The current distribution, in groups drawn together.
+
+        :return: per group (e.g. ``"shared"`` or a task's name: whose arch the decisions make), per decision, the
+            probability of each of its options, in the order of ``Decision.options``.
+
+        Called after every search epoch (and so must be cheap and leave the strategy's state as it is).
+        """
+
+
 class Evaluating(ABC):
     """A search strategy that trains each arch it considers on its own, from scratch, and so knows their validation
     metrics without a supernet (``random``, ``predictor``); declared by subclassing,

@@ -1,8 +1,8 @@
 """``nascore report RUN``: one self-contained HTML page of a run directory (plots embedded as base64 PNG, no
 external assets, no JavaScript): loss and metric curves per phase, temperature and entropy, expected and derived
-cost against epochs, the top choice per decision as the search went on, the final distribution over options of
-every decision (from the search checkpoint), the Pareto front, the found archs, the comparison with references,
-and the spec. Every section whose files are missing is left out with a note; text from files is HTML-escaped."""
+cost against epochs, the top choice per decision as the search went on, the distribution over options of
+every decision after each search epoch (from the search checkpoint), the Pareto front, the found archs, the
+comparison with references, and the spec. Every section whose files are missing is left out with a note; text from files is HTML-escaped."""
 from __future__ import annotations
 
 import base64
@@ -140,70 +140,80 @@ def _option_names(run: Path) -> dict[str, tuple[str, ...]]:
         return {}
 
 
-def _parameter_groups(strategy: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Mappings of decision name -> 1-D float tensor in a strategy's state, two levels deep (``theta``; reinforce's
-    ``theta/<task>``), named by their key path; optimizer states are skipped."""
-    import torch
+def _history(run: Path) -> tuple[list[dict[str, Any]] | None, str]:
+    """The distributions a ``Distributing`` strategy had after each search epoch (``decisions`` in the search
+    checkpoint: ``[{"epoch": e, "groups": {group: {decision: [p, ...]}}}]``), or None and why not."""
+    ckpt = run / "checkpoints" / "search.pt"
+    if not os.path.lexists(ckpt):
+        return None, "no checkpoints/search.pt: the distribution over options is not shown"
+    state = load_checkpoint(ckpt)
+    history = state.get("state", {}).get("decisions") if isinstance(state, dict) else None
+    if not isinstance(history, list) or not history:
+        return None, ("the search checkpoint records no distribution over options (a strategy that is not "
+                      "nascore.Distributing, e.g. one that samples archs without a learned distribution)")
+    def valid(entry: Any) -> bool:
+        return (isinstance(entry, dict) and type(entry.get("epoch")) is int and isinstance(entry.get("groups"), dict)
+                and all(isinstance(decisions, dict) and all(
+                    isinstance(probs, list) and probs and all(isinstance(p, float) for p in probs)
+                    for probs in decisions.values()) and decisions for decisions in entry["groups"].values()))
 
-    def is_params(v: Any) -> bool:
-        return isinstance(v, dict) and bool(v) and all(
-            isinstance(k, str) and isinstance(t, torch.Tensor) and t.dim() == 1 and t.is_floating_point()
-            and t.numel() > 1 for k, t in v.items())
-
-    groups = {}
-    for key, value in strategy.items():
-        if key.endswith("_opt") or not isinstance(value, dict):
-            continue
-        if is_params(value):
-            groups[str(key)] = value
-        else:
-            groups.update({f"{key}/{sub}": v for sub, v in value.items() if is_params(v)})
-    return groups
+    if not all(valid(entry) for entry in history):
+        raise NascoreError(f"{ckpt}: its 'decisions' entry is not a list of {{epoch, groups: {{group: {{decision: "
+                           "[probabilities]}}}}}} as nascore records it")
+    return history, ""
 
 
 def _distributions(run: Path) -> str:
-    """The final distribution over options of each decision: a softmax of the strategy's architecture parameters
-    in checkpoints/search.pt (every mapping of decision name -> 1-D tensor in its state), one heatmap per
-    mapping, decisions x options."""
-    import torch
-
-    ckpt = run / "checkpoints" / "search.pt"
-    if not os.path.lexists(ckpt):
-        return _note("no checkpoints/search.pt: the final distribution over options is not shown")
-    state = load_checkpoint(ckpt)
-    strategy = state.get("state", {}).get("strategy") if isinstance(state, dict) else None
-    if not isinstance(strategy, dict):
-        return _note("the search checkpoint holds no strategy state")
-    groups = _parameter_groups(strategy)
-    if not groups:
-        return _note("the strategy's checkpoint holds no architecture parameters per decision (e.g. a strategy "
-                     "that samples archs without a learned distribution)")
+    """Per group of decisions: the final distribution (decisions x options) and how each decision's distribution
+    evolved over the search epochs (one small heatmap per decision, options x epochs)."""
+    history, why = _history(run)
+    if history is None:
+        return _note(why)
     labels = _option_names(run)
-    out = [_note(f"the distribution over options of each decision after the last search epoch "
-                 f"(epoch {state.get('epoch')}), a softmax of the strategy's architecture parameters in "
-                 "checkpoints/search.pt (the metrics rows do not hold it per epoch)")]
-    for group, params in groups.items():
-        names = list(params)
-        width = max(t.numel() for t in params.values())
-        probs = torch.full((len(names), width), float("nan"))
-        for i, t in enumerate(params.values()):
-            probs[i, :t.numel()] = torch.softmax(t.detach().float().cpu(), 0)
+    last = history[-1]
+    out = [_note(f"the distribution over options of each decision after every search epoch, as the strategy "
+                 f"recorded it (nascore.Distributing) in checkpoints/search.pt; the last is epoch {last['epoch']}")]
+    for group, final in last["groups"].items():
+        names, width = list(final), max(len(p) for p in final.values())
+        grid = [[*p, *[math.nan] * (width - len(p))] for p in final.values()]
         opts = labels.get(names[0]) if all(labels.get(n) == labels.get(names[0]) for n in names) else None
         fig = _fig(max(4.0, 0.6 * width + 2), max(2.5, 0.28 * len(names) + 1.2))
         ax = fig.add_subplot(1, 1, 1)
-        im = ax.imshow(probs.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.set_xticks(range(width), opts if opts and len(opts) == width else range(width), fontsize=7,
                       rotation=45 if opts else 0)
-        ax.set_title(f"{group}: probability per option", fontsize=9)
+        ax.set_title(f"{group}: probability per option after epoch {last['epoch']}", fontsize=9)
         fig.colorbar(im, ax=ax)
         rows = []
-        for n, t in params.items():
-            p = torch.softmax(t.detach().float().cpu(), 0)
-            best, names_n = int(t.detach().argmax()), labels.get(n, ())  # as the strategies derive
-            rows.append([n, names_n[best] if len(names_n) == t.numel() else best, float(p[best])])
-        out.append(f"<h3>{_esc(group)}</h3>" + _png(fig) + _table(["decision", "top choice", "probability"], rows))
+        for n, p in final.items():
+            best = max(range(len(p)), key=p.__getitem__)  # argmax, as the strategies derive
+            names_n = labels.get(n, ())
+            rows.append([n, names_n[best] if len(names_n) == len(p) else best, p[best]])
+        out.append(f"<h3>{_esc(group)}</h3>" + _png(fig) + _evolution(group, names, history, labels)
+                   + _table(["decision", "top choice", "probability"], rows))
     return "".join(out)
+
+
+def _evolution(group: str, names: list[str], history: list[dict[str, Any]], labels: dict[str, tuple[str, ...]]
+               ) -> str:
+    """One heatmap per decision of ``group``: probability of each option (rows) after each epoch (columns)."""
+    cols = min(6, len(names))
+    nrows = math.ceil(len(names) / cols)
+    fig = _fig(2.2 * cols, 1.9 * nrows + 0.4)
+    epochs = [h["epoch"] for h in history]
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        series = [h["groups"].get(group, {}).get(name) for h in history]
+        width = max(len(p) for p in series if p is not None)
+        grid = [[p[o] if p is not None and o < len(p) else math.nan for p in series] for o in range(width)]
+        ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        opts = labels.get(name, ())
+        ax.set_yticks(range(width), opts if len(opts) == width else range(width), fontsize=5)
+        ax.set_xticks(range(len(epochs)), epochs, fontsize=5)
+        ax.set_title(name, fontsize=6)
+    fig.suptitle(f"{group}: probability per option (rows) after each search epoch (columns)", fontsize=9)
+    return _png(fig)
 
 
 def _pareto(run: Path) -> str:
@@ -274,7 +284,7 @@ def render(run: str | Path) -> str:
     sections = [
         ("Curves", _curves(rows)),
         ("Top choice per decision, by epoch", _top_choices(rows) if rows else _note("no metrics rows")),
-        ("Final distribution over options", _distributions(run)),
+        ("Distribution over options, by epoch", _distributions(run)),
         ("Pareto front", _pareto(run)),
         ("Found architectures", _archs(summary) if summary else
          _note("no summary.json (the run has not finished): no found arch or results")),

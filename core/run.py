@@ -3,16 +3,19 @@
 (``train``); ``train_run`` trains one given arch. Both end with summary.json."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import distributed
 from .arch import Arch
 from .dataset import DataInfo, Dataset
 from .errors import NascoreError
+from .executor import Executor, LocalExecutor
 from .pareto import summarize
+from .precision import Precision
 from .progress import Reporter
 from .registry import Registry, get_registry
 from .rundir import arch_file_name, check_dir, create_dir, write_summary
@@ -42,29 +45,47 @@ class Run:
     space: SearchSpace  # the spec's, which the search searches
     resume: bool = False
     created_dir: bool = False  # open() made out_dir (so a run that never started may remove it)
+    #: where independent archs train (train.references, the random strategy's archs): ``--executor``
+    executor: Executor = field(default_factory=LocalExecutor)
 
     def open(self) -> Run:
         """Make a new run's directory and write the resolved spec in it (a resumed run's is there)."""
-        if not self.resume:
+        distributed.barrier()  # under torchrun: every rank checked the directory before rank 0 writes in it
+        if not self.resume and distributed.is_main():
             self.created_dir = create_dir(self.spec, self.out_dir)
+        distributed.barrier()
         return self
+
+    def precision(self) -> Precision:
+        """A new ``Precision`` of the spec's ``amp`` and ``channels_last``: one per phase, so that each training
+        starts with its own loss scale."""
+        return Precision(self.spec.amp, self.spec.channels_last, self.device)
 
 
 def build_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
-              reporter: Reporter | None = None) -> Run:
-    """The run of ``spec`` in ``out_dir``, its directory checked and its parts built; nothing is written yet."""
-    device = _device(spec.device)
+              reporter: Reporter | None = None, executor: Executor | None = None) -> Run:
+    """The run of ``spec`` in ``out_dir``, its directory checked and its parts built; nothing is written yet. Under
+    torchrun this process joins the job's process group, on its rank's device, and only rank 0 reports."""
+    device = distributed.setup(_device(spec.device))
+    if spec.distributed is not None and spec.distributed.sync_batchnorm and distributed.launched() \
+            and device.type != "cuda":
+        raise NascoreError("distributed.sync_batchnorm: SyncBatchNorm needs CUDA devices (NCCL); this torchrun job "
+                           f"runs on '{device}'")
+    if spec.amp is not None and spec.amp.dtype == "fp16" and distributed.launched():
+        # each rank would skip an overflowing step on its own gradients' inf check: ranks would drift or hang
+        raise NascoreError("amp.dtype: fp16 (a loss scaler per process) is not supported under torchrun; use bf16")
     check_dir(spec, out_dir, resume)
     dataset = spec.dataset.create()
-    return Run(spec, out_dir, registry or get_registry(), device, reporter or Reporter(), dataset, dataset.info(),
+    reporter = reporter or Reporter(quiet=not distributed.is_main())
+    return Run(spec, out_dir, registry or get_registry(), device, reporter, dataset, dataset.info(),
                dataset.split("train"), dataset.split("val"), [t.create() for t in spec.tasks], spec.space.create(),
-               resume)
+               resume, executor=executor or LocalExecutor())
 
 
 def open_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
-             reporter: Reporter | None = None) -> Run:
+             reporter: Reporter | None = None, executor: Executor | None = None) -> Run:
     """``build_run``, then the run's directory opened."""
-    return build_run(spec, out_dir, resume, registry, reporter).open()
+    return build_run(spec, out_dir, resume, registry, reporter, executor).open()
 
 
 def _device(name: str) -> torch.device:
@@ -99,7 +120,7 @@ def run_spec(run: Run) -> dict[str, Any]:
 
 def train_run(run: Run, arch: Arch, space: SearchSpace) -> dict[str, Any]:
     """Train ``arch`` of ``space`` (and its references) from scratch, saved beside the spec; write summary.json."""
-    if not run.resume:
+    if not run.resume and distributed.is_main():
         arch.save(run.out_dir / space.arch_file)
     run.registry.hook.nascore_run_start(run=run)
     entry = {**arch_entry(arch, space, space.arch_file), **train_and_compare(run, arch, space)}

@@ -1,6 +1,7 @@
 """The run directory: the resolved spec, metrics.jsonl, checkpoints (written atomically), the arch files and
 summary.json. A run's epochs are checkpointed as they end; every epoch reseeds from (seed, epoch), so a resumed
-run ends exactly like an uninterrupted one."""
+run ends exactly like an uninterrupted one. Under torchrun rank 0 alone writes the directory (the other ranks hold
+the same state: ``distributed``), the ranks meeting at a barrier after each epoch's writes."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
+from . import distributed
 from .data import epoch_seed
 from .errors import NascoreError
 from .fileio import (
@@ -65,8 +67,10 @@ def create_dir(spec: RunSpec, out_dir: Path) -> bool:
 def discard_unstarted(run: Run) -> None:
     """Remove a new run directory that holds nothing but its spec (the run failed before its first epoch),
     so the same command can be run again once the problem is fixed."""
+    if run.resume or not distributed.is_main():
+        return
     files = [p for p in run.out_dir.rglob("*") if p.is_file()]
-    if run.resume or [p.name for p in files] != [SPEC_FILE]:
+    if [p.name for p in files] != [SPEC_FILE]:
         return
     files[0].unlink()
     for d in sorted((p for p in run.out_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
@@ -81,11 +85,16 @@ def arch_file_name(owner: str | None, space: SearchSpace) -> str:
 
 
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    """Write summary.json (rank 0 under torchrun; every rank waits for it)."""
+    if distributed.is_main():
+        atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    distributed.barrier()
 
 
 class EpochLoop:
-    """Runs epochs of one phase, appending to metrics.jsonl and checkpointing after each epoch."""
+    """Runs epochs of one phase, appending to metrics.jsonl and checkpointing after each epoch. Under torchrun a
+    row's float values are averaged over the ranks (``distributed.mean_row``) and the lifecycle hooks are called on
+    every rank (an observer that writes checks ``distributed.is_main()``)."""
 
     def __init__(self, run: Run, phase: str, epochs: int, get_state: Callable[[], dict],
                  set_state: Callable[[dict], None]):
@@ -99,19 +108,29 @@ class EpochLoop:
         state = load_checkpoint(self.ckpt, map_location=self.run.device)
         try:
             self.set_state(state["state"])
-            return int(state["epoch"]) + 1
+            start = int(state["epoch"]) + 1
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise NascoreError(f"checkpoint {self.ckpt} does not match this run: {exc}") from None
+        ranks = state.get("world_size", 1)
+        if ranks != distributed.world_size() and start < self.epochs:
+            self.run.reporter.log(
+                f"note: {self.ckpt} was written by {ranks} process(es), this run has {distributed.world_size()}: "
+                "each rank's share of every batch changes from here on, so the result may differ from an "
+                "uninterrupted run")
+        return start
 
     def __call__(self, run_epoch: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
         start = self.start_epoch()
         rows = _rewrite_metrics(self.run.out_dir / METRICS_FILE, self.phase, start)
         for epoch in range(start, self.epochs):
             torch.manual_seed(epoch_seed(self.run.spec.seed, epoch, stream=99))
-            row = {"phase": self.phase, "epoch": epoch, **run_epoch(epoch)}
-            with open(self.run.out_dir / METRICS_FILE, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            save_checkpoint({"epoch": epoch, "state": self.get_state()}, self.ckpt)
+            row = {"phase": self.phase, "epoch": epoch, **distributed.mean_row(run_epoch(epoch))}
+            if distributed.is_main():
+                with open(self.run.out_dir / METRICS_FILE, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                save_checkpoint({"epoch": epoch, "world_size": distributed.world_size(), "state": self.get_state()},
+                                self.ckpt)
+            distributed.barrier()
             rows.append(row)
             self.run.reporter.epoch(self.phase, row)
             self.run.registry.hook.nascore_epoch_end(run=self.run, epoch=epoch, metrics=row)
@@ -142,8 +161,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def _rewrite_metrics(path: Path, phase: str, start: int) -> list[dict[str, Any]]:
     """Drop rows of ``phase`` from epoch ``start`` on (a resumed run redoes them); return the phase's rows."""
-    if not os.path.lexists(path):
-        return []
     kept = [r for r in read_metrics(path) if r["phase"] != phase or r["epoch"] < start]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    distributed.barrier()  # every rank has read the file before rank 0 rewrites it
+    if distributed.is_main() and os.path.lexists(path):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return [r for r in kept if r["phase"] == phase]

@@ -6,11 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import distributed
 from .arch import Arch
 from .errors import NascoreError
 from .pareto import ParetoRow, run_pareto
+from .protocols import Distributing
 from .rundir import EpochLoop, arch_file_name
-from .strategy import SearchContext
+from .strategy import SearchContext, owner_name
 from .task import build_network
 
 if TYPE_CHECKING:
@@ -30,21 +32,41 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
         problem = spec.objective.check_bounds(*table.bounds(), table.unit)
         if problem:
             raise NascoreError(problem)
-    network = build_network(supernet, run.tasks, run.info).to(run.device)
+    precision = run.precision()
+    network = precision.network(distributed.sync_batchnorm(build_network(supernet, run.tasks, run.info).to(run.device),
+                                                           run.spec))
     strategy = spec.strategy.create()
     ctx = SearchContext(network, supernet, run.tasks, run.train_set, run.val_set, run.dataset.collate, run.device,
                         spec.seed, cost_model, table, spec.objective if table is not None else None,
-                        run.reporter.progress, space, run.info)
+                        run.reporter.progress, space, run.info, run.executor, precision)
     strategy.setup(ctx)
+    # a Distributing strategy's distribution after every epoch, kept in the checkpoint (so a resumed run has the
+    # epochs before it) for nascore report
+    history: list[dict[str, Any]] = []
+
+    def run_epoch(epoch: int) -> dict[str, Any]:
+        row = strategy.run_epoch(epoch)
+        if isinstance(strategy, Distributing):
+            history.append({"epoch": epoch, "groups": strategy.distributions()})
+        return row
+
+    def set_state(s: dict[str, Any]) -> None:
+        network.load_state_dict(s["network"])
+        strategy.load_state_dict(s["strategy"])
+        history[:] = s.get("decisions", [])
+        precision.load_state_dict(s.get("precision", {}))
+
     loop = EpochLoop(run, "search", strategy.epochs,
-                     lambda: {"network": network.state_dict(), "strategy": strategy.state_dict()},
-                     lambda s: (network.load_state_dict(s["network"]), strategy.load_state_dict(s["strategy"])))
-    last = loop(strategy.run_epoch)[-1]
+                     lambda: {"network": network.state_dict(), "strategy": strategy.state_dict(),
+                              "decisions": history, "precision": precision.state_dict()}, set_state)
+    last = loop(run_epoch)[-1]
     config = space.config.model_dump(mode="json")
     archs = {owner: Arch(space=space.name, config=config, choices=choices, task=owner)
              for owner, choices in strategy.derive().items()}
+    distributed.check_same({owner_name(owner): arch.choices for owner, arch in archs.items()}, "the derived arch")
     for owner, arch in archs.items():
-        arch.save(run.out_dir / arch_file_name(owner, space))
+        if distributed.is_main():
+            arch.save(run.out_dir / arch_file_name(owner, space))
     rows = None
     if spec.pareto.samples:
         rows = run_pareto(ctx, space, run.info.in_channels, strategy, spec.pareto, run.out_dir, run.reporter.log)

@@ -58,6 +58,22 @@ class ParetoConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
 
 
+class DistributedConfig(BaseModel):
+    """Options of a run launched by torchrun (``distributed:`` block); ignored in one process."""
+
+    model_config = ConfigDict(extra="forbid")
+    sync_batchnorm: bool = Field(False, description="BatchNorm statistics over the global batch (SyncBatchNorm) "
+                                                    "instead of each rank's share; CUDA (NCCL) only")
+
+
+class AmpConfig(BaseModel):
+    """``amp:`` block: mixed precision of every training step of the run (search and training)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dtype: Literal["bf16", "fp16"] = Field(description="autocast dtype: bf16 (no loss scaling) or fp16 (with a "
+                                                       "GradScaler; one process only)")
+
+
 class _Block(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
@@ -96,6 +112,12 @@ class SpecModel(BaseModel):
     #: observers that log the run as it goes (``nascore.observers``): ``tensorboard`` writes TensorBoard event files
     #: into RUN/tensorboard/ (needs the ``tensorboard`` package: ``pip install 'nascore[tensorboard]'``)
     log: list[Literal["tensorboard"]] = Field(default_factory=list)
+    #: torchrun options (``distributed.sync_batchnorm``); see the README's "Running on several GPUs or machines"
+    distributed: DistributedConfig | None = None
+    #: mixed precision of the training steps (``torch.autocast``, and a GradScaler for fp16); see nascore.precision
+    amp: AmpConfig | None = None
+    #: NHWC memory format for the networks and image batches of training steps
+    channels_last: bool = False
 
 
 #: the component blocks of a spec: top-level key -> component kind
@@ -134,17 +156,21 @@ class RunSpec:
     raw: dict[str, Any] = field(default_factory=dict)
     timm_models: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    distributed: DistributedConfig | None = None
+    amp: AmpConfig | None = None
+    channels_last: bool = False
 
     def dump(self) -> dict[str, Any]:
         """The resolved spec: every default filled in, reloadable with ``load_spec``; keys in ``SpecModel``'s order,
-        those left unset (cost, train: None; timm_models, log: empty) left out."""
+        those left unset (cost, train, distributed, amp: None; timm_models, log: empty; channels_last: false) left
+        out."""
         cost = None if self.cost is None else {**self.cost.dump(),
                                                "loss": self.objective.model_dump(mode="json", by_alias=True)}
         blocks = {"dataset": self.dataset.dump(), "tasks": [t.dump() for t in self.tasks], "space": self.space.dump(),
                   "strategy": self.strategy.dump(), "cost": cost}
         out = {key: blocks[key] if key in BLOCKS else to_jsonable_python(getattr(self, key))
                for key in SpecModel.model_fields}
-        return {key: value for key, value in out.items() if value not in (None, {}, [])}
+        return {key: value for key, value in out.items() if value not in (None, {}, []) and value is not False}
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 import torch
@@ -11,7 +11,9 @@ from .component import Component
 from .costs.base import CostModel
 from .data import loader
 from .dataset import DataInfo
+from .executor import Executor, LocalExecutor
 from .loops import evaluate, recalibrate_batchnorm
+from .precision import FULL, Precision
 from .progress import Progress, no_progress
 from .protocols import CostEstimate
 from .space import SearchSpace
@@ -42,6 +44,10 @@ class SearchContext:
     #: the space searched and the dataset's description: what strategies that build standalone archs need
     space: SearchSpace | None = None
     info: DataInfo | None = None
+    #: where archs trained on their own may train (the ``random`` strategy's): ``--executor``
+    executor: Executor = field(default_factory=LocalExecutor)
+    #: the spec's ``amp`` and ``channels_last`` for the search's steps (``train_step(..., precision=)``)
+    precision: Precision = FULL
 
 
 class SearchStrategy(Component):

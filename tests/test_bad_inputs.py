@@ -93,7 +93,8 @@ CASES: dict[str, Case] = {
     "spec-empty": Case(["validate", "s.yaml"], "error: spec file s.yaml is empty; expected a mapping", {"s.yaml": ""}),
     "spec-unknown-top-level-key": Case(
         ["validate", "s.yaml"], "  strategyy: unknown field; expected one of: seed, device, dataset, tasks, space, "
-                                "strategy, cost, train, pareto, timm_models, log. Did you mean 'strategy'?",
+                                "strategy, cost, train, pareto, timm_models, log, distributed, amp, "
+                                "channels_last. Did you mean 'strategy'?",
         {"s.yaml": lambda ws, base: yaml.safe_dump({**base, "strategyy": base["strategy"]})}),
     "spec-missing-tasks": Case(["validate", "s.yaml"], "error: s.yaml is not a valid spec:\n  tasks: Field required",
                                {"s.yaml": spec_file(tasks=DROP)}),

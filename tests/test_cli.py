@@ -130,3 +130,17 @@ def test_train_on_an_image_folder(tmp_path, image_root, capsys):
     assert main(["train", str(tmp_path / "a.json"), "--spec", str(spec), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())["archs"]["shared"]["train"]
     assert set(summary) >= {"val/classification/top1", "macs", "params"}
+
+
+def test_train_an_arch_found_for_a_task_the_spec_lacks(tmp_path, image_root, capsys):
+    """arch_detection.json of an FBNetV5 search trained in a detectron2 spec: for the spec's tasks, with a note."""
+    spec = _spec(tmp_path, {"name": "image-folder", "root": str(image_root), "image_size": 32})
+    arch = Arch(space="fbnet", config={"width": 0.25, "input_size": 32}, task="detection",
+                choices={f"layer{i:02d}": "k3_e1" for i in range(1, 23)})
+    arch.save(tmp_path / "arch_detection.json")
+    out = tmp_path / "train"
+    assert main(["train", str(tmp_path / "arch_detection.json"), "--spec", str(spec), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "found for task 'detection', which the spec does not have" in printed.out + printed.err
+    summary = json.loads((out / "summary.json").read_text())["archs"]["shared"]["train"]
+    assert "val/classification/top1" in summary

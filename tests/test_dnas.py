@@ -6,10 +6,8 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import nascore.loops as loops
-import nascore.strategies.gumbel as gumbel_module
 from nascore.costs import Additive, Multiplicative
 from nascore.costs.flops import FlopsCost
 from nascore.spaces.fbnet import FBNetSpace
@@ -161,11 +159,11 @@ def test_one_gumbel_sample_drives_forward_and_cost(data, splits, table, monkeypa
     ctx = make_ctx(data, splits, table)
     strategy = make_dnas(ctx, batch_size=4, max_steps=2)
     events = []
-    real_gumbel, real_expected, real_set = F.gumbel_softmax, ctx.cost_table.expected, ctx.supernet.set_mix
+    real_gumbel, real_expected, real_set = strategy._gumbel, ctx.cost_table.expected, ctx.supernet.set_mix
 
-    def gumbel(logits, *args, **kwargs):
-        out = real_gumbel(logits, *args, **kwargs)
-        events.append(("gumbel", out))
+    def gumbel(*args, **kwargs):
+        out = real_gumbel(*args, **kwargs)
+        events.extend(("gumbel", sample) for sample in out.values())
         return out
 
     def set_mix(mix):
@@ -176,7 +174,7 @@ def test_one_gumbel_sample_drives_forward_and_cost(data, splits, table, monkeypa
         events.append(("expected", dict(mix)))
         return real_expected(mix)
 
-    monkeypatch.setattr(gumbel_module.F, "gumbel_softmax", gumbel)
+    monkeypatch.setattr(strategy, "_gumbel", gumbel)
     monkeypatch.setattr(ctx.cost_table, "expected", expected)
     monkeypatch.setattr(ctx.supernet, "set_mix", set_mix)
     strategy._arch_pass(1, 2.0)
@@ -193,6 +191,16 @@ def test_one_gumbel_sample_drives_forward_and_cost(data, splits, table, monkeypa
         assert all(any(m is s for s in samples) for m in mix.values())
         assert all(m.requires_grad for m in mix.values())
         assert set(mix) == {d.name for d in strategy.decisions}
+
+
+def test_gumbel_noise_is_a_function_of_its_stream(data, splits):
+    """Every rank of a torchrun job draws its (seed, epoch, pass) stream alike, so every rank mixes alike."""
+    strategy = make_dnas(make_ctx(data, splits))
+    first, again, other = (strategy._gumbel(2.0, grad=False, noise=strategy._noise(epoch, strategy.ARCH_NOISE))
+                           for epoch in (1, 1, 2))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+    assert all(torch.allclose(m.sum(), torch.tensor(1.0)) and (m > 0).all() for m in first.values())
 
 
 # -- results and state -------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from nascore import hookimpl
 from nascore.cli import main
 from nascore.collect import collect, draw, plan_manifest
 from nascore.errors import NonFiniteLossError
+from nascore.executor import LocalExecutor
 from nascore.graph import NUMERIC_FEATURES, OPS, build_graph, graph_from_record, graph_record
 from nascore.perfdata import PerfDataset
 from nascore.predictors.aiop import AIOPPredictor, flops_scale
@@ -248,8 +249,8 @@ def test_workers_give_the_records_one_process_gives(tmp_path, cache_dir):
     """Two worker processes write the same archs, labels and graphs as one process (training here has one thread
     per process either way)."""
     spec = validate_spec(tiny_spec(cache_dir))  # this process: one thread (conftest), as each worker
-    collect(spec, tmp_path / "one", 2, 0, workers=1)
-    collect(spec, tmp_path / "two", 2, 0, workers=2)
+    collect(spec, tmp_path / "one", 2, 0, LocalExecutor(1))
+    collect(spec, tmp_path / "two", 2, 0, LocalExecutor(2))
     one, two = PerfDataset.read(tmp_path / "one"), PerfDataset.read(tmp_path / "two")
     for a, b in zip(one.records, two.records):
         assert a.arch == b.arch and a.graph == b.graph and a.macs == b.macs

@@ -14,7 +14,7 @@ from nascore.arch import Arch
 from nascore.branching import config_of, groups_of
 from nascore.costs.flops import FlopsCost
 from nascore.errors import NascoreError
-from nascore.protocols import CostEstimate, Evaluating, Exporting, MultiTaskBackbone, Sampling
+from nascore.protocols import CostEstimate, Distributing, Evaluating, Exporting, MultiTaskBackbone, Sampling
 from nascore.registry import get_registry
 from nascore.strategies.bmtas import BMTAS
 from nascore.strategy import SearchContext, SearchStrategy
@@ -124,6 +124,9 @@ def test_every_registered_strategy_implements_what_it_declares(name):
 def test_the_built_in_strategies_sample_or_train_their_archs():
     assert all(issubclass(get_registry().get("strategy", n), Sampling) for n in ("dnas", "reinforce", "bmtas"))
     assert all(issubclass(get_registry().get("strategy", n), Evaluating) for n in ("random", "predictor"))
+    # the strategies with a learned distribution over options record it for nascore report
+    assert all(issubclass(get_registry().get("strategy", n), Distributing) for n in ("dnas", "reinforce", "bmtas"))
+    assert not any(issubclass(get_registry().get("strategy", n), Distributing) for n in ("random", "predictor"))
 
 
 def test_a_declared_capability_must_be_implemented():

@@ -88,7 +88,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     (cut / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     ckpt = torch.load(done / "checkpoints" / "search.pt", weights_only=True)
     (cut / "checkpoints").mkdir()
-    torch.save({**ckpt, "epoch": 0}, cut / "checkpoints" / "search.pt")
+    state = {**ckpt["state"], "decisions": ckpt["state"]["decisions"][:1]}
+    torch.save({**ckpt, "epoch": 0, "state": state}, cut / "checkpoints" / "search.pt")
     resumed = tmp / "resumed"
     shutil.copytree(cut, resumed)
     assert main(["run", str(spec_path), "--out", str(resumed), "--resume"]) == 0
@@ -104,12 +105,20 @@ def test_report_of_a_finished_and_a_resumed_run(runs, which, capsys):
     page = parse(run / "report.html")
     assert {"html", "head", "body", "h1", "table", "img", "pre"} <= set(page.tags)
     images = png_images(page)
-    assert len(images) >= 4  # search and train curves, the final distribution, the Pareto front
+    assert len(images) >= 5  # search and train curves, the final distribution and its evolution, the Pareto front
     text = "".join(page.text)
     arch = json.loads((run / "arch.json").read_text())
     for name, choice in arch["choices"].items():
         assert re.search(rf"{name}\s*{re.escape(choice)}", text), name  # the found arch's table row
-    assert "Final distribution over options" in text and "after the last search epoch (epoch 1)" in text
+    assert "Distribution over options, by epoch" in text and "the last is epoch 1" in text
+    # the distribution after every epoch, the one before a resume included
+    from nascore.fileio import load_checkpoint
+
+    history = load_checkpoint(run / "checkpoints" / "search.pt")["state"]["decisions"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    for h in history:
+        probs = [p for group in h["groups"].values() for p in group.values()]
+        assert all(abs(sum(p) - 1) < 1e-5 for p in probs) and set(h["groups"]) == {"shared"}
     assert "Spec" in text and "digit-scenes" in text and "multiplicative" in text
     assert "search (2 epochs)" in text and "train (1 epochs)" in text
 
@@ -122,7 +131,7 @@ def test_report_of_an_interrupted_run_notes_what_is_missing(runs, tmp_path):
     page = parse(out)
     text = " ".join(page.text)
     assert "no summary.json" in text and "no pareto.png" in text
-    assert len(png_images(page)) == 2  # the search curves and the distribution
+    assert len(png_images(page)) == 3  # the search curves, the distribution and its evolution
 
 
 def _tiny_dir(path: Path, summary: dict | None = None) -> Path:
@@ -196,14 +205,14 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
 
 @pytest.mark.slow
 def test_report_of_a_two_task_reinforce_run(tmp_path):
-    """reinforce keeps one policy per task (theta/<task>) and logs entropy per task: a heatmap per task."""
+    """reinforce keeps one policy per task and logs entropy per task: heatmaps per task."""
     from tiny import FLOPS, REINFORCE, search
 
     run = search(tmp_path, [{"name": "classification"}, {"name": "segmentation", "channels": 8}], REINFORCE,
                  cost=FLOPS, pareto={"samples": 2, "bn_batches": 1})
     assert main(["report", str(run)]) == 0
     page = parse(run / "report.html")
-    assert len(png_images(page)) == 4  # curves, one distribution per task, Pareto front
+    assert len(png_images(page)) == 6  # curves, per task the distribution and its evolution, Pareto front
     text = " ".join(page.text)
-    assert "theta/classification" in text and "theta/segmentation" in text
+    assert {"classification", "segmentation"} <= {t.strip() for t in page.text}  # a heading per task's policy
     assert "arch_classification.json" in text and "arch_segmentation.json" in text

@@ -63,8 +63,13 @@ def predictor_spec(cache: Path) -> dict:
     return standalone_spec(cache, strategy)
 
 
+def amp_spec(cache: Path) -> dict:
+    """DNAS with fp16 autocast (the GradScaler's scale carries over) and channels_last."""
+    return {**dnas_spec(cache), "amp": {"dtype": "fp16"}, "channels_last": True}
+
+
 SPECS = {"dnas": dnas_spec, "reinforce": reinforce_spec, "bmtas": bmtas_spec, "random": random_spec,
-         "predictor": predictor_spec}
+         "predictor": predictor_spec, "dnas-amp": amp_spec}
 
 
 def command(spec: Path, out: Path, *extra: str) -> list[str]:
@@ -168,7 +173,8 @@ def reference(tmp_path_factory):
 KILLS = [("dnas", "search", 0), ("dnas", "search", 2), ("dnas", "search", 3), ("dnas", "train", 1),
          ("reinforce", "search", 2), ("reinforce", "search", 3),
          ("bmtas", "search", 2), ("bmtas", "search", 4), ("bmtas", "search", 5),
-         ("random", "search", 2), ("predictor", "search", 2), ("predictor", "search", 4)]
+         ("random", "search", 2), ("predictor", "search", 2), ("predictor", "search", 4),
+         ("dnas-amp", "search", 2), ("dnas-amp", "train", 1)]
 
 
 @pytest.mark.parametrize(("strategy", "phase", "epoch"), KILLS, ids=[f"{s}-{p}{e}" for s, p, e in KILLS])
@@ -187,5 +193,6 @@ def test_killed_run_resumes_to_the_same_outputs(reference, tmp_path, strategy, p
     assert rows(out) == rows(ref)
     assert outputs(out) == outputs(ref)
     arch_files = {"dnas": ["arch.json"], "reinforce": ["arch_classification.json", "arch_segmentation.json"],
-                  "bmtas": ["branch_config.json"], "random": ["arch.json"], "predictor": ["arch.json"]}[strategy]
+                  "bmtas": ["branch_config.json"], "random": ["arch.json"], "predictor": ["arch.json"],
+                  "dnas-amp": ["arch.json"]}[strategy]
     assert set(arch_files) <= set(outputs(out))

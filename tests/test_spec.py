@@ -130,7 +130,7 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
         "cost.loss.alpha: Input should be greater than 0",
         "train.lr: Input should be greater than 0",
         "extra_key: unknown field; expected one of: seed, device, dataset, tasks, space, strategy, cost, train, "
-        "pareto, timm_models, log",
+        "pareto, timm_models, log, distributed, amp, channels_last",
     ]
 
 
@@ -356,7 +356,8 @@ def _members(schema: dict, node: dict) -> dict[str, dict]:
 def test_schema_structure_includes_plugin_configs(schema):
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert set(schema["properties"]) == {"seed", "device", "dataset", "tasks", "space", "strategy", "cost", "train",
-                                         "pareto", "timm_models", "log"} == set(SpecModel.model_fields)
+                                         "pareto", "timm_models", "log", "distributed", "amp",
+                                         "channels_last"} == set(SpecModel.model_fields)
     assert {"dataset", "tasks", "space", "strategy"} <= set(schema["required"])
     props = schema["properties"]
     assert props["tasks"]["type"] == "array" and props["tasks"]["minItems"] == 1

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import distributed
 from ..hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def available() -> bool:
 
 
 def _wanted(run: Run) -> bool:
-    return NAME in run.spec.log
+    return NAME in run.spec.log and distributed.is_main()  # under torchrun rank 0 alone writes
 
 
 def scalars(row: dict[str, Any], prefix: str) -> dict[str, float]:

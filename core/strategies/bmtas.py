@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from .. import distributed
 from ..component import ComponentConfig
 from ..errors import NascoreError
 from ..hookspecs import hookimpl
@@ -107,6 +108,7 @@ class BMTAS(GumbelSearch, Sampling):
         self.w_opt = torch.optim.Adam(ctx.network.parameters(), lr=cfg.weights.lr,
                                       weight_decay=cfg.weights.weight_decay)
         self.a_opt = torch.optim.Adam(self.theta.values(), lr=cfg.arch.lr, weight_decay=cfg.arch.weight_decay)
+        distributed.average_gradients(self.a_opt)
 
     def probabilities(self) -> dict[str, Tensor]:
         return {n: torch.softmax(t, 0) for n, t in self.theta.items()}
@@ -119,7 +121,7 @@ class BMTAS(GumbelSearch, Sampling):
         row: dict[str, Any] = {"temperature": tau, "warmup": warm}
         if not warm:
             row.update(self._arch_pass(epoch, tau))
-        own, sampled = (lambda: self.own), (lambda: self._gumbel(tau, grad=False))
+        own, sampled = (lambda noise: self.own), (lambda noise: self._gumbel(tau, grad=False, noise=noise))
         row.update(self._weight_pass(epoch, own if warm else sampled))
         row.update(self._distribution_stats())  # its expected_cost (after the epoch) replaces the arch pass's mean
         row.update(self._evaluate_derived(epoch))
@@ -153,7 +155,8 @@ class BMTAS(GumbelSearch, Sampling):
 
     def _evaluate_derived(self, epoch: int) -> dict[str, Any]:
         ctx, choices = self.ctx, self.derive()[SHARED]
-        _, batches = self._batches(self.weight_set, epoch, stream=2, limit=self.config.bn_batches)
+        # every rank the same batches: alike BatchNorm statistics, so alike metrics on the whole validation set
+        _, batches = self._batches(self.weight_set, epoch, stream=2, limit=self.config.bn_batches, shard=False)
         out: dict[str, Any] = {f"val/{k}": v for k, v in
                                evaluate_arch(ctx, choices, SHARED, batches, self.config.batch_size).items()}
         if ctx.cost_table is not None:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .. import distributed
 from ..component import ComponentConfig
 from ..hookspecs import hookimpl
 from ..loops import cosine_lr, set_lr
@@ -71,6 +72,7 @@ class DNAS(GumbelSearch, Sampling):
         self.w_opt = torch.optim.SGD(ctx.network.parameters(), lr=cfg.weights.lr, momentum=cfg.weights.momentum,
                                      weight_decay=cfg.weights.weight_decay)
         self.a_opt = torch.optim.Adam(self.theta.values(), lr=cfg.arch.lr, weight_decay=cfg.arch.weight_decay)
+        distributed.average_gradients(self.a_opt)
 
     # -- one epoch ---------------------------------------------------------------------------
     def run_epoch(self, epoch: int) -> dict[str, Any]:
@@ -78,7 +80,7 @@ class DNAS(GumbelSearch, Sampling):
         tau = cfg.temperature.at(epoch)
         set_lr(self.w_opt, cosine_lr(cfg.weights.lr, epoch, cfg.epochs))
         row: dict[str, Any] = {"temperature": tau, "lr": self.w_opt.param_groups[0]["lr"]}
-        row.update(self._weight_pass(epoch, lambda: self._gumbel(tau, grad=False)))
+        row.update(self._weight_pass(epoch, lambda noise: self._gumbel(tau, grad=False, noise=noise)))
         if epoch >= cfg.warmup_epochs:
             row.update(self._arch_pass(epoch, tau))  # one Gumbel sample drives the forward and the cost term
         row.update(self._distribution_stats())
@@ -97,7 +99,8 @@ class DNAS(GumbelSearch, Sampling):
         ctx, out, derived = self.ctx, {}, self.derive()
         background = {k: v for choices in derived.values() for k, v in choices.items()}  # other owners' decisions
         for owner, choices in derived.items():
-            _, batches = self._batches(self.weight_set, epoch, stream=2, limit=self.config.bn_batches)
+            # every rank the same batches: alike BatchNorm statistics, so alike metrics on the whole validation set
+            _, batches = self._batches(self.weight_set, epoch, stream=2, limit=self.config.bn_batches, shard=False)
             metrics = evaluate_arch(ctx, {**background, **choices}, owner, batches, self.config.batch_size)
             out.update({f"val/{k}": v for k, v in metrics.items()})
             if ctx.cost_table is not None:

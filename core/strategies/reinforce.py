@@ -2,7 +2,9 @@
 draws one architecture from a proposal ``q`` (the mixture of the task policies), runs one forward and one
 backward that produce every task's loss, and scales task t's loss and policy gradient by the arch's importance
 for task t, ``p_t(a) / q(a)``, so the cost of a step does not grow with the number of tasks while every task's
-estimate stays unbiased.
+estimate stays unbiased. Under torchrun every rank draws the same arch (one generator, seeded alike, drawn once per
+step), steps its weights (DDP) on its share of the batch, and rewards the policies with the task losses averaged over
+the ranks: every rank takes the same policy step.
 """
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from .. import distributed
 from ..component import ComponentConfig
 from ..data import loader
 from ..hookspecs import hookimpl
 from ..loops import cosine_lr, set_lr, train_step
-from ..protocols import Sampling
+from ..protocols import Distributing, Sampling
 from ..strategy import SearchContext, SearchStrategy, entropy, evaluate_arch
 from ..supernet import Decision
 from .dnas import WeightOptim
@@ -82,7 +85,7 @@ def policy_loss(policies: Policies, arch: dict[str, int], advantages: dict[str, 
                for t in policies.tasks)
 
 
-class Reinforce(SearchStrategy, Sampling):
+class Reinforce(SearchStrategy, Sampling, Distributing):
     """FBNetV5's search: per-task policies, one importance-sampled architecture and one pass per step."""
 
     name: ClassVar[str] = "reinforce"
@@ -109,13 +112,16 @@ class Reinforce(SearchStrategy, Sampling):
         self.w_opt = torch.optim.SGD(ctx.network.parameters(), lr=cfg.weights.lr, momentum=cfg.weights.momentum,
                                      weight_decay=cfg.weights.weight_decay)
         self.p_opt = torch.optim.Adam(self.policies.parameters(), lr=cfg.policy.lr)
+        # a sampled path leaves weights out of the forward
+        self.weight_net = distributed.wrap(ctx.network, find_unused_parameters=True)
         self.generator = torch.Generator().manual_seed(ctx.seed)
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         ctx, cfg = self.ctx, self.config
         ctx.network.train()
         set_lr(self.w_opt, cosine_lr(cfg.weights.lr, epoch, cfg.epochs))
-        batches = loader(ctx.train_set, cfg.batch_size, ctx.collate, shuffle=True, seed=ctx.seed, epoch=epoch)
+        batches = loader(ctx.train_set, cfg.batch_size, ctx.collate, shuffle=True, seed=ctx.seed, epoch=epoch,
+                         shard=True)
         total = min(cfg.max_steps or len(batches), len(batches))
         learn = epoch >= cfg.warmup_epochs
         sums = {f"loss/{t}": 0.0 for t in self.tasks} | {"cost": 0.0}
@@ -147,8 +153,9 @@ class Reinforce(SearchStrategy, Sampling):
         importance = self.policies.importance(arch)
         ctx.supernet.set_choices(choices)
         # task t's loss scaled by its importance w_t = p_t(a) / q(a): unbiased per task, E_q[w_t l_t] = E_p_t[l_t]
-        _, losses = train_step(ctx.network, images, targets, ctx.tasks, self.w_opt, ctx.device, epoch, step,
-                               lambda by_task: sum(importance[t] * by_task[t] for t in self.tasks))
+        _, losses = train_step(self.weight_net, images, targets, ctx.tasks, self.w_opt, ctx.device, epoch, step,
+                               lambda by_task: sum(importance[t] * by_task[t] for t in self.tasks),
+                               precision=ctx.precision)
         cost = ctx.cost_table.of_choices(choices) if ctx.cost_table is not None else None
         if learn:
             self._policy_step(arch, losses, importance, cost)
@@ -158,9 +165,10 @@ class Reinforce(SearchStrategy, Sampling):
                      cost: float | None) -> None:
         """Rewards ``-objective(loss_t, cost)`` (``-loss_t`` without a cost), minus a moving-average baseline."""
         ctx, decay = self.ctx, self.config.policy.baseline_decay
+        global_losses = dict(zip(self.tasks, distributed.mean(torch.stack([losses[t] for t in self.tasks]))))
         advantages = {}
         for t in self.tasks:
-            loss = losses[t].detach()
+            loss = global_losses[t]
             if cost is not None and ctx.objective is not None:
                 loss = ctx.objective(loss, torch.tensor(cost, device=loss.device))
             reward = -float(loss)
@@ -174,6 +182,7 @@ class Reinforce(SearchStrategy, Sampling):
     def _evaluate_derived(self, epoch: int) -> dict[str, float]:
         ctx, out = self.ctx, {}
         for task, choices in self.derive().items():
+            # every rank the same batches: alike BatchNorm statistics, so alike metrics on the whole validation set
             batches = loader(ctx.train_set, self.config.batch_size, ctx.collate, shuffle=True, seed=ctx.seed,
                              epoch=epoch, stream=2)
             bn = (b for _, b in zip(range(self.config.bn_batches), batches))
@@ -186,6 +195,11 @@ class Reinforce(SearchStrategy, Sampling):
     # -- results and state -------------------------------------------------------------------
     def derive(self) -> dict[str | None, dict[str, str]]:
         return {t: self.policies.argmax(t) for t in self.tasks}
+
+    def distributions(self) -> dict[str, dict[str, list[float]]]:
+        """Each task's policy: softmax of its logits per decision."""
+        return {t: {name: F.softmax(logits.detach().float(), 0).cpu().tolist()
+                    for name, logits in self.policies.theta[t].items()} for t in self.tasks}
 
     def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[dict[str, str]]]:
         return {t: [self.policies.labels(self.policies.sample_from(t, generator)) for _ in range(n)]

@@ -6,6 +6,8 @@ reseeded), so retraining the found arch with the same budget gives the same metr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,16 +15,60 @@ import torch
 from ..arch import Arch
 from ..costs.objective import Budget
 from ..data import epoch_seed
+from ..dataset import DataInfo
 from ..errors import NascoreError, NonFiniteLossError
 from ..loops import weight_optimizer
+from ..precision import Precision
+from ..progress import Progress, no_progress
 from ..protocols import Choices, Evaluating
-from ..spec import TrainBudget
+from ..space import SearchSpace
+from ..spec import AmpConfig, TrainBudget
 from ..strategy import SHARED, SearchContext, SearchStrategy
 from ..supernet import random_choices
-from ..task import build_network
+from ..task import Task, build_network
 
 #: draws of a random arch before giving up on finding one under the budget that was not drawn before
 MAX_DRAWS = 2000
+
+
+@dataclass
+class ArchTrainer:
+    """What training a standalone arch needs (a run's parts): sent once to an executor's workers."""
+
+    space: SearchSpace
+    tasks: list[Task]
+    info: DataInfo
+    train_set: torch.utils.data.Dataset
+    val_set: torch.utils.data.Dataset
+    collate: Callable[[list], Any]
+    device: torch.device
+    seed: int
+    amp: AmpConfig | None = None
+    channels_last: bool = False
+
+
+def train_arch(trainer: ArchTrainer, budget: TrainBudget, name: str, choices: Choices,
+               progress: Progress = no_progress) -> tuple[dict[str, float] | None, str | None]:
+    """Train one arch from scratch as ``nascore train`` does (seeded by the seed alone, every epoch reseeded): its
+    validation metrics (keys without ``val/``), or None and a note when its training diverged. An executor's job."""
+    from ..train import train_epoch, validate  # the trainer imports the runner's modules: imported when used
+
+    t = trainer
+    arch = Arch(space=t.space.name, config=t.space.config.model_dump(mode="json"), choices=choices)
+    torch.manual_seed(t.seed)
+    precision = Precision(t.amp, t.channels_last, t.device)  # a loss scale of its own per arch
+    network = precision.network(build_network(t.space.build(arch), t.tasks, t.info).to(t.device))
+    optimizer = weight_optimizer(network.parameters(), budget.optimizer, budget.lr, budget.momentum,
+                                 budget.weight_decay)
+    try:
+        for epoch in range(budget.epochs):
+            torch.manual_seed(epoch_seed(t.seed, epoch, stream=99))  # as nascore train's epochs
+            train_epoch(network, optimizer, t.tasks, t.train_set, t.collate, budget, t.seed, epoch, t.device,
+                        progress, f"{name} epoch {epoch} ({epoch + 1}/{budget.epochs})", precision)
+        metrics = validate(network, t.val_set, t.collate, t.tasks, budget, t.device)
+    except NonFiniteLossError as exc:
+        return None, f"training diverged (non-finite loss at epoch {exc.epoch}, step {exc.step})"
+    return {k.removeprefix("val/"): v for k, v in metrics.items()}, None
 
 
 class StandaloneSearch(SearchStrategy, Evaluating):
@@ -72,25 +118,22 @@ class StandaloneSearch(SearchStrategy, Evaluating):
 
     # -- training ------------------------------------------------------------------------------
     def train(self, budget: TrainBudget, name: str, choices: Choices) -> dict[str, Any]:
-        """Train one arch with ``budget``, record it, and return the epoch's metrics row."""
-        from ..train import train_epoch, validate  # the trainer imports the runner's modules: imported when used
+        """Train one arch with ``budget`` in this process, record it, and return the epoch's metrics row."""
+        metrics, note = train_arch(self.trainer(), budget, name, choices, self.ctx.progress)
+        return self.record(name, choices, metrics, note)
 
+    def trainer(self) -> ArchTrainer:
         ctx = self.ctx
-        arch = Arch(space=ctx.space.name, config=ctx.space.config.model_dump(mode="json"), choices=choices)
-        torch.manual_seed(ctx.seed)
-        network = build_network(ctx.space.build(arch), ctx.tasks, ctx.info).to(ctx.device)
-        optimizer = weight_optimizer(network.parameters(), budget.optimizer, budget.lr, budget.momentum,
-                                     budget.weight_decay)
-        record: dict[str, Any] = {"name": name, "choices": choices, "cost": self.cost(choices), "metrics": None}
-        try:
-            for epoch in range(budget.epochs):
-                torch.manual_seed(epoch_seed(ctx.seed, epoch, stream=99))  # as nascore train's epochs
-                train_epoch(network, optimizer, ctx.tasks, ctx.train_set, ctx.collate, budget, ctx.seed, epoch,
-                            ctx.device, ctx.progress, f"{name} epoch {epoch} ({epoch + 1}/{budget.epochs})")
-            metrics = validate(network, ctx.val_set, ctx.collate, ctx.tasks, budget, ctx.device)
-            record["metrics"] = {k.removeprefix("val/"): v for k, v in metrics.items()}
-        except NonFiniteLossError as exc:
-            record["note"] = f"training diverged (non-finite loss at epoch {exc.epoch}, step {exc.step})"
+        return ArchTrainer(ctx.space, ctx.tasks, ctx.info, ctx.train_set, ctx.val_set, ctx.collate, ctx.device,
+                           ctx.seed, ctx.precision.amp, ctx.precision.channels_last)
+
+    def record(self, name: str, choices: Choices, metrics: dict[str, float] | None, note: str | None
+               ) -> dict[str, Any]:
+        """Record an arch trained (``metrics`` None: its training diverged, ``note`` says how) and return the
+        epoch's metrics row."""
+        record: dict[str, Any] = {"name": name, "choices": choices, "cost": self.cost(choices), "metrics": metrics}
+        if note is not None:
+            record["note"] = note
         self.trained.append(record)
         # the arch just trained under "trained/"; under "val/", the best so far (the arch derive() gives)
         row: dict[str, Any] = {"arch": name, "archs_trained": len(self.trained)}

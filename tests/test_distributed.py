@@ -1,0 +1,282 @@
+"""Data parallelism under torchrun, end to end: ``python -m torch.distributed.run --nproc_per_node=2 -m nascore run``
+with 2 gloo processes on the CPU. Both ranks hold the same architecture parameters and weights after every epoch
+and derive the same arch; their data shards are disjoint; only rank 0 writes; a killed 2-process run resumes (with 2
+processes) to exactly the uninterrupted run's results, and with 1 process (saying that the result may differ)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tiny import dnas_spec
+
+pytestmark = pytest.mark.slow
+
+DEADLINE_S = 300
+SEARCH_EPOCHS = 4
+
+#: a test plugin: the ``dnas`` strategy that also saves, after every epoch, each rank's theta and network weights
+PROBE = '''
+    import os
+    from typing import ClassVar
+
+    import torch
+
+    from nascore import distributed, hookimpl
+    from nascore.strategies.dnas import DNAS
+
+
+    class ProbedDNAS(DNAS):
+        name: ClassVar[str] = "probed-dnas"
+
+        def run_epoch(self, epoch):
+            row = super().run_epoch(epoch)
+            state = {"theta": {k: v.detach().clone() for k, v in self.theta.items()},
+                     "network": {k: v.clone() for k, v in self.ctx.network.state_dict().items()}}
+            torch.save(state, os.path.join(os.environ["PROBE_DIR"], f"rank{distributed.rank()}_epoch{epoch}.pt"))
+            return row
+
+
+    @hookimpl
+    def nascore_search_strategies():
+        return [ProbedDNAS]
+'''
+
+#: each rank's share of a sharded loader's batches for two epochs, and what ``check_same`` says of unlike values
+COLLECTIVES = '''
+    import json, os, sys
+
+    import torch
+
+    from nascore import distributed
+    from nascore.data import loader
+    from nascore.errors import NascoreError
+
+    distributed.setup(torch.device("cpu"))
+    data = torch.utils.data.TensorDataset(torch.arange(50))
+    out = {epoch: [int(i) for (batch,) in loader(data, 8, None, shuffle=True, seed=1, epoch=int(epoch), shard=True)
+                   for i in batch]
+           for epoch in ("0", "1")}
+    distributed.check_same({"layer01": "k3_e1"}, "the derived arch")
+    try:
+        distributed.check_same({"layer01": f"k{3 + 2 * distributed.rank()}_e1"}, "the derived arch")
+    except NascoreError as exc:
+        out["error"] = str(exc)
+    with open(os.path.join(sys.argv[1], f"rank{distributed.rank()}.json"), "w") as f:
+        json.dump(out, f)
+'''
+
+
+def torchrun(nproc: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """The probe plugin installed (a distribution on PYTHONPATH) and the spec: DNAS with the probe, 4 search epochs
+    (the first weights only), 2 training epochs of the found arch, a Pareto step."""
+    root = tmp_path_factory.mktemp("ddp")
+    site = root / "site"
+    (site / "ddp_probe").mkdir(parents=True)
+    (site / "ddp_probe" / "__init__.py").write_text("")
+    (site / "ddp_probe" / "probe.py").write_text(textwrap.dedent(PROBE).lstrip())
+    info = site / "ddp_probe-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ddp-probe\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[nascore]\nprobe = ddp_probe.probe\n")
+    spec = dnas_spec(root / "cache", name="probed-dnas", epochs=SEARCH_EPOCHS)
+    spec["train"]["references"] = False
+    spec["pareto"] = {"samples": 2, "bn_batches": 1, "batch_size": 16}
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return root
+
+
+def env(work: Path, probe: Path) -> dict[str, str]:
+    probe.mkdir(exist_ok=True)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(work / "site"), "PROBE_DIR": str(probe)}
+
+
+def nascore_run(work: Path, nproc: int, out: str, *extra: str) -> subprocess.CompletedProcess:
+    command = [*torchrun(nproc), "-m", "nascore"] if nproc > 1 else [sys.executable, "-m", "nascore"]
+    return subprocess.run([*command, "run", str(work / "spec.yaml"), "--out", str(work / out), *extra],
+                          capture_output=True, text=True, env=env(work, work / f"probe-{out}"), timeout=DEADLINE_S,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(work) -> subprocess.CompletedProcess:
+    proc = nascore_run(work, 2, "full")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def outputs(out: Path) -> dict[str, str]:
+    """What must not depend on an interruption: arch file, metrics, Pareto table, summary."""
+    return {name: (out / name).read_text() for name in ("arch.json", "metrics.jsonl", "pareto.csv", "summary.json")}
+
+
+def test_ranks_hold_the_same_arch_parameters_and_weights_after_every_epoch(work, uninterrupted):
+    probe = work / "probe-full"
+    for epoch in range(SEARCH_EPOCHS):
+        rank0, rank1 = (torch.load(probe / f"rank{r}_epoch{epoch}.pt", weights_only=True) for r in (0, 1))
+        for part in ("theta", "network"):
+            assert rank0[part].keys() == rank1[part].keys()
+            assert all(torch.equal(rank0[part][k], rank1[part][k]) for k in rank0[part]), (part, epoch)
+    # the architecture was searched: theta moved away from its uniform start
+    assert any(v.abs().max() > 0 for v in rank0["theta"].values())
+    # the derived arch is every rank's (a mismatch is an error), and the argmax of the shared theta
+    arch = json.loads((work / "full" / "arch.json").read_text())
+    assert arch["choices"] == json.loads((work / "full" / "metrics.jsonl").read_text().splitlines()[SEARCH_EPOCHS - 1]
+                                         )["top_choices"]
+
+
+def test_only_rank_0_writes_and_prints(work, uninterrupted):
+    out = work / "full"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "arch.json", "checkpoints/search.pt", "checkpoints/train.pt", "metrics.jsonl", "pareto.csv", "pareto.png",
+        "spec.yaml", "summary.json", "train_model.pt"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["epoch"]) for r in rows] == [("search", e) for e in range(SEARCH_EPOCHS)] + [
+        ("train", 0), ("train", 1)]
+    assert torch.load(out / "checkpoints" / "search.pt", weights_only=True)["world_size"] == 2
+    assert uninterrupted.stdout.count("found arch (shared)") == 1
+    assert uninterrupted.stderr.count("[search] epoch 0:") == 1
+
+
+@pytest.fixture(scope="module")
+def collectives(tmp_path_factory) -> tuple[dict, dict]:
+    """What COLLECTIVES found on rank 0 and rank 1."""
+    folder = tmp_path_factory.mktemp("collectives")
+    script = folder / "collectives.py"
+    script.write_text(textwrap.dedent(COLLECTIVES).lstrip())
+    proc = subprocess.run([*torchrun(2), str(script), str(folder)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=DEADLINE_S, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rank0, rank1 = (json.loads((folder / f"rank{r}.json").read_text()) for r in (0, 1))
+    return rank0, rank1
+
+
+def test_data_shards_are_disjoint(collectives):
+    rank0, rank1 = collectives
+    for epoch in ("0", "1"):
+        # 50 samples, 2 ranks: 25 each, 6 batches of 4 per rank (the global batch of 8 split in two)
+        assert len(rank0[epoch]) == len(rank1[epoch]) == 24
+        assert len(set(rank0[epoch]) | set(rank1[epoch])) == 48  # disjoint
+    assert rank0["0"] != rank0["1"]  # set_epoch: each epoch its own order
+
+
+def test_an_arch_that_differs_between_ranks_is_an_error(collectives):
+    expected = ("the derived arch differs between the ranks of this torchrun job: rank 0 has {'layer01': 'k3_e1'}, "
+                "rank 1 has {'layer01': 'k5_e1'}")
+    assert [r["error"] for r in collectives] == [expected, expected]
+
+
+def kill_after_first_epoch(work: Path, out: Path) -> None:
+    """Start a 2-process run and SIGKILL every process of it once the search's first epoch is checkpointed."""
+    ckpt = out / "checkpoints" / "search.pt"
+    with open(work / f"{out.name}.log", "w") as log:
+        proc = subprocess.Popen([*torchrun(2), "-m", "nascore", "run", str(work / "spec.yaml"), "--out", str(out)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env(work, work / f"probe-{out.name}"),
+                                start_new_session=True)
+    try:
+        deadline = time.time() + DEADLINE_S
+        while proc.poll() is None and time.time() < deadline and not ckpt.exists():
+            time.sleep(0.01)
+    finally:
+        alive = proc.poll() is None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert alive, (work / f"{out.name}.log").read_text()
+    assert torch.load(ckpt, weights_only=True)["epoch"] < SEARCH_EPOCHS - 1
+    assert not (out / "summary.json").exists()
+
+
+@pytest.fixture(scope="module")
+def killed(work) -> Path:
+    """A 2-process run killed after its first search epoch, and a copy of it ("killed-1")."""
+    kill_after_first_epoch(work, work / "killed")
+    shutil.copytree(work / "killed", work / "killed-1")
+    return work / "killed"
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(work, uninterrupted, killed):
+    proc = nascore_run(work, 2, "killed", "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "note:" not in proc.stderr
+    assert outputs(killed) == outputs(work / "full")
+
+
+def test_a_killed_run_resumes_with_another_number_of_processes(work, killed):
+    proc = nascore_run(work, 1, "killed-1", "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "was written by 2 process(es), this run has 1" in proc.stderr
+    assert "the result may differ from an uninterrupted run" in proc.stderr
+    assert (work / "killed-1" / "summary.json").exists()
+
+
+REFUSED = {
+    "odd-batch": ({"strategy": {"batch_size": 15}},
+                  "error: batch_size: 15 does not split evenly over the 2 processes of this torchrun job (batch_size "
+                  "is the global batch); give a multiple of 2"),
+    "sync-batchnorm-on-cpu": ({"distributed": {"sync_batchnorm": True}},
+                              "error: distributed.sync_batchnorm: SyncBatchNorm needs CUDA devices (NCCL); this "
+                              "torchrun job runs on 'cpu'"),
+    "fp16": ({"amp": {"dtype": "fp16"}},
+             "error: amp.dtype: fp16 (a loss scaler per process) is not supported under torchrun; use bf16"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_what_a_torchrun_job_cannot_do_is_refused(work, case):
+    """A global batch that does not split over the ranks, SyncBatchNorm on CPU ranks, fp16's per-process loss scale:
+    the ranks say so (exit 2, torchrun's 1) and no run directory is left."""
+    change, message = REFUSED[case]
+    data = yaml.safe_load((work / "spec.yaml").read_text())
+    for key, value in change.items():
+        data[key] = {**data.get(key, {}), **value}
+    (work / f"{case}.yaml").write_text(yaml.safe_dump(data))
+    proc = subprocess.run([*torchrun(2), "-m", "nascore", "run", str(work / f"{case}.yaml"), "--out",
+                           str(work / case)], capture_output=True, text=True, env=env(work, work / f"probe-{case}"),
+                          timeout=DEADLINE_S, check=False)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert not (work / case).exists()
+
+
+def test_train_under_torchrun_trains_as_the_run_did(work, uninterrupted):
+    """``torchrun -m nascore train ARCH --spec SPEC``: the found arch trained again on 2 ranks, as the run's own
+    training did."""
+    proc = subprocess.run([*torchrun(2), "-m", "nascore", "train", str(work / "full" / "arch.json"), "--spec",
+                           str(work / "spec.yaml"), "--out", str(work / "train")],
+                          capture_output=True, text=True, env=env(work, work / "probe-train"), timeout=DEADLINE_S,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trained, searched = (json.loads((work / d / "summary.json").read_text()) for d in ("train", "full"))
+    assert trained["archs"]["shared"]["train"] == searched["archs"]["shared"]["train"]
+
+
+@pytest.mark.parametrize("strategy", ["reinforce", "bmtas"])
+def test_other_searches_derive_one_arch_on_every_rank(tmp_path, strategy):
+    """REINFORCE (sampled paths, rewards averaged over the ranks) and BMTAS (one-hot warm-up, Gumbel search) under
+    torchrun: the run ends (every rank derived the same arch: a mismatch is an error) and rank 0 wrote it."""
+    from test_resume import SPECS
+
+    spec = SPECS[strategy](tmp_path / "cache")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([*torchrun(2), "-m", "nascore", "run", str(tmp_path / "spec.yaml"), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=DEADLINE_S, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for entry in summary["archs"].values():
+        assert json.loads((tmp_path / "run" / entry["file"]).read_text())["choices"] == entry["choices"]
