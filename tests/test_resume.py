@@ -68,8 +68,13 @@ def amp_spec(cache: Path) -> dict:
     return {**dnas_spec(cache), "amp": {"dtype": "fp16"}, "channels_last": True}
 
 
+def bf16_spec(cache: Path) -> dict:
+    """DNAS with bf16 autocast (no loss scale: what torchrun jobs use) and channels_last."""
+    return {**dnas_spec(cache), "amp": {"dtype": "bf16"}, "channels_last": True}
+
+
 SPECS = {"dnas": dnas_spec, "reinforce": reinforce_spec, "bmtas": bmtas_spec, "random": random_spec,
-         "predictor": predictor_spec, "dnas-amp": amp_spec}
+         "predictor": predictor_spec, "dnas-amp": amp_spec, "dnas-bf16": bf16_spec}
 
 
 def command(spec: Path, out: Path, *extra: str) -> list[str]:
