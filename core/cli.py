@@ -599,32 +599,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise NascoreError(f"--batch must be at least 1, not {args.batch}")
     exporter = plugin_exporter(args.source)
+    start = time.perf_counter()
     if exporter is not None:
-        start = time.perf_counter()
         result = exporter(fmt=args.format, out=args.out, input_size=args.input_size, batch=args.batch,
                           dynamic_batch=args.dynamic_batch,
                           calibration_batches=args.calibration_batches if args.int8 else None)
-        print(f"source: {result['described']}")
-        print(f"input: {result['input']}, batch {args.batch}")
-        print(f"outputs: {', '.join(result['outputs'])}")
-        print(f"largest absolute difference of the file from eager PyTorch: {result['max_abs_diff']:.3g} "
-              f"(relative {result['relative']:.3g}, tolerance {TOLERANCE:g})")
-        print(f"written: {result['out']} ({args.format}, {time.perf_counter() - start:.1f} s)")
-        return 0
-    source = load_source(args.source, args.input_size)
-    start = time.perf_counter()
-    result = export(source, args.format, args.out, args.batch, args.dynamic_batch,
-                    args.calibration_batches if args.int8 else None)
-    print(f"source: {source.described}")
+    else:
+        source = load_source(args.source, args.input_size)
+        result = export(source, args.format, args.out, args.batch, args.dynamic_batch,
+                        args.calibration_batches if args.int8 else None)
+        result |= {"described": source.described,
+                   "input": f"{source.in_channels}x{source.input_size}x{source.input_size}"}
+    print(f"source: {result['described']}")
     batch = f"dynamic (checked at {', '.join(map(str, result['batches']))})" if len(result["batches"]) > 1 \
         else args.batch
-    print(f"input: {source.in_channels}x{source.input_size}x{source.input_size}, batch {batch}")
+    print(f"input: {result['input']}, batch {batch}")
     print(f"outputs: {', '.join(result['outputs'])}")
-    print(f"largest absolute difference of the {'float32 ' if args.int8 else ''}file from eager PyTorch: "
+    print(f"largest absolute difference of the {'float32 ' if 'int8' in result else ''}file from eager PyTorch: "
           f"{result['max_abs_diff']:.3g} (relative {result['relative']:.3g}, tolerance {TOLERANCE:g})")
-    if args.int8:
+    if "int8" in result:
         _print_int8(result["int8"])
-    print(f"written: {result['out']} ({args.format}{', int8' if args.int8 else ''}, "
+    print(f"written: {result['out']} ({args.format}{', int8' if 'int8' in result else ''}, "
           f"{time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -636,7 +631,7 @@ def _print_int8(q: Any) -> None:
           f"on {q.calibration_images} training images; largest difference from eager {q.max_abs_diff:.3g}")
     rows = [(key, f"{e:.4f}", f"{f:.4f}", f"{i:.4f}", f"{i - f:+.4f}") for key, (e, f, i) in q.metrics.items()]
     rows.append(("latency, ms (ONNX Runtime, 1 thread, batch 1)", "", f"{q.latency_ms[0]:.3f}",
-                 f"{q.latency_ms[1]:.3f}", f"{q.latency_ms[0] / q.latency_ms[1]:.2f}x faster"))
+                 f"{q.latency_ms[1]:.3f}", f"speed-up {q.latency_ms[0] / q.latency_ms[1]:.2f}x"))
     Reporter().table("validation split", rows, ("", "eager", "onnx float32", "onnx int8", "int8 - float32"))
 
 

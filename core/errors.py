@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of ``exc``'s message, stripped ("" when it has none): what a user is shown of a
+    library's (often many-line) error."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
 class NascoreError(Exception):
     """A problem with user input (spec, arch file, dataset, plugin, checkpoint)."""
 

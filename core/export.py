@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .arch import Arch, arch_space, is_arch_file, resolve_arch
-from .errors import NascoreError
+from .errors import NascoreError, first_line
 from .fileio import atomic_path
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def _trained(model_file: Path, input_size: int | None) -> Source:
         network.load_state_dict(ckpt["network"])
     except RuntimeError as exc:
         raise NascoreError(f"trained model {model_file} does not fit its arch and the tasks of {spec_path}: "
-                           f"{str(exc).splitlines()[0]}") from None
+                           f"{first_line(exc)}") from None
     heads = ", ".join(t.name for t in tasks)
     data = Data(dataset, tasks, (spec.train or TrainConfig()).batch_size, spec.seed)
     return Source(network.eval(), arch, size, info.in_channels, True,
@@ -263,7 +263,7 @@ def _export_onnx(flat: Flat, x: Tensor, path: Path, dynamic: bool, meta: dict[st
             torch.onnx.export(flat, (x,), str(path), dynamo=False, opset_version=OPSET, input_names=["input"],
                               output_names=flat.names, dynamic_axes=axes)
     except Exception as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc) or type(exc).__name__
         where = _op_module(first, log[0] if log else "")
         place = f" in module {where}" if where is not None else ""
         raise NascoreError(f"export to onnx failed{place}: {type(exc).__name__}: {first}") from None
@@ -366,7 +366,7 @@ def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_ba
                 raise
             except Exception as exc:  # noqa: BLE001 - any exporter error: say where it happened
                 where = f" in module {trail[-1]}" if trail else ""
-                first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                first = first_line(exc) or type(exc).__name__
                 raise NascoreError(f"export to {fmt} failed{where}: {type(exc).__name__}: {first}") from None
         run = _runner(fmt, target)
         batches = [batch, batch + 2] if dynamic_batch else [batch]
@@ -379,7 +379,7 @@ def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_ba
                 raise
             except Exception as exc:  # noqa: BLE001 - the runtime rejects the file: say so
                 raise NascoreError(f"the exported {fmt} file fails to run at batch {b}: {type(exc).__name__}: "
-                                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                                   f"{first_line(exc)}") from None
         diff, relative = max(d[0] for d in diffs), max(d[1] for d in diffs)
         if relative > TOLERANCE:
             raise NascoreError(f"the exported {fmt} file differs from eager PyTorch by {diff:.3g} (relative "

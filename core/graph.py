@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .errors import NascoreError
+from .errors import NascoreError, first_line
 from .protocols import GraphOperation
 
 VOCAB: tuple[str, ...] = (
@@ -181,7 +181,7 @@ def trace(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> fx.GraphModule
     except Exception as exc:
         where = (f"module '{tracer.failed_in[0]}' ({tracer.failed_in[1]})" if tracer.failed_in and tracer.failed_in[0]
                  else f"the forward of {type(model).__name__} itself")
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc) or type(exc).__name__
         raise NascoreError(f"cannot trace {type(model).__name__} with torch.fx: {where} stopped the tracer "
                            f"({type(exc).__name__}: {reason}); it may branch on tensor values") from exc
     finally:
@@ -323,7 +323,7 @@ def build_graph(model: nn.Module, input_size: int | tuple[int, int] = 224, in_ch
             ShapeProp(gm).propagate(torch.zeros(1, in_channels, h, w, device=device, dtype=dtype))
     except Exception as exc:
         raise NascoreError(f"{type(model).__name__} fails on a {in_channels}x{h}x{w} input: "
-                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                           f"{first_line(exc) or type(exc).__name__}"
                            ) from exc
     finally:
         model.train(was_training)

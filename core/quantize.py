@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .costs.timing import OnnxRuntimeBackend
 from .data import loader
-from .errors import NascoreError
+from .errors import NascoreError, first_line
 from .export import Data, Flat, Source, flatten, unflatten
 from .loops import evaluate
 
@@ -83,7 +83,7 @@ def quantize(fp32: Path, out: Path, images: list[Tensor]) -> None:
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as exc:  # noqa: BLE001 - the quantizer rejects the graph: say so, write nothing
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc) or type(exc).__name__
         raise NascoreError(f"int8 quantization with ONNX Runtime failed: {type(exc).__name__}: {first}") from None
     finally:
         prepared.unlink(missing_ok=True)
@@ -97,17 +97,16 @@ def int8(source: Source, flat: Flat, fp32: Path, out: Path, k: int) -> Int8Resul
     assert data is not None, "export() refuses --int8 without the run's data"
     images = calibration_batches(data, k)
     quantize(fp32, out, images)
-    x = torch.randn((1, source.in_channels, source.input_size, source.input_size),
-                    generator=torch.Generator().manual_seed(1))
+    shape = (1, source.in_channels, source.input_size, source.input_size)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         template = source.model(x)
+        float32, quantized = OnnxNetwork(fp32, template), OnnxNetwork(out, template)
         eager = torch.cat([t.flatten() for t in flat(x)])
-        got = torch.cat([t.flatten() for _, t in flatten(OnnxNetwork(out, template)(x))])
+        got = torch.cat([t.flatten() for _, t in flatten(quantized(x))])
     val = list(loader(data.dataset.split("val"), data.batch_size, data.dataset.collate, shuffle=False))
-    scores = [evaluate(net, val, data.tasks, torch.device("cpu"))
-              for net in (source.model, OnnxNetwork(fp32, template), OnnxNetwork(out, template))]
+    scores = [evaluate(net, val, data.tasks, torch.device("cpu")) for net in (source.model, float32, quantized)]
     backend = OnnxRuntimeBackend(threads=1)
-    shape = (1, source.in_channels, source.input_size, source.input_size)
     latency = tuple(backend.time_session(backend.load(str(f)), shape, MIN_RUN_TIME).median_ms for f in (fp32, out))
     result = Int8Result(sum(len(i) for i in images), {key: (scores[0][key], scores[1][key], scores[2][key])
                                                       for key in scores[0]},

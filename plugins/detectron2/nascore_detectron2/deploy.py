@@ -39,7 +39,7 @@ from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from torch import Tensor, nn
 
-from nascore.errors import NascoreError
+from nascore.errors import NascoreError, first_line
 from nascore.fileio import atomic_path
 
 from .backbone import add_nascore_config
@@ -328,7 +328,7 @@ def export_detector(detector: Detector, fmt: str, out: str | Path, seeds: tuple[
             raise
         except Exception as exc:  # noqa: BLE001
             raise NascoreError(f"the exported {fmt} file cannot be loaded: {type(exc).__name__}: "
-                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                               f"{first_line(exc)}") from None
         diffs, detections = [], []
         for seed, image in zip(seeds, images):
             with torch.no_grad():
@@ -337,7 +337,7 @@ def export_detector(detector: Detector, fmt: str, out: str | Path, seeds: tuple[
                 got = run(image)
             except Exception as exc:  # noqa: BLE001 - the runtime rejects the file: say so
                 raise NascoreError(f"the exported {fmt} file fails to run on image seed {seed}: {type(exc).__name__}:"
-                                   f" {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                                   f" {first_line(exc)}") from None
             diffs.append(compare(names, eager, got))
             detections.append(int(eager[0].shape[0]))
         diff, relative = max(d[0] for d in diffs), max(d[1] for d in diffs)
