@@ -10,7 +10,7 @@ Input: performance datasets collected with ``nascore bench collect`` from the sp
 1. Label noise: the first ``--noise`` archs of the first dataset trained again with another training seed (same
    budget); Spearman between the two seeds' labels is the ceiling any predictor can reach on these labels.
 2. Per dataset and task, and on all datasets pooled: ``--splits`` random splits (``--holdout`` of the archs
-   held out), ``aio-p`` and every baseline fitted on the rest (``nascore.predictors.fitting.fit_file``) and
+   held out), ``aio-p`` and every baseline fitted on the rest (``nascore.performance.predictors.fitting.fit_file``) and
    scored on the held-out archs; mean and standard deviation over the splits.
 
 Prints a Markdown table (BENCHMARKS.md, "AIO-P performance predictor") and writes the numbers as JSON.
@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from label_noise import trained  # benchmarks/ is the script's folder, so on sys.path
 
-from nascore.perfdata import PerfDataset
-from nascore.predictors.base import labelled_samples
-from nascore.predictors.fitting import evaluate_file, fit_file
-from nascore.predictors.scoring import scores
+from nascore.performance.perfdata import PerfDataset
+from nascore.performance.predictors.fitting import evaluate_file, fit_file
+from nascore.performance.predictors.scoring import scores
+from nascore.predictor import labelled_samples
 
 
 def noise(dataset: PerfDataset, n: int, out: Path, workers: int) -> dict:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from nascore.collect import plan_manifest
-from nascore.perfdata import PerfDataset
-from nascore.predictors.scoring import scores
-from nascore.pseudolabel import SUPERNET_FILE, Options, pseudo_label
+from nascore.performance.collect import plan_manifest
+from nascore.performance.perfdata import PerfDataset
+from nascore.performance.predictors.scoring import scores
+from nascore.performance.pseudolabel import SUPERNET_FILE, Options, pseudo_label
 from nascore.spec import load_spec
 
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from nascore.perfdata import PerfDataset
-from nascore.predictors.adapters import TRAIN_MODES, adapt_file, draw_labelled, transfer_file
-from nascore.predictors.aiop import AIOPPredictor
-from nascore.predictors.fitting import evaluate_file, fit_file, task_samples
-from nascore.predictors.scoring import scores
+from nascore.performance.perfdata import PerfDataset
+from nascore.performance.predictors.adapters import TRAIN_MODES, adapt_file, draw_labelled, transfer_file
+from nascore.performance.predictors.aiop import AIOPPredictor
+from nascore.performance.predictors.fitting import evaluate_file, fit_file, task_samples
+from nascore.performance.predictors.scoring import scores
 from nascore.spec import apply_overrides
 
 

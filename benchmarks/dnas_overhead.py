@@ -36,10 +36,10 @@ from torch import Tensor, nn
 
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
-from nascore.costs.objective import Multiplicative
 from nascore.dataset import DataInfo
 from nascore.features import ClassifierHead
 from nascore.loops import check_finite
+from nascore.objective import Multiplicative
 from nascore.spaces.fbnet import FBNetSpace, layer_plan
 from nascore.spaces.fbnet_blocks import conv_bn, make_block
 from nascore.strategies.dnas import DNAS

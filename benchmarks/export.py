@@ -82,8 +82,8 @@ def train_all(out: Path, epochs: int, jobs: int) -> dict[str, Path]:
 def latency_224(run: Path, scratch: Path) -> tuple[float, float]:
     """(float32, int8) ONNX Runtime latency at 224 x 224 of a classifier run's weights."""
     from nascore.costs.timing import OnnxRuntimeBackend
-    from nascore.export import export, load_source
-    from nascore.quantize import MIN_RUN_TIME, calibration_batches, quantize
+    from nascore.deploy.export import export, load_source
+    from nascore.deploy.quantize import MIN_RUN_TIME, calibration_batches, quantize
 
     source = load_source(str(run), input_size=224)
     fp32, int8 = scratch / f"{run.name}-224.onnx", scratch / f"{run.name}-224-int8.onnx"
@@ -100,8 +100,8 @@ def latency_224(run: Path, scratch: Path) -> tuple[float, float]:
 def measure_plugin(name: str, run: Path, scratch: Path, exporter) -> dict:
     """A run a plugin exports (detectron2): float32 ONNX only, timed on its own input; the metric is the run's."""
     from nascore.costs.timing import OnnxRuntimeBackend
-    from nascore.export import read_exported
-    from nascore.quantize import MIN_RUN_TIME
+    from nascore.deploy.export import read_exported
+    from nascore.deploy.quantize import MIN_RUN_TIME
 
     start = time.perf_counter()
     checked = exporter(fmt="onnx", out=scratch / f"{name}.onnx", input_size=None, batch=1, dynamic_batch=False,
@@ -120,7 +120,7 @@ def measure_plugin(name: str, run: Path, scratch: Path, exporter) -> dict:
 
 def measure(name: str, run: Path, scratch: Path) -> dict:
     from nascore.costs.flops import count_macs
-    from nascore.export import export, load_source, plugin_exporter
+    from nascore.deploy.export import export, load_source, plugin_exporter
 
     exporter = plugin_exporter(str(run))
     if exporter is not None:

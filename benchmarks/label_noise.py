@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from nascore.collect import run_plan
 from nascore.executor import LocalExecutor
-from nascore.perfdata import Manifest, PerfDataset, write_manifest
-from nascore.predictors.scoring import scores
+from nascore.performance.collect import run_plan
+from nascore.performance.perfdata import Manifest, PerfDataset, write_manifest
+from nascore.performance.predictors.scoring import scores
 from nascore.spec import apply_overrides, validate_spec
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from nascore.perfdata import PerfDataset
+from nascore.performance.perfdata import PerfDataset
 
 SPEC = Path(__file__).parent / "perfdata" / "fbnet.yaml"
 #: mode: (options, OMP_NUM_THREADS or None for torch's default)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from nascore.costs.flops import FlopsCost
-from nascore.perfdata import PerfDataset
+from nascore.performance.perfdata import PerfDataset
 from nascore.registry import get_registry
 from nascore.spec import load_spec
 

@@ -3,7 +3,7 @@
 The names below are imported when first used (PEP 562), so that ``import nascore`` (and ``nascore --help``) loads
 neither torch nor timm. After ``import nascore``, importing timm also makes every named arch a timm model,
 ``timm.create_model("nascore_<name>")``: nascore then loads its plugins, and its timm integration (a plugin,
-``nascore.timm_models``) registers them.
+``nascore.deploy.timm_models``) registers them.
 """
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ __version__ = "0.1.0"
 # train_step: what a search strategy's loop is made of (CONTRIBUTING.md, "Part 2: a search strategy")
 _EXPORTS = {
     "Arch": "arch", "Backbone": "features", "Component": "component", "ComponentConfig": "component",
-    "CostEstimate": "protocols", "CostModel": "costs.base", "CostTable": "supernet", "DataInfo": "dataset",
+    "CostEstimate": "protocols", "CostModel": "cost", "CostTable": "supernet", "DataInfo": "dataset",
     "Dataset": "dataset", "Decision": "supernet", "Distributing": "protocols", "Evaluating": "protocols",
     "Exporting": "protocols", "GraphOperation": "protocols", "MixedOp": "supernet",
-    "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "Predictor": "predictors.base",
-    "SHARED": "strategy", "Sample": "predictors.base",
+    "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "Predictor": "predictor",
+    "SHARED": "strategy", "Sample": "predictor",
     "Sampling": "protocols", "SearchContext": "strategy", "SearchSpace": "space", "SearchStrategy": "strategy",
     "Supernet": "supernet", "Task": "task", "build_network": "task", "check_finite": "loops",
     "evaluate_arch": "strategy",
-    "hookimpl": "hookspecs", "loader": "data", "register_timm_model": "timm_models", "task_losses": "loops",
+    "hookimpl": "hookspecs", "loader": "data", "register_timm_model": "deploy.timm_models", "task_losses": "loops",
     "to_device": "data", "train_step": "loops",
 }
 __all__ = sorted(_EXPORTS)

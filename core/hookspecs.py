@@ -3,7 +3,7 @@ that implements some of these hooks (decorate with ``nascore.hookimpl``).
 
 Component hooks return a list of component classes; lifecycle hooks are called on every plugin that
 implements them and return nothing; integration hooks let a plugin publish the components to another library or
-act on a spec (nascore's timm integration, ``nascore.timm_models``, does both). What components of different
+act on a spec (nascore's timm integration, ``nascore.deploy.timm_models``, does both). What components of different
 families rely on in each other (a cost estimate, a multi-task backbone, optional capabilities such as sampling) is
 declared in ``protocols.py``.
 """
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .costs.base import CostModel
+    from .cost import CostModel
     from .dataset import Dataset
-    from .predictors.base import Predictor
+    from .predictor import Predictor
     from .registry import Registry
     from .run import Run
     from .space import SearchSpace

@@ -16,10 +16,11 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from nascore.costs.flops import FlopsCost
+
 from . import distributed
 from .arch import Arch
-from .costs.base import CostModel
-from .costs.flops import FlopsCost
+from .cost import CostModel
 from .data import epoch_seed, loader
 from .fileio import atomic_write_bytes, atomic_write_text
 from .protocols import CostEstimate, Evaluating, Sampling

@@ -13,7 +13,7 @@ looks for attributes to learn what a component can do.
 - :class:`Evaluating`: a strategy that trains the archs it considers on their own (``random``, ``predictor``);
 - :class:`Exporting`: a dataset that can write itself to files;
 - :class:`PricedOperation`: a module a space's blocks mark as one priced unit (what cost models cache by);
-- :class:`GraphOperation`: a module a space marks as one node of the computational graph (``nascore.graph``).
+- :class:`GraphOperation`: a module a space marks as one node of the computational graph (``nascore.performance.graph``).
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ class CostEstimate(ABC):
 
     Made by ``Supernet.price(cost_model, input_size, in_channels)``: by default a :class:`nascore.CostTable`
     (a sum, or max, of per-option prices); a space whose cost is not one overrides ``price`` and returns its
-    own subclass (FBNetV2: ``nascore.costs.shape.ShapeCostTable``; ``branched``:
-    ``nascore.branching.BranchCostTable``). The runner hands it to the strategy as ``SearchContext.cost_table``.
+    own subclass (FBNetV2: ``nascore.spaces.shape_cost.ShapeCostTable``; ``branched``:
+    ``nascore.spaces.branching.BranchCostTable``). The runner hands it to the strategy as ``SearchContext.cost_table``.
     """
 
     #: the cost model's unit, e.g. "MACs", "ms", "bytes"
@@ -169,5 +169,5 @@ class GraphOperation(Protocol):
     A Protocol, like :class:`PricedOperation`: the module only needs the method."""
 
     def graph_node(self) -> tuple[str, dict]:
-        """``(op, attrs)``: an op of ``nascore.graph.VOCAB`` and any of the attrs ``kernel`` and ``stride`` (pairs
+        """``(op, attrs)``: an op of ``nascore.performance.graph.VOCAB`` and any of the attrs ``kernel`` and ``stride`` (pairs
         of ints), ``groups`` (int), ``bias`` (bool) that describe it."""

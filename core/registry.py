@@ -23,10 +23,10 @@ from .errors import NascoreError
 FAMILIES: dict[str, tuple[str, str]] = {
     "space": ("nascore_search_spaces", "nascore.space:SearchSpace"),
     "strategy": ("nascore_search_strategies", "nascore.strategy:SearchStrategy"),
-    "cost": ("nascore_cost_models", "nascore.costs.base:CostModel"),
+    "cost": ("nascore_cost_models", "nascore.cost:CostModel"),
     "task": ("nascore_tasks", "nascore.task:Task"),
     "dataset": ("nascore_datasets", "nascore.dataset:Dataset"),
-    "predictor": ("nascore_predictors", "nascore.predictors.base:Predictor"),
+    "predictor": ("nascore_predictors", "nascore.predictor:Predictor"),
 }
 
 

@@ -19,9 +19,9 @@ from pydantic import (
 from pydantic_core import to_jsonable_python
 
 from .component import Component, ComponentConfig, TorchDevice
-from .costs.objective import Multiplicative, Objective
 from .errors import NascoreError, SpecError
 from .fileio import MAX_DEPTH, SPEC_MAX_BYTES, load_user_yaml, parse_user_yaml
+from .objective import Multiplicative, Objective
 from .registry import Registry, get_registry
 from .validation import format_validation_error
 
@@ -268,7 +268,7 @@ def validate_spec(data: dict[str, Any], registry: Registry | None = None, source
     names = [t["name"] for t in raw_tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
     for name in sorted({n for n in names if names.count(n) > 1}):
         errors.append(f"tasks: task '{name}' is listed twice")
-    if model is not None:  # top-level keys that plugins serve, e.g. timm_models (nascore.timm_models)
+    if model is not None:  # top-level keys that plugins serve, e.g. timm_models (nascore.deploy.timm_models)
         for problems in registry.hook.nascore_spec_loaded(spec=model, registry=registry):
             errors.extend(problems)
     if errors or model is None:

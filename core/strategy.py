@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Final
 import torch
 
 from .component import Component
-from .costs.base import CostModel
+from .cost import CostModel
 from .data import loader
 from .dataset import DataInfo
 from .executor import Executor, LocalExecutor

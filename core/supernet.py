@@ -228,7 +228,7 @@ class Supernet(nn.Module):
 
         Strategies use the result through the :class:`~nascore.protocols.CostEstimate` contract; a space whose
         costs are not a sum of per-option prices returns its own table (FBNetV2's effective-shape table,
-        ``nascore.costs.shape``).
+        ``nascore.spaces.shape_cost``).
         """
         ops = self.operations(input_size, in_channels)
         prices = cost_model.price_all([(op.module, op.input_shape) for op in ops])

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nascore.costs.flops import count_macs, count_params
+
 from . import distributed
 from .arch import Arch
-from .costs.flops import count_macs, count_params
 from .data import loader
 from .fileio import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
 from .loops import cosine_lr, evaluate, set_lr, train_step, weight_optimizer

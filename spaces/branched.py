@@ -20,13 +20,13 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from nascore.arch import Arch, resolve_arch
-from nascore.branching import MAX_TASKS, BranchCostTable, canonical, choices_of, config_of, decision, groups_of
 from nascore.component import ComponentConfig
 from nascore.errors import NascoreError
 from nascore.features import Backbone, Chain
 from nascore.hookspecs import hookimpl
 from nascore.protocols import MultiTaskBackbone
 from nascore.space import SearchSpace
+from nascore.spaces.branching import MAX_TASKS, BranchCostTable, canonical, choices_of, config_of, decision, groups_of
 from nascore.supernet import ActiveOptions, Decision, Operation, Supernet, input_shapes
 
 

@@ -5,7 +5,7 @@ need); per block: the block type (k3/k5 depth-wise, with or without squeeze-exci
 skip), the expansion rate and the input resolution. Channel and expansion options are masks over one
 max-width convolution scaled by the Gumbel-softmax mix, ``sum_i g_i * m_i``; a resolution option subsamples the
 block's input, runs the block and places the result back pixel-aligned at full size. Costs follow effective
-shape propagation (``nascore.costs.shape``). A derived arch builds with genuinely smaller convolutions.
+shape propagation (``nascore.spaces.shape_cost``). A derived arch builds with genuinely smaller convolutions.
 FBNetV2-F1..F4 and L1/L2 ship as named archs (mobile-vision's ``fbnet_modeldef_cls_fbnetv2.py``).
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ from torch import Tensor, nn
 
 from nascore.arch import Arch
 from nascore.component import ComponentConfig
-from nascore.costs.shape import ProductWidth, ShapeCostTable, Width
 from nascore.features import Backbone, Chain, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace
+from nascore.spaces.shape_cost import ProductWidth, ShapeCostTable, Width
 from nascore.supernet import ActiveOptions, Decision, Supernet
 
 from .fbnetv2_blocks import (

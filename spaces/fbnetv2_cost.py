@@ -1,6 +1,6 @@
 """Pricing the FBNetV2 space by effective shape propagation: every operation of every block is priced by the
 cost model at each width it can have (the exact modules a built model runs, so a latency table holds real
-timings shared with built models), and the grids go into a :class:`~nascore.costs.shape.ShapeCostTable`."""
+timings shared with built models), and the grids go into a :class:`~nascore.spaces.shape_cost.ShapeCostTable`."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,9 +10,9 @@ from itertools import product
 import torch
 from torch import nn
 
-from nascore.costs.shape import ShapeCostTable, Term
 from nascore.errors import NascoreError
 from nascore.protocols import PricedOperation
+from nascore.spaces.shape_cost import ShapeCostTable, Term
 from nascore.supernet import Operation, input_shapes
 
 from .fbnetv2 import BlockPlan, FBNetV2Supernet, plan

@@ -9,10 +9,10 @@ import torch
 import yaml
 
 from nascore.arch import Arch
-from nascore.branching import config_of, groups_of
 from nascore.costs.flops import FlopsCost, count_macs
 from nascore.errors import NascoreError, SpecError
 from nascore.registry import get_registry
+from nascore.spaces.branching import config_of, groups_of
 from nascore.spec import validate_spec
 from nascore.supernet import one_hot
 from nascore.task import build_network

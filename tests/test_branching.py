@@ -1,4 +1,4 @@
-"""Branch configs as trees and the exact expected cost of a branched encoder (nascore.branching)."""
+"""Branch configs as trees and the exact expected cost of a branched encoder (nascore.spaces.branching)."""
 from __future__ import annotations
 
 import itertools
@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from nascore.branching import canonical, expected_groups, groups_of
+from nascore.spaces.branching import canonical, expected_groups, groups_of
 
 
 def brute_force(probs: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,9 @@ from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 import nascore.costs.flops as flops
-from nascore.costs import Additive, Multiplicative, Objective, op_key
+from nascore.cost import op_key
 from nascore.costs.flops import FlopsCost, count_macs
+from nascore.objective import Additive, Multiplicative, Objective
 from nascore.spaces.fbnet_blocks import make_block
 
 

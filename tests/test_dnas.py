@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import nascore.loops as loops
-from nascore.costs import Additive, Multiplicative
 from nascore.costs.flops import FlopsCost
+from nascore.objective import Additive, Multiplicative
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.strategies.dnas import DNAS, Temperature
 from nascore.strategy import SHARED, SearchContext, entropy

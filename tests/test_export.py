@@ -13,7 +13,7 @@ import yaml
 
 from nascore.arch import Arch
 from nascore.cli import main
-from nascore.export import FORMATS, META_FILE
+from nascore.deploy.export import FORMATS, META_FILE
 from nascore.registry import get_registry
 
 FBNET = {"width": 0.25, "input_size": 32, "head_channels": 64}
@@ -126,7 +126,7 @@ def test_trained_run_exports_with_its_heads(trained, tmp_path, capsys):
     # the weights are the trained ones: the file's classification output matches the checkpoint's network
     import onnxruntime
 
-    from nascore.export import load_source
+    from nascore.deploy.export import load_source
 
     source = load_source(str(run))
     x = torch.randn(1, 3, 32, 32)
@@ -176,7 +176,7 @@ def test_unsupported_onnx_op_is_named(tmp_path, capsys, monkeypatch):
 
 
 def test_a_failed_check_exits_2_without_a_file(tmp_path, capsys, monkeypatch):
-    from nascore import export
+    from nascore.deploy import export
 
     real = export._runner
     monkeypatch.setattr(export, "_runner", lambda fmt, path: (lambda x: [t + 1e-2 for t in real(fmt, path)(x)]))

@@ -11,10 +11,10 @@ from torch import nn
 
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost, count_macs, count_params
-from nascore.costs.shape import ProductWidth, Width, interpolate
 from nascore.errors import NascoreError
 from nascore.spaces.fbnetv2 import FBNetV2Space
 from nascore.spaces.fbnetv2_blocks import SlimConvBN, SlimSE, divisible_by, place, subsample
+from nascore.spaces.shape_cost import ProductWidth, Width, interpolate
 from nascore.supernet import one_hot
 from nascore.task import build_network
 from nascore.tasks.classification import Classification
@@ -331,7 +331,7 @@ TINY = {"input_size": 16, "stem": 8, "head_channels": 32, "stages": [
 
 
 def test_latency_table_holds_every_operation_a_built_arch_runs(tmp_path):
-    from nascore.costs.base import op_key
+    from nascore.cost import op_key
     from nascore.costs.latency import LatencyCost
     from nascore.costs.lut import entry_key
 

@@ -1,4 +1,4 @@
-"""Computational graphs (nascore.graph): op vocabulary, data-flow edges, features, untraceable models, CLI."""
+"""Computational graphs (nascore.performance.graph): op vocabulary, data-flow edges, features, untraceable models, CLI."""
 from __future__ import annotations
 
 import random
@@ -12,7 +12,7 @@ from torch import nn
 from nascore.arch import Arch
 from nascore.cli import main
 from nascore.errors import NascoreError
-from nascore.graph import FEATURE_WIDTH, NUMERIC_FEATURES, OOV, OPS, build_graph, histogram, resolve_model
+from nascore.performance.graph import FEATURE_WIDTH, NUMERIC_FEATURES, OOV, OPS, build_graph, histogram, resolve_model
 from nascore.registry import get_registry
 
 
@@ -200,12 +200,12 @@ def test_cli_prints_counts_and_writes_a_graph(tmp_path, capsys):
 
 
 def test_cli_untraceable_model_exits_2(monkeypatch, capsys):
-    import nascore.graph
+    import nascore.performance.graph
 
     assert main(["graph", "timm:no_such_model_x"]) == 2
     assert "unknown timm model 'no_such_model_x'" in capsys.readouterr().err
     net = nn.Sequential(nn.Conv2d(3, 4, 3), Branchy())
-    monkeypatch.setattr(nascore.graph, "resolve_model", lambda ref, size: (net, 16, "a test net"))
+    monkeypatch.setattr(nascore.performance.graph, "resolve_model", lambda ref, size: (net, 16, "a test net"))
     assert main(["graph", "whatever"]) == 2
     assert "module '1' (Branchy)" in capsys.readouterr().err
 

@@ -16,12 +16,12 @@ import yaml
 from torch import nn
 
 from nascore.cli import main
-from nascore.costs import Budget, Multiplicative
-from nascore.costs.base import op_key
+from nascore.cost import op_key
 from nascore.costs.latency import LatencyCost, fit_calibration
 from nascore.costs.lut import entry_key, load_table
 from nascore.costs.timing import OnnxRuntimeBackend
 from nascore.errors import NascoreError
+from nascore.objective import Budget, Multiplicative
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.spaces.fbnet_blocks import make_block
 from nascore.supernet import one_hot

@@ -13,8 +13,8 @@ from torch import nn
 
 from nascore.arch import resolve_arch
 from nascore.costs.memory import MemoryCost, PeakTracker
-from nascore.costs.objective import Multiplicative
 from nascore.errors import SpecError
+from nascore.objective import Multiplicative
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.spaces.fbnet_blocks import make_block
 from nascore.spec import validate_spec

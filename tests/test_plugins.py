@@ -532,7 +532,7 @@ EXTRA_MODULES = {
 
         from nascore import hookimpl
         from nascore.costs.flops import FlopsCost
-        from nascore.predictors.baselines import MacsBaseline
+        from nascore.performance.predictors.baselines import MacsBaseline
         from nascore.spaces.fbnet import FBNetSpace
         from nascore.strategies.dnas import DNAS
         from nascore.tasks.classification import Classification

@@ -21,18 +21,18 @@ from torch import nn
 from installed import builtin_registry
 from nascore import hookimpl
 from nascore.cli import main
-from nascore.collect import collect, draw, plan_manifest
 from nascore.errors import NonFiniteLossError
 from nascore.executor import LocalExecutor
-from nascore.graph import NUMERIC_FEATURES, OPS, build_graph, graph_from_record, graph_record
-from nascore.perfdata import PerfDataset
-from nascore.predictors.aiop import AIOPPredictor, flops_scale
-from nascore.predictors.base import Sample, labelled_samples
-from nascore.predictors.baselines import Baseline, MacsBaseline
-from nascore.predictors.file import PredictorFile
-from nascore.predictors.fitting import baseline_names, evaluate_file, fit_file
-from nascore.predictors.scoring import scores
-from nascore.proxies import naswot, synflow
+from nascore.performance.collect import collect, draw, plan_manifest
+from nascore.performance.graph import NUMERIC_FEATURES, OPS, build_graph, graph_from_record, graph_record
+from nascore.performance.perfdata import PerfDataset
+from nascore.performance.predictors.aiop import AIOPPredictor, flops_scale
+from nascore.performance.predictors.baselines import Baseline, MacsBaseline
+from nascore.performance.predictors.file import PredictorFile
+from nascore.performance.predictors.fitting import baseline_names, evaluate_file, fit_file
+from nascore.performance.predictors.scoring import scores
+from nascore.performance.proxies import naswot, synflow
+from nascore.predictor import Sample, labelled_samples
 from nascore.registry import Registry, Source, get_registry
 from nascore.spec import validate_spec
 from workspace import snapshot
@@ -267,16 +267,16 @@ def test_with_a_latency_cost_the_record_holds_the_latency_estimate(tmp_path, cac
 
 
 def test_a_diverging_training_is_recorded_without_a_label(tmp_path, cache_dir, monkeypatch):
-    import nascore.collect
+    import nascore.performance.collect
 
-    real = nascore.collect.train_epoch
+    real = nascore.performance.collect.train_epoch
 
     def diverging_saliency(network, optimizer, tasks, *args, **kwargs):
         if tasks[0].name == "saliency":
             raise NonFiniteLossError(0, 3)
         return real(network, optimizer, tasks, *args, **kwargs)
 
-    monkeypatch.setattr(nascore.collect, "train_epoch", diverging_saliency)
+    monkeypatch.setattr(nascore.performance.collect, "train_epoch", diverging_saliency)
     collect(validate_spec(tiny_spec(cache_dir)), tmp_path / "data", 2, 0)
     ds = PerfDataset.read(tmp_path / "data")
     result = ds.records[0].tasks["saliency"]

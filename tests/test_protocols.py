@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from nascore.arch import Arch
-from nascore.branching import config_of, groups_of
 from nascore.costs.flops import FlopsCost
 from nascore.errors import NascoreError
 from nascore.protocols import CostEstimate, Distributing, Evaluating, Exporting, MultiTaskBackbone, Sampling
 from nascore.registry import get_registry
+from nascore.spaces.branching import config_of, groups_of
 from nascore.strategies.bmtas import BMTAS
 from nascore.strategy import SearchContext, SearchStrategy
 from nascore.supernet import one_hot

@@ -1,4 +1,4 @@
-"""AIO-P pseudo-labels (nascore.pseudolabel, nascore bench pseudo-label): latent sampling over a population of bodies,
+"""AIO-P pseudo-labels (nascore.performance.pseudolabel, nascore bench pseudo-label): latent sampling over a population of bodies,
 the depth bins and their round robin, the command's performance dataset (bench collect's plan), determinism,
 resuming, bad inputs."""
 from __future__ import annotations
@@ -11,11 +11,11 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from nascore import pseudolabel
 from nascore.cli import main
-from nascore.collect import plan_manifest
-from nascore.perfdata import PerfDataset
-from nascore.pseudolabel import (
+from nascore.performance import pseudolabel
+from nascore.performance.collect import plan_manifest
+from nascore.performance.perfdata import PerfDataset
+from nascore.performance.pseudolabel import (
     DepthBins,
     Population,
     depth,

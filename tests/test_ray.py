@@ -17,9 +17,9 @@ import yaml
 
 from nascore.arch import Arch
 from nascore.cli import main
-from nascore.collect import collect, collect_one, plan_manifest
 from nascore.executor import RAY_MISSING, LocalExecutor, RayExecutor
-from nascore.perfdata import PerfDataset
+from nascore.performance.collect import collect, collect_one, plan_manifest
+from nascore.performance.perfdata import PerfDataset
 from nascore.spec import validate_spec
 
 try:

@@ -14,8 +14,8 @@ import yaml
 
 from installed import failed_note, installed
 from nascore.cli import main
-from nascore.costs.objective import Additive, Budget, Multiplicative
 from nascore.errors import NascoreError, SpecError
+from nascore.objective import Additive, Budget, Multiplicative
 from nascore.registry import get_registry
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.spec import SpecModel, apply_overrides, load_spec, spec_json_schema, validate_spec

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from nascore.cli import main
-from nascore.graph import build_graph, graph_record
-from nascore.perfdata import Manifest, PerfDataset, Record, write_manifest, write_record
-from nascore.predictors.adapters import AdaptedPredictor, adapt_file
-from nascore.predictors.aiop import AIOPPredictor
-from nascore.predictors.base import labelled_samples
-from nascore.predictors.file import PredictorFile
-from nascore.predictors.fitting import baseline_names, fit_file
+from nascore.performance.graph import build_graph, graph_record
+from nascore.performance.perfdata import Manifest, PerfDataset, Record, write_manifest, write_record
+from nascore.performance.predictors.adapters import AdaptedPredictor, adapt_file
+from nascore.performance.predictors.aiop import AIOPPredictor
+from nascore.performance.predictors.file import PredictorFile
+from nascore.performance.predictors.fitting import baseline_names, fit_file
+from nascore.predictor import labelled_samples
 from nascore.registry import get_registry
 from workspace import snapshot
 

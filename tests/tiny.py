@@ -71,8 +71,8 @@ def predictor_file(folder: Path) -> Path:
     FBNet performance dataset (benchmarks/perfdata/fbnet_12ep.tar.gz); made once per folder."""
     import tarfile
 
-    from nascore.perfdata import PerfDataset
-    from nascore.predictors.fitting import fit_file
+    from nascore.performance.perfdata import PerfDataset
+    from nascore.performance.predictors.fitting import fit_file
 
     path = folder / "fbnet.predictor.pt"
     if not path.exists():

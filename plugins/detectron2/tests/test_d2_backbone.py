@@ -90,13 +90,13 @@ def test_fpn_wiring(meta, features):
 
 
 def test_computational_graph_of_the_backbone_and_its_fpn():
-    """nascore.graph traces the adapter and detectron2's FPN around it: the FPN adds a lateral and an output conv
+    """nascore.performance.graph traces the adapter and detectron2's FPN around it: the FPN adds a lateral and an output conv
     per level, an upsample and an add per top-down step, and the P6 max-pool."""
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_backbone
 
-    from nascore.graph import build_graph, histogram
+    from nascore.performance.graph import build_graph, histogram
     from nascore_detectron2 import NascoreBackbone, add_nascore_config, build_features_model
 
     levels = ["res2", "res3", "res4", "res5"]

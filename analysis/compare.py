@@ -1,0 +1,159 @@
+"""``nascore compare SPEC... --seeds N --out DIR``: several searches (strategies, or settings of one) on one dataset,
+tasks and training budget, each over N seeds. Every run is ``nascore run`` of its spec with ``seed`` set, in
+``DIR/<spec name>/seed<s>``; its found arch is trained from scratch by the spec's ``train`` block, which must be
+the same in every spec, so the archs are compared at one budget. One table (the trained metric's mean and standard
+deviation over seeds, multiply-adds, and the search's cost: archs trained during the search, the archs a predictor
+was fitted on, search minutes) and a plot of metric against multiply-adds. A finished run is not run again; an
+unfinished one is resumed; ``compare.json`` keeps each finished run's entry (its search time as first measured).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from nascore.errors import NascoreError
+from nascore.fileio import atomic_write_bytes, atomic_write_text, parse_user_json, read_user_text
+from nascore.progress import Reporter
+from nascore.rundir import SPEC_FILE, SUMMARY_FILE, read_metrics
+from nascore.spec import RunSpec, load_spec
+
+RESULTS, PLOT = "compare.json", "compare.png"
+
+
+class _Timer(Reporter):
+    """A reporter that also adds up the seconds between a run's epochs per phase (the search's cost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: Counter[str] = Counter()
+        self.mark = time.perf_counter()
+
+    def epoch(self, phase: str, row: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        self.seconds[phase.split("/")[0]] += now - self.mark
+        self.mark = now
+        super().epoch(phase, row)
+
+
+def load_specs(paths: list[str], overrides: list[str]) -> dict[str, RunSpec]:
+    """Spec name (its file's stem, numbered when two share one) -> spec; they must share dataset, tasks and train."""
+    specs: dict[str, RunSpec] = {}
+    for path in paths:
+        name, n = Path(path).stem, 2
+        while name in specs:
+            name, n = f"{Path(path).stem}_{n}", n + 1
+        specs[name] = load_spec(path, overrides)
+    first = next(iter(specs.values()))
+    for spec in specs.values():
+        if spec.train is None:
+            raise NascoreError(f"{spec.source}: compare trains every found arch with the spec's train: block; the "
+                               "spec has none")
+        for key in ("dataset", "tasks", "train"):
+            if spec.dump().get(key) != first.dump().get(key):
+                raise NascoreError(f"{spec.source}: its {key}: block differs from {first.source}'s; compared "
+                                   "searches share the dataset, the tasks and the training of the found archs")
+    return specs
+
+
+def run_one(spec: RunSpec, out_dir: Path) -> dict[str, Any]:
+    """Run (or resume) one spec in ``out_dir``; its compare entries, one per found arch."""
+    from nascore.performance.predictors.file import PredictorFile
+    from nascore.run import open_run, run_spec
+
+    timer = _Timer()
+    resume = os.path.lexists(out_dir / SPEC_FILE)
+    run = open_run(spec, out_dir, resume, reporter=timer)
+    timer.log(f"{'resuming' if resume else 'running'} {spec.source} with seed {spec.seed} in {out_dir}")
+    summary = run_spec(run)
+    search_rows = [r for r in read_metrics(out_dir / "metrics.jsonl") if r["phase"] == "search"]
+    labelled = None
+    if spec.strategy.name == "predictor":
+        file = PredictorFile.load(spec.strategy.config.file)
+        task = spec.strategy.config.task or spec.tasks[0].name
+        labelled = len(file.tasks[task].fitted)
+    entries = []
+    for owner, entry in summary["archs"].items():
+        task = next(t for t in run.tasks if owner in ("shared", t.name))
+        trained = entry["train"]
+        entries.append({"owner": owner, "seed": spec.seed, "strategy": spec.strategy.name,
+                        "metric": f"val/{task.name}/{task.primary_metric}", "higher_is_better": task.higher_is_better,
+                        "value": trained[f"val/{task.name}/{task.primary_metric}"], "macs": trained["macs"],
+                        "params": trained["params"], "choices": entry["choices"],
+                        "archs_trained": int(search_rows[-1].get("archs_trained", 0)) if search_rows else 0,
+                        "labelled_archs": labelled,
+                        "search_seconds": round(timer.seconds["search"], 1) if not resume else None})
+    return {"entries": entries}
+
+
+def compare(paths: list[str], seeds: list[int], out_dir: Path, overrides: list[str],
+            reporter: Reporter | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Run every spec with every seed (finished ones are read back); returns spec name -> entries."""
+    reporter = reporter or Reporter()
+    specs = load_specs(paths, overrides)
+    results_path = out_dir / RESULTS
+    results: dict[str, dict[str, Any]] = {}
+    if os.path.lexists(results_path):
+        results = parse_user_json(read_user_text(results_path, "compare results", 16 << 20), str(results_path))
+        if not (isinstance(results, dict) and all(isinstance(v, dict) and isinstance(v.get("entries"), list)
+                                                  for v in results.values())):
+            raise NascoreError(f"{results_path} is not a compare results file (expected an object of runs, each "
+                               "with \"entries\"); pass another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, spec in specs.items():
+        for seed in seeds:
+            key = f"{name}/seed{seed}"
+            run_dir = out_dir / name / f"seed{seed}"
+            if key in results and (run_dir / SUMMARY_FILE).exists():
+                continue
+            seeded = load_spec(spec.source, [*overrides, f"seed={seed}"])
+            results[key] = run_one(seeded, run_dir)
+            atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")
+    return {name: [e for seed in seeds for e in results[f"{name}/seed{seed}"]["entries"]] for name in specs}
+
+
+def table_rows(results: dict[str, list[dict[str, Any]]]) -> list[tuple[str, ...]]:
+    """One row per spec and owner: metric mean +- std over seeds, MACs, search cost."""
+    rows = []
+    for name, entries in results.items():
+        for owner in dict.fromkeys(e["owner"] for e in entries):
+            mine = [e for e in entries if e["owner"] == owner]
+            values = [e["value"] for e in mine]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            seconds = [e["search_seconds"] for e in mine if e["search_seconds"] is not None]
+            labelled = mine[0]["labelled_archs"]
+            rows.append((name, mine[0]["strategy"], owner, str(len(mine)),
+                         f"{mine[0]['metric'].removeprefix('val/')} {statistics.fmean(values):.4f} +- {std:.4f}",
+                         f"{statistics.fmean(e['macs'] for e in mine) / 1e6:.2f}",
+                         f"{statistics.fmean(e['archs_trained'] for e in mine):g}",
+                         "-" if labelled is None else str(labelled),
+                         f"{statistics.fmean(seconds) / 60:.1f}" if seconds else "-"))
+    return rows
+
+
+#: "trained": archs trained from scratch during the search; "labelled": archs the predictor file was fitted on
+HEADER = ("spec", "strategy", "arch", "seeds", "metric mean +- std", "M MACs", "trained", "labelled", "search min")
+
+
+def plot(path: Path, results: dict[str, list[dict[str, Any]]]) -> None:
+    """Trained metric against multiply-adds, one marker per run, one colour per spec."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for name, entries in results.items():
+        ax.scatter([e["macs"] / 1e6 for e in entries], [e["value"] for e in entries], label=name, alpha=0.8)
+    metric = next(e["metric"] for entries in results.values() for e in entries)
+    ax.set(xlabel="multiply-adds (M)", ylabel=metric, title="found archs, trained with one budget")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
+    atomic_write_bytes(path, image.getvalue())

@@ -1,0 +1,582 @@
+"""AIO-P pseudo-labels: ``nascore bench pseudo-label``, a performance dataset whose labels come from one task head
+shared by every body of a space instead of from training each arch from scratch (Mills et al., "AIO-P: Expanding
+Neural Performance Predictors Beyond Image Classification", AAAI 2023: "Training K-Adapters based on Latent
+Sampling", and the supplement's "Latent Sampling Strategy" and "Training With A Shared Head").
+
+1. Bodies. AIO-P's bodies are subnets of a pretrained once-for-all supernet. nascore has none, so the spec's supernet
+   is trained here on the spec's first task (the "pretraining" task) with uniform single-path sampling, one random
+   arch per step (single-path one-shot, OFA): ``supernet_epochs`` epochs of the spec's ``train`` block.
+2. The shared head: a fresh head of the target task trained for ``head_epochs`` on latent features
+   ``z(x) = mu(x) + zeta * sigma(x)``, ``zeta ~ N(0, 1)`` per element and drawn anew for each feature level, where
+   ``mu`` and ``sigma`` are the mean and standard deviation of the features of image ``x`` over a population S' of
+   bodies (AIO-P eq. 2-3; no gradient, the supernet's weights, BatchNorm on the batch's statistics as in its
+   training). S' holds ``per_bin`` archs of each of ``bins`` depth bins (:class:`DepthBins`); at every minibatch
+   the next bin, round robin, replaces its oldest arch by a new random arch of that bin (:class:`Population`).
+   ``sampling="body"`` is the paper's baseline, body swapping: the head sees one body per minibatch (the
+   minibatch's new arch).
+3. Pseudo-labels: each arch of the plan (the archs ``bench collect`` draws for the same spec, seed and count) is the
+   supernet fixed to it plus a copy of the shared head, fine-tuned together for ``finetune_steps`` steps (the
+   ``train`` block's optimiser and learning rate, its schedule over the steps), its BatchNorm statistics
+   re-estimated on the path, evaluated on the val split. The label is ``bench collect``'s (``val/<task>/<primary
+   metric>``); the record's ``note`` says it is a pseudo-label, its ``seconds`` are the arch's fine-tuning and
+   evaluation.
+
+The folder is a performance dataset as ``bench collect`` writes it (``dataset.json``, ``archs/``) plus
+``pseudolabel.json`` (options, depth bins, seconds of the shared phases, ``supernet_check``), ``supernet.pt`` and
+``head.pt``, each checkpointed after every epoch. Running the same command again resumes: a finished phase is loaded,
+an unfinished one goes on from its last epoch with the same random streams, archs with a record are skipped.
+
+``supernet_check`` is the pretraining task's metric of 5 random paths with the supernet's own head: at chance, the
+bodies carry no signal and neither do the pseudo-labels. So it is on the FBNet benchmark of
+``benchmarks/aiop_pseudolabels.py``: the single-path supernet's loss stays at chance there.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import Tensor, nn
+
+from nascore.data import epoch_seed, loader, to_device
+from nascore.errors import NascoreError, NonFiniteLossError
+from nascore.fileio import atomic_write_text, load_checkpoint, load_user_json, save_checkpoint
+from nascore.loops import check_finite, cosine_lr, recalibrate_batchnorm, set_lr, train_step, weight_optimizer
+from nascore.progress import Reporter
+from nascore.spec import RunSpec, TrainConfig
+from nascore.supernet import Decision, Supernet
+from nascore.task import Network, Task, build_network
+from nascore.train import validate
+
+from .collect import PSEUDO_LABELS, Collector, open_collection
+from .perfdata import MANIFEST, RECORDS, Manifest, PerfDataset, Record, finite, write_record
+
+#: option labels that compute no block (FBNet's and FBNetV2's ``skip``): an arch's depth leaves them out
+SKIP_OPTIONS = frozenset({"skip", "identity", "none", "zero"})
+INFO_FORMAT = "nascore-pseudo-labels"
+SUPERNET_FILE, HEAD_FILE = "supernet.pt", "head.pt"
+DEPTH_POOL = 1000
+# random streams (nascore.data.epoch_seed), one per use, so that a resumed epoch replays its own
+_DATA, _PATHS, _TORCH, _FIRST_POPULATION, _REFRESH, _ZETA, _FINETUNE, _BN, _CHECK = range(10, 19)
+FLAGS = {"task": "--task", "supernet_epochs": "--supernet-epochs", "head_epochs": "--head-epochs",
+         "finetune_steps": "--finetune-steps", "bins": "--bins", "per_bin": "--per-bin", "sampling": "--sampling",
+         "bn_batches": "--bn-batches"}
+
+
+# -- depth bins and the population S' ------------------------------------------------------------------------
+def depth(decisions: Iterable[Decision], choices: Mapping[str, str]) -> int:
+    """How many decisions of an arch compute a block (are not set to one of :data:`SKIP_OPTIONS`)."""
+    return sum(1 for d in decisions if choices[d.name] not in SKIP_OPTIONS)
+
+
+def uniform_arch(decisions: Iterable[Decision], rng: random.Random) -> dict[str, str]:
+    """Every decision's option drawn uniformly: the arch a single-path supernet step trains."""
+    return {d.name: rng.choice(d.options) for d in decisions}
+
+
+def depth_ranges(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
+    """``lo..hi`` cut into ``n`` ranges of consecutive depths, as equal as can be (fewer depths than bins: some
+    ranges repeat)."""
+    values, ranges = list(range(lo, hi + 1)), []
+    for i in range(n):
+        first, last = round(i * len(values) / n), round((i + 1) * len(values) / n)
+        chunk = values[first:last] or [values[min(first, len(values) - 1)]]
+        ranges.append((chunk[0], chunk[-1]))
+    return ranges
+
+
+class DepthBins:
+    """Archs binned by depth (AIO-P bins OFA bodies by their number of blocks, 5 bins).
+
+    The depths that archs drawn as the supernet trains them reach (``pool`` uniform archs) are cut into ``n`` ranges
+    of consecutive depths, as equal as can be: over AIO-P's MobileNetV3 depths 10..20 this gives the paper's bins
+    [10, 11], [12, 13], [14, 16], [17, 18], [19, 20]. A space without skip options has one depth, held by every bin.
+    """
+
+    def __init__(self, decisions: list[Decision], n: int, seed: int, pool: int = DEPTH_POOL):
+        self.decisions = decisions
+        rng = random.Random(seed)
+        depths = {depth(decisions, uniform_arch(decisions, rng)) for _ in range(pool)}
+        self.ranges = depth_ranges(min(depths), max(depths), n)
+
+    def sample(self, b: int, rng: random.Random) -> dict[str, str]:
+        """A random arch of bin ``b``: a depth of its range, which decisions compute a block, then each decision's
+        option among its blocks (or its skips), all uniform."""
+        lo, hi = self.ranges[b]
+        blocks = {d.name: [o for o in d.options if o not in SKIP_OPTIONS] for d in self.decisions}
+        skips = {d.name: [o for o in d.options if o in SKIP_OPTIONS] for d in self.decisions}
+        always = [d.name for d in self.decisions if not skips[d.name]]
+        optional = [d.name for d in self.decisions if skips[d.name] and blocks[d.name]]
+        k = min(max(rng.randint(lo, hi) - len(always), 0), len(optional))
+        computing = set(always) | set(rng.sample(optional, k))
+        return {d.name: rng.choice(blocks[d.name] if d.name in computing else skips[d.name]) for d in self.decisions}
+
+
+class Population:
+    """S' of AIO-P: ``per_bin`` archs of each bin, oldest first. :meth:`refresh`, called once per minibatch, is the
+    paper's round robin: the next bin replaces its oldest arch by a new random arch of that bin.
+
+    ``bins``: anything with ``ranges`` (one entry per bin) and ``sample(bin, rng)`` (:class:`DepthBins`).
+    """
+
+    def __init__(self, bins: Any, per_bin: int, rng: random.Random,
+                 members: list[list[dict[str, str]]] | None = None, next_bin: int = 0):
+        self.bins = bins
+        self.members = members if members is not None else \
+            [[bins.sample(b, rng) for _ in range(per_bin)] for b in range(len(bins.ranges))]
+        self.next_bin = next_bin
+
+    def refresh(self, rng: random.Random) -> dict[str, str]:
+        """Replace the oldest arch of the next bin by a new one of that bin; returns the new arch."""
+        b = self.next_bin
+        new = self.bins.sample(b, rng)
+        self.members[b] = self.members[b][1:] + [new]
+        self.next_bin = (b + 1) % len(self.members)
+        return new
+
+    def archs(self) -> list[dict[str, str]]:
+        return [arch for members in self.members for arch in members]
+
+
+# -- latent sampling -----------------------------------------------------------------------------------------
+def moments(features: Iterable[list[Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
+    """Per feature level, the mean and the standard deviation over bodies of their features (AIO-P eq. 2-3: the
+    population variance over S', so one body has sigma 0), accumulated one body at a time (Welford)."""
+    n, mean, m2 = 0, [], []
+    for levels in features:
+        n += 1
+        if n == 1:
+            mean, m2 = [f.clone() for f in levels], [torch.zeros_like(f) for f in levels]
+            continue
+        for m, s, f in zip(mean, m2, levels):
+            delta = f - m
+            m.add_(delta / n)
+            s.add_(delta * (f - m))
+    if n == 0:
+        raise ValueError("moments of no features")
+    return mean, [(s / n).clamp_min(0).sqrt() for s in m2]
+
+
+def sample_latent(mu: list[Tensor], sigma: list[Tensor], generator: torch.Generator) -> list[Tensor]:
+    """``z = mu + zeta * sigma`` per level, ``zeta`` standard normal per element and drawn anew for each level (the
+    supplement: "sample using unique zeta at each scale")."""
+    return [m + torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype) * s
+            for m, s in zip(mu, sigma)]
+
+
+@contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Forwards in train mode (BatchNorm normalises by the batch, as the supernet trained) that leave every buffer
+    (BatchNorm's running statistics) as it was."""
+    saved = {name: b.clone() for name, b in module.named_buffers()}
+    was_training = module.training
+    module.train()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                b.copy_(saved[name])
+
+
+def body_features(supernet: nn.Module, archs: Iterable[Mapping[str, str]], images: Tensor) -> Iterator[list[Tensor]]:
+    """The feature levels of ``images`` through each arch of ``archs`` (``supernet.set_choices``), one at a time."""
+    for choices in archs:
+        supernet.set_choices(choices)
+        yield list(supernet(images))
+
+
+def latent_batch(supernet: nn.Module, archs: list[Mapping[str, str]], images: Tensor, generator: torch.Generator
+                 ) -> list[Tensor]:
+    """A latent sample of ``images``' features over the population ``archs`` (no gradient; buffers untouched)."""
+    with torch.no_grad(), batch_statistics(supernet):
+        mu, sigma = moments(body_features(supernet, archs, images))
+    return sample_latent(mu, sigma, generator)
+
+
+# -- options and the folder's pseudolabel.json ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Options:
+    """How pseudo-labels are made; None: the spec's first task, the ``train`` block's epochs."""
+
+    task: str | None = None
+    supernet_epochs: int | None = None
+    head_epochs: int | None = None
+    finetune_steps: int = 50
+    bins: int = 5
+    per_bin: int = 3
+    sampling: Literal["latent", "body"] = "latent"
+    bn_batches: int = 8
+
+    def resolved(self, spec: RunSpec) -> Options:
+        """Defaults filled from ``spec``; every value checked (a NascoreError naming the flag)."""
+        if spec.train is None:
+            raise NascoreError(f"{spec.source}: bench pseudo-label trains with the spec's train: block (optimiser, "
+                               "learning rate, batch size); the spec has none")
+        names = [t.name for t in spec.tasks]
+        task = names[0] if self.task is None else self.task
+        if task not in names:
+            raise NascoreError(f"--task {task!r} is not a task of {spec.source} ({', '.join(names)})")
+        out = replace(self, task=task, supernet_epochs=self.supernet_epochs or spec.train.epochs,
+                      head_epochs=self.head_epochs or spec.train.epochs)
+        least = {"supernet_epochs": 1, "head_epochs": 1, "finetune_steps": 0, "bins": 1, "per_bin": 1,
+                 "bn_batches": 1}
+        for key, low in least.items():
+            value = getattr(out, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise NascoreError(f"{FLAGS[key]} must be a whole number of at least {low}, not {value!r}")
+        if out.sampling not in ("latent", "body"):
+            raise NascoreError(f"--sampling must be latent or body, not {out.sampling!r}")
+        return out
+
+
+class Info(BaseModel):
+    """``pseudolabel.json``: what made the folder's labels, and what the shared phases cost."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["nascore-pseudo-labels"]
+    version: Literal[1]
+    method: str
+    pretrain_task: str
+    options: dict[str, Any]
+    depth_bins: list[tuple[int, int]]
+    seconds: dict[str, float | None]
+    #: the pretraining task's primary metric, mean over 5 random paths of the supernet with its own head
+    supernet_check: float | None = None
+
+
+def read_info(out_dir: Path) -> Info:
+    path = out_dir / PSEUDO_LABELS
+    data = load_user_json(path, "pseudo-label info", 1 << 20, finite=True)
+    try:
+        return Info.model_validate(data)
+    except ValidationError as exc:
+        raise NascoreError(f"{path} is not a valid pseudo-label info file ({exc.error_count()} problems: "
+                           f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})") from None
+
+
+def write_info(out_dir: Path, info: Info) -> None:
+    atomic_write_text(out_dir / PSEUDO_LABELS, info.model_dump_json(indent=1) + "\n")
+
+
+# -- the phases ----------------------------------------------------------------------------------------------
+class _Context:
+    """What every phase needs: the collection's data and space (``Collector``), the device, the train block."""
+
+    def __init__(self, collector: Collector):
+        self.collector = collector
+        self.spec = collector.spec
+        self.cfg: TrainConfig = collector.spec.train
+        self.seed = collector.spec.seed
+        self.device = torch.device(collector.spec.device)
+        self.collate = collector.dataset.collate
+
+    def lr(self, step: int, steps: int) -> float:
+        return self.cfg.lr if self.cfg.schedule == "constant" else cosine_lr(self.cfg.lr, step, steps)
+
+    def batches(self, epoch: int, stream: int) -> Any:
+        return loader(self.collector.train_set, self.cfg.batch_size, self.collate, shuffle=True, seed=self.seed,
+                      epoch=epoch, stream=stream)
+
+
+def _epochs(path: Path, what: str, fingerprint: str, epochs: int, device: torch.device,
+            state: Callable[[], dict[str, Any]], load: Callable[[dict[str, Any]], None],
+            run_epoch: Callable[[int], dict[str, float]], reporter: Reporter) -> float:
+    """Run ``run_epoch`` for epochs not yet in the checkpoint ``path`` (resumed where its ``fingerprint`` matches),
+    logging the row it returns and checkpointing ``state()`` after each; returns the phase's seconds over every run
+    of it."""
+    start, seconds = 0, 0.0
+    if path.exists() or path.is_symlink():
+        checkpoint = load_checkpoint(path, map_location=device, what=what)
+        if checkpoint.get("fingerprint") != fingerprint:
+            raise NascoreError(f"{path} is a {what} of other options (spec, seed or epochs); pass another --out")
+        try:
+            load(checkpoint["state"])
+            start, seconds = int(checkpoint["epoch"]), float(checkpoint["seconds"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise NascoreError(f"{path} is not a {what} checkpoint nascore can resume ({exc}); pass another "
+                               "--out") from None
+        if start < epochs:
+            reporter.log(f"resuming the {what} at epoch {start} of {epochs}")
+    with reporter.progress(epochs - start, f"{what}, {epochs} epochs") as advance:
+        for epoch in range(start, epochs):
+            began = time.perf_counter()
+            row = run_epoch(epoch)
+            seconds += time.perf_counter() - began
+            reporter.epoch(what, {"epoch": epoch, **row, "seconds": seconds})
+            save_checkpoint({"fingerprint": fingerprint, "epoch": epoch + 1, "seconds": seconds, "state": state()},
+                            path)
+            advance()
+    return seconds
+
+
+def supernet_fingerprint(spec: RunSpec, epochs: int) -> str:
+    """What a trained supernet depends on: the spec's data, space, first task, train block and seed, the epochs."""
+    dump = spec.dump()
+    return json.dumps({"dataset": dump["dataset"], "space": dump["space"], "task": dump["tasks"][0],
+                       "train": dump.get("train"), "seed": spec.seed, "device": spec.device, "epochs": epochs},
+                      sort_keys=True)
+
+
+def train_supernet(ctx: _Context, path: Path, epochs: int, reporter: Reporter) -> tuple[Network, float]:
+    """The space's supernet trained on the spec's first task with uniform single-path sampling (one random arch per
+    step), checkpointed to ``path``; returns it with that task's head (``network.backbone`` is the supernet) and the
+    seconds it took."""
+    spec, cfg, device = ctx.spec, ctx.cfg, ctx.device
+    torch.manual_seed(ctx.seed)
+    supernet = ctx.collector.space.supernet().to(device)
+    task = spec.tasks[0].create()
+    network = build_network(supernet, [task], ctx.collector.info).to(device)
+    optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    decisions = supernet.decisions()
+
+    def run_epoch(epoch: int) -> dict[str, float]:
+        torch.manual_seed(epoch_seed(ctx.seed, epoch, _TORCH))
+        rng = random.Random(epoch_seed(ctx.seed, epoch, _PATHS))
+        set_lr(optimizer, ctx.lr(epoch, epochs))
+        network.train()
+        total, steps = 0.0, 0
+        for step, (images, targets) in enumerate(ctx.batches(epoch, _DATA)):
+            supernet.set_choices(uniform_arch(decisions, rng))
+            loss, _ = train_step(network, images, targets, [task], optimizer, device, epoch, step)
+            total, steps = total + loss.item(), steps + 1
+        return {"lr": optimizer.param_groups[0]["lr"], "loss": total / max(steps, 1)}
+
+    def load(state: dict[str, Any]) -> None:
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+
+    seconds = _epochs(path, "supernet", supernet_fingerprint(spec, epochs), epochs, device,
+                      lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load, run_epoch,
+                      reporter)
+    return network, seconds
+
+
+def supernet_check(ctx: _Context, network: Network, archs: int = 5) -> float:
+    """How well the trained supernet does on its own task: the mean primary metric of ``archs`` uniform random paths
+    (BatchNorm re-estimated on each), with its pretraining head; near chance, its bodies carry no signal."""
+    network = copy.deepcopy(network)
+    task = ctx.spec.tasks[0].create()
+    task.build_head(network.backbone.feature_info, network.backbone.pre_logits, ctx.collector.info)  # its classes
+    rng, values = random.Random(epoch_seed(ctx.seed, 0, _CHECK)), []
+    for _ in range(archs):
+        network.backbone.set_choices(uniform_arch(network.backbone.decisions(), rng))
+        recalibrate_batchnorm(network, itertools.islice(ctx.batches(0, _BN), 8), ctx.device)
+        metrics = validate(network, ctx.collector.val_set, ctx.collate, [task], ctx.cfg, ctx.device)
+        values.append(metrics[f"val/{task.name}/{task.primary_metric}"])
+    return sum(values) / len(values)
+
+
+def train_shared_head(ctx: _Context, supernet: Supernet, task: Task, options: Options, path: Path,
+                      reporter: Reporter) -> tuple[nn.Module, float, DepthBins]:
+    """One head of ``task`` for every body of the space, trained on latent samples over the population S' (or on
+    one body per minibatch: ``sampling="body"``), checkpointed to ``path``; returns it, its seconds and the bins."""
+    cfg, device, epochs = ctx.cfg, ctx.device, options.head_epochs
+    bins = DepthBins(supernet.decisions(), options.bins, epoch_seed(ctx.seed, 0, _FIRST_POPULATION))
+    population = Population(bins, options.per_bin, random.Random(epoch_seed(ctx.seed, 1, _FIRST_POPULATION)))
+    torch.manual_seed(ctx.seed)
+    head = task.build_head(supernet.feature_info, supernet.pre_logits, ctx.collector.info).to(device)
+    optimizer = weight_optimizer(head.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+    def run_epoch(epoch: int) -> dict[str, float]:
+        torch.manual_seed(epoch_seed(ctx.seed, epoch, _TORCH))
+        rng = random.Random(epoch_seed(ctx.seed, epoch, _REFRESH))
+        zeta = torch.Generator(device=device).manual_seed(epoch_seed(ctx.seed, epoch, _ZETA))
+        set_lr(optimizer, ctx.lr(epoch, epochs))
+        head.train()
+        total, steps = 0.0, 0
+        for step, (images, targets) in enumerate(ctx.batches(epoch, _DATA)):
+            new = population.refresh(rng)
+            images, targets = to_device(images, device), to_device(targets, device)
+            if options.sampling == "latent":
+                z = latent_batch(supernet, population.archs(), images, zeta)
+            else:
+                with torch.no_grad(), batch_statistics(supernet):
+                    z = next(body_features(supernet, [new], images))
+            loss = task.loss(head(z), targets)
+            check_finite(loss, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        return {"lr": optimizer.param_groups[0]["lr"], "loss": total / max(steps, 1)}
+
+    def state() -> dict[str, Any]:
+        return {"head": head.state_dict(), "optimizer": optimizer.state_dict(), "population": population.members,
+                "next_bin": population.next_bin}
+
+    def load(s: dict[str, Any]) -> None:
+        head.load_state_dict(s["head"])
+        optimizer.load_state_dict(s["optimizer"])
+        population.members, population.next_bin = [list(m) for m in s["population"]], int(s["next_bin"])
+
+    head_options = {k: v for k, v in asdict(options).items() if k not in ("finetune_steps", "bn_batches")}
+    fingerprint = json.dumps({"supernet": supernet_fingerprint(ctx.spec, options.supernet_epochs),
+                              "options": head_options}, sort_keys=True)
+    seconds = _epochs(path, "shared head", fingerprint, epochs, device, state, load, run_epoch, reporter)
+    return head, seconds, bins
+
+
+def finetune_and_evaluate(ctx: _Context, network: Network, task: Task, steps: int, bn_batches: int
+                          ) -> tuple[dict[str, float], str | None]:
+    """Fine-tune ``network`` (the supernet fixed to one arch + the shared head) for ``steps`` steps, re-estimate its
+    BatchNorm statistics on ``bn_batches`` training batches, evaluate on the val split: (metrics, note)."""
+    cfg, device = ctx.cfg, ctx.device
+    torch.manual_seed(ctx.seed)
+    optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    network.train()
+    step, epoch = 0, 0
+    try:
+        while step < steps:
+            before = step
+            for images, targets in itertools.islice(ctx.batches(epoch, _FINETUNE), steps - step):
+                set_lr(optimizer, ctx.lr(step, steps))
+                train_step(network, images, targets, [task], optimizer, device, epoch, step)
+                step += 1
+            if step == before:  # no batch at all
+                break
+            epoch += 1
+    except NonFiniteLossError as exc:
+        return {}, f"fine-tuning diverged (non-finite loss at step {exc.step})"
+    recalibrate_batchnorm(network, itertools.islice(ctx.batches(0, _BN), bn_batches), device)
+    return validate(network, ctx.collector.val_set, ctx.collate, [task], cfg, device), None
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+def open_pseudo_labels(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Options
+                       ) -> tuple[Manifest, list[int]]:
+    """Check ``out_dir`` (new, or pseudo-labels of the same plan and options), write its manifest and info if new;
+    returns the manifest and the plan indices still to label."""
+    if (out_dir / MANIFEST).exists() or (out_dir / MANIFEST).is_symlink():
+        if (out_dir / PSEUDO_LABELS).exists():
+            made = read_info(out_dir).options
+            differs = [f"{FLAGS.get(k, k)} {made.get(k)!r} (not {v!r})" for k, v in asdict(options).items()
+                       if made.get(k) != v]
+            if differs:
+                raise NascoreError(f"--out {out_dir} holds pseudo-labels made with {', '.join(differs)}; pass the "
+                                   "same options to resume them, or another --out")
+        elif (out_dir / RECORDS).is_dir() and any((out_dir / RECORDS).iterdir()):
+            raise NascoreError(f"--out {out_dir} is a collection of trained labels (bench collect, no "
+                               f"{PSEUDO_LABELS}); pseudo-labels go in another folder")
+    manifest, todo = open_collection(spec, out_dir, n, seed)
+    if not (out_dir / PSEUDO_LABELS).exists():
+        write_info(out_dir, Info(format=INFO_FORMAT, version=1, method=_method(options),
+                                 pretrain_task=spec.tasks[0].name, options=asdict(options), depth_bins=[],
+                                 seconds={"supernet": None, "head": None}))
+    return manifest, todo
+
+
+def _method(options: Options) -> str:
+    how = "latent sampling" if options.sampling == "latent" else "body swapping"
+    return (f"pseudo-label: AIO-P shared {options.task} head ({how}) on a single-path supernet, "
+            f"{options.finetune_steps} fine-tuning steps")
+
+
+def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Options = Options(),
+                 first: int | None = None, supernet_from: Path | None = None, reporter: Reporter | None = None
+                 ) -> dict[str, Any]:
+    """Pseudo-label (or resume) the plan of ``n`` archs drawn with ``seed`` into ``out_dir``; only plan indices below
+    ``first`` when given. ``supernet_from``: a finished ``supernet.pt`` of another folder (same spec and
+    ``supernet_epochs``) used instead of training one. Returns counts and seconds."""
+    reporter = reporter or Reporter()
+    options = options.resolved(spec)
+    if n < 1:
+        raise NascoreError(f"--archs must be at least 1, not {n}")
+    if first is not None and first < 0:
+        raise NascoreError(f"first must be at least 0, not {first}")
+    adopted = None if supernet_from is None else _checked_supernet(supernet_from, spec, options.supernet_epochs)
+    manifest, todo = open_pseudo_labels(spec, out_dir, n, seed, options)
+    if first is not None:
+        todo = [i for i in todo if i < first]
+    ctx = _Context(Collector(manifest))
+    info = read_info(out_dir)
+    if todo or (info.supernet_check is None and (out_dir / SUPERNET_FILE).exists()):
+        if adopted is not None and not (out_dir / SUPERNET_FILE).exists():
+            save_checkpoint(adopted, out_dir / SUPERNET_FILE)
+        pretrained, info.seconds["supernet"] = train_supernet(ctx, out_dir / SUPERNET_FILE, options.supernet_epochs,
+                                                              reporter)
+        supernet = pretrained.backbone
+        if info.supernet_check is None:
+            info.supernet_check = supernet_check(ctx, pretrained)
+            reporter.log(f"supernet: {info.pretrain_task} {ctx.collector.manifest.tasks[info.pretrain_task].label} "
+                         f"of 5 random paths with its own head: {info.supernet_check:.4f} on average")
+        write_info(out_dir, info)
+    if todo:
+        task = next(t for t in spec.tasks if t.name == options.task).create()
+        head, info.seconds["head"], bins = train_shared_head(ctx, supernet, task, options, out_dir / HEAD_FILE,
+                                                             reporter)
+        info.depth_bins = bins.ranges
+        write_info(out_dir, info)
+        supernet_state = {k: v.clone() for k, v in supernet.state_dict().items()}
+        head_state = {k: v.clone() for k, v in head.state_dict().items()}
+        label = ctx.collector.manifest.tasks[task.name].label
+        with reporter.progress(len(todo), f"pseudo-label {len(todo)} archs ({task.name})") as advance:
+            for index in todo:
+                record = ctx.collector.measured(index)
+                began = time.perf_counter()
+                supernet.load_state_dict(supernet_state)
+                head.load_state_dict(head_state)
+                supernet.set_choices(ctx.collector.manifest.plan[index].choices)
+                metrics, problem = finetune_and_evaluate(ctx, Network(supernet, {task.name: head}), task,
+                                                         options.finetune_steps, options.bn_batches)
+                note = f"{info.method} (see {PSEUDO_LABELS})"
+                record["tasks"][task.name] = {"metrics": {k: finite(v) for k, v in metrics.items()},
+                                              "label": finite(metrics.get(label)),
+                                              "seconds": round(time.perf_counter() - began, 3),
+                                              "note": note if problem is None else f"{note}; {problem}"}
+                write_record(out_dir, Record.model_validate(record))
+                advance()
+    records = PerfDataset.read(out_dir).records
+    per_arch = [r.tasks[options.task].seconds for r in records if options.task in r.tasks]
+    info.seconds["finetune_per_arch"] = sum(per_arch) / len(per_arch) if per_arch else None
+    write_info(out_dir, info)
+    return {"labelled": len(todo), "done": len(records), "archs": n, "task": options.task,
+            "sampling": options.sampling, "seconds": dict(info.seconds), "depth_bins": info.depth_bins,
+            "supernet_check": info.supernet_check, "pretrain_task": info.pretrain_task}
+
+
+def _checked_supernet(source: Path, spec: RunSpec, epochs: int) -> dict[str, Any]:
+    """The checkpoint ``--supernet`` names, if it is a finished supernet of this spec and ``epochs``."""
+    checkpoint = load_checkpoint(source, what="--supernet checkpoint")
+    if checkpoint.get("fingerprint") != supernet_fingerprint(spec, epochs) or checkpoint.get("epoch") != epochs:
+        raise NascoreError(f"--supernet {source} is not a supernet trained {epochs} epochs for this spec's data, "
+                           "space, first task, train block and seed (--supernet-epochs and the spec must match)")
+    return checkpoint
+
+
+def command(args: argparse.Namespace) -> int:
+    """``nascore bench pseudo-label``."""
+    from nascore.spec import load_spec
+
+    if args.archs < 1:
+        raise NascoreError(f"--archs must be at least 1, not {args.archs}")
+    spec = load_spec(args.spec, args.overrides)
+    options = Options(task=args.task, supernet_epochs=args.supernet_epochs, head_epochs=args.head_epochs,
+                      finetune_steps=args.finetune_steps, bins=args.bins, per_bin=args.per_bin,
+                      sampling=args.sampling)
+    for key in ("supernet_epochs", "head_epochs"):  # 0 would read as "the default"
+        if getattr(options, key) is not None and getattr(options, key) < 1:
+            raise NascoreError(f"{FLAGS[key]} must be a whole number of at least 1, not {getattr(options, key)}")
+    result = pseudo_label(spec, Path(args.out), args.archs, spec.seed if args.seed is None else args.seed, options,
+                          supernet_from=Path(args.supernet) if args.supernet else None)
+    s = result["seconds"]
+    check = f" (its random paths score {result['supernet_check']:.3f} on {result['pretrain_task']})" \
+        if result["supernet_check"] is not None else ""
+    shared = f"supernet {s['supernet']:.0f} s{check}, shared head {s['head']:.0f} s" if s["head"] is not None else \
+        "nothing trained"
+    per_arch = f", fine-tune + evaluation {s['finetune_per_arch']:.1f} s per arch" \
+        if s.get("finetune_per_arch") is not None else ""
+    print(f"pseudo-labelled {result['labelled']} archs on {result['task']} ({result['sampling']} sampling): "
+          f"{shared}{per_arch}; {result['done']} of {result['archs']} in {args.out}")
+    return 0

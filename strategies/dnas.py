@@ -1,0 +1,135 @@
+"""DNAS (FBNet): Gumbel-softmax over every decision, weights on 80% of the training split alternating
+with architecture steps (Adam) on the other 20%, a temperature that decays per epoch."""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nascore import distributed
+from nascore.component import ComponentConfig
+from nascore.hookspecs import hookimpl
+from nascore.loops import cosine_lr, set_lr
+from nascore.protocols import Sampling
+from nascore.strategy import SHARED, SearchContext, entropy, evaluate_arch, owners
+from nascore.supernet import Decision
+
+from .gumbel import GumbelSearch
+
+
+class Temperature(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    initial: float = Field(5.0, gt=0)
+    #: the temperature is multiplied by exp(-decay) every epoch
+    decay: float = Field(0.045, ge=0)
+
+    def at(self, epoch: int) -> float:
+        return self.initial * math.exp(-self.decay * epoch)
+
+
+class WeightOptim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class ArchOptim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class DNAS(GumbelSearch, Sampling):
+    """FBNet's differentiable NAS; defaults follow the paper (90 epochs, the first 10 weights only)."""
+
+    name: ClassVar[str] = "dnas"
+
+    class Config(ComponentConfig):
+        epochs: int = Field(90, ge=1)
+        warmup_epochs: int = Field(10, ge=0)
+        batch_size: int = Field(64, ge=1)
+        arch_fraction: float = Field(0.2, gt=0, lt=1)
+        temperature: Temperature = Temperature()
+        weights: WeightOptim = WeightOptim()
+        arch: ArchOptim = ArchOptim()
+        #: steps per epoch cap for each pass (None = the whole split); for quick runs
+        max_steps: int | None = Field(None, ge=1)
+        #: training batches that re-estimate BatchNorm statistics before the derived arch is evaluated
+        bn_batches: int = Field(8, ge=1)
+
+        @model_validator(mode="after")
+        def _some_search(self) -> DNAS.Config:
+            if self.warmup_epochs >= self.epochs:
+                raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs}): "
+                                 "warm-up epochs train weights only, the architecture is searched after them")
+            return self
+
+    def setup(self, ctx: SearchContext) -> None:
+        super().setup(ctx)
+        cfg = self.config
+        self.w_opt = torch.optim.SGD(ctx.network.parameters(), lr=cfg.weights.lr, momentum=cfg.weights.momentum,
+                                     weight_decay=cfg.weights.weight_decay)
+        self.a_opt = torch.optim.Adam(self.theta.values(), lr=cfg.arch.lr, weight_decay=cfg.arch.weight_decay)
+        distributed.average_gradients(self.a_opt)
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.config
+        tau = cfg.temperature.at(epoch)
+        set_lr(self.w_opt, cosine_lr(cfg.weights.lr, epoch, cfg.epochs))
+        row: dict[str, Any] = {"temperature": tau, "lr": self.w_opt.param_groups[0]["lr"]}
+        row.update(self._weight_pass(epoch, lambda noise: self._gumbel(tau, grad=False, noise=noise)))
+        if epoch >= cfg.warmup_epochs:
+            row.update(self._arch_pass(epoch, tau))  # one Gumbel sample drives the forward and the cost term
+        row.update(self._distribution_stats())
+        row.update(self._evaluate_derived(epoch))
+        return row
+
+    def _distribution_stats(self) -> dict[str, Any]:
+        entropies, top = [], {}
+        for d in self.decisions:
+            entropies.append(float(entropy(self.theta[d.name].detach())))
+            top[d.name] = d.options[int(self.theta[d.name].detach().argmax())]  # as derive() does
+        return {"entropy": sum(entropies) / len(entropies), "top_choices": top}
+
+    def _evaluate_derived(self, epoch: int) -> dict[str, float]:
+        """Validation metrics of the current argmax arch(s), BatchNorm recalibrated on that path, and cost."""
+        ctx, out, derived = self.ctx, {}, self.derive()
+        background = {k: v for choices in derived.values() for k, v in choices.items()}  # other owners' decisions
+        for owner, choices in derived.items():
+            # every rank the same batches: alike BatchNorm statistics, so alike metrics on the whole validation set
+            _, batches = self._batches(self.weight_set, epoch, stream=2, limit=self.config.bn_batches, shard=False)
+            metrics = evaluate_arch(ctx, {**background, **choices}, owner, batches, self.config.batch_size)
+            out.update({f"val/{k}": v for k, v in metrics.items()})
+            if ctx.cost_table is not None:
+                out[f"derived_cost{'' if owner is SHARED else '/' + owner}"] = \
+                    ctx.cost_table.of_choices({**background, **choices})
+        return out
+
+    # -- results and state -------------------------------------------------------------------
+    def derive(self) -> dict[str | None, dict[str, str]]:
+        archs = {}
+        for owner in owners(self.decisions):
+            archs[owner] = {d.name: d.options[int(self.theta[d.name].detach().argmax())]
+                            for d in self._decisions_of(owner)}
+        return archs
+
+    def _decisions_of(self, owner: str | None) -> list[Decision]:
+        return [d for d in self.decisions if d.task is SHARED or d.task == owner]
+
+    def sample(self, n: int, generator: torch.Generator) -> dict[str | None, list[dict[str, str]]]:
+        """Each decision drawn independently from softmax(theta), ``n`` archs per owner."""
+        probs = {d.name: torch.softmax(self.theta[d.name].detach(), 0).cpu() for d in self.decisions}
+        archs = {}
+        for owner in owners(self.decisions):
+            archs[owner] = [{d.name: d.options[int(torch.multinomial(probs[d.name], 1, generator=generator))]
+                             for d in self._decisions_of(owner)} for _ in range(n)]
+        return archs
+
+
+@hookimpl
+def nascore_search_strategies():
+    return [DNAS]

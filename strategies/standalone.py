@@ -1,0 +1,171 @@
+"""What the strategies that train each arch they consider on its own, from scratch, share (``random``,
+``predictor``): archs drawn under the spec's cost budget, one arch trained per epoch (so a stopped search resumes
+at the arch it was training, and the archs before it are not trained again), and the found arch is the one best
+on validation. Each arch is trained as ``nascore train`` trains it (seeded by the spec's seed, every epoch
+reseeded), so retraining the found arch with the same budget gives the same metrics."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nascore.arch import Arch
+from nascore.data import epoch_seed
+from nascore.dataset import DataInfo
+from nascore.errors import NascoreError, NonFiniteLossError
+from nascore.loops import weight_optimizer
+from nascore.objective import Budget
+from nascore.precision import Precision
+from nascore.progress import Progress, no_progress
+from nascore.protocols import Choices, Evaluating
+from nascore.space import SearchSpace
+from nascore.spec import AmpConfig, TrainBudget
+from nascore.strategy import SHARED, SearchContext, SearchStrategy
+from nascore.supernet import random_choices
+from nascore.task import Task, build_network
+
+#: draws of a random arch before giving up on finding one under the budget that was not drawn before
+MAX_DRAWS = 2000
+
+
+@dataclass
+class ArchTrainer:
+    """What training a standalone arch needs (a run's parts): sent once to an executor's workers."""
+
+    space: SearchSpace
+    tasks: list[Task]
+    info: DataInfo
+    train_set: torch.utils.data.Dataset
+    val_set: torch.utils.data.Dataset
+    collate: Callable[[list], Any]
+    device: torch.device
+    seed: int
+    amp: AmpConfig | None = None
+    channels_last: bool = False
+
+
+def train_arch(trainer: ArchTrainer, budget: TrainBudget, name: str, choices: Choices,
+               progress: Progress = no_progress) -> tuple[dict[str, float] | None, str | None]:
+    """Train one arch from scratch as ``nascore train`` does (seeded by the seed alone, every epoch reseeded): its
+    validation metrics (keys without ``val/``), or None and a note when its training diverged. An executor's job."""
+    from nascore.train import train_epoch, validate  # the trainer imports the runner's modules: imported when used
+
+    t = trainer
+    arch = Arch(space=t.space.name, config=t.space.config.model_dump(mode="json"), choices=choices)
+    torch.manual_seed(t.seed)
+    precision = Precision(t.amp, t.channels_last, t.device)  # a loss scale of its own per arch
+    network = precision.network(build_network(t.space.build(arch), t.tasks, t.info).to(t.device))
+    optimizer = weight_optimizer(network.parameters(), budget.optimizer, budget.lr, budget.momentum,
+                                 budget.weight_decay)
+    try:
+        for epoch in range(budget.epochs):
+            torch.manual_seed(epoch_seed(t.seed, epoch, stream=99))  # as nascore train's epochs
+            train_epoch(network, optimizer, t.tasks, t.train_set, t.collate, budget, t.seed, epoch, t.device,
+                        progress, f"{name} epoch {epoch} ({epoch + 1}/{budget.epochs})", precision)
+        metrics = validate(network, t.val_set, t.collate, t.tasks, budget, t.device)
+    except NonFiniteLossError as exc:
+        return None, f"training diverged (non-finite loss at epoch {exc.epoch}, step {exc.step})"
+    return {k.removeprefix("val/"): v for k, v in metrics.items()}, None
+
+
+class StandaloneSearch(SearchStrategy, Evaluating):
+    """Subclasses' ``Config`` has a ``train`` field (a :class:`~nascore.spec.TrainBudget`): how each arch is
+    trained. ``trained`` holds a record per arch trained: its name, choices, cost (None without a cost model)
+    and validation metrics (None when its training diverged)."""
+
+    def setup(self, ctx: SearchContext) -> None:
+        super().setup(ctx)
+        if ctx.space is None or ctx.info is None:
+            raise NascoreError(f"strategy '{self.name}' builds standalone archs: its SearchContext needs the space "
+                               "and the dataset's info")
+        self.decisions = ctx.supernet.decisions()
+        owned = [d.name for d in self.decisions if d.task is not SHARED]
+        if owned:
+            raise NascoreError(f"strategy '{self.name}' searches archs every task shares; space '{ctx.space.name}' "
+                               f"has per-task decisions ({', '.join(owned[:3])}, ...)")
+        task = ctx.tasks[0]
+        self.key, self.higher_is_better = f"{task.name}/{task.primary_metric}", task.higher_is_better
+        #: the cost an arch may have at most: the spec's ``cost.loss.target`` when its form is ``budget``
+        self.limit = (ctx.objective.target if isinstance(ctx.objective, Budget) and ctx.cost_table is not None
+                      else None)
+        self.trained: list[dict[str, Any]] = []
+
+    # -- drawing archs under the budget ----------------------------------------------------------
+    def cost(self, choices: Choices) -> float | None:
+        return self.ctx.cost_table.of_choices(choices) if self.ctx.cost_table is not None else None
+
+    def affordable(self, choices: Choices) -> bool:
+        return self.limit is None or self.cost(choices) <= self.limit
+
+    def key_of(self, choices: Choices) -> str:
+        """One spelling per arch (``Supernet.canonical``), to tell archs apart."""
+        return json.dumps(self.ctx.supernet.canonical(choices), sort_keys=True)
+
+    def random_arch(self, generator: torch.Generator, exclude: set[str] = frozenset()) -> Choices:
+        """A uniformly random arch within the budget whose key is not in ``exclude``."""
+        for _ in range(MAX_DRAWS):
+            choices = random_choices(self.decisions, generator)
+            if self.key_of(choices) not in exclude and self.affordable(choices):
+                return choices
+        raise NascoreError(f"strategy '{self.name}': no new arch within cost.loss.target {self.limit:g} "
+                           f"{self.ctx.cost_table.unit} in {MAX_DRAWS} random draws; raise the target"
+                           if self.limit is not None else
+                           f"strategy '{self.name}': no new arch of the space in {MAX_DRAWS} random draws; the space "
+                           "has fewer archs than the strategy trains")
+
+    # -- training ------------------------------------------------------------------------------
+    def train(self, budget: TrainBudget, name: str, choices: Choices) -> dict[str, Any]:
+        """Train one arch with ``budget`` in this process, record it, and return the epoch's metrics row."""
+        metrics, note = train_arch(self.trainer(), budget, name, choices, self.ctx.progress)
+        return self.record(name, choices, metrics, note)
+
+    def trainer(self) -> ArchTrainer:
+        ctx = self.ctx
+        return ArchTrainer(ctx.space, ctx.tasks, ctx.info, ctx.train_set, ctx.val_set, ctx.collate, ctx.device,
+                           ctx.seed, ctx.precision.amp, ctx.precision.channels_last)
+
+    def record(self, name: str, choices: Choices, metrics: dict[str, float] | None, note: str | None
+               ) -> dict[str, Any]:
+        """Record an arch trained (``metrics`` None: its training diverged, ``note`` says how) and return the
+        epoch's metrics row."""
+        record: dict[str, Any] = {"name": name, "choices": choices, "cost": self.cost(choices), "metrics": metrics}
+        if note is not None:
+            record["note"] = note
+        self.trained.append(record)
+        # the arch just trained under "trained/"; under "val/", the best so far (the arch derive() gives)
+        row: dict[str, Any] = {"arch": name, "archs_trained": len(self.trained)}
+        if record["cost"] is not None:
+            row["cost"] = record["cost"]
+        row.update({f"trained/{k}": v for k, v in (record["metrics"] or {}).items()})
+        best = self.best()
+        if best is not None:
+            row["best"] = best["name"]
+            row.update({f"val/{k}": v for k, v in best["metrics"].items()})
+        return row
+
+    def best(self) -> dict[str, Any] | None:
+        """The record of the arch best on validation (the first such one), None before any trained."""
+        done = [r for r in self.trained if r["metrics"] is not None]
+        sign = 1.0 if self.higher_is_better else -1.0
+        return max(done, key=lambda r: sign * r["metrics"][self.key], default=None)
+
+    # -- results and state -----------------------------------------------------------------------
+    def derive(self) -> dict[str | None, Choices]:
+        best = self.best()
+        if best is None:
+            raise NascoreError(f"strategy '{self.name}': the training of every arch diverged; no arch was found "
+                               "(lower the strategy's train.lr)")
+        return {SHARED: dict(best["choices"])}
+
+    def evaluated(self) -> dict[str | None, list[tuple[str, Choices, dict[str, float]]]]:
+        return {SHARED: [(r["name"], dict(r["choices"]), dict(r["metrics"])) for r in self.trained
+                         if r["metrics"] is not None]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trained": [dict(r) for r in self.trained]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trained = [dict(r) for r in state["trained"]]
