@@ -79,7 +79,7 @@ def run_one(spec: RunSpec, out_dir: Path) -> dict[str, Any]:
         labelled = len(file.tasks[task].fitted)
     entries = []
     for owner, entry in summary["archs"].items():
-        task = next(t for t in run.tasks if owner in ("shared", t.name))
+        task = next(t for t in run.parts.tasks if owner in ("shared", t.name))
         trained = entry["train"]
         entries.append({"owner": owner, "seed": spec.seed, "strategy": spec.strategy.name,
                         "metric": f"val/{task.name}/{task.primary_metric}", "higher_is_better": task.higher_is_better,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from nascore.parts import Parts
 from nascore.performance.collect import plan_manifest
 from nascore.performance.perfdata import PerfDataset
 from nascore.performance.predictors.scoring import scores
@@ -48,7 +49,7 @@ def main() -> None:
     spec = load_spec(args.spec, args.overrides)
     true = PerfDataset.read(args.true)
     m = true.manifest
-    if plan_manifest(spec, m.archs, m.seed).plan != m.plan:
+    if plan_manifest(spec, Parts.build(spec), m.archs, m.seed).plan != m.plan:
         raise SystemExit(f"{args.true} holds another plan than {args.spec} draws with seed {m.seed}, {m.archs} archs")
     task = args.task or spec.tasks[0].name
     trained = {r.index: r for r in true.records if task in r.tasks and r.tasks[task].label is not None}

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from nascore.data import loader
+from nascore.parts import Parts
 from nascore.spec import load_spec
 from nascore.strategies.reinforce import policy_loss
 from nascore.strategy import SearchContext
@@ -51,9 +52,9 @@ class Setup:
         table = self.supernet.price(cost, space.input_size, info.in_channels)
         self.network = build_network(self.supernet, self.tasks, info)
         self.strategy = spec.strategy.create()
-        self.strategy.setup(SearchContext(self.network, self.supernet, self.tasks, dataset.split("train"),
-                                          dataset.split("val"), dataset.collate, torch.device("cpu"), seed, cost,
-                                          table, spec.objective))
+        parts = Parts(torch.device("cpu"), dataset, info, dataset.split("train"), dataset.split("val"), self.tasks,
+                      space, seed)
+        self.strategy.setup(SearchContext(parts, self.network, self.supernet, cost, table, spec.objective))
         self.images, self.targets = batch
         self.start = self._state()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from nascore.executor import LocalExecutor
-from nascore.performance.collect import run_plan
+from nascore.performance.collect import Collector, run_plan
 from nascore.performance.perfdata import Manifest, PerfDataset, write_manifest
 from nascore.performance.predictors.scoring import scores
 from nascore.spec import apply_overrides, validate_spec
@@ -38,7 +38,7 @@ def trained(source: Manifest, overrides: list[str], seed: int, n: int, out: Path
         out.mkdir(parents=True, exist_ok=True)
         write_manifest(out, manifest)
     done = {r.index for r in PerfDataset.read(out).records}
-    run_plan(manifest, out, [i for i in range(n) if i not in done], LocalExecutor(workers))
+    run_plan(Collector(manifest), out, [i for i in range(n) if i not in done], LocalExecutor(workers))
     return PerfDataset.read(out)
 
 

@@ -418,8 +418,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     arch = resolve_arch(args.arch)
     out = Path(args.out) if args.out else _default_out(f"train-{Path(args.arch).stem}")
     run = build_run(spec, out, args.resume, executor=_executor(args, spec))
-    space = arch_space(arch, args.arch, run.registry, input_size=run.info.image_size)  # checked before writing
-    names = [t.name for t in run.tasks]
+    space = arch_space(arch, args.arch, run.registry, input_size=run.parts.info.image_size)  # checked before writing
+    names = [t.name for t in run.parts.tasks]
     if arch.task is not None and arch.task not in names:  # e.g. FBNetV5's arch_detection.json in detectron2
         note = (f"note: {args.arch} was found for task '{arch.task}', which the spec does not have: it is trained "
                 f"for the spec's tasks ({', '.join(names)})")

@@ -20,7 +20,7 @@ _EXPORTS = {
     "CostEstimate": "protocols", "CostModel": "cost", "CostTable": "supernet", "DataInfo": "dataset",
     "Dataset": "dataset", "Decision": "supernet", "Distributing": "protocols", "Evaluating": "protocols",
     "Exporting": "protocols", "GraphOperation": "protocols", "MixedOp": "supernet",
-    "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "Predictor": "predictor",
+    "MultiTaskBackbone": "protocols", "NascoreError": "errors", "Network": "task", "Parts": "parts", "Predictor": "predictor",
     "SHARED": "strategy", "Sample": "predictor",
     "Sampling": "protocols", "SearchContext": "strategy", "SearchSpace": "space", "SearchStrategy": "strategy",
     "Supernet": "supernet", "Task": "task", "build_network": "task", "check_finite": "loops",

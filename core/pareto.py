@@ -94,8 +94,8 @@ def measure(ctx: SearchContext, space: SearchSpace, in_channels: int, derived: d
         for owner, archs in todo.items():
             for name, choices in archs:
                 full = {**background, **choices}
-                bn_batches = itertools.islice(loader(ctx.train_set, config.batch_size, ctx.collate, shuffle=True,
-                                                     seed=ctx.seed, stream=_STREAM), config.bn_batches)
+                bn_batches = itertools.islice(loader(ctx.parts.train_set, config.batch_size, ctx.parts.collate, shuffle=True,
+                                                     seed=ctx.parts.seed, stream=_STREAM), config.bn_batches)
                 metrics = evaluate_arch(ctx, full, owner, bn_batches, config.batch_size)
                 model = space.build(Arch(space=space.name, config=space_config, choices=choices, task=owner))
                 rows.append(ParetoRow(owner, name, choices, table.of_choices(full),
@@ -174,19 +174,19 @@ def run_pareto(ctx: SearchContext, space: SearchSpace, in_channels: int, strateg
     archs it trained), mark the front, write both files; None (logged) when the strategy is neither that nor
     :class:`~nascore.protocols.Sampling`. A pure function of the search's final state and the seed, so a resumed
     run redoes it."""
-    torch.manual_seed(epoch_seed(ctx.seed, 1, _STREAM))  # building archs and train-mode forwards draw from it
+    torch.manual_seed(epoch_seed(ctx.parts.seed, 1, _STREAM))  # building archs and train-mode forwards draw from it
     if isinstance(strategy, Evaluating):
         rows = trained_rows(ctx, space, in_channels, strategy)
     elif isinstance(strategy, Sampling):
-        sampled = strategy.sample(config.samples, torch.Generator().manual_seed(epoch_seed(ctx.seed, 0, _STREAM)))
+        sampled = strategy.sample(config.samples, torch.Generator().manual_seed(epoch_seed(ctx.parts.seed, 0, _STREAM)))
         rows = measure(ctx, space, in_channels, strategy.derive(), sampled, config)
     else:
         log(f"pareto: skipped: strategy '{strategy.name}' neither samples archs from a search distribution nor "
             "trains them (it is not a nascore.Sampling or nascore.Evaluating)")
         return None
-    mark_front(rows, ctx.tasks)
+    mark_front(rows, ctx.parts.tasks)
     if distributed.is_main():  # every rank evaluated the same archs alike
-        write_plot(out_dir / PLOT_FILE, rows, ctx.tasks)
+        write_plot(out_dir / PLOT_FILE, rows, ctx.parts.tasks)
         write_csv(out_dir / CSV_FILE, rows)
     log(f"pareto: {len(rows)} archs, {sum(r.on_front for r in rows)} on the front -> {CSV_FILE}, {PLOT_FILE}")
     return rows

@@ -1,5 +1,5 @@
-"""A run: the parts built once from its spec (device, dataset and splits, tasks, space) and its directory
-(``rundir``). ``run_spec`` searches (``search``), then with a ``train`` block trains every found arch
+"""A run: the parts built once from its spec (``parts``: device, dataset and splits, tasks, space) and its
+directory (``rundir``). ``run_spec`` searches (``search``), then with a ``train`` block trains every found arch
 (``train``); ``train_run`` trains one given arch. Both end with summary.json."""
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import distributed
 from .arch import Arch
-from .dataset import DataInfo, Dataset
 from .errors import NascoreError
 from .executor import Executor, LocalExecutor
 from .pareto import summarize
-from .precision import Precision
+from .parts import Parts, resolve_device
 from .progress import Reporter
 from .registry import Registry, get_registry
 from .rundir import arch_file_name, check_dir, create_dir, write_summary
@@ -23,26 +20,19 @@ from .search import search
 from .space import SearchSpace
 from .spec import RunSpec
 from .strategy import SHARED, owner_name
-from .task import Task
 from .train import arch_network, model_counts, train_and_compare
 
 
 @dataclass
 class Run:
-    """One run, built once from its spec: what the search, the Pareto step, training, the summary and the
-    lifecycle hooks use."""
+    """One run: its parts, built once from its spec, and its directory; what the search, the Pareto step, training,
+    the summary and the lifecycle hooks use."""
 
     spec: RunSpec
+    parts: Parts
     out_dir: Path
     registry: Registry
-    device: torch.device
     reporter: Reporter
-    dataset: Dataset
-    info: DataInfo
-    train_set: torch.utils.data.Dataset
-    val_set: torch.utils.data.Dataset
-    tasks: list[Task]
-    space: SearchSpace  # the spec's, which the search searches
     resume: bool = False
     created_dir: bool = False  # open() made out_dir (so a run that never started may remove it)
     #: where independent archs train (train.references, the random strategy's archs): ``--executor``
@@ -56,17 +46,12 @@ class Run:
         distributed.barrier()
         return self
 
-    def precision(self) -> Precision:
-        """A new ``Precision`` of the spec's ``amp`` and ``channels_last``: one per phase, so that each training
-        starts with its own loss scale."""
-        return Precision(self.spec.amp, self.spec.channels_last, self.device)
-
 
 def build_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
               reporter: Reporter | None = None, executor: Executor | None = None) -> Run:
     """The run of ``spec`` in ``out_dir``, its directory checked and its parts built; nothing is written yet. Under
     torchrun this process joins the job's process group, on its rank's device, and only rank 0 reports."""
-    device = distributed.setup(_device(spec.device))
+    device = distributed.setup(resolve_device(spec.device))
     if spec.distributed is not None and spec.distributed.sync_batchnorm and distributed.launched() \
             and device.type != "cuda":
         raise NascoreError("distributed.sync_batchnorm: SyncBatchNorm needs CUDA devices (NCCL); this torchrun job "
@@ -75,27 +60,15 @@ def build_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | N
         # each rank would skip an overflowing step on its own gradients' inf check: ranks would drift or hang
         raise NascoreError("amp.dtype: fp16 (a loss scaler per process) is not supported under torchrun; use bf16")
     check_dir(spec, out_dir, resume)
-    dataset = spec.dataset.create()
     reporter = reporter or Reporter(quiet=not distributed.is_main())
-    return Run(spec, out_dir, registry or get_registry(), device, reporter, dataset, dataset.info(),
-               dataset.split("train"), dataset.split("val"), [t.create() for t in spec.tasks], spec.space.create(),
-               resume, executor=executor or LocalExecutor())
+    return Run(spec, Parts.build(spec, device), out_dir, registry or get_registry(), reporter, resume,
+               executor=executor or LocalExecutor())
 
 
 def open_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
              reporter: Reporter | None = None, executor: Executor | None = None) -> Run:
     """``build_run``, then the run's directory opened."""
     return build_run(spec, out_dir, resume, registry, reporter, executor).open()
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise NascoreError(f"device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NascoreError("device: 'cuda' was asked for but CUDA is not available on this machine")
-    return device
 
 
 def run_spec(run: Run) -> dict[str, Any]:
@@ -106,14 +79,14 @@ def run_spec(run: Run) -> dict[str, Any]:
     if pareto_rows is not None:
         summary["pareto"] = summarize(pareto_rows)
     for owner, arch in archs.items():
-        entry = arch_entry(arch, run.space, arch_file_name(owner, run.space))
+        entry = arch_entry(arch, run.parts.space, arch_file_name(owner, run.parts.space))
         # the last search epoch's validation metrics of the arch (of its own task for a per-task arch)
         prefix = "val/" if owner is SHARED else f"val/{owner}/"
-        network = arch_network(run, arch, run.space)
+        network = arch_network(run, arch, run.parts.space)
         entry["search"] = {"epoch": last["epoch"], **{k: v for k, v in last.items() if k.startswith(prefix)},
-                           **model_counts(network, run.info.in_channels, run.info.image_size)}
+                           **model_counts(network, run.parts.info.in_channels, run.parts.info.image_size)}
         if run.spec.train is not None:
-            entry.update(train_and_compare(run, arch, run.space, "train" if owner is SHARED else f"train/{owner}"))
+            entry.update(train_and_compare(run, arch, run.parts.space, "train" if owner is SHARED else f"train/{owner}"))
         summary["archs"][owner_name(owner)] = entry
     return finish(run, summary)
 

@@ -10,22 +10,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from . import distributed
-from .data import epoch_seed
+from .epochs import EpochLoop
 from .errors import NascoreError
 from .fileio import (
     METRICS_MAX_BYTES,
     SPEC_MAX_BYTES,
     atomic_write_text,
     check_user_file,
-    load_checkpoint,
     load_user_yaml,
     parse_user_json,
     read_user_text,
-    save_checkpoint,
 )
 from .strategy import SHARED
 
@@ -91,50 +88,44 @@ def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     distributed.barrier()
 
 
-class EpochLoop:
-    """Runs epochs of one phase, appending to metrics.jsonl and checkpointing after each epoch. Under torchrun a
-    row's float values are averaged over the ranks (``distributed.mean_row``) and the lifecycle hooks are called on
-    every rank (an observer that writes checks ``distributed.is_main()``)."""
+class PhaseLoop(EpochLoop):
+    """The epochs of one phase of a run (``search``, ``train``, ...), checkpointed to ``checkpoints/<phase>.pt``
+    and appended to metrics.jsonl. Under torchrun a row's float values are averaged over the ranks
+    (``distributed.mean_row``), rank 0 writes, and the lifecycle hooks are called on every rank (an observer that
+    writes checks ``distributed.is_main()``)."""
 
     def __init__(self, run: Run, phase: str, epochs: int, get_state: Callable[[], dict],
                  set_state: Callable[[dict], None]):
-        self.run, self.phase, self.epochs = run, phase, epochs
-        self.get_state, self.set_state = get_state, set_state
-        self.ckpt = run.out_dir / "checkpoints" / f"{phase.replace('/', '_')}.pt"
+        super().__init__(run.out_dir / "checkpoints" / f"{phase.replace('/', '_')}.pt", "checkpoint", epochs,
+                         get_state, set_state, seed=run.spec.seed, stream=99, device=run.parts.device,
+                         resume=run.resume, writes=distributed.is_main())
+        self.run, self.phase = run, phase
 
-    def start_epoch(self) -> int:
-        if not (self.run.resume and os.path.lexists(self.ckpt)):  # a dangling symlink or a FIFO is refused
-            return 0
-        state = load_checkpoint(self.ckpt, map_location=self.run.device)
-        try:
-            self.set_state(state["state"])
-            start = int(state["epoch"]) + 1
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise NascoreError(f"checkpoint {self.ckpt} does not match this run: {exc}") from None
-        ranks = state.get("world_size", 1)
+    def resumed(self, checkpoint: dict[str, Any], start: int) -> None:
+        ranks = checkpoint.get("world_size", 1)
         if ranks != distributed.world_size() and start < self.epochs:
             self.run.reporter.log(
-                f"note: {self.ckpt} was written by {ranks} process(es), this run has {distributed.world_size()}: "
+                f"note: {self.path} was written by {ranks} process(es), this run has {distributed.world_size()}: "
                 "each rank's share of every batch changes from here on, so the result may differ from an "
                 "uninterrupted run")
-        return start
 
-    def __call__(self, run_epoch: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
-        start = self.start_epoch()
-        rows = _rewrite_metrics(self.run.out_dir / METRICS_FILE, self.phase, start)
-        for epoch in range(start, self.epochs):
-            torch.manual_seed(epoch_seed(self.run.spec.seed, epoch, stream=99))
-            row = {"phase": self.phase, "epoch": epoch, **distributed.mean_row(run_epoch(epoch))}
-            if distributed.is_main():
-                with open(self.run.out_dir / METRICS_FILE, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                save_checkpoint({"epoch": epoch, "world_size": distributed.world_size(), "state": self.get_state()},
-                                self.ckpt)
-            distributed.barrier()
-            rows.append(row)
-            self.run.reporter.epoch(self.phase, row)
-            self.run.registry.hook.nascore_epoch_end(run=self.run, epoch=epoch, metrics=row)
-        return rows
+    def begin(self, start: int) -> list[dict[str, Any]]:
+        return _rewrite_metrics(self.run.out_dir / METRICS_FILE, self.phase, start)
+
+    def row(self, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
+        return {"phase": self.phase, "epoch": epoch, **distributed.mean_row(row)}
+
+    def record(self, row: dict[str, Any]) -> None:
+        with open(self.run.out_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def extra(self) -> dict[str, Any]:
+        return {"world_size": distributed.world_size()}
+
+    def ended(self, epoch: int, row: dict[str, Any]) -> None:
+        distributed.barrier()
+        self.run.reporter.epoch(self.phase, row)
+        self.run.registry.hook.nascore_epoch_end(run=self.run, epoch=epoch, metrics=row)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

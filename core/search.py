@@ -11,7 +11,7 @@ from .arch import Arch
 from .errors import NascoreError
 from .pareto import ParetoRow, run_pareto
 from .protocols import Distributing
-from .rundir import EpochLoop, arch_file_name
+from .rundir import PhaseLoop, arch_file_name
 from .strategy import SearchContext, owner_name
 from .task import build_network
 
@@ -22,23 +22,23 @@ if TYPE_CHECKING:
 def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, dict[str, Any]]:
     """Search, save the derived arch(s), then (unless ``pareto.samples`` is 0) the Pareto step; returns the
     archs by owner, the Pareto rows (None when the step did not run) and the last search epoch's metrics row."""
-    spec, space = run.spec, run.space
+    parts = run.parts
+    spec, space = run.spec, parts.space
     torch.manual_seed(spec.seed)
     supernet = space.supernet()
     cost_model = spec.cost.cls(spec.cost.config, progress=run.reporter.progress) if spec.cost else None
     table = None
     if cost_model is not None:
-        table = supernet.price(cost_model, space.input_size, run.info.in_channels)
+        table = supernet.price(cost_model, space.input_size, parts.info.in_channels)
         problem = spec.objective.check_bounds(*table.bounds(), table.unit)
         if problem:
             raise NascoreError(problem)
-    precision = run.precision()
-    network = precision.network(distributed.sync_batchnorm(build_network(supernet, run.tasks, run.info).to(run.device),
-                                                           run.spec))
+    precision = parts.precision()
+    network = precision.network(distributed.sync_batchnorm(
+        build_network(supernet, parts.tasks, parts.info).to(parts.device), spec))
     strategy = spec.strategy.create()
-    ctx = SearchContext(network, supernet, run.tasks, run.train_set, run.val_set, run.dataset.collate, run.device,
-                        spec.seed, cost_model, table, spec.objective if table is not None else None,
-                        run.reporter.progress, space, run.info, run.executor, precision)
+    ctx = SearchContext(parts, network, supernet, cost_model, table, spec.objective if table is not None else None,
+                        run.reporter.progress, run.executor, precision)
     strategy.setup(ctx)
     # a Distributing strategy's distribution after every epoch, kept in the checkpoint (so a resumed run has the
     # epochs before it) for nascore report
@@ -56,7 +56,7 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
         history[:] = s.get("decisions", [])
         precision.load_state_dict(s.get("precision", {}))
 
-    loop = EpochLoop(run, "search", strategy.epochs,
+    loop = PhaseLoop(run, "search", strategy.epochs,
                      lambda: {"network": network.state_dict(), "strategy": strategy.state_dict(),
                               "decisions": history, "precision": precision.state_dict()}, set_state)
     last = loop(run_epoch)[-1]
@@ -69,5 +69,5 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
             arch.save(run.out_dir / arch_file_name(owner, space))
     rows = None
     if spec.pareto.samples:
-        rows = run_pareto(ctx, space, run.info.in_channels, strategy, spec.pareto, run.out_dir, run.reporter.log)
+        rows = run_pareto(ctx, space, parts.info.in_channels, strategy, spec.pareto, run.out_dir, run.reporter.log)
     return archs, rows, last

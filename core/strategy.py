@@ -10,13 +10,12 @@ import torch
 from .component import Component
 from .cost import CostModel
 from .data import loader
-from .dataset import DataInfo
 from .executor import Executor, LocalExecutor
 from .loops import evaluate, recalibrate_batchnorm
+from .parts import Parts
 from .precision import FULL, Precision
 from .progress import Progress, no_progress
 from .protocols import CostEstimate
-from .space import SearchSpace
 from .supernet import Decision, Supernet
 from .task import Network, Task
 
@@ -26,24 +25,17 @@ SHARED: Final = None
 
 @dataclass
 class SearchContext:
-    """Everything a strategy searches with; built by the runner from the spec."""
+    """Everything a strategy searches with: the run's parts (data, tasks, space, device, seed) and what the runner
+    built for the search from them."""
 
+    parts: Parts
     network: Network  # supernet backbone + one head per task
     supernet: Supernet
-    tasks: list[Task]
-    train_set: torch.utils.data.Dataset
-    val_set: torch.utils.data.Dataset
-    collate: Callable[[list], Any]
-    device: torch.device
-    seed: int
     cost_model: CostModel | None = None
     cost_table: CostEstimate | None = None
     objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     #: ``progress(total, description)`` -> context manager yielding an ``advance()`` callable
     progress: Progress = no_progress
-    #: the space searched and the dataset's description: what strategies that build standalone archs need
-    space: SearchSpace | None = None
-    info: DataInfo | None = None
     #: where archs trained on their own may train (the ``random`` strategy's): ``--executor``
     executor: Executor = field(default_factory=LocalExecutor)
     #: the spec's ``amp`` and ``channels_last`` for the search's steps (``train_step(..., precision=)``)
@@ -107,7 +99,8 @@ def evaluate_arch(ctx: SearchContext, choices: Mapping[str, str], owner: str | N
                   batch_size: int) -> dict[str, float]:
     """Validation metrics of one discrete arch (``choices`` for every decision) on the supernet's shared
     weights: its one-hot mix, BatchNorm statistics re-estimated on ``bn_batches``, the tasks of ``owner``."""
+    parts = ctx.parts
     ctx.supernet.set_choices(choices)
-    recalibrate_batchnorm(ctx.network, bn_batches, ctx.device)
-    val = loader(ctx.val_set, batch_size, ctx.collate, shuffle=False)
-    return evaluate(ctx.network, val, owner_tasks(ctx.tasks, owner), ctx.device)
+    recalibrate_batchnorm(ctx.network, bn_batches, parts.device)
+    val = loader(parts.val_set, batch_size, parts.collate, shuffle=False)
+    return evaluate(ctx.network, val, owner_tasks(parts.tasks, owner), parts.device)

@@ -19,7 +19,7 @@ from .fileio import atomic_write_bytes, atomic_write_text, load_checkpoint, save
 from .loops import cosine_lr, evaluate, set_lr, train_step, weight_optimizer
 from .precision import FULL, Precision
 from .progress import Progress, Reporter, no_progress
-from .rundir import METRICS_FILE, EpochLoop, read_metrics
+from .rundir import METRICS_FILE, PhaseLoop, read_metrics
 from .spec import TrainBudget, TrainConfig, validate_spec
 from .strategy import owner_tasks
 from .task import Network, Task, build_network
@@ -32,26 +32,27 @@ if TYPE_CHECKING:
 def train(run: Run, arch: Arch, space: SearchSpace, phase: str = "train") -> dict[str, Any]:
     """Train ``arch`` of ``space`` from scratch with the spec's ``train`` block, at the dataset's image size;
     returns final validation metrics, multiply-adds and params."""
+    parts = run.parts
     spec, cfg = run.spec, run.spec.train or TrainConfig()
-    tasks = owner_tasks(run.tasks, arch.task)
+    tasks = owner_tasks(parts.tasks, arch.task)
     torch.manual_seed(spec.seed)
-    precision = run.precision()
-    network = precision.network(distributed.sync_batchnorm(arch_network(run, arch, space).to(run.device), spec))
+    precision = parts.precision()
+    network = precision.network(distributed.sync_batchnorm(arch_network(run, arch, space).to(parts.device), spec))
     optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
     def run_epoch(epoch: int) -> dict[str, Any]:
-        lr, loss = train_epoch(network, optimizer, tasks, run.train_set, run.dataset.collate, cfg, spec.seed, epoch,
-                               run.device, run.reporter.progress, f"{phase} epoch {epoch} ({epoch + 1}/{cfg.epochs})",
+        lr, loss = train_epoch(network, optimizer, tasks, parts.train_set, parts.collate, cfg, spec.seed, epoch,
+                               parts.device, run.reporter.progress, f"{phase} epoch {epoch} ({epoch + 1}/{cfg.epochs})",
                                precision)
         return {"lr": lr, "train_loss": loss,
-                **validate(network, run.val_set, run.dataset.collate, tasks, cfg, run.device)}
+                **validate(network, parts.val_set, parts.collate, tasks, cfg, parts.device)}
 
     def set_state(s: dict[str, Any]) -> None:
         network.load_state_dict(s["network"])
         optimizer.load_state_dict(s["optimizer"])
         precision.load_state_dict(s.get("precision", {}))
 
-    rows = EpochLoop(run, phase, cfg.epochs, lambda: {"network": network.state_dict(), "optimizer":
+    rows = PhaseLoop(run, phase, cfg.epochs, lambda: {"network": network.state_dict(), "optimizer":
                                                       optimizer.state_dict(), "precision": precision.state_dict()},
                      set_state)(run_epoch)
     if distributed.is_main():
@@ -59,7 +60,7 @@ def train(run: Run, arch: Arch, space: SearchSpace, phase: str = "train") -> dic
                         run.out_dir / f"{phase.replace('/', '_')}_model.pt")
     distributed.barrier()
     final = {k: v for k, v in rows[-1].items() if k.startswith("val/")}
-    return {**final, **model_counts(network, run.info.in_channels, run.info.image_size)}
+    return {**final, **model_counts(network, parts.info.in_channels, parts.info.image_size)}
 
 
 def train_epoch(network: Network, optimizer: torch.optim.Optimizer, tasks: list[Task],
@@ -106,7 +107,7 @@ def train_and_compare(run: Run, arch: Arch, space: SearchSpace, phase: str = "tr
         return out
     results = {name: trained[f"{phase}/{name}"] for name in references}
     baseline = results[next(iter(references))]
-    tasks = owner_tasks(run.tasks, arch.task)
+    tasks = owner_tasks(run.parts.tasks, arch.task)
     out["references"] = {name: {**res, "relative": relative_performance(res, baseline, tasks)}
                          for name, res in results.items()}
     out["train"]["relative"] = relative_performance(out["train"], baseline, tasks)
@@ -174,8 +175,8 @@ def arch_network(run: Run, arch: Arch, space: SearchSpace) -> Network:
     """``arch`` built by ``space`` (the one it was found in) at the dataset's image size, with the heads of its
     tasks (every task of the run for a shared arch, its own for a per-task one): the network ``train`` trains and
     summary.json counts."""
-    size = {"input_size": run.info.image_size} if "input_size" in space.Config.model_fields else {}
-    return build_network(space.for_arch(arch, **size).build(arch), owner_tasks(run.tasks, arch.task), run.info)
+    size = {"input_size": run.parts.info.image_size} if "input_size" in space.Config.model_fields else {}
+    return build_network(space.for_arch(arch, **size).build(arch), owner_tasks(run.parts.tasks, arch.task), run.parts.info)
 
 
 def model_counts(network: torch.nn.Module, in_channels: int, image_size: int) -> dict[str, int]:

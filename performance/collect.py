@@ -25,6 +25,7 @@ from nascore.data import loader
 from nascore.errors import NascoreError, NonFiniteLossError
 from nascore.executor import Executor, LocalExecutor
 from nascore.loops import weight_optimizer
+from nascore.parts import Parts
 from nascore.progress import Reporter
 from nascore.protocols import CostEstimate
 from nascore.spec import RunSpec, validate_spec
@@ -51,16 +52,16 @@ NASWOT_BATCH = 32
 PSEUDO_LABELS = "pseudolabel.json"
 
 
-def draw(spec: RunSpec, n: int, seed: int, in_channels: int) -> list[dict[str, str]]:
-    """``n`` distinct archs of the spec's space, stratified over multiply-adds; the same arguments, the same list."""
-    space = spec.space.create()
+def draw(parts: Parts, n: int, seed: int) -> list[dict[str, str]]:
+    """``n`` distinct archs of the run's space, stratified over multiply-adds; the same arguments, the same list."""
+    space = parts.space
     supernet = space.supernet()
     decisions = supernet.decisions()
     owned = [d.name for d in decisions if d.task is not None]
     if owned:
         raise NascoreError(f"space '{space.name}' has per-task decisions ({', '.join(owned[:3])}, ...); bench "
                            "collect draws archs that every task shares")
-    table = supernet.price(FlopsCost(), space.input_size, in_channels)
+    table = supernet.price(FlopsCost(), space.input_size, parts.info.in_channels)
     g = torch.Generator().manual_seed(seed)
     pool: dict[str, dict[str, str]] = {}
     want = POOL_PER_ARCH * n
@@ -89,19 +90,19 @@ def measure_arch(backbone: torch.nn.Module, input_size: int, in_channels: int, i
             "graph": graph_record(build_graph(backbone, input_size, in_channels))}
 
 
-def plan_manifest(spec: RunSpec, n: int, seed: int) -> Manifest:
-    """The manifest of a collection of ``n`` archs drawn with ``seed`` (it holds the plan)."""
+def plan_manifest(spec: RunSpec, parts: Parts, n: int, seed: int) -> Manifest:
+    """The manifest of a collection of ``n`` archs of ``spec`` (whose parts are ``parts``) drawn with ``seed`` (it
+    holds the plan)."""
+    info, space = parts.info, parts.space
     if spec.train is None:
         raise NascoreError(f"{spec.source}: bench collect trains every arch with the spec's train: block; the spec "
                            "has none")
-    info = spec.dataset.create().info()
-    space = spec.space.create()
     if space.input_size != info.image_size:
         raise NascoreError(f"{spec.source}: space.input_size {space.input_size} differs from the dataset's image size "
                            f"{info.image_size}; a collection measures archs at the size they train at")
     tasks = {t.name: {"label": f"val/{t.name}/{t.cls.primary_metric}", "higher_is_better": t.cls.higher_is_better}
              for t in spec.tasks}
-    plan = [{"index": i, "choices": c} for i, c in enumerate(draw(spec, n, seed, info.in_channels))]
+    plan = [{"index": i, "choices": c} for i, c in enumerate(draw(parts, n, seed))]
     return Manifest.model_validate({
         "format": "nascore-performance-dataset", "version": 1, "seed": seed, "archs": n,
         "space": {"name": space.name, "config": space.config.model_dump(mode="json")},
@@ -110,61 +111,62 @@ def plan_manifest(spec: RunSpec, n: int, seed: int) -> Manifest:
 
 
 class Collector:
-    """What training the archs of a collection needs, built once per process from its manifest (``bench
-    pseudo-label`` measures its archs with it too)."""
+    """Trains and measures the archs of a collection (``bench pseudo-label`` measures its archs with it too) with
+    the parts of the manifest's spec: those of the command that planned it, or, in another process (an executor's
+    worker, which gets the manifest alone), built there once."""
 
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifest: Manifest, parts: Parts | None = None):
         self.manifest = manifest
         self.spec = validate_spec(manifest.spec, source=f"the spec in {MANIFEST}")
-        self.dataset = self.spec.dataset.create()
-        self.info = self.dataset.info()
-        self.train_set, self.val_set = self.dataset.split("train"), self.dataset.split("val")
-        self.space = self.spec.space.create()
+        self.parts = parts or Parts.build(self.spec)
+        spec, space = self.spec, self.parts.space
         self.latency: CostEstimate | None = None
-        if self.spec.cost is not None:
-            cost_model = self.spec.cost.cls(self.spec.cost.config)
+        if spec.cost is not None:
+            cost_model = spec.cost.cls(spec.cost.config)
             if cost_model.unit == "ms":
-                self.latency = self.space.supernet().price(cost_model, self.space.input_size, self.info.in_channels)
+                self.latency = space.supernet().price(cost_model, space.input_size, self.parts.info.in_channels)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _worker, (self.manifest.model_dump_json(),)  # to another process: the manifest alone
 
     def arch(self, index: int) -> Arch:
         """Plan entry ``index`` as an arch of the space."""
-        return Arch(space=self.space.name, config=self.manifest.space.config, choices=self.manifest.plan[index].choices)
+        return Arch(space=self.parts.space.name, config=self.manifest.space.config,
+                    choices=self.manifest.plan[index].choices)
 
     def measured(self, index: int) -> dict[str, Any]:
         """Record ``index`` without its task entries: arch, latency and ``measure_arch`` of the untrained backbone."""
-        spec, space, info, dataset = self.spec, self.space, self.info, self.dataset
+        parts = self.parts
         arch = self.arch(index)
-        torch.manual_seed(spec.seed)
-        backbone = space.build(arch).to(torch.device(spec.device))
-        images, _ = next(iter(loader(self.train_set, NASWOT_BATCH, dataset.collate, shuffle=True, seed=spec.seed)))
+        torch.manual_seed(parts.seed)
+        backbone = parts.space.build(arch).to(parts.device)
+        images, _ = next(iter(loader(parts.train_set, NASWOT_BATCH, parts.collate, shuffle=True, seed=parts.seed)))
         latency = self.latency.of_choices(arch.choices) if self.latency is not None else None
         return {"format": "nascore-performance-record", "version": 1, "index": index,
                 "arch": arch.model_dump(mode="json", exclude={"task", "name"}), "latency_ms": latency,
-                **measure_arch(backbone, info.image_size, info.in_channels, images), "tasks": {}}
+                **measure_arch(backbone, parts.info.image_size, parts.info.in_channels, images), "tasks": {}}
 
     def record(self, index: int) -> Record:
-        spec, m, space, info, dataset = self.spec, self.manifest, self.space, self.info, self.dataset
-        train_set, val_set = self.train_set, self.val_set
-        device = torch.device(spec.device)
+        parts, m = self.parts, self.manifest
         arch = self.arch(index)
         record = self.measured(index)
-        cfg = spec.train  # plan_manifest refused a spec without one
-        for task_spec in spec.tasks:
-            task = task_spec.create()
+        cfg = self.spec.train  # plan_manifest refused a spec without one
+        for task in parts.tasks:
             start = time.perf_counter()
-            torch.manual_seed(spec.seed)
-            network = build_network(space.build(arch), [task], info).to(device)
+            torch.manual_seed(parts.seed)
+            network = build_network(parts.space.build(arch), [task], parts.info).to(parts.device)
             optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
             try:
                 for epoch in range(cfg.epochs):
-                    train_epoch(network, optimizer, [task], train_set, dataset.collate, cfg, spec.seed, epoch, device)
+                    train_epoch(network, optimizer, [task], parts.train_set, parts.collate, cfg, parts.seed, epoch,
+                                parts.device)
             except NonFiniteLossError as exc:  # the arch is recorded without a label; the collection goes on
                 record["tasks"][task.name] = {"metrics": {}, "label": None,
                                               "seconds": round(time.perf_counter() - start, 3),
                                               "note": f"training diverged (non-finite loss at epoch {exc.epoch}, "
                                                       f"step {exc.step})"}
                 continue
-            metrics = validate(network, val_set, dataset.collate, [task], cfg, device)
+            metrics = validate(network, parts.val_set, parts.collate, [task], cfg, parts.device)
             label = m.tasks[task.name].label
             record["tasks"][task.name] = {"metrics": {k: finite(v) for k, v in metrics.items()},
                                           "label": finite(metrics.get(label)),
@@ -174,19 +176,20 @@ class Collector:
 
 @lru_cache(maxsize=1)
 def _worker(manifest_json: str) -> Collector:
+    """The collector of a manifest in an executor's worker process: built once per process."""
     return Collector(Manifest.model_validate_json(manifest_json))
 
 
-def collect_one(manifest_json: str, index: int) -> Record:
-    """Plan entry ``index`` trained and measured (an executor's job: the worker's Collector is built once)."""
-    return _worker(manifest_json).record(index)
+def collect_one(collector: Collector, index: int) -> Record:
+    """Plan entry ``index`` trained and measured (an executor's job)."""
+    return collector.record(index)
 
 
-def open_collection(spec: RunSpec, out_dir: Path, n: int, seed: int) -> tuple[Manifest, list[int]]:
+def open_collection(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed: int) -> tuple[Manifest, list[int]]:
     """The manifest of the collection in ``out_dir`` (written if new) and the plan indices still to collect.
 
     An existing ``dataset.json`` must hold the same plan (same spec, seed and count), else nothing is touched."""
-    manifest = plan_manifest(spec, n, seed)
+    manifest = plan_manifest(spec, parts, n, seed)
     if (out_dir / MANIFEST).exists() or (out_dir / MANIFEST).is_symlink():
         existing = read_manifest(out_dir)
         if existing.model_dump() != manifest.model_dump():
@@ -211,21 +214,22 @@ def collect(spec: RunSpec, out_dir: Path, n: int, seed: int, executor: Executor 
     if (out_dir / PSEUDO_LABELS).exists():
         raise NascoreError(f"--out {out_dir} holds pseudo-labels (nascore bench pseudo-label, {PSEUDO_LABELS}); "
                            "trained labels go in another folder")
-    manifest, todo = open_collection(spec, out_dir, n, seed)
+    parts = Parts.build(spec)
+    manifest, todo = open_collection(spec, parts, out_dir, n, seed)
     if len(todo) < n:
         reporter.log(f"resuming {out_dir}: {n - len(todo)} of {n} archs collected already")
-    return run_plan(manifest, out_dir, todo, executor, reporter)
+    return run_plan(Collector(manifest, parts), out_dir, todo, executor, reporter)
 
 
-def run_plan(manifest: Manifest, out_dir: Path, todo: list[int], executor: Executor | None = None,
+def run_plan(collector: Collector, out_dir: Path, todo: list[int], executor: Executor | None = None,
              reporter: Reporter | None = None) -> dict[str, Any]:
-    """Train and record the plan entries ``todo`` of ``manifest`` (whose ``dataset.json`` is in ``out_dir``), each
-    record written as its arch finishes (default executor: this process)."""
+    """Train and record the plan entries ``todo`` of the collector's manifest (whose ``dataset.json`` is in
+    ``out_dir``), each record written as its arch finishes (default executor: this process)."""
     reporter = reporter or Reporter()
+    manifest = collector.manifest
     start = time.perf_counter()
     with reporter.progress(len(todo), f"collect {len(todo)} archs x {len(manifest.tasks)} tasks") as advance:
-        for _, record in (executor or LocalExecutor()).run(collect_one, [(i,) for i in todo],
-                                                           manifest.model_dump_json()):
+        for _, record in (executor or LocalExecutor()).run(collect_one, [(i,) for i in todo], collector):
             write_record(out_dir, record)
             advance()
     seconds = time.perf_counter() - start

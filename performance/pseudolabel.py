@@ -49,9 +49,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from nascore.data import epoch_seed, loader, to_device
+from nascore.epochs import EpochLoop
 from nascore.errors import NascoreError, NonFiniteLossError
 from nascore.fileio import atomic_write_text, load_checkpoint, load_user_json, save_checkpoint
 from nascore.loops import check_finite, cosine_lr, recalibrate_batchnorm, set_lr, train_step, weight_optimizer
+from nascore.parts import Parts
 from nascore.progress import Reporter
 from nascore.spec import RunSpec, TrainConfig
 from nascore.supernet import Decision, Supernet
@@ -271,54 +273,32 @@ def write_info(out_dir: Path, info: Info) -> None:
 
 
 # -- the phases ----------------------------------------------------------------------------------------------
-class _Context:
-    """What every phase needs: the collection's data and space (``Collector``), the device, the train block."""
-
-    def __init__(self, collector: Collector):
-        self.collector = collector
-        self.spec = collector.spec
-        self.cfg: TrainConfig = collector.spec.train
-        self.seed = collector.spec.seed
-        self.device = torch.device(collector.spec.device)
-        self.collate = collector.dataset.collate
-
-    def lr(self, step: int, steps: int) -> float:
-        return self.cfg.lr if self.cfg.schedule == "constant" else cosine_lr(self.cfg.lr, step, steps)
-
-    def batches(self, epoch: int, stream: int) -> Any:
-        return loader(self.collector.train_set, self.cfg.batch_size, self.collate, shuffle=True, seed=self.seed,
-                      epoch=epoch, stream=stream)
+def _lr(cfg: TrainConfig, step: int, steps: int) -> float:
+    return cfg.lr if cfg.schedule == "constant" else cosine_lr(cfg.lr, step, steps)
 
 
-def _epochs(path: Path, what: str, fingerprint: str, epochs: int, device: torch.device,
-            state: Callable[[], dict[str, Any]], load: Callable[[dict[str, Any]], None],
-            run_epoch: Callable[[int], dict[str, float]], reporter: Reporter) -> float:
-    """Run ``run_epoch`` for epochs not yet in the checkpoint ``path`` (resumed where its ``fingerprint`` matches),
-    logging the row it returns and checkpointing ``state()`` after each; returns the phase's seconds over every run
-    of it."""
-    start, seconds = 0, 0.0
-    if path.exists() or path.is_symlink():
-        checkpoint = load_checkpoint(path, map_location=device, what=what)
-        if checkpoint.get("fingerprint") != fingerprint:
-            raise NascoreError(f"{path} is a {what} of other options (spec, seed or epochs); pass another --out")
-        try:
-            load(checkpoint["state"])
-            start, seconds = int(checkpoint["epoch"]), float(checkpoint["seconds"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise NascoreError(f"{path} is not a {what} checkpoint nascore can resume ({exc}); pass another "
-                               "--out") from None
-        if start < epochs:
-            reporter.log(f"resuming the {what} at epoch {start} of {epochs}")
-    with reporter.progress(epochs - start, f"{what}, {epochs} epochs") as advance:
-        for epoch in range(start, epochs):
-            began = time.perf_counter()
-            row = run_epoch(epoch)
-            seconds += time.perf_counter() - began
-            reporter.epoch(what, {"epoch": epoch, **row, "seconds": seconds})
-            save_checkpoint({"fingerprint": fingerprint, "epoch": epoch + 1, "seconds": seconds, "state": state()},
-                            path)
-            advance()
-    return seconds
+def _batches(parts: Parts, cfg: TrainConfig, epoch: int, stream: int) -> Any:
+    return loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True, seed=parts.seed,
+                  epoch=epoch, stream=stream)
+
+
+class _PhaseLoop(EpochLoop):
+    """The epochs of a shared phase (the supernet, the shared head), resumed from its checkpoint when one of the
+    same options (``fingerprint``) is there, each epoch's row logged with the phase's seconds so far."""
+
+    def __init__(self, path: Path, what: str, fingerprint: str, epochs: int, parts: Parts,
+                 get_state: Callable[[], dict[str, Any]], set_state: Callable[[dict[str, Any]], None],
+                 reporter: Reporter):
+        super().__init__(path, what, epochs, get_state, set_state, seed=parts.seed, stream=_TORCH,
+                         device=parts.device, identity={"fingerprint": fingerprint}, progress=reporter.progress)
+        self.reporter = reporter
+
+    def resumed(self, checkpoint: dict[str, Any], start: int) -> None:
+        if start < self.epochs:
+            self.reporter.log(f"resuming the {self.what} at epoch {start} of {self.epochs}")
+
+    def ended(self, epoch: int, row: dict[str, Any]) -> None:
+        self.reporter.epoch(self.what, {**row, "seconds": self.seconds})
 
 
 def supernet_fingerprint(spec: RunSpec, epochs: int) -> str:
@@ -329,25 +309,24 @@ def supernet_fingerprint(spec: RunSpec, epochs: int) -> str:
                       sort_keys=True)
 
 
-def train_supernet(ctx: _Context, path: Path, epochs: int, reporter: Reporter) -> tuple[Network, float]:
+def train_supernet(spec: RunSpec, parts: Parts, path: Path, epochs: int, reporter: Reporter) -> tuple[Network, float]:
     """The space's supernet trained on the spec's first task with uniform single-path sampling (one random arch per
     step), checkpointed to ``path``; returns it with that task's head (``network.backbone`` is the supernet) and the
     seconds it took."""
-    spec, cfg, device = ctx.spec, ctx.cfg, ctx.device
-    torch.manual_seed(ctx.seed)
-    supernet = ctx.collector.space.supernet().to(device)
-    task = spec.tasks[0].create()
-    network = build_network(supernet, [task], ctx.collector.info).to(device)
+    cfg, device = spec.train, parts.device
+    torch.manual_seed(parts.seed)
+    supernet = parts.space.supernet().to(device)
+    task = parts.tasks[0]
+    network = build_network(supernet, [task], parts.info).to(device)
     optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     decisions = supernet.decisions()
 
     def run_epoch(epoch: int) -> dict[str, float]:
-        torch.manual_seed(epoch_seed(ctx.seed, epoch, _TORCH))
-        rng = random.Random(epoch_seed(ctx.seed, epoch, _PATHS))
-        set_lr(optimizer, ctx.lr(epoch, epochs))
+        rng = random.Random(epoch_seed(parts.seed, epoch, _PATHS))
+        set_lr(optimizer, _lr(cfg, epoch, epochs))
         network.train()
         total, steps = 0.0, 0
-        for step, (images, targets) in enumerate(ctx.batches(epoch, _DATA)):
+        for step, (images, targets) in enumerate(_batches(parts, cfg, epoch, _DATA)):
             supernet.set_choices(uniform_arch(decisions, rng))
             loss, _ = train_step(network, images, targets, [task], optimizer, device, epoch, step)
             total, steps = total + loss.item(), steps + 1
@@ -357,46 +336,46 @@ def train_supernet(ctx: _Context, path: Path, epochs: int, reporter: Reporter) -
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
 
-    seconds = _epochs(path, "supernet", supernet_fingerprint(spec, epochs), epochs, device,
-                      lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load, run_epoch,
-                      reporter)
+    loop = _PhaseLoop(path, "supernet", supernet_fingerprint(spec, epochs), epochs, parts,
+                      lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load, reporter)
+    loop(run_epoch)
+    seconds = loop.seconds
     return network, seconds
 
 
-def supernet_check(ctx: _Context, network: Network, archs: int = 5) -> float:
+def supernet_check(spec: RunSpec, parts: Parts, network: Network, archs: int = 5) -> float:
     """How well the trained supernet does on its own task: the mean primary metric of ``archs`` uniform random paths
     (BatchNorm re-estimated on each), with its pretraining head; near chance, its bodies carry no signal."""
     network = copy.deepcopy(network)
-    task = ctx.spec.tasks[0].create()
-    task.build_head(network.backbone.feature_info, network.backbone.pre_logits, ctx.collector.info)  # its classes
-    rng, values = random.Random(epoch_seed(ctx.seed, 0, _CHECK)), []
+    task = parts.tasks[0]
+    task.build_head(network.backbone.feature_info, network.backbone.pre_logits, parts.info)  # its classes
+    rng, values = random.Random(epoch_seed(parts.seed, 0, _CHECK)), []
     for _ in range(archs):
         network.backbone.set_choices(uniform_arch(network.backbone.decisions(), rng))
-        recalibrate_batchnorm(network, itertools.islice(ctx.batches(0, _BN), 8), ctx.device)
-        metrics = validate(network, ctx.collector.val_set, ctx.collate, [task], ctx.cfg, ctx.device)
+        recalibrate_batchnorm(network, itertools.islice(_batches(parts, spec.train, 0, _BN), 8), parts.device)
+        metrics = validate(network, parts.val_set, parts.collate, [task], spec.train, parts.device)
         values.append(metrics[f"val/{task.name}/{task.primary_metric}"])
     return sum(values) / len(values)
 
 
-def train_shared_head(ctx: _Context, supernet: Supernet, task: Task, options: Options, path: Path,
+def train_shared_head(spec: RunSpec, parts: Parts, supernet: Supernet, task: Task, options: Options, path: Path,
                       reporter: Reporter) -> tuple[nn.Module, float, DepthBins]:
     """One head of ``task`` for every body of the space, trained on latent samples over the population S' (or on
     one body per minibatch: ``sampling="body"``), checkpointed to ``path``; returns it, its seconds and the bins."""
-    cfg, device, epochs = ctx.cfg, ctx.device, options.head_epochs
-    bins = DepthBins(supernet.decisions(), options.bins, epoch_seed(ctx.seed, 0, _FIRST_POPULATION))
-    population = Population(bins, options.per_bin, random.Random(epoch_seed(ctx.seed, 1, _FIRST_POPULATION)))
-    torch.manual_seed(ctx.seed)
-    head = task.build_head(supernet.feature_info, supernet.pre_logits, ctx.collector.info).to(device)
+    cfg, device, epochs = spec.train, parts.device, options.head_epochs
+    bins = DepthBins(supernet.decisions(), options.bins, epoch_seed(parts.seed, 0, _FIRST_POPULATION))
+    population = Population(bins, options.per_bin, random.Random(epoch_seed(parts.seed, 1, _FIRST_POPULATION)))
+    torch.manual_seed(parts.seed)
+    head = task.build_head(supernet.feature_info, supernet.pre_logits, parts.info).to(device)
     optimizer = weight_optimizer(head.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
     def run_epoch(epoch: int) -> dict[str, float]:
-        torch.manual_seed(epoch_seed(ctx.seed, epoch, _TORCH))
-        rng = random.Random(epoch_seed(ctx.seed, epoch, _REFRESH))
-        zeta = torch.Generator(device=device).manual_seed(epoch_seed(ctx.seed, epoch, _ZETA))
-        set_lr(optimizer, ctx.lr(epoch, epochs))
+        rng = random.Random(epoch_seed(parts.seed, epoch, _REFRESH))
+        zeta = torch.Generator(device=device).manual_seed(epoch_seed(parts.seed, epoch, _ZETA))
+        set_lr(optimizer, _lr(cfg, epoch, epochs))
         head.train()
         total, steps = 0.0, 0
-        for step, (images, targets) in enumerate(ctx.batches(epoch, _DATA)):
+        for step, (images, targets) in enumerate(_batches(parts, cfg, epoch, _DATA)):
             new = population.refresh(rng)
             images, targets = to_device(images, device), to_device(targets, device)
             if options.sampling == "latent":
@@ -422,26 +401,28 @@ def train_shared_head(ctx: _Context, supernet: Supernet, task: Task, options: Op
         population.members, population.next_bin = [list(m) for m in s["population"]], int(s["next_bin"])
 
     head_options = {k: v for k, v in asdict(options).items() if k not in ("finetune_steps", "bn_batches")}
-    fingerprint = json.dumps({"supernet": supernet_fingerprint(ctx.spec, options.supernet_epochs),
+    fingerprint = json.dumps({"supernet": supernet_fingerprint(spec, options.supernet_epochs),
                               "options": head_options}, sort_keys=True)
-    seconds = _epochs(path, "shared head", fingerprint, epochs, device, state, load, run_epoch, reporter)
+    loop = _PhaseLoop(path, "shared head", fingerprint, epochs, parts, state, load, reporter)
+    loop(run_epoch)
+    seconds = loop.seconds
     return head, seconds, bins
 
 
-def finetune_and_evaluate(ctx: _Context, network: Network, task: Task, steps: int, bn_batches: int
+def finetune_and_evaluate(spec: RunSpec, parts: Parts, network: Network, task: Task, steps: int, bn_batches: int
                           ) -> tuple[dict[str, float], str | None]:
     """Fine-tune ``network`` (the supernet fixed to one arch + the shared head) for ``steps`` steps, re-estimate its
     BatchNorm statistics on ``bn_batches`` training batches, evaluate on the val split: (metrics, note)."""
-    cfg, device = ctx.cfg, ctx.device
-    torch.manual_seed(ctx.seed)
+    cfg, device = spec.train, parts.device
+    torch.manual_seed(parts.seed)
     optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     network.train()
     step, epoch = 0, 0
     try:
         while step < steps:
             before = step
-            for images, targets in itertools.islice(ctx.batches(epoch, _FINETUNE), steps - step):
-                set_lr(optimizer, ctx.lr(step, steps))
+            for images, targets in itertools.islice(_batches(parts, cfg, epoch, _FINETUNE), steps - step):
+                set_lr(optimizer, _lr(cfg, step, steps))
                 train_step(network, images, targets, [task], optimizer, device, epoch, step)
                 step += 1
             if step == before:  # no batch at all
@@ -449,12 +430,12 @@ def finetune_and_evaluate(ctx: _Context, network: Network, task: Task, steps: in
             epoch += 1
     except NonFiniteLossError as exc:
         return {}, f"fine-tuning diverged (non-finite loss at step {exc.step})"
-    recalibrate_batchnorm(network, itertools.islice(ctx.batches(0, _BN), bn_batches), device)
-    return validate(network, ctx.collector.val_set, ctx.collate, [task], cfg, device), None
+    recalibrate_batchnorm(network, itertools.islice(_batches(parts, cfg, 0, _BN), bn_batches), device)
+    return validate(network, parts.val_set, parts.collate, [task], cfg, device), None
 
 
 # -- the command ---------------------------------------------------------------------------------------------
-def open_pseudo_labels(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Options
+def open_pseudo_labels(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed: int, options: Options
                        ) -> tuple[Manifest, list[int]]:
     """Check ``out_dir`` (new, or pseudo-labels of the same plan and options), write its manifest and info if new;
     returns the manifest and the plan indices still to label."""
@@ -469,10 +450,10 @@ def open_pseudo_labels(spec: RunSpec, out_dir: Path, n: int, seed: int, options:
         elif (out_dir / RECORDS).is_dir() and any((out_dir / RECORDS).iterdir()):
             raise NascoreError(f"--out {out_dir} is a collection of trained labels (bench collect, no "
                                f"{PSEUDO_LABELS}); pseudo-labels go in another folder")
-    manifest, todo = open_collection(spec, out_dir, n, seed)
+    manifest, todo = open_collection(spec, parts, out_dir, n, seed)
     if not (out_dir / PSEUDO_LABELS).exists():
         write_info(out_dir, Info(format=INFO_FORMAT, version=1, method=_method(options),
-                                 pretrain_task=spec.tasks[0].name, options=asdict(options), depth_bins=[],
+                                 pretrain_task=parts.tasks[0].name, options=asdict(options), depth_bins=[],
                                  seconds={"supernet": None, "head": None}))
     return manifest, todo
 
@@ -496,39 +477,40 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
     if first is not None and first < 0:
         raise NascoreError(f"first must be at least 0, not {first}")
     adopted = None if supernet_from is None else _checked_supernet(supernet_from, spec, options.supernet_epochs)
-    manifest, todo = open_pseudo_labels(spec, out_dir, n, seed, options)
+    parts = Parts.build(spec)
+    manifest, todo = open_pseudo_labels(spec, parts, out_dir, n, seed, options)
     if first is not None:
         todo = [i for i in todo if i < first]
-    ctx = _Context(Collector(manifest))
+    collector = Collector(manifest, parts)
     info = read_info(out_dir)
     if todo or (info.supernet_check is None and (out_dir / SUPERNET_FILE).exists()):
         if adopted is not None and not (out_dir / SUPERNET_FILE).exists():
             save_checkpoint(adopted, out_dir / SUPERNET_FILE)
-        pretrained, info.seconds["supernet"] = train_supernet(ctx, out_dir / SUPERNET_FILE, options.supernet_epochs,
+        pretrained, info.seconds["supernet"] = train_supernet(spec, parts, out_dir / SUPERNET_FILE, options.supernet_epochs,
                                                               reporter)
         supernet = pretrained.backbone
         if info.supernet_check is None:
-            info.supernet_check = supernet_check(ctx, pretrained)
-            reporter.log(f"supernet: {info.pretrain_task} {ctx.collector.manifest.tasks[info.pretrain_task].label} "
+            info.supernet_check = supernet_check(spec, parts, pretrained)
+            reporter.log(f"supernet: {info.pretrain_task} {collector.manifest.tasks[info.pretrain_task].label} "
                          f"of 5 random paths with its own head: {info.supernet_check:.4f} on average")
         write_info(out_dir, info)
     if todo:
-        task = next(t for t in spec.tasks if t.name == options.task).create()
-        head, info.seconds["head"], bins = train_shared_head(ctx, supernet, task, options, out_dir / HEAD_FILE,
+        task = next(t for t in parts.tasks if t.name == options.task)
+        head, info.seconds["head"], bins = train_shared_head(spec, parts, supernet, task, options, out_dir / HEAD_FILE,
                                                              reporter)
         info.depth_bins = bins.ranges
         write_info(out_dir, info)
         supernet_state = {k: v.clone() for k, v in supernet.state_dict().items()}
         head_state = {k: v.clone() for k, v in head.state_dict().items()}
-        label = ctx.collector.manifest.tasks[task.name].label
+        label = collector.manifest.tasks[task.name].label
         with reporter.progress(len(todo), f"pseudo-label {len(todo)} archs ({task.name})") as advance:
             for index in todo:
-                record = ctx.collector.measured(index)
+                record = collector.measured(index)
                 began = time.perf_counter()
                 supernet.load_state_dict(supernet_state)
                 head.load_state_dict(head_state)
-                supernet.set_choices(ctx.collector.manifest.plan[index].choices)
-                metrics, problem = finetune_and_evaluate(ctx, Network(supernet, {task.name: head}), task,
+                supernet.set_choices(collector.manifest.plan[index].choices)
+                metrics, problem = finetune_and_evaluate(spec, parts, Network(supernet, {task.name: head}), task,
                                                          options.finetune_steps, options.bn_batches)
                 note = f"{info.method} (see {PSEUDO_LABELS})"
                 record["tasks"][task.name] = {"metrics": {k: finite(v) for k, v in metrics.items()},
@@ -549,7 +531,7 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
 def _checked_supernet(source: Path, spec: RunSpec, epochs: int) -> dict[str, Any]:
     """The checkpoint ``--supernet`` names, if it is a finished supernet of this spec and ``epochs``."""
     checkpoint = load_checkpoint(source, what="--supernet checkpoint")
-    if checkpoint.get("fingerprint") != supernet_fingerprint(spec, epochs) or checkpoint.get("epoch") != epochs:
+    if checkpoint.get("fingerprint") != supernet_fingerprint(spec, epochs) or checkpoint.get("epoch") != epochs - 1:
         raise NascoreError(f"--supernet {source} is not a supernet trained {epochs} epochs for this spec's data, "
                            "space, first task, train block and seed (--supernet-epochs and the spec must match)")
     return checkpoint

@@ -99,12 +99,12 @@ class BMTAS(GumbelSearch, Sampling):
         # by exactly lr, so the task losses' pull towards the own copies (trained in the warm-up) stays exactly
         # anti-symmetric and the resource term only pulls it back: sharing never starts. Seeded noise breaks
         # the tie (tests/test_bmtas.py: a heavy lambda then lowers the expected cost every epoch).
-        noise = torch.Generator().manual_seed(ctx.seed)
+        noise = torch.Generator().manual_seed(ctx.parts.seed)
         with torch.no_grad():
             for t in self.theta.values():
                 t.add_(cfg.init_std * torch.randn(t.shape, generator=noise).to(t))
         # warm-up: task t on copy t
-        self.own = {d.name: torch.eye(len(net.tasks), device=ctx.device)[net.tasks.index(d.stream)]
+        self.own = {d.name: torch.eye(len(net.tasks), device=ctx.parts.device)[net.tasks.index(d.stream)]
                     for d in self.decisions}
         self.w_opt = torch.optim.Adam(ctx.network.parameters(), lr=cfg.weights.lr,
                                       weight_decay=cfg.weights.weight_decay)

@@ -58,7 +58,7 @@ class PredictorSearch(StandaloneSearch):
             raise NascoreError(f"strategy.sample_size {c.sample_size} is larger than strategy.population "
                                f"{c.population}")
         file = PredictorFile.load(Path(c.file))
-        task = c.task or ctx.tasks[0].name
+        task = c.task or ctx.parts.tasks[0].name
         if task not in file.tasks:
             raise NascoreError(f"strategy.task: predictor file {c.file} predicts {', '.join(file.tasks)}, not "
                                f"'{task}'")
@@ -66,7 +66,7 @@ class PredictorSearch(StandaloneSearch):
         if c.rank_by is not None and c.rank_by not in entry.baselines:
             raise NascoreError(f"strategy.rank_by: predictor file {c.file} has no baseline '{c.rank_by}' for "
                                f"'{task}' (it has {', '.join(entry.baselines)})")
-        size = (ctx.space.input_size, ctx.info.in_channels)
+        size = (ctx.parts.space.input_size, ctx.parts.info.in_channels)
         if (file.input_size, file.in_channels) != size:
             raise NascoreError(f"strategy.file: {c.file} was fitted on archs measured at {file.in_channels} x "
                                f"{file.input_size} px; the search's are {size[1]} x {size[0]} px")
@@ -88,9 +88,9 @@ class PredictorSearch(StandaloneSearch):
     # -- the evolution ---------------------------------------------------------------------------
     def evolve(self) -> dict[str, Any]:
         c, ctx = self.config, self.ctx
-        generator = torch.Generator().manual_seed(epoch_seed(ctx.seed, 0, _STREAM))
+        generator = torch.Generator().manual_seed(epoch_seed(ctx.parts.seed, 0, _STREAM))
         self.proposals, scored = [], {}
-        images, _ = next(iter(loader(ctx.train_set, 32, ctx.collate, shuffle=True, seed=ctx.seed)))
+        images, _ = next(iter(loader(ctx.parts.train_set, 32, ctx.parts.collate, shuffle=True, seed=ctx.parts.seed)))
 
         def score(choices: Choices) -> float:
             key = self.key_of(choices)
@@ -136,11 +136,11 @@ class PredictorSearch(StandaloneSearch):
         from nascore.predictor import measured_sample
 
         ctx = self.ctx
-        arch = Arch(space=ctx.space.name, config=ctx.space.config.model_dump(mode="json"), choices=choices)
+        arch = Arch(space=ctx.parts.space.name, config=ctx.parts.space.config.model_dump(mode="json"), choices=choices)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
-            sample = measured_sample(ctx.space.build(arch), ctx.space.input_size, ctx.info.in_channels, images,
-                                     ctx.tasks[0].name, choices)
+            torch.manual_seed(ctx.parts.seed)
+            sample = measured_sample(ctx.parts.space.build(arch), ctx.parts.space.input_size, ctx.parts.info.in_channels, images,
+                                     ctx.parts.tasks[0].name, choices)
         return float(self.predictor.predict([sample])[0])
 
     # -- state -----------------------------------------------------------------------------------

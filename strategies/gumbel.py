@@ -30,14 +30,14 @@ class GumbelSearch(SearchStrategy, Distributing):
     def setup(self, ctx: SearchContext) -> None:
         super().setup(ctx)
         self.decisions = ctx.supernet.decisions()
-        self.theta = {d.name: torch.zeros(len(d.options), device=ctx.device, requires_grad=True)
+        self.theta = {d.name: torch.zeros(len(d.options), device=ctx.parts.device, requires_grad=True)
                       for d in self.decisions}
-        self.weight_set, self.arch_set = split(ctx.train_set, self.config.arch_fraction, ctx.seed)
+        self.weight_set, self.arch_set = split(ctx.parts.train_set, self.config.arch_fraction, ctx.parts.seed)
         # a sampled path (one-hot mixes, softmax weights that underflow to 0) leaves weights out of a forward
         self.weight_net = distributed.wrap(ctx.network, find_unused_parameters=True)
 
     def _noise(self, epoch: int, stream: int) -> torch.Generator:
-        return torch.Generator().manual_seed(epoch_seed(self.ctx.seed, epoch, stream))
+        return torch.Generator().manual_seed(epoch_seed(self.ctx.parts.seed, epoch, stream))
 
     def _gumbel(self, tau: float, grad: bool, noise: torch.Generator) -> dict[str, Tensor]:
         """A soft mix of every decision, drawn by Gumbel-softmax from ``theta`` at temperature ``tau`` with the
@@ -50,7 +50,7 @@ class GumbelSearch(SearchStrategy, Distributing):
 
     def _batches(self, dataset, epoch: int, stream: int, limit: int | None = None, shard: bool = True
                  ) -> tuple[int, Iterator]:
-        batches = loader(dataset, self.config.batch_size, self.ctx.collate, shuffle=True, seed=self.ctx.seed,
+        batches = loader(dataset, self.config.batch_size, self.ctx.parts.collate, shuffle=True, seed=self.ctx.parts.seed,
                          epoch=epoch, stream=stream, shard=shard)
         limit = min(limit or self.config.max_steps or len(batches), len(batches))
         return limit, (b for _, b in zip(range(limit), batches))
@@ -65,7 +65,7 @@ class GumbelSearch(SearchStrategy, Distributing):
         with ctx.progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) weights") as advance:
             for step, (images, targets) in enumerate(batches):
                 ctx.supernet.set_mix(mix(noise))
-                loss, _ = train_step(net, images, targets, ctx.tasks, self.w_opt, ctx.device, epoch, step,
+                loss, _ = train_step(net, images, targets, ctx.parts.tasks, self.w_opt, ctx.parts.device, epoch, step,
                                      precision=ctx.precision)
                 w_loss += loss.item()
                 advance()
@@ -103,7 +103,7 @@ class GumbelSearch(SearchStrategy, Distributing):
                 ctx.supernet.set_mix(mix)
                 terms: dict[str, Tensor] = {}
                 # no weight gradients: this pass leaves them
-                loss, _ = train_step(ctx.network, images, targets, ctx.tasks, self.a_opt, ctx.device, epoch, step,
+                loss, _ = train_step(ctx.network, images, targets, ctx.parts.tasks, self.a_opt, ctx.parts.device, epoch, step,
                                      partial(self._arch_loss, mix, terms), inputs=list(self.theta.values()),
                                      precision=ctx.precision)
                 if costed:

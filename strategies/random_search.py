@@ -45,7 +45,7 @@ class RandomSearch(StandaloneSearch):
 
     def draw(self, epoch: int, exclude: set[str]) -> Choices:
         """Arch ``epoch``, from its own seeded stream: the same arch whether or not the search was resumed."""
-        return self.random_arch(torch.Generator().manual_seed(epoch_seed(self.ctx.seed, epoch, _STREAM)), exclude)
+        return self.random_arch(torch.Generator().manual_seed(epoch_seed(self.ctx.parts.seed, epoch, _STREAM)), exclude)
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         name, budget = f"arch_{epoch}", self.config.train
@@ -69,7 +69,7 @@ class RandomSearch(StandaloneSearch):
             exclude.add(self.key_of(planned[epoch]))
         self.sent = [e for e in planned if e not in self.ahead]
         self.results = self.ctx.executor.run(train_arch, [(self.config.train, f"arch_{e}", planned[e])
-                                                          for e in self.sent], self.trainer())
+                                                          for e in self.sent], self.ctx.parts)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "ahead": [[e, m, n] for e, (m, n) in sorted(self.ahead.items())]}

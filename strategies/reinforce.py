@@ -107,21 +107,21 @@ class Reinforce(SearchStrategy, Sampling, Distributing):
         super().setup(ctx)
         cfg = self.config
         self.decisions = ctx.supernet.decisions()
-        self.tasks = [t.name for t in ctx.tasks]
-        self.policies = Policies(self.tasks, self.decisions, ctx.device)
+        self.tasks = [t.name for t in ctx.parts.tasks]
+        self.policies = Policies(self.tasks, self.decisions, ctx.parts.device)
         self.baselines: dict[str, float | None] = {t: None for t in self.tasks}
         self.w_opt = torch.optim.SGD(ctx.network.parameters(), lr=cfg.weights.lr, momentum=cfg.weights.momentum,
                                      weight_decay=cfg.weights.weight_decay)
         self.p_opt = torch.optim.Adam(self.policies.parameters(), lr=cfg.policy.lr)
         # a sampled path leaves weights out of the forward
         self.weight_net = distributed.wrap(ctx.network, find_unused_parameters=True)
-        self.generator = torch.Generator().manual_seed(ctx.seed)
+        self.generator = torch.Generator().manual_seed(ctx.parts.seed)
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         ctx, cfg = self.ctx, self.config
         ctx.network.train()
         set_lr(self.w_opt, cosine_lr(cfg.weights.lr, epoch, cfg.epochs))
-        batches = loader(ctx.train_set, cfg.batch_size, ctx.collate, shuffle=True, seed=ctx.seed, epoch=epoch,
+        batches = loader(ctx.parts.train_set, cfg.batch_size, ctx.parts.collate, shuffle=True, seed=ctx.parts.seed, epoch=epoch,
                          shard=True)
         total = min(cfg.max_steps or len(batches), len(batches))
         learn = epoch >= cfg.warmup_epochs
@@ -154,7 +154,7 @@ class Reinforce(SearchStrategy, Sampling, Distributing):
         importance = self.policies.importance(arch)
         ctx.supernet.set_choices(choices)
         # task t's loss scaled by its importance w_t = p_t(a) / q(a): unbiased per task, E_q[w_t l_t] = E_p_t[l_t]
-        _, losses = train_step(self.weight_net, images, targets, ctx.tasks, self.w_opt, ctx.device, epoch, step,
+        _, losses = train_step(self.weight_net, images, targets, ctx.parts.tasks, self.w_opt, ctx.parts.device, epoch, step,
                                lambda by_task: sum(importance[t] * by_task[t] for t in self.tasks),
                                precision=ctx.precision)
         cost = ctx.cost_table.of_choices(choices) if ctx.cost_table is not None else None
@@ -184,7 +184,7 @@ class Reinforce(SearchStrategy, Sampling, Distributing):
         ctx, out = self.ctx, {}
         for task, choices in self.derive().items():
             # every rank the same batches: alike BatchNorm statistics, so alike metrics on the whole validation set
-            batches = loader(ctx.train_set, self.config.batch_size, ctx.collate, shuffle=True, seed=ctx.seed,
+            batches = loader(ctx.parts.train_set, self.config.batch_size, ctx.parts.collate, shuffle=True, seed=ctx.parts.seed,
                              epoch=epoch, stream=2)
             bn = (b for _, b in zip(range(self.config.bn_batches), batches))
             out.update({f"val/{k}": v for k, v in evaluate_arch(ctx, choices, task, bn, self.config.batch_size)

@@ -6,66 +6,47 @@ reseeded), so retraining the found arch with the same budget gives the same metr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from nascore.arch import Arch
 from nascore.data import epoch_seed
-from nascore.dataset import DataInfo
 from nascore.errors import NascoreError, NonFiniteLossError
 from nascore.loops import weight_optimizer
 from nascore.objective import Budget
-from nascore.precision import Precision
+from nascore.parts import Parts
 from nascore.progress import Progress, no_progress
 from nascore.protocols import Choices, Evaluating
-from nascore.space import SearchSpace
-from nascore.spec import AmpConfig, TrainBudget
+from nascore.spec import TrainBudget
 from nascore.strategy import SHARED, SearchContext, SearchStrategy
 from nascore.supernet import random_choices
-from nascore.task import Task, build_network
+from nascore.task import build_network
 
 #: draws of a random arch before giving up on finding one under the budget that was not drawn before
 MAX_DRAWS = 2000
 
 
-@dataclass
-class ArchTrainer:
-    """What training a standalone arch needs (a run's parts): sent once to an executor's workers."""
-
-    space: SearchSpace
-    tasks: list[Task]
-    info: DataInfo
-    train_set: torch.utils.data.Dataset
-    val_set: torch.utils.data.Dataset
-    collate: Callable[[list], Any]
-    device: torch.device
-    seed: int
-    amp: AmpConfig | None = None
-    channels_last: bool = False
-
-
-def train_arch(trainer: ArchTrainer, budget: TrainBudget, name: str, choices: Choices,
+def train_arch(parts: Parts, budget: TrainBudget, name: str, choices: Choices,
                progress: Progress = no_progress) -> tuple[dict[str, float] | None, str | None]:
-    """Train one arch from scratch as ``nascore train`` does (seeded by the seed alone, every epoch reseeded): its
-    validation metrics (keys without ``val/``), or None and a note when its training diverged. An executor's job."""
+    """Train one arch of the run's space from scratch as ``nascore train`` does (seeded by the seed alone, every
+    epoch reseeded): its validation metrics (keys without ``val/``), or None and a note when its training diverged.
+    An executor's job (``parts`` is sent once to its workers)."""
     from nascore.train import train_epoch, validate  # the trainer imports the runner's modules: imported when used
 
-    t = trainer
-    arch = Arch(space=t.space.name, config=t.space.config.model_dump(mode="json"), choices=choices)
-    torch.manual_seed(t.seed)
-    precision = Precision(t.amp, t.channels_last, t.device)  # a loss scale of its own per arch
-    network = precision.network(build_network(t.space.build(arch), t.tasks, t.info).to(t.device))
+    space, seed = parts.space, parts.seed
+    arch = Arch(space=space.name, config=space.config.model_dump(mode="json"), choices=choices)
+    torch.manual_seed(seed)
+    precision = parts.precision()  # a loss scale of its own per arch
+    network = precision.network(build_network(space.build(arch), parts.tasks, parts.info).to(parts.device))
     optimizer = weight_optimizer(network.parameters(), budget.optimizer, budget.lr, budget.momentum,
                                  budget.weight_decay)
     try:
         for epoch in range(budget.epochs):
-            torch.manual_seed(epoch_seed(t.seed, epoch, stream=99))  # as nascore train's epochs
-            train_epoch(network, optimizer, t.tasks, t.train_set, t.collate, budget, t.seed, epoch, t.device,
-                        progress, f"{name} epoch {epoch} ({epoch + 1}/{budget.epochs})", precision)
-        metrics = validate(network, t.val_set, t.collate, t.tasks, budget, t.device)
+            torch.manual_seed(epoch_seed(seed, epoch, stream=99))  # as nascore train's epochs
+            train_epoch(network, optimizer, parts.tasks, parts.train_set, parts.collate, budget, seed, epoch,
+                        parts.device, progress, f"{name} epoch {epoch} ({epoch + 1}/{budget.epochs})", precision)
+        metrics = validate(network, parts.val_set, parts.collate, parts.tasks, budget, parts.device)
     except NonFiniteLossError as exc:
         return None, f"training diverged (non-finite loss at epoch {exc.epoch}, step {exc.step})"
     return {k.removeprefix("val/"): v for k, v in metrics.items()}, None
@@ -78,15 +59,12 @@ class StandaloneSearch(SearchStrategy, Evaluating):
 
     def setup(self, ctx: SearchContext) -> None:
         super().setup(ctx)
-        if ctx.space is None or ctx.info is None:
-            raise NascoreError(f"strategy '{self.name}' builds standalone archs: its SearchContext needs the space "
-                               "and the dataset's info")
         self.decisions = ctx.supernet.decisions()
         owned = [d.name for d in self.decisions if d.task is not SHARED]
         if owned:
-            raise NascoreError(f"strategy '{self.name}' searches archs every task shares; space '{ctx.space.name}' "
+            raise NascoreError(f"strategy '{self.name}' searches archs every task shares; space '{ctx.parts.space.name}' "
                                f"has per-task decisions ({', '.join(owned[:3])}, ...)")
-        task = ctx.tasks[0]
+        task = ctx.parts.tasks[0]
         self.key, self.higher_is_better = f"{task.name}/{task.primary_metric}", task.higher_is_better
         #: the cost an arch may have at most: the spec's ``cost.loss.target`` when its form is ``budget``
         self.limit = (ctx.objective.target if isinstance(ctx.objective, Budget) and ctx.cost_table is not None
@@ -119,13 +97,8 @@ class StandaloneSearch(SearchStrategy, Evaluating):
     # -- training ------------------------------------------------------------------------------
     def train(self, budget: TrainBudget, name: str, choices: Choices) -> dict[str, Any]:
         """Train one arch with ``budget`` in this process, record it, and return the epoch's metrics row."""
-        metrics, note = train_arch(self.trainer(), budget, name, choices, self.ctx.progress)
+        metrics, note = train_arch(self.ctx.parts, budget, name, choices, self.ctx.progress)
         return self.record(name, choices, metrics, note)
-
-    def trainer(self) -> ArchTrainer:
-        ctx = self.ctx
-        return ArchTrainer(ctx.space, ctx.tasks, ctx.info, ctx.train_set, ctx.val_set, ctx.collate, ctx.device,
-                           ctx.seed, ctx.precision.amp, ctx.precision.channels_last)
 
     def record(self, name: str, choices: Choices, metrics: dict[str, float] | None, note: str | None
                ) -> dict[str, Any]:

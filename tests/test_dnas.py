@@ -10,6 +10,7 @@ import torch
 import nascore.loops as loops
 from nascore.costs.flops import FlopsCost
 from nascore.objective import Additive, Multiplicative
+from nascore.parts import Parts
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.strategies.dnas import DNAS, Temperature
 from nascore.strategy import SHARED, SearchContext, entropy
@@ -58,8 +59,8 @@ def make_ctx(data, splits, table=None, objective=None, seed=0) -> SearchContext:
     network = build_network(supernet, tasks, data.info())
     if table is not None and objective is None:
         objective = Multiplicative()
-    return SearchContext(network, supernet, tasks, splits[0], splits[1], data.collate, torch.device("cpu"), seed,
-                         FlopsCost() if table is not None else None, table, objective)
+    parts = Parts(torch.device("cpu"), data, data.info(), splits[0], splits[1], tasks, FBNetSpace(SPACE), seed)
+    return SearchContext(parts, network, supernet, FlopsCost() if table is not None else None, table, objective)
 
 
 def make_dnas(ctx, **config) -> DNAS:

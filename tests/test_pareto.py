@@ -15,6 +15,7 @@ import yaml
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost, count_macs
 from nascore.pareto import CSV_FILE, PLOT_FILE, candidates, pareto_front, run_pareto
+from nascore.parts import Parts
 from nascore.progress import Reporter
 from nascore.run import open_run, run_spec
 from nascore.spaces.fbnet import FBNetSpace
@@ -80,8 +81,8 @@ def make_ctx(data) -> tuple[SearchContext, FBNetSpace]:
     supernet = space.supernet()
     tasks = [Classification()]
     network = build_network(supernet, tasks, data.info())
-    return SearchContext(network, supernet, tasks, data.split("train"), data.split("val"), data.collate,
-                         torch.device("cpu"), 0), space
+    parts = Parts(torch.device("cpu"), data, data.info(), data.split("train"), data.split("val"), tasks, space, 0)
+    return SearchContext(parts, network, supernet), space
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ MODULES = {
             def setup(self, ctx):
                 super().setup(ctx)
                 self.decisions = ctx.supernet.decisions()
-                self.gen = torch.Generator().manual_seed(ctx.seed)
+                self.gen = torch.Generator().manual_seed(ctx.parts.seed)
                 self.opt = torch.optim.SGD(ctx.network.parameters(), lr=self.config.lr, momentum=0.9)
                 self.best = None  # [val loss, choices]
 
@@ -66,16 +66,16 @@ MODULES = {
                         for d in self.decisions}
 
             def _loss(self, images, targets):
-                device = self.ctx.device
+                device = self.ctx.parts.device
                 targets = {k: v.to(device) if torch.is_tensor(v) else v for k, v in targets.items()}
                 outputs = self.ctx.network(images.to(device))
-                return sum(t.loss(outputs[t.name], targets) for t in self.ctx.tasks)
+                return sum(t.loss(outputs[t.name], targets) for t in self.ctx.parts.tasks)
 
             def run_epoch(self, epoch):
                 ctx, cfg = self.ctx, self.config
                 ctx.network.train()
-                batches = DataLoader(ctx.train_set, batch_size=cfg.batch_size, shuffle=True,
-                                     collate_fn=ctx.collate, generator=self.gen)
+                batches = DataLoader(ctx.parts.train_set, batch_size=cfg.batch_size, shuffle=True,
+                                     collate_fn=ctx.parts.collate, generator=self.gen)
                 total, steps = 0.0, 0
                 for images, targets in batches:
                     if cfg.max_steps is not None and steps >= cfg.max_steps:
@@ -87,8 +87,8 @@ MODULES = {
                     self.opt.step()
                     total, steps = total + float(loss.detach()), steps + 1
                 ctx.network.eval()
-                images, targets = next(iter(DataLoader(ctx.val_set, batch_size=cfg.batch_size,
-                                                       collate_fn=ctx.collate)))
+                images, targets = next(iter(DataLoader(ctx.parts.val_set, batch_size=cfg.batch_size,
+                                                       collate_fn=ctx.parts.collate)))
                 with torch.no_grad():
                     for _ in range(cfg.samples):
                         choices = self._sample()

@@ -23,6 +23,7 @@ from nascore import hookimpl
 from nascore.cli import main
 from nascore.errors import NonFiniteLossError
 from nascore.executor import LocalExecutor
+from nascore.parts import Parts
 from nascore.performance.collect import collect, draw, plan_manifest
 from nascore.performance.graph import NUMERIC_FEATURES, OPS, build_graph, graph_from_record, graph_record
 from nascore.performance.perfdata import PerfDataset
@@ -180,15 +181,16 @@ def test_fbnetv2_resolution_subsampling_is_a_pool_and_an_upsample():
 # -- performance datasets ----------------------------------------------------------------------------------
 def test_draw_is_seeded_distinct_and_spans_the_macs_range(cache_dir):
     spec = validate_spec(tiny_spec(cache_dir))
-    a, b = draw(spec, 12, 0, 3), draw(spec, 12, 0, 3)
-    assert a == b and draw(spec, 12, 1, 3) != a
+    parts = Parts.build(spec)
+    a, b = draw(parts, 12, 0), draw(parts, 12, 0)
+    assert a == b and draw(parts, 12, 1) != a
     assert len({json.dumps(c, sort_keys=True) for c in a}) == 12
     supernet = spec.space.create().supernet()
     from nascore.costs.flops import FlopsCost
 
     table = supernet.price(FlopsCost(), 32, 3)
     costs = sorted(table.of_choices(c) for c in a)
-    random_costs = sorted(table.of_choices(c) for c in draw(spec, 240, 5, 3))
+    random_costs = sorted(table.of_choices(c) for c in draw(parts, 240, 5))
     # one arch per twelfth of a 240-arch pool sorted by MACs: the cheapest is in its lowest twelfth, the dearest in
     # its highest
     assert costs[0] <= random_costs[len(random_costs) // 12] and costs[-1] >= random_costs[-len(random_costs) // 12]
@@ -241,8 +243,9 @@ def test_killed_collection_resumes_where_it_stopped(tmp_path, cache_dir):
     assert {p.name: p.read_bytes() for p in done} == kept, "finished archs are not redone"
     ds = PerfDataset.read(out)
     assert [r.index for r in ds.records] == list(range(5))
-    assert [e.choices for e in ds.manifest.plan] == [e.choices for e in plan_manifest(validate_spec(
-        yaml.safe_load(spec.read_text())), 5, 0).plan]
+    resolved = validate_spec(yaml.safe_load(spec.read_text()))
+    assert [e.choices for e in ds.manifest.plan] == [e.choices for e in plan_manifest(resolved, Parts.build(resolved),
+                                                                                      5, 0).plan]
 
 
 def test_workers_give_the_records_one_process_gives(tmp_path, cache_dir):

@@ -13,6 +13,7 @@ import torch
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
 from nascore.errors import NascoreError
+from nascore.parts import Parts
 from nascore.protocols import CostEstimate, Distributing, Evaluating, Exporting, MultiTaskBackbone, Sampling
 from nascore.registry import get_registry
 from nascore.spaces.branching import config_of, groups_of
@@ -108,8 +109,10 @@ def test_multi_task_backbones_declare_their_tasks(name):
 
 
 def test_bmtas_refuses_a_supernet_that_is_not_multi_task():
-    ctx = SearchContext(network=None, supernet=space("fbnet").supernet(), tasks=[], train_set=None, val_set=None,
-                        collate=None, device=torch.device("cpu"), seed=0)
+    fbnet = space("fbnet")
+    parts = Parts(device=torch.device("cpu"), dataset=None, info=None, train_set=None, val_set=None, tasks=[],
+                  space=fbnet, seed=0)
+    ctx = SearchContext(parts, network=None, supernet=fbnet.supernet())
     with pytest.raises(NascoreError, match="has no branch decisions"):
         BMTAS({"epochs": 2}).setup(ctx)
 

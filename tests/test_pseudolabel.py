@@ -12,6 +12,7 @@ import yaml
 from torch import Tensor, nn
 
 from nascore.cli import main
+from nascore.parts import Parts
 from nascore.performance import pseudolabel
 from nascore.performance.collect import plan_manifest
 from nascore.performance.perfdata import PerfDataset
@@ -143,7 +144,7 @@ def test_pseudo_label_writes_a_performance_dataset_of_collects_plan(made, capsys
     spec_file, folder = made
     data = PerfDataset.read(folder)
     spec = validate_spec(yaml.safe_load(spec_file.read_text()))
-    assert data.manifest.model_dump() == plan_manifest(spec, 3, 0).model_dump(), "bench collect's manifest and plan"
+    assert data.manifest.model_dump() == plan_manifest(spec, Parts.build(spec), 3, 0).model_dump(), "bench collect's manifest and plan"
     assert [r.index for r in data.records] == [0, 1, 2]
     for r in data.records:
         assert list(r.tasks) == ["saliency"]

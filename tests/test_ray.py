@@ -18,7 +18,8 @@ import yaml
 from nascore.arch import Arch
 from nascore.cli import main
 from nascore.executor import RAY_MISSING, LocalExecutor, RayExecutor
-from nascore.performance.collect import collect, collect_one, plan_manifest
+from nascore.parts import Parts
+from nascore.performance.collect import Collector, collect, collect_one, plan_manifest
 from nascore.performance.perfdata import PerfDataset
 from nascore.spec import validate_spec
 
@@ -114,26 +115,27 @@ def test_ray_trains_the_random_strategys_archs_as_one_process(local_ray, tmp_pat
             == json.loads((tmp_path / "local" / "summary.json").read_text()))
 
 
-def dies_once(manifest_json: str, marker: str, index: int):
+def dies_once(collector: Collector, marker: str, index: int):
     """Plan entry ``index``; the first attempt kills its own worker process."""
     if not os.path.exists(marker):
         Path(marker).touch()
         os.kill(os.getpid(), signal.SIGKILL)
-    return os.getpid(), collect_one(manifest_json, index)
+    return os.getpid(), collect_one(collector, index)
 
 
 @needs_ray
 def test_a_task_whose_worker_is_killed_is_retried(local_ray, tmp_path, cache_dir):
-    manifest = plan_manifest(validate_spec(spec_of(cache_dir)), 2, 0)
+    spec = validate_spec(spec_of(cache_dir))
+    parts = Parts.build(spec)
+    collector = Collector(plan_manifest(spec, parts, 2, 0), parts)
     marker = tmp_path / "died"
-    results = dict(RayExecutor().run(dies_once, [(str(marker), 1)], manifest.model_dump_json()))
+    results = dict(RayExecutor().run(dies_once, [(str(marker), 1)], collector))
     assert marker.exists(), "the first attempt ran and was killed"
     pid, record = results[0]
     assert pid != os.getpid()
-    assert record.model_dump(exclude={"tasks"}) == collect_one(manifest.model_dump_json(), 1).model_dump(
-        exclude={"tasks"})
-    assert record.tasks["classification"].metrics == collect_one(manifest.model_dump_json(), 1).tasks[
-        "classification"].metrics
+    here = collect_one(collector, 1)
+    assert record.model_dump(exclude={"tasks"}) == here.model_dump(exclude={"tasks"})
+    assert record.tasks["classification"].metrics == here.tasks["classification"].metrics
 
 
 @needs_ray

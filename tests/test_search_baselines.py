@@ -63,11 +63,10 @@ def test_random_search_from_a_spec(tmp_path, cache_dir):
 def _context(tmp_path: Path, spec: dict, seed: int) -> SearchContext:
     """What the runner hands a strategy, without a supernet network (the evolution trains nothing)."""
     run = build_run(validate_spec({**spec, "seed": seed}), tmp_path / f"unused{seed}", False)
-    supernet = run.space.supernet()
+    supernet = run.parts.space.supernet()
     cost = run.spec.cost.cls(run.spec.cost.config)
-    table = supernet.price(cost, run.space.input_size, run.info.in_channels)
-    return SearchContext(None, supernet, run.tasks, run.train_set, run.val_set, run.dataset.collate, run.device,
-                         seed, cost, table, run.spec.objective, space=run.space, info=run.info)
+    table = supernet.price(cost, run.parts.space.input_size, run.parts.info.in_channels)
+    return SearchContext(run.parts, None, supernet, cost, table, run.spec.objective)
 
 
 def _evolve(tmp_path: Path, cache: Path, predictor: Path, seed: int, **options) -> list[dict]:

@@ -62,9 +62,9 @@ def export_detectron2(model_file: Path, task: Detectron2, out_prefix: Path, num_
 @hookimpl
 def nascore_run_end(run: Run, summary: dict[str, Any]) -> None:
     """After a run that trained a model with the ``detectron2`` task (alone), export it for detectron2."""
-    if len(run.tasks) != 1 or not isinstance(run.tasks[0], Detectron2):
+    if len(run.parts.tasks) != 1 or not isinstance(run.parts.tasks[0], Detectron2):
         return
-    task, info = run.tasks[0], run.info
+    task, info = run.parts.tasks[0], run.parts.info
     num_classes = task.num_classes(info)
     mean = std = None
     if info.mean is not None:  # detectron2 normalises 0-255 images itself
