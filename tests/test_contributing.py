@@ -80,7 +80,7 @@ def plugins(tmp_path_factory):
 
 @pytest.mark.slow
 def test_nascore_plugins_lists_them(plugins, capsys):
-    assert main(["plugins"]) == 0
+    assert main(["plugins"]) == (1 if get_registry().problems else 0)  # 1: an installed plugin failed to load
     lines = capsys.readouterr().out.splitlines()
     for dist, (_, kind, name) in PLUGINS.items():
         assert [line.split() for line in lines if f" {name} " in line] == [[kind, name, dist, "ok"]], lines
