@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     overrides(v)
 
     sub.add_parser("schema", help="print the JSON Schema of the spec, plugin configs included")
-    sub.add_parser("plugins", help="list installed components and broken plugins")
+    sub.add_parser("plugins", help="list installed components and broken plugins (exit status 1 if any)")
 
     i = sub.add_parser("info", help="params, multiply-adds and block table of an arch")
     i.add_argument("arch", help="arch.json file or named arch (e.g. fbnet_c)")
@@ -275,7 +275,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         for p in registry.problems:
             print(f"- distribution '{p.source.dist}', entry point '{p.source.entry_point}':")
             print(textwrap.indent(p.message, "    "))
-    return 0
+    return 1 if registry.problems else 0  # a plugin's CI can run it as a check
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from torch import nn
 
+from . import checks
 from .component import Component
 from .progress import Progress, no_progress
 from .protocols import PricedOperation
@@ -34,7 +35,7 @@ class CostModel(Component):
         """The cost of ``module`` on an input of ``input_shape`` (cached per op configuration and shape)."""
         key = (op_key(module), tuple(input_shape))
         if key not in self._cache:
-            self._cache[key] = float(self.measure(module, tuple(input_shape)))
+            self._cache[key] = checks.price(self.measure(module, tuple(input_shape)), self, "measure")
         return self._cache[key]
 
     def price_all(self, items: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> list[float]:
@@ -50,4 +51,4 @@ class CostModel(Component):
 
     def measure_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """The cost of a whole built network, measured directly (not summed from a table)."""
-        return float(self.measure(model, tuple(input_shape)))
+        return checks.price(self.measure(model, tuple(input_shape)), self, "measure")

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import checks
 from .data import to_device
 from .errors import NonFiniteLossError
 from .precision import FULL, Precision
@@ -64,9 +65,20 @@ def evaluate(network: nn.Module, batches: Iterable, tasks: list[Task], device: t
     network.train(was_training)
     out: dict[str, float] = {}
     for t in tasks:
-        out.update({f"{t.name}/{k}": v for k, v in t.compute_metrics(metrics[t.name]).items()})
+        out.update({f"{t.name}/{k}": v for k, v in task_metrics(t, metrics[t.name]).items()})
         out[f"{t.name}/loss"] = loss_sums[t.name] / max(n, 1)
     return out
+
+
+def task_metrics(task: Task, metrics: Any) -> dict[str, float]:
+    """``task.compute_metrics(metrics)``, checked: a dict of metric name -> number holding the primary metric."""
+    computed = task.compute_metrics(metrics)
+    problem = checks.numbers_problem(computed, "its metrics")
+    if problem is None and task.primary_metric not in computed:
+        problem = f"no {task.primary_metric!r}, the task's primary_metric (it returned {', '.join(computed)})"
+    if problem:
+        raise checks.refuse(task, "compute_metrics", f"returned {problem}")
+    return dict(computed)
 
 
 @torch.no_grad()

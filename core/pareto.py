@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from nascore.costs.flops import FlopsCost
 
-from . import distributed
+from . import checks, distributed
 from .arch import Arch
 from .cost import CostModel
 from .data import epoch_seed, loader
@@ -99,27 +99,28 @@ def measure(ctx: SearchContext, space: SearchSpace, in_channels: int, derived: d
                 metrics = evaluate_arch(ctx, full, owner, bn_batches, config.batch_size)
                 model = space.build(Arch(space=space.name, config=space_config, choices=choices, task=owner))
                 rows.append(ParetoRow(owner, name, choices, table.of_choices(full),
-                                      cost_model.measure_model(model, shape), table.unit,
-                                      {f"val/{k}": v for k, v in metrics.items()}))
+                                      checks.price(cost_model.measure_model(model, shape), cost_model, "measure_model"),
+                                      table.unit, {f"val/{k}": v for k, v in metrics.items()}))
                 advance()
     return rows
 
 
-def trained_rows(ctx: SearchContext, space: SearchSpace, in_channels: int, strategy: Evaluating) -> list[ParetoRow]:
-    """Price the archs an :class:`~nascore.protocols.Evaluating` strategy trained; their metrics are its own.
-    Per owner the derived arch comes first, named "derived"."""
+def trained_rows(ctx: SearchContext, space: SearchSpace, in_channels: int, derived: dict[str | None, Choices],
+                 evaluated: dict[str | None, list[tuple[str, Choices, dict[str, float]]]]) -> list[ParetoRow]:
+    """Price the archs an :class:`~nascore.protocols.Evaluating` strategy trained (``evaluated``); their metrics are
+    its own. Per owner the derived arch comes first, named "derived"."""
     cost_model, table = _pricing(ctx, space, in_channels)
-    derived = strategy.derive()
     background = {k: v for choices in derived.values() for k, v in choices.items()}
     shape = (1, in_channels, space.input_size, space.input_size)
     space_config = space.config.model_dump(mode="json")
     rows = []
-    for owner, archs in strategy.evaluated().items():
+    for owner, archs in evaluated.items():
         listed = sorted(archs, key=lambda a: a[1] != derived.get(owner))  # stable: the derived arch first
         for i, (name, choices, metrics) in enumerate(listed):
             model = space.build(Arch(space=space.name, config=space_config, choices=choices, task=owner))
             rows.append(ParetoRow(owner, "derived" if i == 0 and choices == derived.get(owner) else name, choices,
-                                  table.of_choices({**background, **choices}), cost_model.measure_model(model, shape),
+                                  table.of_choices({**background, **choices}),
+                                  checks.price(cost_model.measure_model(model, shape), cost_model, "measure_model"),
                                   table.unit, {f"val/{k}": v for k, v in metrics.items()}))
     return rows
 
@@ -175,11 +176,17 @@ def run_pareto(ctx: SearchContext, space: SearchSpace, in_channels: int, strateg
     :class:`~nascore.protocols.Sampling`. A pure function of the search's final state and the seed, so a resumed
     run redoes it."""
     torch.manual_seed(epoch_seed(ctx.parts.seed, 1, _STREAM))  # building archs and train-mode forwards draw from it
+    decisions, tasks = ctx.supernet.decisions(), [t.name for t in ctx.parts.tasks]
     if isinstance(strategy, Evaluating):
-        rows = trained_rows(ctx, space, in_channels, strategy)
+        derived = checks.derived(strategy.derive(), decisions, tasks, strategy)
+        rows = trained_rows(ctx, space, in_channels, derived,
+                            checks.evaluated(strategy.evaluated(), decisions, tasks, strategy))
     elif isinstance(strategy, Sampling):
-        sampled = strategy.sample(config.samples, torch.Generator().manual_seed(epoch_seed(ctx.parts.seed, 0, _STREAM)))
-        rows = measure(ctx, space, in_channels, strategy.derive(), sampled, config)
+        sampled = checks.sampled(strategy.sample(config.samples,
+                                                 torch.Generator().manual_seed(epoch_seed(ctx.parts.seed, 0, _STREAM))),
+                                 decisions, tasks, strategy)
+        rows = measure(ctx, space, in_channels, checks.derived(strategy.derive(), decisions, tasks, strategy),
+                       sampled, config)
     else:
         log(f"pareto: skipped: strategy '{strategy.name}' neither samples archs from a search distribution nor "
             "trains them (it is not a nascore.Sampling or nascore.Evaluating)")

@@ -192,6 +192,10 @@ class Registry:
                     "`nascore plugins` shows which and why)")
         return msg
 
+    def source_of(self, cls: type) -> Source | None:
+        """The plugin that contributed component class ``cls`` (None for a class no plugin registered)."""
+        return next((e.source for e in self.all_entries() if e.cls is cls), None)
+
     def all_entries(self) -> list[Entry]:
         rows = [e for table in self.entries.values() for e in table.values()]
         rows += [e for group in self.conflicts.values() for e in group]

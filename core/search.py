@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import distributed
+from . import checks, distributed
 from .arch import Arch
 from .errors import NascoreError
 from .pareto import ParetoRow, run_pareto
@@ -40,14 +40,19 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
     ctx = SearchContext(parts, network, supernet, cost_model, table, spec.objective if table is not None else None,
                         run.reporter.progress, run.executor, precision)
     strategy.setup(ctx)
+    decisions, task_names = supernet.decisions(), [t.name for t in parts.tasks]
+    # the strategy's state after the last epoch, checked before that epoch's row and checkpoint are written
+    state: dict[str, Any] = {}
     # a Distributing strategy's distribution after every epoch, kept in the checkpoint (so a resumed run has the
     # epochs before it) for nascore report
     history: list[dict[str, Any]] = []
 
     def run_epoch(epoch: int) -> dict[str, Any]:
-        row = strategy.run_epoch(epoch)
+        row = checks.metrics_row(strategy.run_epoch(epoch), strategy, "run_epoch", run.registry)
+        state["strategy"] = checks.checkpoint_state(strategy.state_dict(), strategy, registry=run.registry)
         if isinstance(strategy, Distributing):
-            history.append({"epoch": epoch, "groups": strategy.distributions()})
+            groups = checks.checkpoint_state(strategy.distributions(), strategy, "distributions", run.registry)
+            history.append({"epoch": epoch, "groups": groups})
         return row
 
     def set_state(s: dict[str, Any]) -> None:
@@ -57,12 +62,13 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
         precision.load_state_dict(s.get("precision", {}))
 
     loop = PhaseLoop(run, "search", strategy.epochs,
-                     lambda: {"network": network.state_dict(), "strategy": strategy.state_dict(),
+                     lambda: {"network": network.state_dict(), "strategy": state["strategy"],
                               "decisions": history, "precision": precision.state_dict()}, set_state)
     last = loop(run_epoch)[-1]
     config = space.config.model_dump(mode="json")
+    derived = checks.derived(strategy.derive(), decisions, task_names, strategy, run.registry)
     archs = {owner: Arch(space=space.name, config=config, choices=choices, task=owner)
-             for owner, choices in strategy.derive().items()}
+             for owner, choices in derived.items()}
     distributed.check_same({owner_name(owner): arch.choices for owner, arch in archs.items()}, "the derived arch")
     for owner, arch in archs.items():
         if distributed.is_main():

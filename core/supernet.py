@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from . import checks
 from .errors import NascoreError
 from .features import PreLogits
 from .protocols import CostEstimate
@@ -231,7 +232,10 @@ class Supernet(nn.Module):
         ``nascore.spaces.shape_cost``).
         """
         ops = self.operations(input_size, in_channels)
-        prices = cost_model.price_all([(op.module, op.input_shape) for op in ops])
+        listed = cost_model.price_all([(op.module, op.input_shape) for op in ops])
+        prices = [checks.price(p, cost_model, "price_all") for p in listed]
+        if len(prices) != len(ops):
+            raise checks.refuse(cost_model, "price_all", f"returned {len(prices)} prices for {len(ops)} operations")
         fixed = [p for op, p in zip(ops, prices) if op.decision is None]
         rows: dict[int, list[float]] = {}
         for op, p in zip(ops, prices):

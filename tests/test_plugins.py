@@ -397,10 +397,10 @@ def test_external_strategy_cost_and_observer_run_a_search(registry, image_root, 
 
 def test_nascore_plugins_command_lists_everything(site, registry):
     """The real command in a fresh interpreter: every component with its distribution, and the broken
-    plugins with their errors; exit status 0."""
+    plugins with their errors; exit status 1, as some failed to load."""
     proc = subprocess.run([sys.executable, "-m", "nascore.cli", "plugins"], capture_output=True, text=True,
                           env=_env(site), timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     out = proc.stdout
     lines = out.splitlines()
@@ -429,6 +429,20 @@ def test_nascore_plugins_command_lists_everything(site, registry):
     assert errors[f"- distribution '{DIST}', entry point '{_ep('frobnicate')}':"].startswith(
         "implements unknown hook 'nascore_frobnicate'")
     assert "…" not in out
+
+
+def test_nascore_plugins_exits_0_when_every_plugin_loads(monkeypatch, capsys):
+    """A check for a plugin's CI: 0 with no broken plugin (here: the built-ins alone), 1 with one."""
+    from nascore import registry as registry_module
+    from nascore.cli import main
+
+    clean = builtin_registry()
+    monkeypatch.setattr(registry_module, "get_registry", lambda: clean)
+    assert main(["plugins"]) == 0
+    assert "broken plugins" not in capsys.readouterr().out
+    clean.problems.append(registry_module.Problem(Source("nascore-broken", "broken = nascore_broken"), "failed"))
+    assert main(["plugins"]) == 1
+    assert "broken plugins (1):" in capsys.readouterr().out
 
 
 # -- the registry as a unit -----------------------------------------------------------------------------

@@ -460,7 +460,7 @@ def test_schema_and_plugins_list_the_predictors(capsys):
     assert main(["schema"]) == 0
     defs = json.loads(capsys.readouterr().out)["$defs"]
     assert {"epochs", "lr", "flops_scaling", "ranking_weight"} <= set(defs["predictor_aio_p"]["properties"])
-    assert main(["plugins"]) == 0
+    assert main(["plugins"]) == (1 if get_registry().problems else 0)  # 1: an installed plugin failed to load
     rows = {tuple(line.split()[:2]) for line in capsys.readouterr().out.splitlines()}
     assert {("predictor", name) for name in ("aio-p", "macs", "params", "synflow", "naswot")} <= rows
 
