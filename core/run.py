@@ -3,9 +3,11 @@
 (``train``); ``train_run`` trains one given arch. Both end with summary.json."""
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import torch
 
@@ -14,6 +16,7 @@ from .arch import Arch
 from .dataset import DataInfo, Dataset
 from .errors import NascoreError
 from .executor import Executor, LocalExecutor
+from .lock import WriteLock
 from .pareto import summarize
 from .precision import Precision
 from .progress import Reporter
@@ -47,14 +50,32 @@ class Run:
     created_dir: bool = False  # open() made out_dir (so a run that never started may remove it)
     #: where independent archs train (train.references, the random strategy's archs): ``--executor``
     executor: Executor = field(default_factory=LocalExecutor)
+    #: the run directory's lock, held by rank 0 from ``open`` until the run ends (``close``)
+    lock: WriteLock | None = None
 
     def open(self) -> Run:
-        """Make a new run's directory and write the resolved spec in it (a resumed run's is there)."""
+        """Lock the run's directory (``nascore.lock``: a second writer is refused at once), made when missing, and
+        write a new run's resolved spec in it (a resumed run's is there)."""
         distributed.barrier()  # under torchrun: every rank checked the directory before rank 0 writes in it
-        if not self.resume and distributed.is_main():
-            self.created_dir = create_dir(self.spec, self.out_dir)
-        distributed.barrier()
+        self.lock = distributed.on_main(self._start)
         return self
+
+    def _start(self) -> WriteLock:
+        lock = WriteLock.of_directory(self.out_dir).acquire()
+        try:
+            if not self.resume:
+                check_dir(self.spec, self.out_dir, False)  # still empty: no run ended in it since it was checked
+                create_dir(self.spec, self.out_dir)
+        except BaseException:
+            lock.release()
+            raise
+        self.created_dir = lock.created is not None
+        return lock
+
+    def close(self) -> None:
+        """Give back the run directory's lock: the run writes no more."""
+        if self.lock is not None:
+            self.lock.release()
 
     def precision(self) -> Precision:
         """A new ``Precision`` of the spec's ``amp`` and ``channels_last``: one per phase, so that each training
@@ -98,6 +119,22 @@ def _device(name: str) -> torch.device:
     return device
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _closing(fn: Callable[Concatenate[Run, P], R]) -> Callable[Concatenate[Run, P], R]:
+    """``fn(run, ...)``, the run closed when it returns or raises."""
+    @functools.wraps(fn)
+    def closing(run: Run, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(run, *args, **kwargs)
+        finally:
+            run.close()
+    return closing
+
+
+@_closing
 def run_spec(run: Run) -> dict[str, Any]:
     """Search, then (with a ``train`` block) train every found arch from scratch; write summary.json."""
     run.registry.hook.nascore_run_start(run=run)
@@ -118,6 +155,7 @@ def run_spec(run: Run) -> dict[str, Any]:
     return finish(run, summary)
 
 
+@_closing
 def train_run(run: Run, arch: Arch, space: SearchSpace) -> dict[str, Any]:
     """Train ``arch`` of ``space`` (and its references) from scratch, saved beside the spec; write summary.json."""
     if not run.resume and distributed.is_main():
