@@ -88,10 +88,10 @@ def _die_with_launcher() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     else:
         threading.Thread(target=_watch_launcher, name="nascore-launcher-watch", daemon=True).start()
-    # the launcher may have died before the signal was armed: just before, the parent changed since it was read;
-    # earlier, this rank was handed to init (pid 1), or to a subreaper, and then joining the process group fails
-    # (torchrun's agent serves its store)
-    if os.getppid() != _launcher or _launcher == 1:
+    # the launcher may have died just before the signal was armed: then the parent changed since it was read. (One
+    # that died earlier left this rank a new parent, and joining the process group fails: torchrun's agent serves
+    # its store.)
+    if os.getppid() != _launcher:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

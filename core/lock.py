@@ -51,10 +51,6 @@ class WriteLock:
     def of_file(cls, path: str | Path) -> WriteLock:
         return cls(Path(path), Path(f"{path}.lock"))
 
-    @property
-    def held(self) -> bool:
-        return self._release is not None and self._release.alive
-
     def acquire(self) -> WriteLock:
         """Take the lock (making its folder when missing), or raise NascoreError naming the process that holds it.
         A folder that exists as something else is not locked: nothing can be written in it, and the command's own
