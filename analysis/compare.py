@@ -19,6 +19,7 @@ from typing import Any
 
 from nascore.errors import NascoreError
 from nascore.fileio import atomic_write_bytes, atomic_write_text, parse_user_json, read_user_text
+from nascore.lock import one_writer
 from nascore.progress import Reporter
 from nascore.rundir import SPEC_FILE, SUMMARY_FILE, read_metrics
 from nascore.spec import RunSpec, load_spec
@@ -91,9 +92,11 @@ def run_one(spec: RunSpec, out_dir: Path) -> dict[str, Any]:
     return {"entries": entries}
 
 
+@one_writer("out_dir")
 def compare(paths: list[str], seeds: list[int], out_dir: Path, overrides: list[str],
             reporter: Reporter | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Run every spec with every seed (finished ones are read back); returns spec name -> entries."""
+    """Run every spec with every seed (finished ones are read back) and plot them, ``out_dir``'s one writer
+    (``nascore.lock``); returns spec name -> entries."""
     reporter = reporter or Reporter()
     specs = load_specs(paths, overrides)
     results_path = out_dir / RESULTS
@@ -114,7 +117,9 @@ def compare(paths: list[str], seeds: list[int], out_dir: Path, overrides: list[s
             seeded = load_spec(spec.source, [*overrides, f"seed={seed}"])
             results[key] = run_one(seeded, run_dir)
             atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")
-    return {name: [e for seed in seeds for e in results[f"{name}/seed{seed}"]["entries"]] for name in specs}
+    entries = {name: [e for seed in seeds for e in results[f"{name}/seed{seed}"]["entries"]] for name in specs}
+    plot(out_dir / PLOT, entries)
+    return entries
 
 
 def table_rows(results: dict[str, list[dict[str, Any]]]) -> list[tuple[str, ...]]:

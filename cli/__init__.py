@@ -457,6 +457,7 @@ def _print_summary(run: Any, summary: dict[str, Any]) -> None:
 def _cmd_lut(args: argparse.Namespace) -> int:
     from nascore.costs.latency import LatencyCost, calibrate
     from nascore.errors import NascoreError
+    from nascore.lock import WriteLock
     from nascore.progress import Reporter
     from nascore.spec import load_spec
 
@@ -470,6 +471,7 @@ def _cmd_lut(args: argparse.Namespace) -> int:
     out = args.out or cost.config.lut
     if out is None:
         raise NascoreError(f"{args.spec}: give the table file with --out FILE or cost.lut in the spec")
+    _held = WriteLock.of_file(out).acquire()  # the table's one writer: given back as this function returns
     config = cost.config.model_copy(update={"lut": out, "measure_missing": True})  # building is measuring
     space = spec.space.create()
     in_channels = spec.dataset.create().info().in_channels
@@ -679,7 +681,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from nascore.analysis.compare import HEADER, PLOT, RESULTS, compare, plot, table_rows
+    from nascore.analysis.compare import HEADER, PLOT, RESULTS, compare, table_rows
     from nascore.errors import NascoreError
 
     if args.seeds < 1:
@@ -691,7 +693,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
           "trained in the search; labelled: archs the predictor was fitted on)\n")
     for row in [HEADER, tuple("---" for _ in HEADER), *table_rows(results)]:
         print("| " + " | ".join(row) + " |")
-    plot(out / PLOT, results)
     print(f"written: {out / RESULTS}, {out / PLOT}")
     return 0
 

@@ -5,9 +5,14 @@ case: nothing is wrapped, sharded or communicated."""
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -19,6 +24,12 @@ from .errors import NascoreError
 
 if TYPE_CHECKING:
     from .spec import RunSpec
+
+T = TypeVar("T")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_WATCH_S = 1.0
+#: the pid of the process that started this rank (torchrun's agent), once ``setup`` tied the rank to it
+_launcher: int | None = None
 
 
 def launched() -> bool:
@@ -49,6 +60,7 @@ def setup(device: torch.device) -> torch.device:
     for a CUDA spec (whatever CUDA index the spec names), the CPU with gloo otherwise; else ``device``."""
     if not launched():
         return device
+    _die_with_launcher()
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
@@ -59,9 +71,59 @@ def setup(device: torch.device) -> torch.device:
     return device
 
 
+def _die_with_launcher() -> None:
+    """Make this rank stop when its launcher dies, however it dies. torchrun starts each rank in a session (and
+    process group) of its own, so killing torchrun's process group leaves the ranks running, and
+    torch.distributed.elastic has no option to tie them to it: on Linux the kernel sends the rank SIGKILL when its
+    parent dies (``prctl(PR_SET_PDEATHSIG)``; the parent is the thread that started the rank, torchrun's main
+    thread); elsewhere a daemon thread polls the parent's pid. SIGKILL: a rank blocked in a collective handles
+    no other signal; its run directory's lock goes with it (``nascore.lock``)."""
+    global _launcher
+    if _launcher is not None:
+        return
+    _launcher = os.getppid()
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        threading.Thread(target=_watch_launcher, name="nascore-launcher-watch", daemon=True).start()
+    # the launcher may have died just before the signal was armed: then the parent changed since it was read. (One
+    # that died earlier left this rank a new parent, and joining the process group fails: torchrun's agent serves
+    # its store.)
+    if os.getppid() != _launcher:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _watch_launcher() -> None:
+    while os.getppid() == _launcher:
+        time.sleep(_WATCH_S)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def on_main(fn: Callable[[], T]) -> T | None:
+    """``fn()`` on rank 0 alone (None on the other ranks). Under torchrun the ranks wait for it, and a user error it
+    raises (NascoreError, OSError) is raised on every rank: no rank is left waiting at a collective for rank 0."""
+    if not active():
+        return fn()
+    result, failure = None, None
+    if is_main():
+        try:
+            result = fn()
+        except (NascoreError, OSError) as exc:
+            failure = exc
+    message = [None if failure is None else str(failure)]
+    dist.broadcast_object_list(message, src=0, device=_collective_device())
+    if failure is not None:
+        raise failure
+    if message[0] is not None:
+        raise NascoreError(message[0])
+    return result
 
 
 def wrap(module: nn.Module, find_unused_parameters: bool) -> nn.Module:

@@ -3,14 +3,17 @@ directory (``rundir``). ``run_spec`` searches (``search``), then with a ``train`
 (``train``); ``train_run`` trains one given arch. Both end with summary.json."""
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import distributed
 from .arch import Arch
 from .errors import NascoreError
 from .executor import Executor, LocalExecutor
+from .lock import WriteLock
 from .pareto import summarize
 from .parts import Parts, resolve_device
 from .progress import Reporter
@@ -37,14 +40,32 @@ class Run:
     created_dir: bool = False  # open() made out_dir (so a run that never started may remove it)
     #: where independent archs train (train.references, the random strategy's archs): ``--executor``
     executor: Executor = field(default_factory=LocalExecutor)
+    #: the run directory's lock, held by rank 0 from ``open`` until the run ends (``close``)
+    lock: WriteLock | None = None
 
     def open(self) -> Run:
-        """Make a new run's directory and write the resolved spec in it (a resumed run's is there)."""
+        """Lock the run's directory (``nascore.lock``: a second writer is refused at once), made when missing, and
+        write a new run's resolved spec in it (a resumed run's is there)."""
         distributed.barrier()  # under torchrun: every rank checked the directory before rank 0 writes in it
-        if not self.resume and distributed.is_main():
-            self.created_dir = create_dir(self.spec, self.out_dir)
-        distributed.barrier()
+        self.lock = distributed.on_main(self._start)
         return self
+
+    def _start(self) -> WriteLock:
+        lock = WriteLock.of_directory(self.out_dir).acquire()
+        try:
+            if not self.resume:
+                check_dir(self.spec, self.out_dir, False)  # still empty: no run ended in it since it was checked
+                create_dir(self.spec, self.out_dir)
+        except BaseException:
+            lock.release()
+            raise
+        self.created_dir = lock.created is not None
+        return lock
+
+    def close(self) -> None:
+        """Give back the run directory's lock: the run writes no more."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def build_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
@@ -71,6 +92,22 @@ def open_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | No
     return build_run(spec, out_dir, resume, registry, reporter, executor).open()
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _closing(fn: Callable[Concatenate[Run, P], R]) -> Callable[Concatenate[Run, P], R]:
+    """``fn(run, ...)``, the run closed when it returns or raises."""
+    @functools.wraps(fn)
+    def closing(run: Run, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(run, *args, **kwargs)
+        finally:
+            run.close()
+    return closing
+
+
+@_closing
 def run_spec(run: Run) -> dict[str, Any]:
     """Search, then (with a ``train`` block) train every found arch from scratch; write summary.json."""
     run.registry.hook.nascore_run_start(run=run)
@@ -91,6 +128,7 @@ def run_spec(run: Run) -> dict[str, Any]:
     return finish(run, summary)
 
 
+@_closing
 def train_run(run: Run, arch: Arch, space: SearchSpace) -> dict[str, Any]:
     """Train ``arch`` of ``space`` (and its references) from scratch, saved beside the spec; write summary.json."""
     if not run.resume and distributed.is_main():

@@ -24,6 +24,7 @@ from .fileio import (
     parse_user_json,
     read_user_text,
 )
+from .lock import LOCK_FILE
 from .strategy import SHARED
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.j
 
 def check_dir(spec: RunSpec, out_dir: Path, resume: bool) -> None:
     """Refuse a directory the run cannot use: resuming, one that holds no run of ``spec`` or whose metrics or
-    checkpoints are broken (checked before anything is written); else one that is not empty."""
+    checkpoints are broken (checked before anything is written); else one that is not empty (its lock file
+    aside)."""
     spec_path = out_dir / SPEC_FILE
     if resume:
         if not os.path.lexists(spec_path):
@@ -47,18 +49,16 @@ def check_dir(spec: RunSpec, out_dir: Path, resume: bool) -> None:
         read_metrics(out_dir / METRICS_FILE)
         for ckpt in sorted((out_dir / "checkpoints").glob("*.pt")):
             check_user_file(ckpt, "checkpoint")
-    elif out_dir.exists() and any(out_dir.iterdir()):
+    elif out_dir.exists() and any(p.name != LOCK_FILE for p in out_dir.iterdir()):
         raise NascoreError(f"output directory {out_dir} is not empty; pass --resume to continue that run "
                            "or choose another --out")
 
 
-def create_dir(spec: RunSpec, out_dir: Path) -> bool:
-    """Make ``out_dir`` (when missing) and write the resolved spec in it; returns whether it made the directory."""
+def create_dir(spec: RunSpec, out_dir: Path) -> None:
+    """Make ``out_dir`` (when missing) and write the resolved spec in it."""
     resolved = yaml.safe_dump(spec.dump(), sort_keys=False)
-    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / SPEC_FILE, resolved)
-    return created
 
 
 def discard_unstarted(run: Run) -> None:

@@ -24,6 +24,7 @@ from nascore.costs.flops import FlopsCost, count_macs, count_params
 from nascore.data import loader
 from nascore.errors import NascoreError, NonFiniteLossError
 from nascore.executor import Executor, LocalExecutor
+from nascore.lock import LOCK_FILE, one_writer
 from nascore.loops import weight_optimizer
 from nascore.parts import Parts
 from nascore.progress import Reporter
@@ -199,7 +200,7 @@ def open_collection(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed: in
                                "differ); pass another --out, or the same spec, --seed and --archs to resume it")
         done = {r.index for r in PerfDataset.read(out_dir).records}
         return existing, [i for i in range(n) if i not in done]
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and (not out_dir.is_dir() or any(p.name != LOCK_FILE for p in out_dir.iterdir())):
         raise NascoreError(f"--out {out_dir} exists and is not an empty folder or a collection ({MANIFEST} "
                            "missing); pass a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,9 +208,11 @@ def open_collection(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed: in
     return manifest, list(range(n))
 
 
+@one_writer("out_dir")
 def collect(spec: RunSpec, out_dir: Path, n: int, seed: int, executor: Executor | None = None,
             reporter: Reporter | None = None) -> dict[str, Any]:
-    """Collect (or resume) ``n`` archs into ``out_dir``; returns counts and timing."""
+    """Collect (or resume) ``n`` archs into ``out_dir``, its one writer (``nascore.lock``); returns counts and
+    timing."""
     reporter = reporter or Reporter()
     if (out_dir / PSEUDO_LABELS).exists():
         raise NascoreError(f"--out {out_dir} holds pseudo-labels (nascore bench pseudo-label, {PSEUDO_LABELS}); "

@@ -52,6 +52,7 @@ from nascore.data import epoch_seed, loader, to_device
 from nascore.epochs import EpochLoop
 from nascore.errors import NascoreError, NonFiniteLossError
 from nascore.fileio import atomic_write_text, load_checkpoint, load_user_json, save_checkpoint
+from nascore.lock import one_writer
 from nascore.loops import check_finite, cosine_lr, recalibrate_batchnorm, set_lr, train_step, weight_optimizer
 from nascore.parts import Parts
 from nascore.progress import Reporter
@@ -464,11 +465,12 @@ def _method(options: Options) -> str:
             f"{options.finetune_steps} fine-tuning steps")
 
 
+@one_writer("out_dir")
 def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Options = Options(),
                  first: int | None = None, supernet_from: Path | None = None, reporter: Reporter | None = None
                  ) -> dict[str, Any]:
     """Pseudo-label (or resume) the plan of ``n`` archs drawn with ``seed`` into ``out_dir``; only plan indices below
-    ``first`` when given. ``supernet_from``: a finished ``supernet.pt`` of another folder (same spec and
+    ``first`` when given; ``out_dir``'s one writer (``nascore.lock``). ``supernet_from``: a finished ``supernet.pt`` of another folder (same spec and
     ``supernet_epochs``) used instead of training one. Returns counts and seconds."""
     reporter = reporter or Reporter()
     options = options.resolved(spec)

@@ -1,7 +1,8 @@
 """Data parallelism under torchrun, end to end: ``python -m torch.distributed.run --nproc_per_node=2 -m nascore run``
 with 2 gloo processes on the CPU. Both ranks hold the same architecture parameters and weights after every epoch
 and derive the same arch; their data shards are disjoint; only rank 0 writes; a killed 2-process run resumes (with 2
-processes) to exactly the uninterrupted run's results, and with 1 process (saying that the result may differ)."""
+processes) to exactly the uninterrupted run's results, and with 1 process (saying that the result may differ); a
+killed launcher takes its ranks with it; a second writer of a run directory is refused on every rank."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from nascore.lock import LOCK_FILE, WriteLock
 from tiny import dnas_spec
 
 pytestmark = pytest.mark.slow
@@ -181,29 +183,69 @@ def test_an_arch_that_differs_between_ranks_is_an_error(collectives):
     assert [r["error"] for r in collectives] == [expected, expected]
 
 
+def descendants(pid: int) -> set[int]:
+    """The processes ``pid`` started, and the ones they started (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        found.update(new := children.get(todo.pop(), []))
+        todo.extend(new)
+    return found
+
+
+def running(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that still run (a zombie does not)."""
+    out = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            out.add(pid)
+    return out
+
+
 def kill_after_first_epoch(work: Path, out: Path) -> None:
-    """Start a 2-process run and SIGKILL every process of it once the search's first epoch is checkpointed."""
+    """Start a 2-process run and SIGKILL torchrun's process group once the search's first epoch is checkpointed:
+    the ranks (each in a process group of its own) must stop with their launcher, within seconds, before the run
+    writes anything more."""
     ckpt = out / "checkpoints" / "search.pt"
     with open(work / f"{out.name}.log", "w") as log:
         proc = subprocess.Popen([*torchrun(2), "-m", "nascore", "run", str(work / "spec.yaml"), "--out", str(out)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env(work, work / f"probe-{out.name}"),
                                 start_new_session=True)
+    ranks: set[int] = set()
     try:
         deadline = time.time() + DEADLINE_S
         while proc.poll() is None and time.time() < deadline and not ckpt.exists():
             time.sleep(0.01)
     finally:
         alive = proc.poll() is None
+        ranks = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert alive, (work / f"{out.name}.log").read_text()
+    assert len(ranks) >= 2, ranks
+    deadline = time.time() + 30
+    while running(ranks) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not running(ranks), f"processes of the killed run still run: {sorted(running(ranks))}"
     assert torch.load(ckpt, weights_only=True)["epoch"] < SEARCH_EPOCHS - 1
     assert not (out / "summary.json").exists()
+    assert (out / LOCK_FILE).exists()  # left by the killed rank 0: the resumes below take it over
 
 
 @pytest.fixture(scope="module")
 def killed(work) -> Path:
-    """A 2-process run killed after its first search epoch, and a copy of it ("killed-1")."""
+    """A 2-process run killed after its first search epoch (no process of it left), and a copy of it
+    ("killed-1")."""
     kill_after_first_epoch(work, work / "killed")
     shutil.copytree(work / "killed", work / "killed-1")
     return work / "killed"
@@ -214,6 +256,24 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(work, uninterrupted, k
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "note:" not in proc.stderr
     assert outputs(killed) == outputs(work / "full")
+    assert not (killed / LOCK_FILE).exists()
+
+
+def test_a_second_writer_is_refused_on_every_rank(work, uninterrupted):
+    """``--resume`` of a run directory another process writes: rank 0 is refused and says so on every rank (none
+    waits at a barrier for it); nothing is written."""
+    out = work / "full"
+    lock = WriteLock.of_directory(out).acquire()
+    try:
+        before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+        proc = nascore_run(work, 2, "full", "--resume")
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    finally:
+        lock.release()
+    assert proc.returncode == 1  # torchrun's, for ranks that exit with 2
+    message = (f"error: {out} is being written by process {os.getpid()} (command: {' '.join(sys.argv)}); wait for "
+               "it to finish or stop it")
+    assert proc.stderr.count(message) == 2, proc.stderr
 
 
 def test_a_killed_run_resumes_with_another_number_of_processes(work, killed):
