@@ -21,8 +21,9 @@ class Group(Protocol):
     """A command group module."""
 
     def add(self, commands: Commands) -> None:
-        """Declare the group's commands in ``commands``, each with ``set_defaults(handler=...)`` (and, when a rerun
-        resumes it, ``interrupted=`` the hint shown on Ctrl-C)."""
+        """Declare the group's commands in ``commands``, each with ``set_defaults(handler=...)``: a function of the
+        parsed arguments that returns the exit status (and, when a rerun resumes the command, ``interrupted=``: the
+        hint shown on Ctrl-C)."""
 
 
 #: in the order ``nascore --help`` lists their commands
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.handler(args) or 0
+        return args.handler(args)
     # OSError: an unreadable input or unwritable output path, e.g. --out on a read-only disk
     except (NascoreError, OSError) as exc:
         if args.debug:

@@ -14,9 +14,10 @@ from .options import Commands
 
 
 def add(commands: Commands) -> None:
-    commands.add_parser("schema", help="print the JSON Schema of the spec, plugin configs included") \
-        .set_defaults(handler=_schema)
-    commands.add_parser("plugins", help="list installed components and broken plugins").set_defaults(handler=_plugins)
+    s = commands.add_parser("schema", help="print the JSON Schema of the spec, plugin configs included")
+    s.set_defaults(handler=_schema)
+    p = commands.add_parser("plugins", help="list installed components and broken plugins")
+    p.set_defaults(handler=_plugins)
 
     i = commands.add_parser("info", help="params, multiply-adds and block table of an arch")
     i.add_argument("arch", help="arch.json file or named arch (e.g. fbnet_c)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -13,8 +12,6 @@ if TYPE_CHECKING:
 
 #: where a group module declares its commands (``ArgumentParser.add_subparsers()``; argparse has no public name)
 Commands = argparse._SubParsersAction
-#: what runs a command: ``parser.set_defaults(handler=...)``; returns the exit status
-Handler = Callable[[argparse.Namespace], int]
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
