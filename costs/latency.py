@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -24,11 +26,16 @@ from nascore.component import ComponentConfig, TorchDevice
 from nascore.cost import CostModel, op_key
 from nascore.errors import NascoreError
 from nascore.hookspecs import hookimpl
+from nascore.lock import WriteLock
+from nascore.parts import Parts
 from nascore.progress import Progress, no_progress
 from nascore.space import SearchSpace
 
 from .lut import Calibration, Entry, LatencyTable, entry_key, fingerprint_differences, load_table
 from .timing import BackendName, Timing, make_backend
+
+if TYPE_CHECKING:
+    from nascore.spec import RunSpec
 
 #: input of the do-nothing call that measures a backend's per-call overhead
 OVERHEAD_SHAPE = (1, 1, 1)
@@ -229,6 +236,44 @@ def calibrate(cost: LatencyCost, space: SearchSpace, archs: int, seed: int = 0, 
     cost.table.calibration = fit_calibration(estimates, measured)
     cost.save()
     return cost.table.calibration
+
+
+@dataclass(frozen=True)
+class TableBuild:
+    """What :func:`build_table` did: the table it wrote to ``path``, the operations it measured and those the table
+    held already, and the seconds it took."""
+
+    path: str
+    table: LatencyTable
+    measured: int
+    before: int
+    seconds: float
+
+
+def build_table(spec: RunSpec, where: str, out: str | None = None, calibrate_archs: int = 8,
+                progress: Progress = no_progress) -> TableBuild:
+    """Time every candidate operation of ``spec``'s space that the table lacks (``out``, else the spec's cost.lut;
+    an existing table is resumed), saving as it goes, then time ``calibrate_archs`` random archs end to end to fit
+    the table's calibration (0: none; a table that has one keeps it). ``where``: the spec's file, for messages."""
+    cost = spec.cost.create() if spec.cost else None
+    if not isinstance(cost, LatencyCost):
+        raise NascoreError(f"{where}: cost: `nascore lut build` needs a cost: {{name: latency, ...}} block, "
+                           f"not {'none' if cost is None else repr(cost.name)}")
+    out = out or cost.config.lut
+    if out is None:
+        raise NascoreError(f"{where}: give the table file with --out FILE or cost.lut in the spec")
+    config = cost.config.model_copy(update={"lut": out, "measure_missing": True})  # building is measuring
+    parts = Parts.build(spec)
+    space, in_channels = parts.space, parts.info.in_channels
+    with WriteLock.of_file(out):  # the table's one writer
+        cost = type(cost)(config, progress=progress)
+        before, start = len(cost.table.entries), time.perf_counter()
+        space.supernet().price(cost, space.input_size, in_channels)  # measures what the table lacks, saving as it goes
+        measured = len(cost.table.entries) - before
+        cost.save()
+        if calibrate_archs and cost.table.calibration is None:
+            calibrate(cost, space, calibrate_archs, spec.seed, in_channels)
+    return TableBuild(out, cost.table, measured, before, time.perf_counter() - start)
 
 
 @hookimpl

@@ -392,6 +392,19 @@ def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_ba
     return result
 
 
+def export_ref(ref: str, fmt: str, out: str | Path, input_size: int | None = None, batch: int = 1,
+               dynamic_batch: bool = False, int8_batches: int | None = None) -> dict[str, Any]:
+    """``export`` of ``ref`` (``load_source``), or a plugin's export of it when a plugin claims it
+    (``plugin_exporter``); the result also says what was exported (``described``) and its ``input`` (CxHxW)."""
+    exporter = plugin_exporter(ref)
+    if exporter is not None:
+        return exporter(fmt=fmt, out=out, input_size=input_size, batch=batch, dynamic_batch=dynamic_batch,
+                        calibration_batches=int8_batches)
+    source = load_source(ref, input_size)
+    return export(source, fmt, out, batch, dynamic_batch, int8_batches) | {
+        "described": source.described, "input": f"{source.in_channels}x{source.input_size}x{source.input_size}"}
+
+
 # -- reading exported files back ---------------------------------------------------------------------------------
 @dataclass
 class Exported:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from nascore.errors import NascoreError, first_line
+from nascore.fileio import save_checkpoint
 from nascore.protocols import GraphOperation
 
 VOCAB: tuple[str, ...] = (
@@ -392,6 +394,11 @@ def graph_to_dict(graph) -> dict[str, Any]:
     """Plain tensors and lists (loads with ``torch.load(weights_only=True)``)."""
     return {"format": "nascore-graph", "version": 1, "x": graph.x, "edge_index": graph.edge_index,
             "ops": list(graph.ops), "vocab": list(OPS), "numeric_features": list(NUMERIC_FEATURES)}
+
+
+def save_graph(graph, path: str | Path) -> None:
+    """Write ``graph`` to ``path`` as :func:`graph_to_dict` (``torch.save``, atomically)."""
+    save_checkpoint(graph_to_dict(graph), path)
 
 
 def _data_class() -> type:

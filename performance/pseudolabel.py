@@ -32,7 +32,6 @@ bodies carry no signal and neither do the pseudo-labels. So it is on the FBNet b
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
 import json
@@ -537,30 +536,3 @@ def _checked_supernet(source: Path, spec: RunSpec, epochs: int) -> dict[str, Any
         raise NascoreError(f"--supernet {source} is not a supernet trained {epochs} epochs for this spec's data, "
                            "space, first task, train block and seed (--supernet-epochs and the spec must match)")
     return checkpoint
-
-
-def command(args: argparse.Namespace) -> int:
-    """``nascore bench pseudo-label``."""
-    from nascore.spec import load_spec
-
-    if args.archs < 1:
-        raise NascoreError(f"--archs must be at least 1, not {args.archs}")
-    spec = load_spec(args.spec, args.overrides)
-    options = Options(task=args.task, supernet_epochs=args.supernet_epochs, head_epochs=args.head_epochs,
-                      finetune_steps=args.finetune_steps, bins=args.bins, per_bin=args.per_bin,
-                      sampling=args.sampling)
-    for key in ("supernet_epochs", "head_epochs"):  # 0 would read as "the default"
-        if getattr(options, key) is not None and getattr(options, key) < 1:
-            raise NascoreError(f"{FLAGS[key]} must be a whole number of at least 1, not {getattr(options, key)}")
-    result = pseudo_label(spec, Path(args.out), args.archs, spec.seed if args.seed is None else args.seed, options,
-                          supernet_from=Path(args.supernet) if args.supernet else None)
-    s = result["seconds"]
-    check = f" (its random paths score {result['supernet_check']:.3f} on {result['pretrain_task']})" \
-        if result["supernet_check"] is not None else ""
-    shared = f"supernet {s['supernet']:.0f} s{check}, shared head {s['head']:.0f} s" if s["head"] is not None else \
-        "nothing trained"
-    per_arch = f", fine-tune + evaluation {s['finetune_per_arch']:.1f} s per arch" \
-        if s.get("finetune_per_arch") is not None else ""
-    print(f"pseudo-labelled {result['labelled']} archs on {result['task']} ({result['sampling']} sampling): "
-          f"{shared}{per_arch}; {result['done']} of {result['archs']} in {args.out}")
-    return 0

@@ -144,3 +144,59 @@ def test_train_an_arch_found_for_a_task_the_spec_lacks(tmp_path, image_root, cap
     assert "found for task 'detection', which the spec does not have" in printed.out + printed.err
     summary = json.loads((out / "summary.json").read_text())["archs"]["shared"]["train"]
     assert "val/classification/top1" in summary
+
+
+def test_every_command_is_declared_by_its_group_with_a_handler():
+    """`nascore --help` lists the commands in the order of the groups; every command (every action of one with
+    actions) is run by a handler of the module that declares it."""
+    import argparse
+
+    from nascore.cli import GROUPS, _parser
+
+    def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    def leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            return [leaf for sub in commands(parser).values() for leaf in leaves(sub)]
+        return [parser]
+
+    top = commands(_parser())
+    assert list(top) == ["run", "validate", "schema", "plugins", "info", "graph", "train", "lut", "measure", "export",
+                         "bench", "predictor", "compare", "report", "data"]
+    modules = {group.__name__ for group in GROUPS}
+    for name, parser in top.items():
+        handlers = [leaf.get_default("handler") for leaf in leaves(parser)]
+        assert handlers and all(callable(h) for h in handlers), name
+        assert len({h.__module__ for h in handlers}) == 1 and handlers[0].__module__ in modules, name
+
+
+@pytest.mark.parametrize("argv, patched, hint", [
+    (["lut", "build", "examples/latency.yaml"], "nascore.spec.load_spec", "run the same command again to resume the table"),
+    (["bench", "collect", "s.yaml", "--archs", "2", "--out", "o"], "nascore.spec.load_spec",
+     "run the same command again to resume the collection"),
+    (["bench", "pseudo-label", "s.yaml", "--archs", "2", "--out", "o"], "nascore.spec.load_spec",
+     "run the same command again to resume the collection"),
+    (["compare", "s.yaml", "--out", "o"], "nascore.analysis.compare.compare",
+     "run the same command again: finished runs are kept, the interrupted one resumes"),
+    (["run", "s.yaml"], "nascore.spec.load_spec", "resume with --resume"),
+    (["validate", "s.yaml"], "nascore.spec.load_spec", "resume with --resume"),
+])
+def test_an_interrupted_command_exits_130_with_its_resume_hint(argv, patched, hint, monkeypatch, capsys):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(patched, interrupt)
+    assert main(argv) == 130
+    assert capsys.readouterr().err == f"interrupted; {hint}\n"
+
+
+def test_info_counts_are_a_library_call():
+    """`nascore info`'s counting takes typed arguments (nascore.counts), no argparse namespace."""
+    from nascore.arch import resolve_arch
+    from nascore.counts import count_arch
+
+    counts = count_arch(resolve_arch("fbnet_c"), "fbnet_c", input_size=64, num_classes=10)
+    assert (counts.input_size, counts.heads, counts.branches) == (64, {"classification": 10}, ())
+    assert (round(counts.params / 1e6, 3), round(counts.macs / 1e6, 1)) == (3.606, 30.7)
+    assert counts.levels == [(16, 2), (24, 4), (32, 8), (112, 16), (352, 32)] and counts.rows[0] == ("layer01", "k3_e1")
