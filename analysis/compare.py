@@ -21,7 +21,8 @@ from nascore.errors import NascoreError
 from nascore.fileio import atomic_write_bytes, atomic_write_text, parse_user_json, read_user_text
 from nascore.progress import Reporter
 from nascore.rundir import SPEC_FILE, SUMMARY_FILE, read_metrics
-from nascore.spec import RunSpec, load_spec
+from nascore.spec import load_spec
+from nascore.spec_model import RunSpec
 
 RESULTS, PLOT = "compare.json", "compare.png"
 

@@ -608,18 +608,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         source = load_source(args.source, args.input_size)
         result = export(source, args.format, args.out, args.batch, args.dynamic_batch,
                         args.calibration_batches if args.int8 else None)
-        result |= {"described": source.described,
-                   "input": f"{source.in_channels}x{source.input_size}x{source.input_size}"}
-    print(f"source: {result['described']}")
-    batch = f"dynamic (checked at {', '.join(map(str, result['batches']))})" if len(result["batches"]) > 1 \
-        else args.batch
-    print(f"input: {result['input']}, batch {batch}")
-    print(f"outputs: {', '.join(result['outputs'])}")
-    print(f"largest absolute difference of the {'float32 ' if 'int8' in result else ''}file from eager PyTorch: "
-          f"{result['max_abs_diff']:.3g} (relative {result['relative']:.3g}, tolerance {TOLERANCE:g})")
-    if "int8" in result:
-        _print_int8(result["int8"])
-    print(f"written: {result['out']} ({args.format}{', int8' if 'int8' in result else ''}, "
+    print(f"source: {result.described}")
+    batch = f"dynamic (checked at {', '.join(map(str, result.batches))})" if len(result.batches) > 1 else args.batch
+    print(f"input: {result.input}, batch {batch}")
+    print(f"outputs: {', '.join(result.outputs)}")
+    print(f"largest absolute difference of the {'float32 ' if result.int8 else ''}file from eager PyTorch: "
+          f"{result.max_abs_diff:.3g} (relative {result.relative:.3g}, tolerance {TOLERANCE:g})")
+    if result.int8:
+        _print_int8(result.int8)
+    print(f"written: {result.out} ({args.format}{', int8' if result.int8 else ''}, "
           f"{time.perf_counter() - start:.1f} s)")
     return 0
 

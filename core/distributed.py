@@ -18,7 +18,7 @@ from torch.utils.data import DistributedSampler
 from .errors import NascoreError
 
 if TYPE_CHECKING:
-    from .spec import RunSpec
+    from .spec_model import RunSpec
 
 
 def launched() -> bool:

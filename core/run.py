@@ -21,7 +21,7 @@ from .registry import Registry, get_registry
 from .rundir import arch_file_name, check_dir, create_dir, write_summary
 from .search import search
 from .space import SearchSpace
-from .spec import RunSpec
+from .spec_model import RunSpec
 from .strategy import SHARED, owner_name
 from .task import Task
 from .train import arch_network, model_counts, train_and_compare

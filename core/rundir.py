@@ -32,7 +32,7 @@ from .strategy import SHARED
 if TYPE_CHECKING:
     from .run import Run
     from .space import SearchSpace
-    from .spec import RunSpec
+    from .spec_model import RunSpec
 
 SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
 

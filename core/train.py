@@ -20,7 +20,8 @@ from .loops import cosine_lr, evaluate, set_lr, train_step, weight_optimizer
 from .precision import FULL, Precision
 from .progress import Progress, Reporter, no_progress
 from .rundir import METRICS_FILE, EpochLoop, read_metrics
-from .spec import TrainBudget, TrainConfig, validate_spec
+from .spec import validate_spec
+from .spec_model import TrainBudget, TrainConfig
 from .strategy import owner_tasks
 from .task import Network, Task, build_network
 

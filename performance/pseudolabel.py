@@ -53,7 +53,7 @@ from nascore.errors import NascoreError, NonFiniteLossError
 from nascore.fileio import atomic_write_text, load_checkpoint, load_user_json, save_checkpoint
 from nascore.loops import check_finite, cosine_lr, recalibrate_batchnorm, set_lr, train_step, weight_optimizer
 from nascore.progress import Reporter
-from nascore.spec import RunSpec, TrainConfig
+from nascore.spec_model import RunSpec, TrainConfig
 from nascore.supernet import Decision, Supernet
 from nascore.task import Network, Task, build_network
 from nascore.train import validate

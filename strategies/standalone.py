@@ -22,7 +22,7 @@ from nascore.precision import Precision
 from nascore.progress import Progress, no_progress
 from nascore.protocols import Choices, Evaluating
 from nascore.space import SearchSpace
-from nascore.spec import AmpConfig, TrainBudget
+from nascore.spec_model import AmpConfig, TrainBudget
 from nascore.strategy import SHARED, SearchContext, SearchStrategy
 from nascore.supernet import random_choices
 from nascore.task import Task, build_network

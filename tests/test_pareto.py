@@ -18,7 +18,8 @@ from nascore.pareto import CSV_FILE, PLOT_FILE, candidates, pareto_front, run_pa
 from nascore.progress import Reporter
 from nascore.run import open_run, run_spec
 from nascore.spaces.fbnet import FBNetSpace
-from nascore.spec import ParetoConfig, load_spec, spec_json_schema, validate_spec
+from nascore.spec import load_spec, spec_json_schema, validate_spec
+from nascore.spec_model import ParetoConfig
 from nascore.strategies.dnas import DNAS
 from nascore.strategy import SHARED, SearchContext, SearchStrategy
 from nascore.task import build_network

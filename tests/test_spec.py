@@ -18,7 +18,8 @@ from nascore.errors import NascoreError, SpecError
 from nascore.objective import Additive, Budget, Multiplicative
 from nascore.registry import get_registry
 from nascore.spaces.fbnet import FBNetSpace
-from nascore.spec import SpecModel, apply_overrides, load_spec, spec_json_schema, validate_spec
+from nascore.spec import apply_overrides, load_spec, spec_json_schema, validate_spec
+from nascore.spec_model import SpecModel
 from nascore.strategies.dnas import DNAS
 
 REPO = Path(__file__).resolve().parents[1]

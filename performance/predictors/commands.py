@@ -65,7 +65,8 @@ def predict(args: argparse.Namespace) -> int:
     from nascore.data import loader
     from nascore.performance.collect import NASWOT_BATCH
     from nascore.predictor import measured_sample
-    from nascore.spec import ComponentSpec, validate_component
+    from nascore.spec import validate_component
+    from nascore.spec_model import ComponentSpec
 
     from .file import PredictorFile
 
