@@ -1,6 +1,7 @@
 """Component base classes: every plugin contribution has a unique ``name`` and a pydantic ``Config``."""
 from __future__ import annotations
 
+from abc import ABC
 from typing import Annotated, Any, ClassVar
 
 import torch
@@ -26,8 +27,9 @@ class ComponentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Component:
-    """A named, configurable plugin contribution. Subclasses set ``name`` and ``Config``."""
+class Component(ABC):
+    """A named, configurable plugin contribution. Subclasses set ``name`` and ``Config``; each family's base class
+    (``SearchSpace``, ``Task``, ...) declares what a component of it implements as abstract methods."""
 
     kind: ClassVar[str] = "component"
     name: ClassVar[str]

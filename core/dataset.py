@@ -1,6 +1,7 @@
 """Dataset components: splits of (image, targets dict) samples and what they hold."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,11 +30,13 @@ class Dataset(Component):
     kind: ClassVar[str] = "dataset"
     splits: ClassVar[tuple[str, ...]] = ("train", "val")
 
+    @abstractmethod
     def info(self) -> DataInfo:
-        raise NotImplementedError
+        """What the samples hold: channels, image size, classes per target, normalisation."""
 
+    @abstractmethod
     def split(self, name: str) -> torch.utils.data.Dataset:
-        raise NotImplementedError
+        """The samples of split ``name`` (one of ``splits``), each ``(image, targets dict)``."""
 
     def collate(self, batch: list[Any]) -> Any:
         return default_collate(batch)

@@ -131,8 +131,8 @@ class Registry:
                 bad = _check_components(result, base)
                 if bad:
                     self.problems.append(Problem(source, f"hook {hook_name} returned {bad}; expected a list of "
-                                                         f"{base.__name__} subclasses with a str 'name' and a "
-                                                         "pydantic 'Config'"))
+                                                         f"{base.__name__} subclasses with a str 'name', a "
+                                                         "pydantic 'Config' and every abstract method"))
                     continue
                 for comp in result:
                     self._add(Entry(kind, comp.name, comp, source))
@@ -268,6 +268,8 @@ def _check_components(result: Any, base: type) -> str | None:
         config = getattr(item, "Config", None)
         if not (inspect.isclass(config) and issubclass(config, BaseModel)):
             return f"{item.__name__} without a pydantic 'Config'"
+        if inspect.isabstract(item):
+            return f"{item.__name__}, which does not implement {', '.join(sorted(item.__abstractmethods__))}"
     return None
 
 

@@ -1,6 +1,7 @@
 """Search-space components: decisions, a supernet for searching, and standalone models for archs."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import ClassVar
 
 from pydantic import ValidationError
@@ -18,15 +19,17 @@ class SearchSpace(Component):
     #: file name of a found arch that all tasks share (per-task archs are ``arch_<task>.json``)
     arch_file: ClassVar[str] = "arch.json"
 
+    @abstractmethod
     def decisions(self) -> list[Decision]:
-        raise NotImplementedError
+        """The space's decisions, as its supernet lists them."""
 
+    @abstractmethod
     def supernet(self) -> Supernet:
-        raise NotImplementedError
+        """A fresh supernet of the space, every decision's options in it."""
 
+    @abstractmethod
     def build(self, arch: Arch) -> Backbone:
         """A standalone backbone for ``arch`` with no supernet code in it."""
-        raise NotImplementedError
 
     def arch_operations(self, arch: Arch, input_size: int, in_channels: int = 3) -> list[Operation]:
         """The operations ``arch`` runs, at their input shapes (batch 1), as a cost table prices them: by default

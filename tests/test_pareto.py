@@ -122,6 +122,18 @@ def test_strategy_without_sample_skips_the_step_with_a_note(data, tmp_path):
     class Fixed(SearchStrategy):
         name: ClassVar[str] = "fixed"
 
+        def run_epoch(self, epoch):
+            return {}
+
+        def derive(self):
+            return {SHARED: {}}
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
     ctx, space = make_ctx(data)
     notes: list[str] = []
     assert run_pareto(ctx, space, 3, Fixed(), ParetoConfig(), tmp_path, notes.append) is None

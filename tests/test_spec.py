@@ -446,6 +446,15 @@ def test_schema_leaves_out_a_config_without_json_schema_and_says_why():
             class Config(nascore.ComponentConfig):
                 make_block: Callable[[int], Any] = print  # no JSON Schema for a callable
 
+            def decisions(self):
+                return []
+
+            def supernet(self):
+                raise AssertionError("not built in this test")
+
+            def build(self, arch):
+                raise AssertionError("not built in this test")
+
         @hookimpl
         def nascore_search_spaces():
             return [OddSpace]
