@@ -175,8 +175,7 @@ def arch_network(run: Run, arch: Arch, space: SearchSpace) -> Network:
     """``arch`` built by ``space`` (the one it was found in) at the dataset's image size, with the heads of its
     tasks (every task of the run for a shared arch, its own for a per-task one): the network ``train`` trains and
     summary.json counts."""
-    size = {"input_size": run.info.image_size} if "input_size" in space.Config.model_fields else {}
-    return build_network(space.for_arch(arch, **size).build(arch), owner_tasks(run.tasks, arch.task), run.info)
+    return build_network(space.for_arch(arch, input_size=run.info.image_size).build(arch), owner_tasks(run.tasks, arch.task), run.info)
 
 
 def model_counts(network: torch.nn.Module, in_channels: int, image_size: int) -> dict[str, int]:

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nascore.component import ComponentConfig
 from nascore.features import make_divisible
+from nascore.space import SpaceConfig
 from nascore.spaces.shape_cost import ProductWidth, Width
 from nascore.supernet import Decision
 
@@ -84,7 +84,7 @@ PAPER_STAGES = [
 ]
 
 
-class FBNetV2Config(ComponentConfig):
+class FBNetV2Config(SpaceConfig):
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier")
     input_size: int = Field(224, ge=16, description="input resolution the costs are priced at")
     stem: int = Field(16, ge=1, description="channels of the 3x3 stride-2 stem")
