@@ -27,7 +27,7 @@ from nascore.hookspecs import hookimpl
 from nascore.progress import Progress, no_progress
 from nascore.space import SearchSpace
 
-from .lut import Calibration, Entry, LatencyTable, entry_key, fingerprint_differences, load_table
+from .lut import Calibration, LatencyTable, LutEntry, entry_key, fingerprint_differences, load_table
 from .timing import BackendName, Timing, make_backend
 
 #: input of the do-nothing call that measures a backend's per-call overhead
@@ -160,7 +160,7 @@ class LatencyCost(CostModel):
         with self.progress(len(todo), f"measuring latency ({self.config.backend})") as advance:
             for key, (module, shape) in todo.items():
                 t = self.backend.time(module, shape, self.config.min_run_time)
-                self.table.entries[key] = Entry(median_ms=t.median_ms, p90_ms=t.p90_ms, runs=t.runs)
+                self.table.entries[key] = LutEntry(median_ms=t.median_ms, p90_ms=t.p90_ms, runs=t.runs)
                 self.save()  # a killed build keeps what it measured
                 advance()
         return len(todo)
