@@ -22,7 +22,8 @@ from nascore.fileio import atomic_write_bytes, atomic_write_text, parse_user_jso
 from nascore.lock import one_writer
 from nascore.progress import Reporter
 from nascore.rundir import SPEC_FILE, SUMMARY_FILE, read_metrics
-from nascore.spec import RunSpec, load_spec
+from nascore.spec import load_spec
+from nascore.spec_model import RunSpec
 
 RESULTS, PLOT = "compare.json", "compare.png"
 
@@ -65,7 +66,8 @@ def load_specs(paths: list[str], overrides: list[str]) -> dict[str, RunSpec]:
 def run_one(spec: RunSpec, out_dir: Path) -> dict[str, Any]:
     """Run (or resume) one spec in ``out_dir``; its compare entries, one per found arch."""
     from nascore.performance.predictors.file import PredictorFile
-    from nascore.run import open_run, run_spec
+    from nascore.run import run_spec
+    from nascore.rundir import open_run
 
     timer = _Timer()
     resume = os.path.lexists(out_dir / SPEC_FILE)

@@ -24,13 +24,13 @@ from torchmetrics.classification import MulticlassJaccardIndex
 import nascore
 from nascore.costs.flops import count_macs, count_params
 from nascore.data import loader
-from nascore.tasks.digit_scenes import NUM_SEG_CLASSES, DigitScenes, SceneConfig, collate
+from nascore.tasks.digit_scenes import NUM_SEG_CLASSES, SceneConfig, SceneSplit, collate
 
 
 def run(label: str, encoder: str, args: argparse.Namespace, scenes: SceneConfig) -> dict:
     torch.manual_seed(0)
     model = smp.Unet(f"tu-{encoder}", encoder_weights=None, classes=NUM_SEG_CLASSES)
-    train, val = DigitScenes(scenes, "train"), DigitScenes(scenes, "val")
+    train, val = SceneSplit(scenes, "train"), SceneSplit(scenes, "val")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = []
     for epoch in range(args.epochs):

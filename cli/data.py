@@ -21,7 +21,7 @@ def add(commands: Commands) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from nascore.dataset import export_dataset
+    from nascore.dataset_export import export_dataset
     from nascore.spec import apply_overrides
 
     for split, path in export_dataset(args.dataset, apply_overrides({}, args.overrides), args.dir).items():

@@ -122,16 +122,15 @@ def _export(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = export_ref(args.source, args.format, args.out, args.input_size, args.batch, args.dynamic_batch,
                         args.calibration_batches if args.int8 else None)
-    print(f"source: {result['described']}")
-    batch = f"dynamic (checked at {', '.join(map(str, result['batches']))})" if len(result["batches"]) > 1 \
-        else args.batch
-    print(f"input: {result['input']}, batch {batch}")
-    print(f"outputs: {', '.join(result['outputs'])}")
-    print(f"largest absolute difference of the {'float32 ' if 'int8' in result else ''}file from eager PyTorch: "
-          f"{result['max_abs_diff']:.3g} (relative {result['relative']:.3g}, tolerance {TOLERANCE:g})")
-    if "int8" in result:
-        _print_int8(result["int8"])
-    print(f"written: {result['out']} ({args.format}{', int8' if 'int8' in result else ''}, "
+    print(f"source: {result.described}")
+    batch = f"dynamic (checked at {', '.join(map(str, result.batches))})" if len(result.batches) > 1 else args.batch
+    print(f"input: {result.input}, batch {batch}")
+    print(f"outputs: {', '.join(result.outputs)}")
+    print(f"largest absolute difference of the {'float32 ' if result.int8 else ''}file from eager PyTorch: "
+          f"{result.max_abs_diff:.3g} (relative {result.relative:.3g}, tolerance {TOLERANCE:g})")
+    if result.int8:
+        _print_int8(result.int8)
+    print(f"written: {result.out} ({args.format}{', int8' if result.int8 else ''}, "
           f"{time.perf_counter() - start:.1f} s)")
     return 0
 

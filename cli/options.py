@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nascore.executor import Executor
-    from nascore.spec import RunSpec
+    from nascore.spec_model import RunSpec
 
 #: where a group module declares its commands (``ArgumentParser.add_subparsers()``; argparse has no public name)
 Commands = argparse._SubParsersAction

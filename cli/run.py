@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .options import Commands, add_executor, add_overrides, executor
 
 if TYPE_CHECKING:
-    from nascore.run import Run
+    from nascore.rundir import Run
 
 # The library is imported inside the handlers: main imports every command module, and `nascore --help` loads no
 # torch.
@@ -32,8 +32,8 @@ def add(commands: Commands) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from nascore.errors import NascoreError
-    from nascore.run import open_run, run_spec
-    from nascore.rundir import discard_unstarted
+    from nascore.run import run_spec
+    from nascore.rundir import discard_unstarted, open_run
     from nascore.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)

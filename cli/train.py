@@ -24,7 +24,8 @@ def add(commands: Commands) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from nascore.arch import arch_space, resolve_arch
-    from nascore.run import build_run, train_run
+    from nascore.run import train_run
+    from nascore.rundir import build_run
     from nascore.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)

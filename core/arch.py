@@ -57,7 +57,7 @@ def resolve_arch(ref: str, registry=None) -> Arch:
 
 
 def arch_space(arch: Arch, ref: str, registry=None, input_size: int | None = None):
-    """The space instance ``arch`` was found in (at ``input_size`` when given and the space has one), after
+    """The space instance ``arch`` was found in (at ``input_size`` when given), after
     checking the arch against it; errors name the arch (``ref``: its file or name) and the field."""
     from .registry import get_registry
 
@@ -67,7 +67,7 @@ def arch_space(arch: Arch, ref: str, registry=None, input_size: int | None = Non
         space_cls = registry.get("space", arch.space)
     except NascoreError as exc:
         raise NascoreError(f"{where}: space: {exc}") from None
-    overrides = {"input_size": input_size} if input_size and "input_size" in space_cls.Config.model_fields else {}
+    overrides = {"input_size": input_size} if input_size else {}
     try:
         space = space_cls.for_arch(arch, **overrides)
         space.check_arch(arch)

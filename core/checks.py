@@ -8,17 +8,24 @@ import math
 import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 
+from .component import DISTRIBUTIONS
 from .errors import NascoreError, first_line
 
 if TYPE_CHECKING:
     from .component import Component
-    from .registry import Registry
-    from .supernet import Decision
+
+
+class Decision(Protocol):
+    """What the checks read of a ``nascore.Decision`` (``nascore.supernet``, which uses these checks)."""
+
+    name: str
+    options: list[str]
+    task: str | None
 
 #: the keys nascore sets in every metrics row itself
 RESERVED_KEYS = ("phase", "epoch")
@@ -28,20 +35,18 @@ _JSON_LEAVES = (str, bool, int, float, type(None))
 _CHECKPOINT_LEAVES = (*_JSON_LEAVES, bytes, complex, torch.Size, torch.dtype, torch.device)
 
 
-def who(component: Component, registry: Registry | None = None) -> str:
+def who(component: Component) -> str:
     """How a message names a component: ``strategy 'dnas' (class DNAS, distribution 'nascore')``; the distribution
-    is the one that registered the class (``registry``, by default the process-wide one)."""
-    from .registry import get_registry
-
+    is the one whose plugin registered the class (``nascore.component.DISTRIBUTIONS``)."""
     cls = type(component)
-    source = (registry or get_registry()).source_of(cls)
-    where = f", distribution '{source.dist}'" if source is not None else ""
+    dist = DISTRIBUTIONS.get(cls)
+    where = f", distribution '{dist}'" if dist is not None else ""
     return f"{component.kind} '{cls.name}' (class {cls.__name__}{where})"
 
 
-def refuse(component: Component, method: str, problem: str, registry: Registry | None = None) -> NascoreError:
+def refuse(component: Component, method: str, problem: str) -> NascoreError:
     """The error for a value ``component.method()`` handed back: ``problem`` says what is wrong with it."""
-    return NascoreError(f"{who(component, registry)}: {method}() {problem}")
+    return NascoreError(f"{who(component)}: {method}() {problem}")
 
 
 def _kind(value: Any) -> str:
@@ -66,20 +71,20 @@ def _json_problem(value: Any, path: str) -> str | None:
     return f"a {_kind(value)} for {path}{hint}; expected a number, text, bool or null, or a list or dict of them"
 
 
-def metrics_row(row: Any, component: Component, method: str, registry: Registry | None = None) -> dict[str, Any]:
+def metrics_row(row: Any, component: Component, method: str) -> dict[str, Any]:
     """``row`` if it is a metrics row (``metrics.jsonl``): a dict of metric name -> number, text, bool, null, or a
     list or dict of those; the keys nascore sets (``phase``, ``epoch``) are not the component's."""
     if not isinstance(row, Mapping):
         raise refuse(component, method, f"returned a {_kind(row)}; expected a dict of metric name -> value, "
-                                        "one row of metrics.jsonl", registry)
+                                        "one row of metrics.jsonl")
     taken = [k for k in RESERVED_KEYS if k in row]
     if taken:
         raise refuse(component, method, f"returned key '{taken[0]}', which nascore sets itself in every row "
-                                        f"({', '.join(RESERVED_KEYS)})", registry)
+                                        f"({', '.join(RESERVED_KEYS)})")
     problem = next(filter(None, (f"key {k!r} ({_kind(k)}); expected text keys" if not isinstance(k, str)
                                  else _json_problem(v, repr(k)) for k, v in row.items())), None)
     if problem:
-        raise refuse(component, method, f"returned {problem}", registry)
+        raise refuse(component, method, f"returned {problem}")
     return dict(row)
 
 
@@ -117,18 +122,18 @@ def _check_choices(choices: Any, owner: str | None, decisions: list[Decision]) -
     return None
 
 
-def derived(archs: Any, decisions: list[Decision], tasks: list[str], component: Component,
-            registry: Registry | None = None) -> dict[str | None, dict[str, str]]:
+def derived(archs: Any, decisions: list[Decision], tasks: list[str], component: Component
+            ) -> dict[str | None, dict[str, str]]:
     """``derive()``'s archs, if they are what its contract says: a non-empty dict owner (``nascore.SHARED`` or a
     task of the run) -> choices, an option of every decision the owner's arch needs and of no other."""
     if not isinstance(archs, Mapping) or not archs:
         found = f"a {_kind(archs)}" if not isinstance(archs, Mapping) else "no arch"
         raise refuse(component, "derive", f"returned {found}; expected a dict owner -> choices, e.g. "
-                                          "{nascore.SHARED: {decision: option}}", registry)
+                                          "{nascore.SHARED: {decision: option}}")
     for owner, choices in archs.items():
         problem = _check_owner(owner, tasks) or _check_choices(choices, owner, decisions)
         if problem:
-            raise refuse(component, "derive", f"returned {problem}", registry)
+            raise refuse(component, "derive", f"returned {problem}")
     return {owner: dict(choices) for owner, choices in archs.items()}
 
 
@@ -147,17 +152,15 @@ def _listed(archs: Any, tasks: list[str], item_problem: Callable[[Any, str | Non
     return None
 
 
-def sampled(archs: Any, decisions: list[Decision], tasks: list[str], component: Component,
-            registry: Registry | None = None) -> dict[str | None, list[dict[str, str]]]:
+def sampled(archs: Any, decisions: list[Decision], tasks: list[str], component: Component) -> dict[str | None, list[dict[str, str]]]:
     """``Sampling.sample()``'s archs, if they are a dict owner -> list of choices (each as ``derived`` checks)."""
     problem = _listed(archs, tasks, lambda choices, owner: _check_choices(choices, owner, decisions), "choices")
     if problem:
-        raise refuse(component, "sample", f"returned {problem}", registry)
+        raise refuse(component, "sample", f"returned {problem}")
     return {owner: [dict(c) for c in listed] for owner, listed in archs.items()}
 
 
-def evaluated(archs: Any, decisions: list[Decision], tasks: list[str], component: Component,
-              registry: Registry | None = None) -> dict[str | None, list[tuple[str, dict[str, str], dict[str, float]]]]:
+def evaluated(archs: Any, decisions: list[Decision], tasks: list[str], component: Component) -> dict[str | None, list[tuple[str, dict[str, str], dict[str, float]]]]:
     """``Evaluating.evaluated()``'s archs, if they are a dict owner -> list of (name, choices, metrics), the
     metrics a dict of ``<task>/<metric>`` -> number."""
     def trained(item: Any, owner: str | None) -> str | None:
@@ -167,7 +170,7 @@ def evaluated(archs: Any, decisions: list[Decision], tasks: list[str], component
 
     problem = _listed(archs, tasks, trained, "(name, choices, metrics)")
     if problem:
-        raise refuse(component, "evaluated", f"returned {problem}", registry)
+        raise refuse(component, "evaluated", f"returned {problem}")
     return {owner: [(name, dict(choices), dict(metrics)) for name, choices, metrics in listed]
             for owner, listed in archs.items()}
 
@@ -207,12 +210,11 @@ def _foreign(obj: Any, path: str) -> str | None:
     return next(filter(None, (_foreign(v, p) for p, v in items)), None)
 
 
-def checkpoint_state(state: Any, component: Component, method: str = "state_dict",
-                     registry: Registry | None = None) -> dict[str, Any]:
+def checkpoint_state(state: Any, component: Component, method: str = "state_dict") -> dict[str, Any]:
     """``state`` if it is a dict a checkpoint can hold: one ``torch.load(weights_only=True)`` loads back (tensors,
     numbers, text, bool, None, and lists, tuples and dicts of them); checked on a copy with empty tensors."""
     if not isinstance(state, Mapping):
-        raise refuse(component, method, f"returned a {_kind(state)}; expected a dict", registry)
+        raise refuse(component, method, f"returned a {_kind(state)}; expected a dict")
     try:
         buffer = io.BytesIO()
         torch.save(_skeleton(state), buffer)
@@ -222,7 +224,7 @@ def checkpoint_state(state: Any, component: Component, method: str = "state_dict
         found = _foreign(state, "state") or f"what torch says: {first_line(exc)}"
         raise refuse(component, method, f"returned a state no checkpoint can hold: {found}; a checkpoint holds "
                                         "tensors, numbers, text, bool, None and lists, tuples and dicts of them "
-                                        "(what torch.load(weights_only=True) loads)", registry) from exc
+                                        "(what torch.load(weights_only=True) loads)") from exc
     return state
 
 

@@ -1,11 +1,15 @@
 """Component base classes: every plugin contribution has a unique ``name`` and a pydantic ``Config``."""
 from __future__ import annotations
 
+from abc import ABC
 from typing import Annotated, Any, ClassVar
 
 import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+#: the distribution whose plugin registered each component class (the registry fills it as it loads plugins): how
+#: a message about what a component handed back names the plugin (``nascore.checks``)
+DISTRIBUTIONS: dict[type, str] = {}
 
 def _torch_device(value: str) -> str:
     """A device torch understands (whether it is present is checked when it is used)."""
@@ -26,8 +30,9 @@ class ComponentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Component:
-    """A named, configurable plugin contribution. Subclasses set ``name`` and ``Config``."""
+class Component(ABC):
+    """A named, configurable plugin contribution. Subclasses set ``name`` and ``Config``; each family's base class
+    (``SearchSpace``, ``Task``, ...) declares what a component of it implements as abstract methods."""
 
     kind: ClassVar[str] = "component"
     name: ClassVar[str]

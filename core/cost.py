@@ -1,6 +1,7 @@
 """Cost models price one operation at its real input shape; spaces turn prices into expected costs."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -46,8 +47,9 @@ class CostModel(Component):
         """A cost paid once per network rather than per operation (e.g. a runtime's per-call latency)."""
         return 0.0
 
+    @abstractmethod
     def measure(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
-        raise NotImplementedError
+        """The cost of running ``module`` once on an input of ``input_shape``, in ``unit``."""
 
     def measure_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """The cost of a whole built network, measured directly (not summed from a table)."""

@@ -10,7 +10,7 @@ from .arch import Arch, arch_space
 from .protocols import MultiTaskBackbone
 from .registry import Registry, get_registry
 from .rundir import SPEC_FILE
-from .spec import RunSpec
+from .spec_model import RunSpec
 from .strategy import SHARED
 from .task import build_network
 from .train import model_counts

@@ -1,18 +1,14 @@
 """Dataset components: splits of (image, targets dict) samples and what they hold."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import default_collate
 
 from .component import Component
-from .errors import NascoreError, SpecError
-from .protocols import Exporting
-from .registry import Registry, get_registry
-from .spec import ComponentSpec, validate_component
 
 
 @dataclass(frozen=True)
@@ -34,28 +30,13 @@ class Dataset(Component):
     kind: ClassVar[str] = "dataset"
     splits: ClassVar[tuple[str, ...]] = ("train", "val")
 
+    @abstractmethod
     def info(self) -> DataInfo:
-        raise NotImplementedError
+        """What the samples hold: channels, image size, classes per target, normalisation."""
 
+    @abstractmethod
     def split(self, name: str) -> torch.utils.data.Dataset:
-        raise NotImplementedError
+        """The samples of split ``name`` (one of ``splits``), each ``(image, targets dict)``."""
 
     def collate(self, batch: list[Any]) -> Any:
         return default_collate(batch)
-
-
-def export_dataset(name: str, options: dict[str, Any], out_dir: str | Path, registry: Registry | None = None
-                   ) -> dict[str, Path]:
-    """Write every split of the installed dataset ``name`` (configured by ``options``; it must be ``Exporting``)
-    under ``out_dir``: split name -> the file or folder written for it."""
-    registry = registry or get_registry()
-    cls = registry.get("dataset", name)
-    try:
-        config = validate_component(cls, options, "")
-    except SpecError as exc:
-        raise NascoreError(f"options of dataset '{name}' (--set) are not valid:\n"
-                           + "\n".join(f"  {line}" for line in exc.errors)) from None
-    if not issubclass(cls, Exporting):
-        exportable = [n for n in registry.names("dataset") if issubclass(registry.get("dataset", n), Exporting)]
-        raise NascoreError(f"dataset '{name}' cannot be exported (exportable: {', '.join(exportable) or 'none'})")
-    return ComponentSpec("dataset", name, cls, config).create().export(out_dir)

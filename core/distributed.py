@@ -23,7 +23,7 @@ from torch.utils.data import DistributedSampler
 from .errors import NascoreError
 
 if TYPE_CHECKING:
-    from .spec import RunSpec
+    from .spec_model import RunSpec
 
 T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -25,7 +25,7 @@ from .data import epoch_seed, loader
 from .fileio import atomic_write_bytes, atomic_write_text
 from .protocols import CostEstimate, Evaluating, Sampling
 from .space import SearchSpace
-from .spec import ParetoConfig
+from .spec_model import ParetoConfig
 from .strategy import SearchContext, SearchStrategy, evaluate_arch, owner_name, owner_tasks
 from .task import Task
 

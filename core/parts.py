@@ -13,7 +13,7 @@ from .dataset import DataInfo, Dataset
 from .errors import NascoreError
 from .precision import Precision
 from .space import SearchSpace
-from .spec import AmpConfig, RunSpec
+from .spec_model import AmpConfig, RunSpec
 from .task import Task
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .spec import AmpConfig
+from .spec_model import AmpConfig
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

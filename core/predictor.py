@@ -4,6 +4,7 @@ proxy). Plugins contribute predictors through the ``nascore_predictors`` hook.""
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -77,20 +78,21 @@ class Predictor(Component):
 
     kind: ClassVar[str] = "predictor"
 
+    @abstractmethod
     def fit(self, samples: Sequence[Sample], generator: torch.Generator, progress: Progress = no_progress) -> None:
         """Learn from ``samples`` (each with a label); ``generator`` is the only source of randomness."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict(self, samples: Sequence[Sample]) -> list[float]:
         """The predicted label of each sample, in the label's own units."""
-        raise NotImplementedError
 
+    @abstractmethod
     def state(self) -> State:
         """Everything ``load_state`` needs: tensors, numbers, strings, and lists and dicts of them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load_state(self, state: State) -> None:
-        raise NotImplementedError
+        """Restore what ``state()`` returned."""
 
 
 def labels(samples: Sequence[Sample]) -> torch.Tensor:

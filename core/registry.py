@@ -17,6 +17,7 @@ import pluggy
 from pydantic import BaseModel
 
 from . import first_party, hookspecs
+from .component import DISTRIBUTIONS
 from .errors import NascoreError
 
 #: kind -> (hook name, base class path). Base classes are imported lazily (they import torch).
@@ -131,8 +132,8 @@ class Registry:
                 bad = _check_components(result, base)
                 if bad:
                     self.problems.append(Problem(source, f"hook {hook_name} returned {bad}; expected a list of "
-                                                         f"{base.__name__} subclasses with a str 'name' and a "
-                                                         "pydantic 'Config'"))
+                                                         f"{base.__name__} subclasses with a str 'name', a "
+                                                         "pydantic 'Config' and every abstract method"))
                     continue
                 for comp in result:
                     self._add(Entry(kind, comp.name, comp, source))
@@ -148,6 +149,7 @@ class Registry:
                                                                               f"{type(exc).__name__}: {exc}"))
 
     def _add(self, entry: Entry) -> None:
+        DISTRIBUTIONS.setdefault(entry.cls, entry.source.dist)
         table = self.entries[entry.kind]
         key = (entry.kind, entry.name)
         if key in self.conflicts:
@@ -191,10 +193,6 @@ class Registry:
             msg += (f" ({len(self.problems)} plugin{'s' if len(self.problems) > 1 else ''} failed to load; "
                     "`nascore plugins` shows which and why)")
         return msg
-
-    def source_of(self, cls: type) -> Source | None:
-        """The plugin that contributed component class ``cls`` (None for a class no plugin registered)."""
-        return next((e.source for e in self.all_entries() if e.cls is cls), None)
 
     def all_entries(self) -> list[Entry]:
         rows = [e for table in self.entries.values() for e in table.values()]
@@ -272,6 +270,8 @@ def _check_components(result: Any, base: type) -> str | None:
         config = getattr(item, "Config", None)
         if not (inspect.isclass(config) and issubclass(config, BaseModel)):
             return f"{item.__name__} without a pydantic 'Config'"
+        if inspect.isabstract(item):
+            return f"{item.__name__}, which does not implement {', '.join(sorted(item.__abstractmethods__))}"
     return None
 
 

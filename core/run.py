@@ -1,96 +1,20 @@
-"""A run: the parts built once from its spec (``parts``: device, dataset and splits, tasks, space) and its
-directory (``rundir``). ``run_spec`` searches (``search``), then with a ``train`` block trains every found arch
-(``train``); ``train_run`` trains one given arch. Both end with summary.json."""
+"""The runner: ``run_spec`` searches (``search``), then with a ``train`` block trains every found arch (``train``);
+``train_run`` trains one given arch. Both take a run opened in its directory (``rundir.open_run``) and end with
+summary.json."""
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import distributed
 from .arch import Arch
-from .errors import NascoreError
-from .executor import Executor, LocalExecutor
-from .lock import WriteLock
 from .pareto import summarize
-from .parts import Parts, resolve_device
-from .progress import Reporter
-from .registry import Registry, get_registry
-from .rundir import arch_file_name, check_dir, create_dir, write_summary
+from .rundir import Run, arch_file_name, write_summary
 from .search import search
 from .space import SearchSpace
-from .spec import RunSpec
 from .strategy import SHARED, owner_name
 from .train import arch_network, model_counts, train_and_compare
-
-
-@dataclass
-class Run:
-    """One run: its parts, built once from its spec, and its directory; what the search, the Pareto step, training,
-    the summary and the lifecycle hooks use."""
-
-    spec: RunSpec
-    parts: Parts
-    out_dir: Path
-    registry: Registry
-    reporter: Reporter
-    resume: bool = False
-    created_dir: bool = False  # open() made out_dir (so a run that never started may remove it)
-    #: where independent archs train (train.references, the random strategy's archs): ``--executor``
-    executor: Executor = field(default_factory=LocalExecutor)
-    #: the run directory's lock, held by rank 0 from ``open`` until the run ends (``close``)
-    lock: WriteLock | None = None
-
-    def open(self) -> Run:
-        """Lock the run's directory (``nascore.lock``: a second writer is refused at once), made when missing, and
-        write a new run's resolved spec in it (a resumed run's is there)."""
-        distributed.barrier()  # under torchrun: every rank checked the directory before rank 0 writes in it
-        self.lock = distributed.on_main(self._start)
-        return self
-
-    def _start(self) -> WriteLock:
-        lock = WriteLock.of_directory(self.out_dir).acquire()
-        try:
-            if not self.resume:
-                check_dir(self.spec, self.out_dir, False)  # still empty: no run ended in it since it was checked
-                create_dir(self.spec, self.out_dir)
-        except BaseException:
-            lock.release()
-            raise
-        self.created_dir = lock.created is not None
-        return lock
-
-    def close(self) -> None:
-        """Give back the run directory's lock: the run writes no more."""
-        if self.lock is not None:
-            self.lock.release()
-
-
-def build_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
-              reporter: Reporter | None = None, executor: Executor | None = None) -> Run:
-    """The run of ``spec`` in ``out_dir``, its directory checked and its parts built; nothing is written yet. Under
-    torchrun this process joins the job's process group, on its rank's device, and only rank 0 reports."""
-    device = distributed.setup(resolve_device(spec.device))
-    if spec.distributed is not None and spec.distributed.sync_batchnorm and distributed.launched() \
-            and device.type != "cuda":
-        raise NascoreError("distributed.sync_batchnorm: SyncBatchNorm needs CUDA devices (NCCL); this torchrun job "
-                           f"runs on '{device}'")
-    if spec.amp is not None and spec.amp.dtype == "fp16" and distributed.launched():
-        # each rank would skip an overflowing step on its own gradients' inf check: ranks would drift or hang
-        raise NascoreError("amp.dtype: fp16 (a loss scaler per process) is not supported under torchrun; use bf16")
-    check_dir(spec, out_dir, resume)
-    reporter = reporter or Reporter(quiet=not distributed.is_main())
-    return Run(spec, Parts.build(spec, device), out_dir, registry or get_registry(), reporter, resume,
-               executor=executor or LocalExecutor())
-
-
-def open_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
-             reporter: Reporter | None = None, executor: Executor | None = None) -> Run:
-    """``build_run``, then the run's directory opened."""
-    return build_run(spec, out_dir, resume, registry, reporter, executor).open()
-
 
 P = ParamSpec("P")
 R = TypeVar("R")

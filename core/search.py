@@ -2,7 +2,7 @@
 arch(s) are saved, then the Pareto step."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -11,12 +11,9 @@ from .arch import Arch
 from .errors import NascoreError
 from .pareto import ParetoRow, run_pareto
 from .protocols import Distributing
-from .rundir import PhaseLoop, arch_file_name
+from .rundir import PhaseLoop, Run, arch_file_name
 from .strategy import SearchContext, owner_name
 from .task import build_network
-
-if TYPE_CHECKING:
-    from .run import Run
 
 
 def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, dict[str, Any]]:
@@ -48,10 +45,10 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
     history: list[dict[str, Any]] = []
 
     def run_epoch(epoch: int) -> dict[str, Any]:
-        row = checks.metrics_row(strategy.run_epoch(epoch), strategy, "run_epoch", run.registry)
-        state["strategy"] = checks.checkpoint_state(strategy.state_dict(), strategy, registry=run.registry)
+        row = checks.metrics_row(strategy.run_epoch(epoch), strategy, "run_epoch")
+        state["strategy"] = checks.checkpoint_state(strategy.state_dict(), strategy)
         if isinstance(strategy, Distributing):
-            groups = checks.checkpoint_state(strategy.distributions(), strategy, "distributions", run.registry)
+            groups = checks.checkpoint_state(strategy.distributions(), strategy, "distributions")
             history.append({"epoch": epoch, "groups": groups})
         return row
 
@@ -66,7 +63,7 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
                               "decisions": history, "precision": precision.state_dict()}, set_state)
     last = loop(run_epoch)[-1]
     config = space.config.model_dump(mode="json")
-    derived = checks.derived(strategy.derive(), decisions, task_names, strategy, run.registry)
+    derived = checks.derived(strategy.derive(), decisions, task_names, strategy)
     archs = {owner: Arch(space=space.name, config=config, choices=choices, task=owner)
              for owner, choices in derived.items()}
     distributed.check_same({owner_name(owner): arch.choices for owner, arch in archs.items()}, "the derived arch")

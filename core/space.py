@@ -1,32 +1,55 @@
 """Search-space components: decisions, a supernet for searching, and standalone models for archs."""
 from __future__ import annotations
 
-from typing import ClassVar
+from abc import abstractmethod
+from typing import Any, ClassVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from .arch import Arch
-from .component import Component
+from .component import Component, ComponentConfig
 from .errors import NascoreError
 from .features import Backbone
 from .supernet import Decision, Operation, Supernet
 from .validation import format_validation_error
 
 
+class SpaceConfig(ComponentConfig):
+    """Base of every space's ``Config``: the input resolution its costs are priced at (and built archs are sized for).
+
+    A space redeclares ``input_size`` with its own default and bounds where it wants; its fields keep the order the
+    space declares them in (pydantic puts a base's fields first), so config dumps and ``nascore schema`` read as the
+    space wrote them."""
+
+    input_size: int = Field(224, ge=1, description="input resolution the costs are priced at")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        own = list(cls.__dict__.get("__annotations__", {}))
+        if "input_size" in own:
+            fields = cls.__pydantic_fields__
+            cls.__pydantic_fields__ = {name: fields[name] for name in own} | fields
+            cls.model_rebuild(force=True)
+
+
 class SearchSpace(Component):
     kind: ClassVar[str] = "space"
+    Config: ClassVar[type[SpaceConfig]] = SpaceConfig
     #: file name of a found arch that all tasks share (per-task archs are ``arch_<task>.json``)
     arch_file: ClassVar[str] = "arch.json"
 
+    @abstractmethod
     def decisions(self) -> list[Decision]:
-        raise NotImplementedError
+        """The space's decisions, as its supernet lists them."""
 
+    @abstractmethod
     def supernet(self) -> Supernet:
-        raise NotImplementedError
+        """A fresh supernet of the space, every decision's options in it."""
 
+    @abstractmethod
     def build(self, arch: Arch) -> Backbone:
         """A standalone backbone for ``arch`` with no supernet code in it."""
-        raise NotImplementedError
 
     def arch_operations(self, arch: Arch, input_size: int, in_channels: int = 3) -> list[Operation]:
         """The operations ``arch`` runs, at their input shapes (batch 1), as a cost table prices them: by default

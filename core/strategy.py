@@ -1,6 +1,7 @@
 """Search strategies: own the architecture parameters, run epochs of search, derive archs."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
@@ -59,19 +60,21 @@ class SearchStrategy(Component):
     def epochs(self) -> int:
         return self.config.epochs
 
+    @abstractmethod
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         """One epoch of search; returns the metrics row for ``metrics.jsonl``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def derive(self) -> dict[str | None, dict[str, str]]:
         """The found architecture(s): choices per owner (``{SHARED: choices}`` when all tasks share one arch)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The strategy's state for the search checkpoint: what ``load_state_dict`` restores."""
 
+    @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Continue from a ``state_dict()`` of the same strategy (``--resume``)."""
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ sampled path); a :class:`MixedOp` computes only the options with a non-zero shar
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -143,7 +144,7 @@ class Operation:
     position: int = -1  # index of the MixedOp in ``Supernet.mixed_ops()``
 
 
-class Supernet(nn.Module):
+class Supernet(nn.Module, ABC):
     """Base class of search-space supernets: ``forward(x)`` returns multi-scale features.
 
     Subclasses set ``feature_info`` (timm convention) and build their searchable layers from
@@ -154,8 +155,9 @@ class Supernet(nn.Module):
     #: how a classifier widens the last level (as ``Backbone.pre_logits``), or None for pool + linear
     pre_logits: PreLogits | None = None
 
+    @abstractmethod
     def decisions(self) -> list[Decision]:
-        raise NotImplementedError
+        """Every decision of the supernet, in a fixed order."""
 
     def canonical(self, choices: Mapping[str, str]) -> dict[str, str]:
         """The one spelling of an arch that several choices build (``branched``: copies renumbered so that equal

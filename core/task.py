@@ -1,6 +1,7 @@
 """Task components: a head over backbone features, a loss, and metrics."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -23,10 +24,10 @@ class Task(Component):
     #: whether a larger primary metric is better (accuracy) or worse (an error)
     higher_is_better: ClassVar[bool] = True
 
+    @abstractmethod
     def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo) -> nn.Module:
         """The task's head over features described by ``feature_info``; ``pre_logits`` is the backbone's
         classifier widening (classification heads use it, dense heads may ignore it)."""
-        raise NotImplementedError
 
     def num_classes(self, data: DataInfo | None) -> int:
         """The config's ``num_classes`` when the task has and sets one, else the dataset's for ``target``."""
@@ -37,12 +38,13 @@ class Task(Component):
             raise ValueError("num_classes is needed when no dataset is given")
         return data.num_classes[self.target]
 
+    @abstractmethod
     def loss(self, output: Any, targets: dict[str, Any]) -> Tensor:
-        raise NotImplementedError
+        """The scalar loss of the head's ``output`` against the batch's ``targets``."""
 
+    @abstractmethod
     def metrics(self, device: torch.device) -> Any:
         """A fresh torchmetrics Metric/MetricCollection; updated with ``update_metrics``."""
-        raise NotImplementedError
 
     def update_metrics(self, metrics: Any, output: Any, targets: dict[str, Any]) -> None:
         metrics.update(output, targets[self.target])

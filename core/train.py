@@ -19,13 +19,13 @@ from .fileio import atomic_write_bytes, atomic_write_text, load_checkpoint, save
 from .loops import cosine_lr, evaluate, set_lr, train_step, weight_optimizer
 from .precision import FULL, Precision
 from .progress import Progress, Reporter, no_progress
-from .rundir import METRICS_FILE, PhaseLoop, read_metrics
-from .spec import TrainBudget, TrainConfig, validate_spec
+from .rundir import METRICS_FILE, PhaseLoop, Run, build_run, read_metrics
+from .spec import validate_spec
+from .spec_model import TrainBudget, TrainConfig
 from .strategy import owner_tasks
 from .task import Network, Task, build_network
 
 if TYPE_CHECKING:
-    from .run import Run
     from .space import SearchSpace
 
 
@@ -148,7 +148,6 @@ def train_apart(shared: tuple[dict[str, Any], SearchSpace], arch: Arch, phase: s
                 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, bytes]]:
     """``train`` in a run directory of its own (an executor's job, e.g. a Ray task; ``shared``: the spec's dump and
     the space): the result, the phase's metrics rows and the files it wrote (checkpoint, model), relative paths."""
-    from .run import build_run  # the runner imports this module
 
     spec, space = shared
     with tempfile.TemporaryDirectory(prefix="nascore-train-") as tmp:
@@ -175,8 +174,8 @@ def arch_network(run: Run, arch: Arch, space: SearchSpace) -> Network:
     """``arch`` built by ``space`` (the one it was found in) at the dataset's image size, with the heads of its
     tasks (every task of the run for a shared arch, its own for a per-task one): the network ``train`` trains and
     summary.json counts."""
-    size = {"input_size": run.parts.info.image_size} if "input_size" in space.Config.model_fields else {}
-    return build_network(space.for_arch(arch, **size).build(arch), owner_tasks(run.parts.tasks, arch.task), run.parts.info)
+    return build_network(space.for_arch(arch, input_size=run.parts.info.image_size).build(arch),
+                         owner_tasks(run.parts.tasks, arch.task), run.parts.info)
 
 
 def model_counts(network: torch.nn.Module, in_channels: int, image_size: int) -> dict[str, int]:

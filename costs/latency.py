@@ -31,11 +31,11 @@ from nascore.parts import Parts
 from nascore.progress import Progress, no_progress
 from nascore.space import SearchSpace
 
-from .lut import Calibration, Entry, LatencyTable, entry_key, fingerprint_differences, load_table
+from .lut import Calibration, LatencyTable, LutEntry, entry_key, fingerprint_differences, load_table
 from .timing import BackendName, Timing, make_backend
 
 if TYPE_CHECKING:
-    from nascore.spec import RunSpec
+    from nascore.spec_model import RunSpec
 
 #: input of the do-nothing call that measures a backend's per-call overhead
 OVERHEAD_SHAPE = (1, 1, 1)
@@ -167,7 +167,7 @@ class LatencyCost(CostModel):
         with self.progress(len(todo), f"measuring latency ({self.config.backend})") as advance:
             for key, (module, shape) in todo.items():
                 t = self.backend.time(module, shape, self.config.min_run_time)
-                self.table.entries[key] = Entry(median_ms=t.median_ms, p90_ms=t.p90_ms, runs=t.runs)
+                self.table.entries[key] = LutEntry(median_ms=t.median_ms, p90_ms=t.p90_ms, runs=t.runs)
                 self.save()  # a killed build keeps what it measured
                 advance()
         return len(todo)

@@ -15,7 +15,7 @@ from nascore.validation import format_validation_error
 FORMAT = "nascore-latency-lut"
 
 
-class Entry(BaseModel):
+class LutEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     median_ms: float = Field(ge=0)
     p90_ms: float = Field(ge=0)
@@ -42,7 +42,7 @@ class LatencyTable(BaseModel):
     #: latency of a call that computes nothing (the runtime's per-call cost), measured with the table
     overhead_ms: float | None = Field(None, ge=0)
     #: ``entry_key(op, shape)`` -> timing
-    entries: dict[str, Entry] = Field(default_factory=dict)
+    entries: dict[str, LutEntry] = Field(default_factory=dict)
     calibration: Calibration | None = None
 
     def save(self, path: str | Path) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -28,10 +28,13 @@ from torch import Tensor, nn
 from nascore.arch import Arch, arch_space, is_arch_file, resolve_arch
 from nascore.errors import NascoreError, first_line
 from nascore.fileio import atomic_path
+from nascore.hookspecs import ExportResult
+
+from .network import Data, ExportSource, Flat
+from .quantize import int8
 
 if TYPE_CHECKING:
-    from nascore.dataset import Dataset
-    from nascore.task import Task
+    pass
 
 FORMATS = ("onnx", "exported-program", "torchscript")
 #: ONNX opset: HardSwish needs 14; 17 is supported by every ONNX Runtime of the last years and by the exporter
@@ -42,68 +45,8 @@ META_FILE = "nascore.json"
 MODEL_FILE = "train_model.pt"
 
 
-@dataclass
-class Source:
-    """What to export: the network (eval mode, CPU), its arch, input size and channels, normalisation."""
-
-    model: nn.Module
-    arch: Arch
-    input_size: int
-    in_channels: int
-    trained: bool
-    described: str  # e.g. "runs/x/train_model.pt (trained weights, heads: classification)"
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    data: Data | None = None  # a trained model's run data (what int8 calibrates and validates on)
-
-
-@dataclass
-class Data:
-    """The dataset, tasks and training batch size and seed of the run a trained model comes from."""
-
-    dataset: Dataset
-    tasks: list[Task]
-    batch_size: int
-    seed: int
-
-
-def flatten(out: Any, prefix: str = "") -> list[tuple[str, Tensor]]:
-    """Nested dicts / lists / tuples of tensors as (dotted name, tensor) pairs, in order."""
-    if isinstance(out, Tensor):
-        return [(prefix or "output", out)]
-    if isinstance(out, dict):
-        items = out.items()
-    elif isinstance(out, (list, tuple)):
-        items = ((str(i), v) for i, v in enumerate(out))
-    else:
-        raise NascoreError(f"the network returns a {type(out).__name__}; only tensors, lists and dicts export")
-    return [pair for key, value in items for pair in flatten(value, f"{prefix}.{key}" if prefix else key)]
-
-
-def unflatten(template: Any, tensors: Iterator[Tensor]) -> Any:
-    """``tensors`` (in ``flatten`` order) put back into the nesting of ``template``, a network output."""
-    if isinstance(template, Tensor):
-        return next(tensors)
-    if isinstance(template, dict):
-        return {key: unflatten(value, tensors) for key, value in template.items()}
-    return type(template)(unflatten(value, tensors) for value in template)
-
-
-class Flat(nn.Module):
-    """``model`` returning a tuple of tensors (what every exporter takes); ``names`` from a sample call."""
-
-    def __init__(self, model: nn.Module, sample: Tensor):
-        super().__init__()
-        self.model = model
-        with torch.no_grad():
-            self.names = [name for name, _ in flatten(model(sample))]
-
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        return tuple(t for _, t in flatten(self.model(x)))
-
-
 # -- sources ---------------------------------------------------------------------------------------------------
-def plugin_exporter(ref: str) -> Callable[..., dict[str, Any]] | None:
+def plugin_exporter(ref: str) -> Callable[..., ExportResult] | None:
     """A plugin's exporter for ``ref`` (hook ``nascore_exporter``, e.g. nascore-detectron2 for runs of its
     ``detectron2`` task), or None: nascore exports it itself."""
     from nascore.registry import get_registry
@@ -111,7 +54,7 @@ def plugin_exporter(ref: str) -> Callable[..., dict[str, Any]] | None:
     return get_registry().hook.nascore_exporter(source=ref)
 
 
-def load_source(ref: str, input_size: int | None = None) -> Source:
+def load_source(ref: str, input_size: int | None = None) -> ExportSource:
     """A run directory, a ``train_model.pt`` (its spec.yaml beside it), an arch file or a named arch."""
     path = Path(ref)
     if path.is_dir():
@@ -135,10 +78,11 @@ def _starts_with_zip(path: Path) -> bool:
         return False
 
 
-def _trained(model_file: Path, input_size: int | None) -> Source:
+def _trained(model_file: Path, input_size: int | None) -> ExportSource:
     from nascore.fileio import load_checkpoint
     from nascore.rundir import SPEC_FILE
-    from nascore.spec import TrainConfig, load_spec
+    from nascore.spec import load_spec
+    from nascore.spec_model import TrainConfig
     from nascore.strategy import owner_tasks
     from nascore.task import build_network
 
@@ -168,11 +112,11 @@ def _trained(model_file: Path, input_size: int | None) -> Source:
                            f"{first_line(exc)}") from None
     heads = ", ".join(t.name for t in tasks)
     data = Data(dataset, tasks, (spec.train or TrainConfig()).batch_size, spec.seed)
-    return Source(network.eval(), arch, size, info.in_channels, True,
+    return ExportSource(network.eval(), arch, size, info.in_channels, True,
                   f"{model_file} (trained weights, heads: {heads})", info.mean, info.std, data)
 
 
-def _untrained(ref: str, input_size: int | None) -> Source:
+def _untrained(ref: str, input_size: int | None) -> ExportSource:
     """An arch with random weights and the heads ``nascore info`` counts: a 1000-class classifier, or none for a
     branched (per-task) backbone, whose per-task feature levels are the outputs."""
     from nascore.protocols import MultiTaskBackbone
@@ -190,7 +134,7 @@ def _untrained(ref: str, input_size: int | None) -> Source:
         classification = registry.get("task", "classification")({"num_classes": 1000})
         model, heads = build_network(backbone, [classification], None), "classification 1000"
     what = f"arch file {ref}" if is_arch_file(ref) else f"arch '{ref}'"
-    return Source(model.eval(), arch, input_size or space.input_size, 3, False,
+    return ExportSource(model.eval(), arch, input_size or space.input_size, 3, False,
                   f"{what} (random weights, not trained; heads: {heads})")
 
 
@@ -327,8 +271,8 @@ def check(run: Callable[[Tensor], list[Tensor]], flat: Flat, x: Tensor) -> tuple
     return diff, diff / scale
 
 
-def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_batch: bool = False,
-           int8_batches: int | None = None) -> dict[str, Any]:
+def export(source: ExportSource, fmt: str, out: str | Path, batch: int = 1, dynamic_batch: bool = False,
+           int8_batches: int | None = None) -> ExportResult:
     """Write ``source`` as ``fmt`` to ``out`` (atomically) after checking the file against eager PyTorch on a
     seeded batch (and on a second batch size with ``dynamic_batch``); returns what was checked. With
     ``int8_batches`` (ONNX, a trained source), the checked float32 file is quantized to int8 (``quantize``),
@@ -384,25 +328,23 @@ def export(source: Source, fmt: str, out: str | Path, batch: int = 1, dynamic_ba
         if relative > TOLERANCE:
             raise NascoreError(f"the exported {fmt} file differs from eager PyTorch by {diff:.3g} (relative "
                                f"{relative:.3g} > {TOLERANCE:g}); nothing written")
-        result = {"out": out, "outputs": flat.names, "batches": batches, "max_abs_diff": diff, "relative": relative}
+        result = ExportResult(out, flat.names, batches, diff, relative, source.described,
+                              f"{source.in_channels}x{source.input_size}x{source.input_size}")
         if int8_batches is not None:
-            from .quantize import int8
-
-            result["int8"] = int8(source, flat, target, tmp, int8_batches)
+            result.int8 = int8(source, flat, target, tmp, int8_batches)
     return result
 
 
 def export_ref(ref: str, fmt: str, out: str | Path, input_size: int | None = None, batch: int = 1,
-               dynamic_batch: bool = False, int8_batches: int | None = None) -> dict[str, Any]:
+               dynamic_batch: bool = False, int8_batches: int | None = None) -> ExportResult:
     """``export`` of ``ref`` (``load_source``), or a plugin's export of it when a plugin claims it
-    (``plugin_exporter``); the result also says what was exported (``described``) and its ``input`` (CxHxW)."""
+    (``plugin_exporter``)."""
     exporter = plugin_exporter(ref)
     if exporter is not None:
         return exporter(fmt=fmt, out=out, input_size=input_size, batch=batch, dynamic_batch=dynamic_batch,
                         calibration_batches=int8_batches)
     source = load_source(ref, input_size)
-    return export(source, fmt, out, batch, dynamic_batch, int8_batches) | {
-        "described": source.described, "input": f"{source.in_channels}x{source.input_size}x{source.input_size}"}
+    return export(source, fmt, out, batch, dynamic_batch, int8_batches)
 
 
 # -- reading exported files back ---------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ plain ONNX file any ONNX Runtime runs, and its quantizer is the one ONNX Runtime
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,13 @@ from torch import Tensor, nn
 from nascore.costs.timing import OnnxRuntimeBackend
 from nascore.data import loader
 from nascore.errors import NascoreError, first_line
+from nascore.hookspecs import Int8Result
 from nascore.loops import evaluate
 
-from .export import Data, Flat, Source, flatten, unflatten
+from .network import Data, ExportSource, Flat, flatten, unflatten
 
 #: seconds of timing per file
 MIN_RUN_TIME = 1.0
-
-
-@dataclass
-class Int8Result:
-    calibration_images: int
-    metrics: dict[str, tuple[float, float, float]]  # key -> (eager, onnx float32, onnx int8), validation split
-    latency_ms: tuple[float, float]  # (float32, int8) median, ONNX Runtime, batch 1, one thread
-    max_abs_diff: float  # int8 file against eager PyTorch on the check batch
 
 
 class OnnxNetwork(nn.Module):
@@ -90,7 +82,7 @@ def quantize(fp32: Path, out: Path, images: list[Tensor]) -> None:
         prepared.unlink(missing_ok=True)
 
 
-def int8(source: Source, flat: Flat, fp32: Path, out: Path, k: int) -> Int8Result:
+def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int8Result:
     """Quantize the checked float32 export ``fp32`` into ``out`` and compare the two on the run's data."""
     import onnx
 

@@ -32,7 +32,7 @@ from nascore.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from nascore.registry import Registry
-    from nascore.spec import SpecModel
+    from nascore.spec_model import SpecModel
 
 PREFIX = "nascore_"
 REDUCTION = 32  # the deepest feature level's reduction of nascore's spaces (their searched strides)

@@ -19,9 +19,8 @@ from nascore import distributed
 from nascore.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from nascore.registry import Registry
-    from nascore.run import Run
-    from nascore.spec import SpecModel
+    from nascore.hookspecs import RegistryView, RunView
+    from nascore.spec_model import SpecModel
 
 NAME = "tensorboard"
 LOG_DIR = "tensorboard"
@@ -32,7 +31,7 @@ def available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def _wanted(run: Run) -> bool:
+def _wanted(run: RunView) -> bool:
     return NAME in run.spec.log and distributed.is_main()  # under torchrun rank 0 alone writes
 
 
@@ -52,7 +51,7 @@ def _write(out_dir: Path, values: dict[str, float], step: int) -> None:
 
 
 @hookimpl
-def nascore_spec_loaded(spec: SpecModel, registry: Registry) -> list[str]:
+def nascore_spec_loaded(spec: SpecModel, registry: RegistryView) -> list[str]:
     if NAME in spec.log and not available():
         return [f"log: '{NAME}' needs the tensorboard package, which is not installed; install it with "
                 "pip install 'nascore[tensorboard]' (or pip install tensorboard), or remove it from log"]
@@ -60,19 +59,19 @@ def nascore_spec_loaded(spec: SpecModel, registry: Registry) -> list[str]:
 
 
 @hookimpl
-def nascore_run_start(run: Run) -> None:
+def nascore_run_start(run: RunView) -> None:
     if _wanted(run):
         (run.out_dir / LOG_DIR).mkdir(exist_ok=True)
 
 
 @hookimpl
-def nascore_epoch_end(run: Run, epoch: int, metrics: dict[str, Any]) -> None:
+def nascore_epoch_end(run: RunView, epoch: int, metrics: dict[str, Any]) -> None:
     if _wanted(run):
         _write(run.out_dir, scalars(metrics, str(metrics.get("phase", "run"))), epoch)
 
 
 @hookimpl
-def nascore_run_end(run: Run, summary: dict[str, Any]) -> None:
+def nascore_run_end(run: RunView, summary: dict[str, Any]) -> None:
     if not _wanted(run):
         return
     values: dict[str, float] = {}

@@ -29,7 +29,8 @@ from nascore.loops import weight_optimizer
 from nascore.parts import Parts
 from nascore.progress import Reporter
 from nascore.protocols import CostEstimate
-from nascore.spec import RunSpec, validate_spec
+from nascore.spec import validate_spec
+from nascore.spec_model import RunSpec
 from nascore.supernet import random_choices
 from nascore.task import build_network
 from nascore.train import train_epoch, validate

@@ -55,7 +55,7 @@ from nascore.lock import one_writer
 from nascore.loops import check_finite, cosine_lr, recalibrate_batchnorm, set_lr, train_step, weight_optimizer
 from nascore.parts import Parts
 from nascore.progress import Reporter
-from nascore.spec import RunSpec, TrainConfig
+from nascore.spec_model import RunSpec, TrainConfig
 from nascore.supernet import Decision, Supernet
 from nascore.task import Network, Task, build_network
 from nascore.train import validate

@@ -20,17 +20,16 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from nascore.arch import Arch, resolve_arch
-from nascore.component import ComponentConfig
 from nascore.errors import NascoreError
 from nascore.features import Backbone, Chain
 from nascore.hookspecs import hookimpl
 from nascore.protocols import MultiTaskBackbone
-from nascore.space import SearchSpace
+from nascore.space import SearchSpace, SpaceConfig
 from nascore.spaces.branching import MAX_TASKS, BranchCostTable, canonical, choices_of, config_of, decision, groups_of
 from nascore.supernet import ActiveOptions, Decision, Operation, Supernet, input_shapes
 
 
-class BranchedConfig(ComponentConfig):
+class BranchedConfig(SpaceConfig):
     backbone: dict[str, Any] = Field(description="the arch to branch: a named arch (e.g. mobilenet_v2), an arch "
                                                  "file, or the arch itself; stored as the arch")
     tasks: list[str] | None = Field(None, description="the tasks, in order; filled from the spec's tasks")
@@ -74,8 +73,7 @@ def base_backbone(cfg: BranchedConfig) -> Backbone:
     registry = get_registry()
     try:
         space_cls = registry.get("space", arch.space)
-        fields = space_cls.Config.model_fields
-        space = space_cls.for_arch(arch, **({"input_size": cfg.input_size} if "input_size" in fields else {}))
+        space = space_cls.for_arch(arch, input_size=cfg.input_size)
         space.check_arch(arch)
     except NascoreError as exc:
         raise ValueError(str(exc)) from None

@@ -9,10 +9,9 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from nascore.arch import Arch
-from nascore.component import ComponentConfig
 from nascore.features import Backbone, Chain, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
-from nascore.space import SearchSpace
+from nascore.space import SearchSpace, SpaceConfig
 from nascore.supernet import Decision, MixedOp, Supernet
 
 from .fbnet_blocks import CANDIDATES, conv_bn, make_block
@@ -23,7 +22,7 @@ STAGES = ((16, 1, 1), (24, 4, 2), (32, 4, 2), (64, 4, 2), (112, 4, 1), (184, 4, 
 MOBILENET_V2_STAGES = ((16, 1, 1), (24, 2, 2), (32, 3, 2), (64, 4, 2), (96, 3, 1), (160, 3, 2), (320, 1, 1))
 
 
-class FBNetConfig(ComponentConfig):
+class FBNetConfig(SpaceConfig):
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier")
     input_size: int = Field(224, ge=32, description="input resolution the costs are priced at")
     head_channels: int = Field(1984, ge=8, description="1x1 head conv before pooling (1504 in FBNet-A)")

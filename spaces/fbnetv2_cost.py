@@ -13,10 +13,10 @@ from torch import nn
 from nascore.errors import NascoreError
 from nascore.protocols import PricedOperation
 from nascore.spaces.shape_cost import ShapeCostTable, Term
-from nascore.supernet import Operation, input_shapes
+from nascore.supernet import Decision, Operation, input_shapes
 
-from .fbnetv2 import BlockPlan, FBNetV2Supernet, plan
 from .fbnetv2_blocks import TYPES, out_size, se_channels, unit, unit_key
+from .fbnetv2_plan import BlockPlan, FBNetV2Config, plan
 
 #: operations built and priced at once (the paper's space has about 11,000, some with 0.3 M weights)
 CHUNK = 1024
@@ -68,11 +68,11 @@ def _ops(p: BlockPlan, label: str, factor: int, divisor: int, placement: str) ->
     return ops
 
 
-def price(net: FBNetV2Supernet, cost_model, input_size: int, in_channels: int = 3) -> ShapeCostTable:
+def price(cfg: FBNetV2Config, decisions: list[Decision], cost_model, input_size: int, in_channels: int = 3
+          ) -> ShapeCostTable:
     if cost_model.reduce != "sum":
         raise NascoreError(f"space 'fbnetv2' prices by effective shape propagation, which needs a cost that adds "
                            f"up over operations (flops, latency); cost '{cost_model.name}' takes a maximum")
-    cfg = net.config
     stem, plans, head_mid = plan(cfg, input_size)
     variables: dict[str, object] = {}
     requests: dict[tuple[str, tuple[int, ...]], tuple[str, dict]] = {}  # (op_key, shape) -> (kind, params)
@@ -125,7 +125,7 @@ def price(net: FBNetV2Supernet, cost_model, input_size: int, in_channels: int = 
     for term in terms:  # groups no operation of the block falls into
         term.grids = [(names, grid) for names, grid in term.grids if grid.abs().sum() > 0] or term.grids[:1]
     fixed = prices[stem_key] + cost_model.overhead()
-    return ShapeCostTable(cost_model.unit, net.decisions(), fixed, {**variables, head_var: last}, terms)
+    return ShapeCostTable(cost_model.unit, decisions, fixed, {**variables, head_var: last}, terms)
 
 
 def built_operations(model: nn.Module, input_size: int, in_channels: int = 3) -> list[Operation]:

@@ -16,10 +16,9 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from nascore.arch import Arch
-from nascore.component import ComponentConfig
 from nascore.features import Backbone, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
-from nascore.space import SearchSpace
+from nascore.space import SearchSpace, SpaceConfig
 from nascore.supernet import Decision, MixedOp, Supernet
 
 from .fbnetv2_blocks import Block, SlimConvBN, mid_channels
@@ -27,7 +26,7 @@ from .fbnetv2_blocks import Block, SlimConvBN, mid_channels
 OPTIONS = ("keep", "skip")
 
 
-class FBNetV5Config(ComponentConfig):
+class FBNetV5Config(SpaceConfig):
     input_size: int = Field(224, ge=32, description="input resolution the costs are priced at")
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier")
     stem: int = Field(16, ge=1, description="channels of the stride-2 stem conv")

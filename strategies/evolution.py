@@ -23,7 +23,7 @@ from nascore.data import epoch_seed, loader
 from nascore.errors import NascoreError
 from nascore.hookspecs import hookimpl
 from nascore.protocols import Choices
-from nascore.spec import TrainBudget
+from nascore.spec_model import TrainBudget
 from nascore.strategy import SearchContext
 
 from .standalone import StandaloneSearch

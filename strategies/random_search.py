@@ -16,7 +16,7 @@ from nascore.component import ComponentConfig
 from nascore.data import epoch_seed
 from nascore.hookspecs import hookimpl
 from nascore.protocols import Choices
-from nascore.spec import TrainBudget
+from nascore.spec_model import TrainBudget
 from nascore.strategy import SearchContext
 
 from .standalone import StandaloneSearch, train_arch

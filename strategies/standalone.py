@@ -18,7 +18,7 @@ from nascore.objective import Budget
 from nascore.parts import Parts
 from nascore.progress import Progress, no_progress
 from nascore.protocols import Choices, Evaluating
-from nascore.spec import TrainBudget
+from nascore.spec_model import TrainBudget
 from nascore.strategy import SHARED, SearchContext, SearchStrategy
 from nascore.supernet import random_choices
 from nascore.task import build_network

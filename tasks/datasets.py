@@ -63,7 +63,7 @@ class DigitScenes(Dataset, Exporting):
                          "saliency": 1, "edges": 1}, ds.MEAN, ds.STD)
 
     def split(self, name: str) -> torch.utils.data.Dataset:
-        return ds.DigitScenes(self.scene_config(), name, cache_dir=self.config.cache_dir)
+        return ds.SceneSplit(self.scene_config(), name, cache_dir=self.config.cache_dir)
 
     def collate(self, batch: list[Any]) -> Any:
         return ds.collate(batch)

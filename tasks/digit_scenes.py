@@ -283,7 +283,7 @@ def load_split(cfg: SceneConfig, split: str, cache_dir: str | Path | None = None
     return data
 
 
-class DigitScenes(torch.utils.data.Dataset):
+class SceneSplit(torch.utils.data.Dataset):
     """One split of digit-scenes as (normalised image [3,H,W], targets dict of tensors)."""
 
     def __init__(self, cfg: SceneConfig, split: str, cache_dir: str | Path | None = None) -> None:

@@ -24,6 +24,9 @@ def module_from_code(name: str, code: str) -> types.ModuleType:
 DEPTH_TASK = '''
     from typing import ClassVar
 
+    import torch
+    import torchmetrics
+
     import nascore
     from nascore import hookimpl
 
@@ -31,6 +34,16 @@ DEPTH_TASK = '''
         """Per-pixel depth regression."""
         name: ClassVar[str] = "depth"
         target: ClassVar[str] = "depth"
+        primary_metric: ClassVar[str] = "l1"
+
+        def build_head(self, feature_info, pre_logits, data):
+            return torch.nn.Conv2d(feature_info[0]["num_chs"], 1, 1)
+
+        def loss(self, output, targets):
+            return torch.nn.functional.l1_loss(output, targets[self.target])
+
+        def metrics(self, device):
+            return torchmetrics.MeanAbsoluteError().to(device)
 
     @hookimpl
     def nascore_tasks():

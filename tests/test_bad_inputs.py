@@ -273,7 +273,7 @@ def test_real_command(ws, cache_dir):
 def run_dir(ws, cache_dir) -> tuple[Path, Path]:
     """A run directory as ``nascore run`` starts it (resolved spec written), and its spec file."""
     from nascore.progress import Reporter
-    from nascore.run import open_run
+    from nascore.rundir import open_run
 
     spec_path = ws / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(tiny_spec(cache_dir), sort_keys=False))

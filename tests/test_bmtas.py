@@ -176,7 +176,8 @@ def test_temperature_schedule_and_warmup_default():
 
 
 def run_search(tmp_path, data) -> tuple:
-    from nascore.run import open_run, run_spec
+    from nascore.run import run_spec
+    from nascore.rundir import open_run
 
     spec = validate_spec(data)
     run = open_run(spec, tmp_path / "run", resume=False)

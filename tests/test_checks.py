@@ -15,7 +15,6 @@ import yaml
 from nascore import checks
 from nascore.cli import main
 from nascore.errors import NascoreError
-from nascore.registry import Registry
 from nascore.strategy import SearchStrategy
 from nascore.supernet import Decision
 from plugin_code import importable, install_distribution
@@ -207,39 +206,53 @@ def test_a_cost_models_bad_price_names_it(faulty, tmp_path, cache_dir, capsys, f
 
 # -- the checks as functions ------------------------------------------------------------------------------------
 class Plain(SearchStrategy):
+    """A strategy that is never run: what the checks name."""
+
     name = "plain"
+
+    def run_epoch(self, epoch):
+        return {}
+
+    def derive(self):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
 
 
 DECISIONS = [Decision("a", ("x", "y")), Decision("b", ("x", "y"), task="depth"), Decision("c", ("x",), task="seg")]
 
 
 def test_a_component_no_plugin_registered_is_named_without_a_distribution():
-    assert checks.who(Plain(), Registry()) == "strategy 'plain' (class Plain)"
+    assert checks.who(Plain()) == "strategy 'plain' (class Plain)"
 
 
 def test_metrics_rows_are_json_values():
     row = {"loss": 1.5, "n": 3, "ok": True, "best": "arch_3", "none": None, "top_choices": {"a": "x"},
            "per_task": [1.0, 2.0], "float64": torch.tensor(2.0).double().numpy().item()}
-    assert checks.metrics_row(row, Plain(), "run_epoch", Registry()) == row
+    assert checks.metrics_row(row, Plain(), "run_epoch") == row
     for bad, problem in [({1: 2.0}, "returned key 1 (int); expected text keys"),
                          ({"x": {"y": object()}}, "returned a object for 'x'.y; expected a number, text"),
                          ({"phase": "search"}, "returned key 'phase', which nascore sets itself")]:
         with pytest.raises(NascoreError) as exc:
-            checks.metrics_row(bad, Plain(), "run_epoch", Registry())
+            checks.metrics_row(bad, Plain(), "run_epoch")
         assert str(exc.value).startswith(f"strategy 'plain' (class Plain): run_epoch() {problem}")
 
 
 def test_derived_archs_cover_what_their_owner_chooses():
     ok = {"depth": {"a": "x", "b": "y"}, "seg": {"a": "y", "c": "x"}}
-    assert checks.derived(ok, DECISIONS, ["depth", "seg"], Plain(), Registry()) == ok
-    assert checks.derived({None: {"a": "x", "b": "x", "c": "x"}}, DECISIONS, ["depth", "seg"], Plain(), Registry())
+    assert checks.derived(ok, DECISIONS, ["depth", "seg"], Plain()) == ok
+    assert checks.derived({None: {"a": "x", "b": "x", "c": "x"}}, DECISIONS, ["depth", "seg"], Plain())
     for bad, problem in [({None: {"a": "x", "b": "x"}}, "no option for decision c in the arch of owner "
                                                         "nascore.SHARED"),
                          ({"depth": {"a": "x"}}, "no option for decision b in the arch of owner 'depth'"),
                          ({}, "returned no arch"),
                          ({"depth": "x"}, "returned a str as the choices of owner 'depth'")]:
         with pytest.raises(NascoreError) as exc:
-            checks.derived(bad, DECISIONS, ["depth", "seg"], Plain(), Registry())
+            checks.derived(bad, DECISIONS, ["depth", "seg"], Plain())
         assert problem in str(exc.value)
 
 
@@ -250,12 +263,12 @@ def test_a_checkpoint_state_is_what_weights_only_loads():
     opt.step()
     state = {"opt": opt.state_dict(), "gen": torch.Generator().get_state(), "theta": net.weight,
              "shape": torch.Size([2]), "dtype": torch.float16, "pairs": [("a", 1.0)], "nested": {3: None}}
-    assert checks.checkpoint_state(state, Plain(), registry=Registry()) is state
+    assert checks.checkpoint_state(state, Plain()) is state
     with pytest.raises(NascoreError, match=r"state\['fn'\]") as exc:
-        checks.checkpoint_state({"fn": lambda: 0}, Plain(), registry=Registry())
+        checks.checkpoint_state({"fn": lambda: 0}, Plain())
     assert str(exc.value).startswith("strategy 'plain' (class Plain): state_dict() returned a state no checkpoint")
     with pytest.raises(NascoreError, match=r"state_dict\(\) returned a list; expected a dict"):
-        checks.checkpoint_state([1], Plain(), registry=Registry())
+        checks.checkpoint_state([1], Plain())
 
 
 def test_prices_are_finite_numbers():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nascore.tasks.datasets import COCODetection
-from nascore.tasks.digit_scenes import DigitScenes, SceneConfig, export_coco
+from nascore.tasks.digit_scenes import SceneConfig, SceneSplit, export_coco
 
 CFG = SceneConfig(image_size=64, num_train=12, num_val=6, num_test=4, seed=2)
 
@@ -30,7 +30,7 @@ def test_targets_match_the_generated_split(exported):
     data = dataset(exported)
     info = data.info()
     assert info.num_classes == {"classes": 10, "semantic": 11} and info.image_size == 64
-    split, original = data.split("val"), DigitScenes(CFG, "val", cache_dir=exported / "cache")
+    split, original = data.split("val"), SceneSplit(CFG, "val", cache_dir=exported / "cache")
     assert len(split) == len(original) == CFG.num_val
     for i in range(len(split)):
         image, targets = split[i]

@@ -13,7 +13,7 @@ from nascore.spec import validate_spec
 from nascore.task import build_network
 from nascore.tasks.binary import balanced_bce
 from nascore.tasks.deeplab import DeepLabV3PlusHead
-from nascore.tasks.digit_scenes import DigitScenes, SceneConfig, collate
+from nascore.tasks.digit_scenes import SceneConfig, SceneSplit, collate
 from nascore.tasks.edge_metric import ODSFMeasure
 from nascore.tasks.edges import Edges
 from nascore.tasks.saliency import Saliency
@@ -89,7 +89,7 @@ def test_deeplab_head_shapes(size):
 
 
 def test_three_dense_tasks_learn_on_digit_scenes():
-    data = DigitScenes(SceneConfig(image_size=64, num_train=16, num_val=8), "train")
+    data = SceneSplit(SceneConfig(image_size=64, num_train=16, num_val=8), "train")
     images, targets = collate([data[i] for i in range(8)])
     tasks = [Segmentation({"head": "deeplabv3plus", "channels": 16}), Saliency({"channels": 16}),
              Edges({"channels": 16})]

@@ -13,8 +13,8 @@ from nascore.tasks.digit_scenes import (
     NUM_SEG_CLASSES,
     SPLITS,
     STD,
-    DigitScenes,
     SceneConfig,
+    SceneSplit,
     cache_path,
     collate,
     export_coco,
@@ -181,7 +181,7 @@ def test_corrupt_cache_is_regenerated(tmp_path, corruption):
 
 
 def test_dataset_and_collate(tmp_path):
-    dataset = DigitScenes(CFG, "val", cache_dir=tmp_path)
+    dataset = SceneSplit(CFG, "val", cache_dir=tmp_path)
     raw = load_split(CFG, "val", tmp_path)
     assert len(dataset) == CFG.num_val
     image, t = dataset[0]

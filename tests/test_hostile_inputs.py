@@ -133,7 +133,7 @@ def _spec_with(**blocks) -> Callable[[Path, dict], None]:
 def _run_dir(ws: Path, spec: dict) -> None:
     """``out/``: a run directory as ``nascore run`` starts it, and its spec ``s.yaml``."""
     from nascore.progress import Reporter
-    from nascore.run import open_run
+    from nascore.rundir import open_run
     from nascore.spec import load_spec
 
     (ws / "s.yaml").write_text(dump(spec))

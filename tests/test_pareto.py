@@ -17,9 +17,11 @@ from nascore.costs.flops import FlopsCost, count_macs
 from nascore.pareto import CSV_FILE, PLOT_FILE, candidates, pareto_front, run_pareto
 from nascore.parts import Parts
 from nascore.progress import Reporter
-from nascore.run import open_run, run_spec
+from nascore.run import run_spec
+from nascore.rundir import open_run
 from nascore.spaces.fbnet import FBNetSpace
-from nascore.spec import ParetoConfig, load_spec, spec_json_schema, validate_spec
+from nascore.spec import load_spec, spec_json_schema, validate_spec
+from nascore.spec_model import ParetoConfig
 from nascore.strategies.dnas import DNAS
 from nascore.strategy import SHARED, SearchContext, SearchStrategy
 from nascore.task import build_network
@@ -121,6 +123,18 @@ def test_dnas_sample_follows_theta(dnas):
 def test_strategy_without_sample_skips_the_step_with_a_note(data, tmp_path):
     class Fixed(SearchStrategy):
         name: ClassVar[str] = "fixed"
+
+        def run_epoch(self, epoch):
+            return {}
+
+        def derive(self):
+            return {SHARED: {}}
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
 
     ctx, space = make_ctx(data)
     notes: list[str] = []

@@ -186,6 +186,27 @@ MODULES = {
         def nascore_tasks():
             return [Depth]
     ''',
+    "abstract": '''
+        from typing import ClassVar
+
+        import nascore
+        from nascore import hookimpl
+
+
+        class Depth(nascore.Task):
+            """Forgets the loss and the metrics."""
+
+            name: ClassVar[str] = "depth-half-done"
+            target: ClassVar[str] = "depth"
+
+            def build_head(self, feature_info, pre_logits, data):
+                return None
+
+
+        @hookimpl
+        def nascore_tasks():
+            return [Depth]
+    ''',
     "raises": '''
         from nascore import hookimpl
 
@@ -205,6 +226,12 @@ MODULES = {
             """Claims the name of a built-in dataset."""
 
             name: ClassVar[str] = "digit-scenes"
+
+            def info(self):
+                return nascore.DataInfo(3, 32, {"label": 10})
+
+            def split(self, name):
+                return []
 
 
         @hookimpl
@@ -228,7 +255,7 @@ MODULES = {
 #: entry point name (as in pyproject.toml) -> module
 ENTRY_POINTS = {
     "good": "good", "observer": "observer", "broken-import": "broken_import", "garbage": "garbage",
-    "no-config": "no_config", "raises": "raises", "duplicate": "duplicate", "frobnicate": "frobnicate",
+    "no-config": "no_config", "abstract": "abstract", "raises": "raises", "duplicate": "duplicate", "frobnicate": "frobnicate",
     "undecorated": "undecorated",
 }
 
@@ -301,6 +328,7 @@ def test_external_components_are_found_with_their_distribution(registry):
                       "'nascore_testplugin_missing_dependency'"),
     ("garbage", "hook nascore_search_spaces returned a str; expected a list of SearchSpace subclasses"),
     ("no-config", "hook nascore_tasks returned Depth without a pydantic 'Config'"),
+    ("abstract", "hook nascore_tasks returned Depth, which does not implement loss, metrics"),
     ("raises", "hook nascore_cost_models raised RuntimeError: latency table file lut.json not found"),
     ("duplicate", "dataset name 'digit-scenes' is already provided by distribution 'nascore', entry point "
                   "'datasets = nascore.tasks.datasets'; neither can be used"),
@@ -382,7 +410,8 @@ def test_external_strategy_cost_and_observer_run_a_search(registry, image_root, 
     """The external strategy searches, the external cost model prices, the external observer's lifecycle
     hooks are called: a team's pip-installed plugin works end to end."""
     from nascore.progress import Reporter
-    from nascore.run import open_run, run_spec
+    from nascore.run import run_spec
+    from nascore.rundir import open_run
 
     spec = validate_spec(_external_spec(image_root), registry)
     run = open_run(spec, tmp_path / "run", resume=False, registry=registry, reporter=Reporter(quiet=True))
@@ -417,7 +446,7 @@ def test_nascore_plugins_command_lists_everything(site, registry):
     assert row("dataset", "digit-scenes", DIST, "name conflict"), out
     # every broken plugin is shown with its distribution, entry point and error, in full
     others = [p for p in registry.problems if p.source.dist != DIST]  # plugins installed in the environment
-    assert f"broken plugins ({7 + len(others)}):" in lines, [str(p) for p in others]
+    assert f"broken plugins ({8 + len(others)}):" in lines, [str(p) for p in others]
     for ep in ENTRY_POINTS:
         header = f"- distribution '{DIST}', entry point '{_ep(ep)}':"
         assert (header in lines) == (ep not in ("good", "observer")), (ep, out)

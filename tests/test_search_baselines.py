@@ -13,7 +13,7 @@ import yaml
 
 from nascore.arch import Arch
 from nascore.cli import main
-from nascore.run import build_run
+from nascore.rundir import build_run
 from nascore.spec import validate_spec
 from nascore.strategies.evolution import PredictorSearch
 from nascore.strategy import SearchContext

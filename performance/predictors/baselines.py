@@ -8,6 +8,7 @@ that was not finite) is predicted the fitting labels' mean.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -25,8 +26,9 @@ class Baseline(Predictor):
         super().__init__(config)
         self.slope, self.intercept, self._mean = 0.0, 0.0, 0.0
 
+    @abstractmethod
     def value(self, sample: Sample) -> float | None:
-        raise NotImplementedError
+        """The one number of ``sample`` the line goes through (None when it has none)."""
 
     def _values(self, samples: Sequence[Sample]) -> list[float | None]:
         return [v if v is not None and math.isfinite(v) else None for v in map(self.value, samples)]

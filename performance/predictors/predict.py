@@ -11,7 +11,8 @@ from nascore.errors import NascoreError
 from nascore.performance.collect import NASWOT_BATCH
 from nascore.predictor import measured_sample
 from nascore.registry import get_registry
-from nascore.spec import ComponentSpec, validate_component
+from nascore.spec import validate_component
+from nascore.spec_model import ComponentSpec
 
 from .file import PredictorFile
 

@@ -27,7 +27,7 @@ import json
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN, RetinaNet, build_model
 from torch import Tensor, nn
 
+from nascore import ExportResult
 from nascore.errors import NascoreError, first_line
 from nascore.fileio import atomic_path
 
@@ -55,6 +56,15 @@ TOLERANCE = 1e-4
 META_FILE = "nascore.json"
 TASK = "detectron2"
 D2_SUFFIX = "_detectron2"
+
+
+@dataclass
+class DetectorExportResult(ExportResult):
+    """An export's result with the detections each checked image gave (the comparison covered real boxes when
+    there are some) and the ONNX opset (None for TorchScript)."""
+
+    detections: list[int] = field(default_factory=list)
+    opset: int | None = None
 
 
 @dataclass
@@ -295,7 +305,7 @@ def _ties(names: list[str], eager: list[Tensor]) -> str:
 
 
 def export_detector(detector: Detector, fmt: str, out: str | Path, seeds: tuple[int, ...] = (0, 1)
-                    ) -> dict[str, Any]:
+                    ) -> DetectorExportResult:
     """Write ``detector`` as ``fmt`` to ``out`` through detectron2's ``TracingAdapter``, after running the written
     file on seeded images (traced on the first) and comparing every output with eager PyTorch; on any failure a
     NascoreError and nothing written. Returns what was checked."""
@@ -344,13 +354,12 @@ def export_detector(detector: Detector, fmt: str, out: str | Path, seeds: tuple[
         if relative > TOLERANCE:
             raise NascoreError(f"the exported {fmt} file differs from eager PyTorch by {diff:.3g} (relative "
                                f"{relative:.3g} > {TOLERANCE:g}); nothing written{_ties(names, eager)}")
-    return {"out": out, "outputs": names, "batches": [1], "max_abs_diff": diff, "relative": relative,
-            "detections": detections, "described": detector.described, "input": f"3x{size}x{size} image (0-255)",
-            "opset": OPSET if fmt == "onnx" else None}
+    return DetectorExportResult(out, names, [1], diff, relative, detector.described, f"3x{size}x{size} image (0-255)",
+                                detections=detections, opset=OPSET if fmt == "onnx" else None)
 
 
 def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None = None, batch: int = 1,
-           dynamic_batch: bool = False, calibration_batches: int | None = None) -> dict[str, Any]:
+           dynamic_batch: bool = False, calibration_batches: int | None = None) -> DetectorExportResult:
     """``nascore export SOURCE`` for a detectron2 source (``load_detector``): one image per call (batch 1, no
     dynamic batch: detectron2's traced models take a single image), float32 only (``calibration_batches``, int8,
     is refused)."""
@@ -367,13 +376,13 @@ def export(source: str | Path, fmt: str, out: str | Path, input_size: int | None
     return export_detector(load_detector(source, input_size), fmt, out)
 
 
-def exporter_for(source: str) -> Callable[..., dict[str, Any]] | None:
+def exporter_for(source: str) -> Callable[..., ExportResult] | None:
     """The ``nascore_exporter`` hook's answer: ``export`` bound to ``source`` when this plugin owns it, else None."""
     if not owns(source):
         return None
 
     def run(fmt: str, out: str | Path, input_size: int | None = None, batch: int = 1,
-            dynamic_batch: bool = False, calibration_batches: int | None = None) -> dict[str, Any]:
+            dynamic_batch: bool = False, calibration_batches: int | None = None) -> ExportResult:
         return export(source, fmt, out, input_size, batch, dynamic_batch, calibration_batches)
 
     return run

@@ -15,7 +15,7 @@ from nascore.fileio import atomic_write_text, load_checkpoint
 from .task import Detectron2
 
 if TYPE_CHECKING:
-    from nascore.run import Run
+    from nascore import RunView
 
 HEAD = "heads.{task}.model."
 
@@ -60,7 +60,7 @@ def export_detectron2(model_file: Path, task: Detectron2, out_prefix: Path, num_
 
 
 @hookimpl
-def nascore_run_end(run: Run, summary: dict[str, Any]) -> None:
+def nascore_run_end(run: RunView, summary: dict[str, Any]) -> None:
     """After a run that trained a model with the ``detectron2`` task (alone), export it for detectron2."""
     if len(run.parts.tasks) != 1 or not isinstance(run.parts.tasks[0], Detectron2):
         return

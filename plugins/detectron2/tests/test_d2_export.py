@@ -47,11 +47,11 @@ def test_detector_exports_runs_and_matches_eager(model, arch, fmt, tmp_path):
     det = detector(model, arch)
     out = tmp_path / f"model.{fmt}"
     result = export_detector(det, fmt, out)
-    assert out.is_file() and result["relative"] <= TOLERANCE
+    assert out.is_file() and result.relative <= TOLERANCE
     expected = ["pred_boxes", "pred_classes", *(["pred_masks"] if model == "mask_rcnn" else []), "scores",
                 "image_size"]
-    assert result["outputs"] == expected
-    assert min(result["detections"]) > 0  # the comparison covered real detections
+    assert result.outputs == expected
+    assert min(result.detections) > 0  # the comparison covered real detections
     # independently of the check: the file, loaded here, on a new image, gives eager detectron2's instances
     image = sample_image(64, 7)
     with torch.no_grad():
@@ -114,8 +114,8 @@ def test_nascore_exporter_hook_routes_a_detectron2_run(tmp_path):
     assert exporter is not None  # the installed plugin answers through nascore's registry
     out = tmp_path / "detector.onnx"
     result = plugin.nascore_exporter(str(run))(fmt="onnx", out=out, input_size=None, batch=1, dynamic_batch=False)
-    assert out.is_file() and result["out"] == out
-    assert "train_model.pt" in result["described"] and result["input"].startswith("3x64x64")
+    assert out.is_file() and result.out == out
+    assert "train_model.pt" in result.described and result.input.startswith("3x64x64")
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
@@ -140,7 +140,7 @@ def test_nascore_exporter_hook_routes_a_detectron2_run(tmp_path):
 
     config = _write_detectron2(run / "train_model.pt", run / "train_model_detectron2")
     result = plugin.nascore_exporter(str(config))(fmt="torchscript", out=tmp_path / "detector.ts")
-    assert result["relative"] <= 1e-4 and "trained weights" in result["described"]
+    assert result.relative <= 1e-4 and "trained weights" in result.described
 
 
 def test_sources_it_does_not_own_are_left_to_nascore(tmp_path):
