@@ -20,8 +20,10 @@ from typing import Any
 from nascore.errors import NascoreError
 from nascore.fileio import atomic_write_bytes, atomic_write_text, parse_user_json, read_user_text
 from nascore.lock import one_writer
+from nascore.performance.predictors.file import PredictorFile
 from nascore.progress import Reporter
-from nascore.rundir import SPEC_FILE, SUMMARY_FILE, read_metrics
+from nascore.run import run_spec
+from nascore.rundir import SPEC_FILE, SUMMARY_FILE, open_run, read_metrics
 from nascore.spec import load_spec
 from nascore.spec_model import RunSpec
 
@@ -30,7 +32,6 @@ RESULTS, PLOT = "compare.json", "compare.png"
 
 class _Timer(Reporter):
     """A reporter that also adds up the seconds between a run's epochs per phase (the search's cost)."""
-
     def __init__(self) -> None:
         super().__init__()
         self.seconds: Counter[str] = Counter()
@@ -65,10 +66,6 @@ def load_specs(paths: list[str], overrides: list[str]) -> dict[str, RunSpec]:
 
 def run_one(spec: RunSpec, out_dir: Path) -> dict[str, Any]:
     """Run (or resume) one spec in ``out_dir``; its compare entries, one per found arch."""
-    from nascore.performance.predictors.file import PredictorFile
-    from nascore.run import run_spec
-    from nascore.rundir import open_run
-
     timer = _Timer()
     resume = os.path.lexists(out_dir / SPEC_FILE)
     run = open_run(spec, out_dir, resume, reporter=timer)

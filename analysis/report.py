@@ -27,6 +27,7 @@ from nascore.fileio import (
     read_user_text,
 )
 from nascore.rundir import METRICS_FILE, SPEC_FILE, SUMMARY_FILE, read_metrics
+from nascore.spec import load_spec
 
 REPORT_FILE = "report.html"
 PNG_MAX_BYTES = 64 << 20
@@ -133,7 +134,6 @@ def _top_choices(rows: list[dict[str, Any]]) -> str:
 def _option_names(run: Path) -> dict[str, tuple[str, ...]]:
     """Decision name -> option labels, from the run's spec (its space); empty when the spec cannot be built."""
     try:
-        from nascore.spec import load_spec
 
         return {d.name: tuple(d.options) for d in load_spec(run / SPEC_FILE).space.create().decisions()}
     except Exception:  # noqa: BLE001 - labels are a nicety: without them options are numbered

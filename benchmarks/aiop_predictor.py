@@ -28,8 +28,8 @@ from label_noise import trained  # benchmarks/ is the script's folder, so on sys
 
 from nascore.performance.perfdata import PerfDataset
 from nascore.performance.predictors.fitting import evaluate_file, fit_file
+from nascore.performance.predictors.samples import labelled_samples
 from nascore.performance.predictors.scoring import scores
-from nascore.predictor import labelled_samples
 
 
 def noise(dataset: PerfDataset, n: int, out: Path, workers: int) -> dict:

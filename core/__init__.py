@@ -48,7 +48,7 @@ def _publish_to_timm() -> None:
     """Load the plugins, so that the timm integration registers their named archs with timm. A registry of its own,
     not the process-wide one (``get_registry()``): timm can be imported by a plugin that is being imported itself,
     which then fails to load here; the process-wide registry loads it later, whole."""
-    from .registry import Registry
+    from .registry import Registry  # here, not above: `import nascore` loads no plugin machinery
 
     Registry.from_entry_points()
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import NascoreError
 from .fileio import ARCH_MAX_BYTES, atomic_write_text, load_user_json
+from .registry import get_registry, unknown_name_message
 from .validation import format_validation_error
 
 
@@ -42,8 +43,6 @@ def is_arch_file(ref: str) -> bool:
 
 def resolve_arch(ref: str, registry=None) -> Arch:
     """An arch from a JSON file path or a named arch of any installed space (e.g. ``fbnet_c``)."""
-    from .registry import get_registry, unknown_name_message
-
     if is_arch_file(ref):
         return Arch.load(ref)
     registry = registry or get_registry()
@@ -59,7 +58,6 @@ def resolve_arch(ref: str, registry=None) -> Arch:
 def arch_space(arch: Arch, ref: str, registry=None, input_size: int | None = None):
     """The space instance ``arch`` was found in (at ``input_size`` when given), after
     checking the arch against it; errors name the arch (``ref``: its file or name) and the field."""
-    from .registry import get_registry
 
     registry = registry or get_registry()
     where = f"arch file {ref}" if is_arch_file(ref) else f"arch '{ref}'"

@@ -17,8 +17,6 @@ from .progress import Progress, no_progress
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
-    from nascore.performance.perfdata import PerfDataset, Record
-
 #: what a saved predictor's state may hold: what ``torch.load(weights_only=True)`` reads back
 State = dict[str, Any]
 
@@ -40,32 +38,6 @@ class Sample:
     def gflops(self) -> float:
         """Giga floating-point operations of a forward pass: 2 per multiply-add, as AIO-P's FLOPs are counted."""
         return 2 * self.macs / 1e9
-
-    @classmethod
-    def of_record(cls, record: Record, task: str) -> Sample:
-        from nascore.performance.graph import graph_from_record
-
-        return cls(graph_from_record(record.graph.model_dump()), task, record.macs, record.params,
-                   dict(record.proxies), record.latency_ms,
-                   record.tasks[task].label if task in record.tasks else None, dict(record.arch.choices))
-
-
-def measured_sample(backbone: torch.nn.Module, input_size: int, in_channels: int, images: torch.Tensor, task: str,
-                    choices: dict[str, str]) -> Sample:
-    """An untrained backbone as a predictor sees it, measured as ``nascore bench collect`` measures its archs
-    (``nascore.performance.collect.measure_arch``; NASWOT on ``images``); no label."""
-    from nascore.performance.collect import measure_arch
-    from nascore.performance.graph import graph_from_record
-
-    measured = measure_arch(backbone, input_size, in_channels, images)
-    return Sample(graph_from_record(measured["graph"]), task, measured["macs"], measured["params"],
-                  measured["proxies"], choices=dict(choices))
-
-
-def labelled_samples(dataset: PerfDataset, task: str) -> list[Sample]:
-    """The archs of a performance dataset that have a label for ``task``, as samples."""
-    return [Sample.of_record(r, task) for r in dataset.records
-            if task in r.tasks and r.tasks[task].label is not None]
 
 
 class Predictor(Component):

@@ -26,9 +26,17 @@ import torch
 from torch import Tensor, nn
 
 from nascore.arch import Arch, arch_space, is_arch_file, resolve_arch
+from nascore.costs.timing import OnnxRuntimeBackend
 from nascore.errors import NascoreError, first_line
-from nascore.fileio import atomic_path
+from nascore.fileio import atomic_path, load_checkpoint
 from nascore.hookspecs import ExportResult
+from nascore.protocols import MultiTaskBackbone
+from nascore.registry import get_registry
+from nascore.rundir import SPEC_FILE
+from nascore.spec import load_spec
+from nascore.spec_model import TrainConfig
+from nascore.strategy import owner_tasks
+from nascore.task import build_network
 
 from .network import Data, ExportSource, Flat
 from .quantize import int8
@@ -49,7 +57,6 @@ MODEL_FILE = "train_model.pt"
 def plugin_exporter(ref: str) -> Callable[..., ExportResult] | None:
     """A plugin's exporter for ``ref`` (hook ``nascore_exporter``, e.g. nascore-detectron2 for runs of its
     ``detectron2`` task), or None: nascore exports it itself."""
-    from nascore.registry import get_registry
 
     return get_registry().hook.nascore_exporter(source=ref)
 
@@ -79,12 +86,6 @@ def _starts_with_zip(path: Path) -> bool:
 
 
 def _trained(model_file: Path, input_size: int | None) -> ExportSource:
-    from nascore.fileio import load_checkpoint
-    from nascore.rundir import SPEC_FILE
-    from nascore.spec import load_spec
-    from nascore.spec_model import TrainConfig
-    from nascore.strategy import owner_tasks
-    from nascore.task import build_network
 
     ckpt = load_checkpoint(model_file, what="trained model")
     if not isinstance(ckpt.get("arch"), dict) or not isinstance(ckpt.get("network"), dict):
@@ -119,9 +120,6 @@ def _trained(model_file: Path, input_size: int | None) -> ExportSource:
 def _untrained(ref: str, input_size: int | None) -> ExportSource:
     """An arch with random weights and the heads ``nascore info`` counts: a 1000-class classifier, or none for a
     branched (per-task) backbone, whose per-task feature levels are the outputs."""
-    from nascore.protocols import MultiTaskBackbone
-    from nascore.registry import get_registry
-    from nascore.task import build_network
 
     registry = get_registry()
     arch = resolve_arch(ref, registry)
@@ -234,7 +232,6 @@ def _export_torchscript(flat: Flat, x: Tensor, path: Path, dynamic: bool, meta: 
 def _runner(fmt: str, path: Path) -> Callable[[Tensor], list[Tensor]]:
     """The written file loaded back, as a function of a batch."""
     if fmt == "onnx":
-        from nascore.costs.timing import OnnxRuntimeBackend
 
         session = OnnxRuntimeBackend(threads=0).load(str(path))  # 0: ONNX Runtime's default threads
         return lambda x: [torch.from_numpy(o) for o in session.run(None, {"input": x.numpy()})]

@@ -25,10 +25,11 @@ import torch
 import wrapt
 from torch import Tensor, nn
 
-from nascore.arch import Arch
+from nascore.arch import Arch, arch_space, resolve_arch
 from nascore.errors import NascoreError
 from nascore.features import ClassifierHead
 from nascore.hookspecs import hookimpl
+from nascore.registry import Problem
 
 if TYPE_CHECKING:
     from nascore.registry import Registry
@@ -90,13 +91,11 @@ def _data_cfg(arch: Arch) -> dict[str, Any]:
 
 class NascoreClassifier(nn.Module):
     """timm's classification model contract over a nascore backbone and nascore's classifier head.
-
     ``num_features``: the channels of ``forward_features``' output (the backbone's last level);
     ``head_hidden_size``: the width the head gives its linear layer (the pre-logits: FBNet's 1984-channel 1x1
     conv, or ``num_features`` for a plain pool + linear head), what ``forward_head(x, pre_logits=True)`` and
     the model without classifier (``num_classes=0``) return.
     """
-
     __jit_ignored_attributes__ = ("feature_info", "pretrained_cfg", "default_cfg")  # dicts TorchScript can't type
 
     def __init__(self, backbone: nn.Module, num_classes: int = 1000, drop_rate: float = 0.0,
@@ -152,7 +151,6 @@ class NascoreClassifier(nn.Module):
 
 class NascoreFeatures(nn.Module):
     """``features_only=True``: the backbone's levels at ``out_indices``, described by a timm ``FeatureInfo``."""
-
     __jit_ignored_attributes__ = ("feature_info", "pretrained_cfg", "default_cfg")
 
     def __init__(self, backbone: nn.Module, out_indices: Sequence[int] | None = None, in_chans: int = 3,
@@ -177,7 +175,6 @@ class NascoreFeatures(nn.Module):
 
 
 def _build(arch: Arch, ref: str) -> nn.Module:
-    from nascore.arch import arch_space
 
     return arch_space(arch, ref).build(arch)
 
@@ -254,7 +251,6 @@ def _register(name: str, arch: Arch, ref: str) -> None:
 def register_timm_model(name: str, arch: Arch | str | Path, ref: str | None = None) -> str:
     """Register ``arch`` (an ``Arch``, an arch file or a named arch) with timm as ``name``; returns the name.
     ``ref`` names it in messages (default: the file or name given). Registering a name again replaces it."""
-    from nascore.arch import resolve_arch
 
     resolved = arch if isinstance(arch, Arch) else resolve_arch(str(arch))
     _register(name, resolved, ref or (str(arch) if not isinstance(arch, Arch) else arch.name or name))
@@ -265,7 +261,6 @@ def _register_named_archs(registry: Registry) -> None:
     """``nascore_<name>`` for every named arch of the registry's spaces that timm does not have yet."""
     import timm
 
-    from nascore.registry import Problem
 
     for entry in list(registry.entries["space"].values()):
         try:
@@ -290,7 +285,6 @@ def nascore_spec_loaded(spec: SpecModel, registry: Registry) -> list[str]:
         return []
     import timm
 
-    from nascore.arch import arch_space, resolve_arch
 
     errors = []
     for name, ref in spec.timm_models.items():

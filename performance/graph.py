@@ -40,9 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from nascore.arch import arch_space, resolve_arch
 from nascore.errors import NascoreError, first_line
 from nascore.fileio import save_checkpoint
-from nascore.protocols import GraphOperation
+from nascore.protocols import GraphOperation, MultiTaskBackbone
+from nascore.registry import get_registry
+from nascore.task import build_network
 
 VOCAB: tuple[str, ...] = (
     "input", "output",
@@ -449,10 +452,6 @@ def resolve_model(ref: str, input_size: int | None = None, registry=None) -> tup
         model = timm.create_model(name, pretrained=False)
         size = input_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
         return model, size, f"timm model {name}"
-    from nascore.arch import arch_space, resolve_arch
-    from nascore.protocols import MultiTaskBackbone
-    from nascore.registry import get_registry
-    from nascore.task import build_network
 
     registry = registry or get_registry()
     arch = resolve_arch(ref, registry)

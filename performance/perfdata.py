@@ -42,6 +42,8 @@ from nascore.errors import NascoreError
 from nascore.fileio import MiB, atomic_write_text, load_user_json
 from nascore.validation import format_validation_error
 
+from .graph import NUMERIC_FEATURES
+
 DATASET_FORMAT = "nascore-performance-dataset"
 RECORD_FORMAT = "nascore-performance-record"
 VERSION = 1
@@ -135,7 +137,6 @@ def _validated(model: type[BaseModel], data: Any, path: Path, what: str, expecte
 
 
 def _check_graph(graph: Graph, path: Path) -> None:
-    from .graph import NUMERIC_FEATURES
 
     n = len(graph.ops)
     if len(graph.features) != n or any(len(row) != len(NUMERIC_FEATURES) for row in graph.features):
@@ -193,7 +194,6 @@ def read_record(path: Path, manifest: Manifest) -> Record:
 @dataclass
 class PerfDataset:
     """A performance dataset read from ``directory``: its manifest and every finished record, in plan order."""
-
     directory: Path
     manifest: Manifest
     records: list[Record]

@@ -24,6 +24,7 @@ from nascore.errors import NascoreError
 from nascore.features import Backbone, Chain
 from nascore.hookspecs import hookimpl
 from nascore.protocols import MultiTaskBackbone
+from nascore.registry import get_registry
 from nascore.space import SearchSpace, SpaceConfig
 from nascore.spaces.branching import MAX_TASKS, BranchCostTable, canonical, choices_of, config_of, decision, groups_of
 from nascore.supernet import ActiveOptions, Decision, Operation, Supernet, input_shapes
@@ -64,8 +65,6 @@ class BranchedConfig(SpaceConfig):
 
 def base_backbone(cfg: BranchedConfig) -> Backbone:
     """The backbone arch built standalone, at the branched space's input size."""
-    from nascore.registry import get_registry
-
     try:
         arch = Arch.model_validate(cfg.backbone)
     except ValueError as exc:

@@ -37,6 +37,7 @@ from .fbnetv2_blocks import (
     unit,
 )
 from .fbnetv2_cost import built_operations, price
+from .fbnetv2_named import named_archs
 from .fbnetv2_plan import BlockPlan, FBNetV2Config, decisions_of, feature_levels, plan
 
 
@@ -44,7 +45,6 @@ from .fbnetv2_plan import BlockPlan, FBNetV2Config, decisions_of, feature_levels
 @dataclass(frozen=True)
 class SlicedPath:
     """A sampled path through a block: one type at one resolution, its layers sliced to exact widths."""
-
     type: int  # index into the plan's types
     factor: int  # input subsampling factor
     mid: int  # hidden channels
@@ -248,7 +248,6 @@ class FBNetV2Supernet(Supernet):
 # -- the standalone model ---------------------------------------------------------------------------------
 class FBNetV2(Backbone):
     """A standalone FBNetV2-space model (no masks, no supernet code)."""
-
     def __init__(self, cfg: FBNetV2Config, choices: dict[str, str]):
         super().__init__()
         stem, plans, head_mid = plan(cfg)
@@ -291,7 +290,6 @@ def chosen_width(width: Width, choices: dict[str, str]) -> int:
 
 class FBNetV2Space(SearchSpace):
     """Channels per stage, type / expansion / resolution per block; masked max-width supernet (DMaskingNAS)."""
-
     name: ClassVar[str] = "fbnetv2"
     Config: ClassVar[type[FBNetV2Config]] = FBNetV2Config
 
@@ -310,7 +308,6 @@ class FBNetV2Space(SearchSpace):
 
     @classmethod
     def named_archs(cls) -> dict[str, Arch]:
-        from .fbnetv2_named import named_archs
 
         return named_archs()
 

@@ -22,6 +22,8 @@ from nascore.component import ComponentConfig
 from nascore.data import epoch_seed, loader
 from nascore.errors import NascoreError
 from nascore.hookspecs import hookimpl
+from nascore.performance.predictors.file import PredictorFile
+from nascore.performance.predictors.samples import measured_sample
 from nascore.protocols import Choices
 from nascore.spec_model import TrainBudget
 from nascore.strategy import SearchContext
@@ -50,7 +52,6 @@ class PredictorSearch(StandaloneSearch):
         return 1 + self.config.top_k
 
     def setup(self, ctx: SearchContext) -> None:
-        from nascore.performance.predictors.file import PredictorFile
 
         super().setup(ctx)
         c = self.config
@@ -133,7 +134,6 @@ class PredictorSearch(StandaloneSearch):
     def predict(self, choices: Choices, images: torch.Tensor) -> float:
         """The predictor's score of one arch: its backbone built (seeded, as ``nascore bench collect`` measures
         archs) and measured as a performance record is."""
-        from nascore.predictor import measured_sample
 
         ctx = self.ctx
         arch = Arch(space=ctx.parts.space.name, config=ctx.parts.space.config.model_dump(mode="json"), choices=choices)

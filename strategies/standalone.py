@@ -22,6 +22,7 @@ from nascore.spec_model import TrainBudget
 from nascore.strategy import SHARED, SearchContext, SearchStrategy
 from nascore.supernet import random_choices
 from nascore.task import build_network
+from nascore.train import train_epoch, validate
 
 #: draws of a random arch before giving up on finding one under the budget that was not drawn before
 MAX_DRAWS = 2000
@@ -32,8 +33,6 @@ def train_arch(parts: Parts, budget: TrainBudget, name: str, choices: Choices,
     """Train one arch of the run's space from scratch as ``nascore train`` does (seeded by the seed alone, every
     epoch reseeded): its validation metrics (keys without ``val/``), or None and a note when its training diverged.
     An executor's job (``parts`` is sent once to its workers)."""
-    from nascore.train import train_epoch, validate  # the trainer imports the runner's modules: imported when used
-
     space, seed = parts.space, parts.seed
     arch = Arch(space=space.name, config=space.config.model_dump(mode="json"), choices=choices)
     torch.manual_seed(seed)

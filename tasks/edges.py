@@ -31,7 +31,7 @@ class Edges(BinaryDenseTask):
         return self.config.positive_weight
 
     def metrics(self, device: torch.device) -> Any:
-        from .edge_metric import ODSFMeasure
+        from .edge_metric import ODSFMeasure  # torchmetrics (which loads torchvision): when metrics are computed
 
         return ODSFMeasure(self.config.thresholds, self.config.tolerance).to(device)
 

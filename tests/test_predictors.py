@@ -31,9 +31,10 @@ from nascore.performance.predictors.aiop import AIOPPredictor, flops_scale
 from nascore.performance.predictors.baselines import Baseline, MacsBaseline
 from nascore.performance.predictors.file import PredictorFile
 from nascore.performance.predictors.fitting import baseline_names, evaluate_file, fit_file
+from nascore.performance.predictors.samples import labelled_samples
 from nascore.performance.predictors.scoring import scores
 from nascore.performance.proxies import naswot, synflow
-from nascore.predictor import Sample, labelled_samples
+from nascore.predictor import Sample
 from nascore.registry import Registry, Source, get_registry
 from nascore.spec import validate_spec
 from workspace import snapshot

@@ -16,7 +16,7 @@ from nascore.performance.predictors.adapters import AdaptedPredictor, adapt_file
 from nascore.performance.predictors.aiop import AIOPPredictor
 from nascore.performance.predictors.file import PredictorFile
 from nascore.performance.predictors.fitting import baseline_names, fit_file
-from nascore.predictor import labelled_samples
+from nascore.performance.predictors.samples import labelled_samples
 from nascore.registry import get_registry
 from workspace import snapshot
 

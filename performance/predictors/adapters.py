@@ -31,8 +31,12 @@ from nascore import hookimpl
 from nascore.errors import NascoreError, SpecError
 from nascore.predictor import Predictor, Sample, State, labels
 from nascore.progress import Progress, no_progress
+from nascore.registry import get_registry
+from nascore.spec import validate_component
 
 from .aiop import AIOPPredictor, ranking_loss
+from .file import PredictorFile, TaskPredictors
+from .fitting import baseline_names, task_samples
 
 if TYPE_CHECKING:
     from nascore.performance.perfdata import PerfDataset
@@ -49,7 +53,6 @@ BASE_OPTIONS = tuple(n for n in AIOPPredictor.Config.model_fields
 
 class Adapter(nn.Module):
     """One K-Adapter: GraphConv(2 width -> width) per base layer, readout, MLP head over both graph embeddings."""
-
     def __init__(self, width: int, layers: int, mlp_layers: int, readout: str = "mean"):
         super().__init__()
         from .gnn import GraphConv, global_add_pool, global_mean_pool  # torch_geometric: only when one is made
@@ -73,7 +76,6 @@ class Adapter(nn.Module):
 
 class AdaptedPredictor(Predictor):
     """An ``aio-p`` base with K adapters; ``fit`` fits the base alone (K = 0), as ``aio-p`` does."""
-
     name: ClassVar[str] = "aio-p-adapters"
 
     class Config(AIOPPredictor.Config):
@@ -287,7 +289,6 @@ def nascore_predictors():
 def _options(file: PredictorFile, where: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The adapted predictor's options: the file's (an aio-p file's are the base's) with ``overrides``, which may
     not touch the base's."""
-    from nascore.spec import validate_component
 
     fixed = sorted(set(overrides) & set(BASE_OPTIONS))
     if fixed:
@@ -319,7 +320,6 @@ def _target(datasets: Sequence[PerfDataset], file: PredictorFile, where: str, ta
             ) -> tuple[str, dict[str, Any], list[tuple[Sample, str]]]:
     """The datasets' task (``task``, or their only one): its label definition and labelled samples with keys;
     the datasets must measure archs at the file's input size."""
-    from .fitting import task_samples
 
     for ds in datasets:
         m = ds.manifest
@@ -346,7 +346,6 @@ def adapt_file(file: PredictorFile, where: str, datasets: Sequence[PerfDataset],
                progress: Progress = no_progress) -> PredictorFile:
     """``file``'s predictor of ``base_task`` with one more adapter, trained on every labelled arch of ``task`` in
     ``datasets``; an ``aio-p-adapters`` file of that one base task (its label, baselines and fitted archs)."""
-    from .file import PredictorFile, TaskPredictors
 
     base_task, entry = _base(file, where, base_task)
     options = _options(file, where, overrides or {})
@@ -374,10 +373,7 @@ def transfer_file(file: PredictorFile, where: str, datasets: Sequence[PerfDatase
     """``file``'s predictor of ``base_task`` fine-tuned on ``n_labels`` labelled archs of ``task`` in
     ``datasets`` (a seeded draw), and every baseline fitted on the same archs: a predictor file for ``task``
     whose fitted archs are those."""
-    from nascore.registry import get_registry
 
-    from .file import PredictorFile, TaskPredictors
-    from .fitting import baseline_names
 
     registry = registry or get_registry()
     if train not in TRAIN_MODES:

@@ -8,13 +8,14 @@ import torch
 
 from nascore.errors import NascoreError, SpecError
 from nascore.performance.perfdata import PerfDataset
-from nascore.predictor import Sample, labelled_samples
+from nascore.predictor import Sample
 from nascore.progress import Progress, no_progress
 from nascore.registry import Registry, get_registry
 from nascore.spec import validate_component
 
 from .baselines import Baseline
 from .file import PredictorFile, TaskPredictors, arch_key
+from .samples import labelled_samples
 from .scoring import scores
 
 

@@ -9,7 +9,7 @@ from nascore.arch import arch_space, resolve_arch
 from nascore.data import loader
 from nascore.errors import NascoreError
 from nascore.performance.collect import NASWOT_BATCH
-from nascore.predictor import measured_sample
+from nascore.performance.predictors.samples import measured_sample
 from nascore.registry import get_registry
 from nascore.spec import validate_component
 from nascore.spec_model import ComponentSpec
