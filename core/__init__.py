@@ -30,6 +30,12 @@ _EXPORTS = {
     "to_device": "data", "train_step": "loops",
 }
 __all__ = sorted(_EXPORTS)
+#: what a plugin may import besides the names above: the contract, reading and writing user files, arch files,
+#: specs and run directories, and the built-in families (a plugin may extend a built-in component). Everything else
+#: is nascore's own and may change; tests/test_public_surface.py holds the first-party plugins to this.
+PUBLIC_MODULES = ("nascore.hookspecs", "nascore.protocols", "nascore.component", "nascore.errors", "nascore.fileio",
+                  "nascore.arch", "nascore.features", "nascore.dataset", "nascore.spec", "nascore.rundir",
+                  "nascore.spaces", "nascore.tasks", "nascore.strategies", "nascore.costs")
 
 
 def __getattr__(name: str) -> Any:
