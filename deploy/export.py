@@ -30,6 +30,7 @@ from nascore.costs.timing import OnnxRuntimeBackend
 from nascore.errors import NascoreError, first_line
 from nascore.fileio import atomic_path, load_checkpoint
 from nascore.hookspecs import ExportResult
+from nascore.parts import Parts
 from nascore.protocols import MultiTaskBackbone
 from nascore.registry import get_registry
 from nascore.rundir import SPEC_FILE
@@ -100,11 +101,11 @@ def _trained(model_file: Path, input_size: int | None) -> ExportSource:
         raise NascoreError(f"trained model {model_file} has no {SPEC_FILE} beside it (the run's spec, which gives "
                            "its tasks and dataset)")
     spec = load_spec(spec_path)
-    dataset = spec.dataset.create()
-    info = dataset.info()
+    parts = Parts.build(spec, torch.device("cpu"))  # exported and checked on the CPU, wherever it trained
+    info = parts.info
     size = input_size or info.image_size
     space = arch_space(arch, str(model_file), input_size=size)
-    tasks = owner_tasks([t.create() for t in spec.tasks], arch.task)
+    tasks = owner_tasks(parts.tasks, arch.task)
     network = build_network(space.build(arch), tasks, info)
     try:
         network.load_state_dict(ckpt["network"])
@@ -112,9 +113,9 @@ def _trained(model_file: Path, input_size: int | None) -> ExportSource:
         raise NascoreError(f"trained model {model_file} does not fit its arch and the tasks of {spec_path}: "
                            f"{first_line(exc)}") from None
     heads = ", ".join(t.name for t in tasks)
-    data = Data(dataset, tasks, (spec.train or TrainConfig()).batch_size, spec.seed)
+    data = Data(parts, tasks, (spec.train or TrainConfig()).batch_size)
     return ExportSource(network.eval(), arch, size, info.in_channels, True,
-                  f"{model_file} (trained weights, heads: {heads})", info.mean, info.std, data)
+                        f"{model_file} (trained weights, heads: {heads})", info.mean, info.std, data)
 
 
 def _untrained(ref: str, input_size: int | None) -> ExportSource:

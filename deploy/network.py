@@ -13,7 +13,7 @@ from nascore.arch import Arch
 from nascore.errors import NascoreError
 
 if TYPE_CHECKING:
-    from nascore.dataset import Dataset
+    from nascore.parts import Parts
     from nascore.task import Task
 
 
@@ -34,12 +34,11 @@ class ExportSource:
 
 @dataclass
 class Data:
-    """The dataset, tasks and training batch size and seed of the run a trained model comes from."""
+    """The run a trained model comes from: its parts, the model's tasks and the training batch size."""
 
-    dataset: Dataset
+    parts: Parts
     tasks: list[Task]
     batch_size: int
-    seed: int
 
 
 def flatten(out: Any, prefix: str = "") -> list[tuple[str, Tensor]]:

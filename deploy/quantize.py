@@ -43,8 +43,7 @@ class OnnxNetwork(nn.Module):
 
 def calibration_batches(data: Data, k: int) -> list[Tensor]:
     """``k`` shuffled batches of the training split (seeded by the run's seed), as the network takes them."""
-    batches = loader(data.dataset.split("train"), data.batch_size, data.dataset.collate, shuffle=True,
-                     seed=data.seed)
+    batches = loader(data.parts.train_set, data.batch_size, data.parts.collate, shuffle=True, seed=data.parts.seed)
     images = [images for _, (images, _) in zip(range(k), batches)]
     if not images or not isinstance(images[0], Tensor):
         raise NascoreError("int8 calibration needs a dataset whose batches are image tensors")
@@ -97,7 +96,7 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int
         float32, quantized = OnnxNetwork(fp32, template), OnnxNetwork(out, template)
         eager = torch.cat([t.flatten() for t in flat(x)])
         got = torch.cat([t.flatten() for _, t in flatten(quantized(x))])
-    val = list(loader(data.dataset.split("val"), data.batch_size, data.dataset.collate, shuffle=False))
+    val = list(loader(data.parts.val_set, data.batch_size, data.parts.collate, shuffle=False))
     scores = [evaluate(net, val, data.tasks, torch.device("cpu")) for net in (source.model, float32, quantized)]
     backend = OnnxRuntimeBackend(threads=1)
     latency = tuple(backend.time_session(backend.load(str(f)), shape, MIN_RUN_TIME).median_ms for f in (fp32, out))
