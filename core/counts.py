@@ -6,12 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .arch import Arch, arch_space
+from .parts import Parts
 from .protocols import MultiTaskBackbone
 from .registry import Registry, get_registry
 from .rundir import SPEC_FILE
 from .spec_model import RunSpec
-from .strategy import SHARED
+from .strategy import owner_tasks
 from .task import build_network
 from .train import model_counts
 
@@ -47,14 +50,15 @@ def count_arch(arch: Arch, ref: str, run_spec: RunSpec | None = None, input_size
     image_size, else its space's input_size), with a ``num_classes`` classification head when given, else the
     heads of ``run_spec``'s tasks on its dataset (those the arch owns), else a ``DEFAULT_CLASSES`` one."""
     registry = registry or get_registry()
-    info = run_spec.dataset.create().info() if run_spec is not None else None
+    parts = Parts.build(run_spec, torch.device("cpu")) if run_spec is not None else None  # counted on the CPU
+    info = parts.info if parts is not None else None
     size = input_size or (info.image_size if info is not None else None)
     space = arch_space(arch, ref, registry, input_size=size)
     size = size or space.input_size
     backbone = space.build(arch)
     branches: tuple[str, ...] = ()
-    if num_classes is None and run_spec is not None:  # the heads the run trains (see train.arch_network)
-        tasks = [t.create() for t in run_spec.tasks if arch.task is SHARED or t.name == arch.task]
+    if num_classes is None and parts is not None:  # the heads the run trains (see train.arch_network)
+        tasks = owner_tasks(parts.tasks, arch.task)
         net = build_network(backbone, tasks, info)
         heads = {t.name: t.num_classes(info) if t.target in info.num_classes else None for t in tasks}
     elif isinstance(backbone, MultiTaskBackbone):  # its heads are its tasks', not a classifier
