@@ -23,26 +23,12 @@ def add(commands: Commands) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nascore.arch import arch_space, resolve_arch
-    from nascore.run import train_run
-    from nascore.rundir import build_run
+    from nascore.arch import resolve_arch
+    from nascore.run import train_found
     from nascore.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
-    arch = resolve_arch(args.arch)
     out = Path(args.out) if args.out else default_out(f"train-{Path(args.arch).stem}")
-    run = build_run(spec, out, args.resume, executor=executor(args, spec))
-    space = arch_space(arch, args.arch, run.registry, input_size=run.parts.info.image_size)  # checked before writing
-    names = [t.name for t in run.parts.tasks]
-    if arch.task is not None and arch.task not in names:  # e.g. FBNetV5's arch_detection.json in detectron2
-        note = (f"note: {args.arch} was found for task '{arch.task}', which the spec does not have: it is trained "
-                f"for the spec's tasks ({', '.join(names)})")
-        arch = arch.model_copy(update={"task": None})
-    else:
-        note = None
-    run.open()
-    run.reporter.log(f"run directory: {run.out_dir}")
-    if note:
-        run.reporter.log(note)
-    print_summary(run, train_run(run, arch, space))
+    run, summary = train_found(spec, resolve_arch(args.arch), args.arch, out, args.resume, executor(args, spec))
+    print_summary(run, summary)
     return 0

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import distributed
-from .arch import Arch
+from .arch import Arch, arch_space
+from .executor import Executor
 from .pareto import summarize
-from .rundir import Run, arch_file_name, write_summary
+from .rundir import Run, arch_file_name, build_run, write_summary
 from .search import search
 from .space import SearchSpace
+from .spec_model import RunSpec
 from .strategy import SHARED, owner_name
 from .train import arch_network, model_counts, train_and_compare
 
@@ -72,3 +75,23 @@ def finish(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     write_summary(run.out_dir, summary)
     run.registry.hook.nascore_run_end(run=run, summary=summary)
     return summary
+
+
+def train_found(spec: RunSpec, arch: Arch, ref: str, out_dir: Path, resume: bool,
+                executor: Executor | None = None) -> tuple[Run, dict[str, Any]]:
+    """``nascore train``: ``arch`` (``ref``: its file or name) trained from scratch with ``spec``'s ``train`` block
+    in ``out_dir``; returns the run and its summary. An arch found for a task the spec does not have (FBNetV5's
+    ``arch_detection.json`` in a detectron2 spec) is trained for the spec's tasks, and a note says so."""
+    run = build_run(spec, out_dir, resume, executor=executor)
+    space = arch_space(arch, ref, run.registry, input_size=run.parts.info.image_size)  # checked before writing
+    names = [t.name for t in run.parts.tasks]
+    note = None
+    if arch.task is not None and arch.task not in names:
+        note = (f"note: {ref} was found for task '{arch.task}', which the spec does not have: it is trained for the "
+                f"spec's tasks ({', '.join(names)})")
+        arch = arch.model_copy(update={"task": None})
+    run.open()
+    run.reporter.log(f"run directory: {run.out_dir}")
+    if note:
+        run.reporter.log(note)
+    return run, train_run(run, arch, space)
