@@ -29,9 +29,14 @@ class Task(Component):
         """The task's head over features described by ``feature_info``; ``pre_logits`` is the backbone's
         classifier widening (classification heads use it, dense heads may ignore it)."""
 
+    def configured_classes(self) -> int | None:
+        """The number of classes the task's config sets, None for the dataset's: a task with a ``num_classes``
+        option returns it."""
+        return None
+
     def num_classes(self, data: DataInfo | None) -> int:
-        """The config's ``num_classes`` when the task has and sets one, else the dataset's for ``target``."""
-        configured = getattr(self.config, "num_classes", None)
+        """``configured_classes()`` when set, else the dataset's for ``target``."""
+        configured = self.configured_classes()
         if configured is not None:
             return configured
         if data is None:

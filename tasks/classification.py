@@ -26,6 +26,9 @@ class Classification(Task):
         dropout: float = Field(0.0, ge=0, lt=1)
         label_smoothing: float = Field(0.0, ge=0, lt=1)
 
+    def configured_classes(self) -> int | None:
+        return self.config.num_classes
+
     def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo | None
                    ) -> nn.Module:
         self._num_classes = self.num_classes(data)

@@ -111,6 +111,9 @@ class Detection(Task):
         channels: int = Field(64, ge=4)
         top_k: int = Field(20, ge=1, description="detections kept per image")
 
+    def configured_classes(self) -> int | None:
+        return self.config.num_classes
+
     def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo | None
                    ) -> nn.Module:
         self._num_classes = self.num_classes(data)

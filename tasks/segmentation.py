@@ -52,6 +52,9 @@ class Segmentation(Task):
                                                                           "DeepLabv3+-style head")
         loss_weight: float = Field(1.0, gt=0, description="fixed weight of this task's loss (BMTAS: 1)")
 
+    def configured_classes(self) -> int | None:
+        return self.config.num_classes
+
     def build_head(self, feature_info: list[dict], pre_logits: PreLogits | None, data: DataInfo | None
                    ) -> nn.Module:
         self._num_classes = self.num_classes(data)

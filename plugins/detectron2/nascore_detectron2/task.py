@@ -174,6 +174,9 @@ class Detectron2(Task):
         opts: list[str] = Field(default_factory=list,
                                 description="detectron2 config overrides, KEY VALUE pairs, applied last")
 
+    def configured_classes(self) -> int | None:
+        return self.config.num_classes
+
     def detectron2_config(self, feature_info: list[dict], data: DataInfo | None, num_classes: int | None = None):
         """The detectron2 config of this task's detector over features described by ``feature_info``."""
         c = self.config
