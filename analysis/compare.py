@@ -146,7 +146,7 @@ HEADER = ("spec", "strategy", "arch", "seeds", "metric mean +- std", "M MACs", "
 
 def plot(path: Path, results: dict[str, list[dict[str, Any]]]) -> None:
     """Trained metric against multiply-adds, one marker per run, one colour per spec."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: only when a plot is drawn
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")

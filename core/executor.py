@@ -12,8 +12,10 @@ an exception a job raises is not, and reaches the caller as itself. Ray is impor
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol, TypeVar
 
 from .errors import NascoreError
@@ -37,7 +39,7 @@ class Executor(Protocol):
 
 
 def _threaded(threads: int, fn: Callable[..., T], shared: Any, job: tuple[Any, ...]) -> T:
-    import torch
+    import torch  # in the worker that runs the job: choosing an executor loads no torch
 
     torch.set_num_threads(threads)
     return fn(shared, *job)
@@ -54,9 +56,6 @@ class LocalExecutor:
             for i, job in enumerate(jobs):
                 yield i, fn(shared, *job)
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         threads = max(1, (os.cpu_count() or 1) // self.workers)  # an equal share of the CPU threads each
         with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(_threaded, threads, fn, shared, job): i for i, job in enumerate(jobs)}
@@ -78,7 +77,7 @@ class RayExecutor:
 
     def run(self, fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]], shared: Any = None
             ) -> Iterator[tuple[int, T]]:
-        import ray
+        import ray  # Ray: an optional extra, only for --executor ray
 
         if not ray.is_initialized():  # address None: RAY_ADDRESS, else a local Ray of this machine's CPUs/GPUs
             ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)

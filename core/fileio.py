@@ -286,7 +286,7 @@ def load_user_json(path: str | Path, what: str, max_bytes: int, finite: bool = F
 # -- images -----------------------------------------------------------------------------------------------------
 def open_user_image(path: str | Path, what: str = "image", max_bytes: int = IMAGE_MAX_BYTES) -> Any:
     """A user's image file, decoded (a PIL image); larger than PIL's decompression-bomb limit is refused."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # Pillow: only when an image file is read
 
     with _open_user(path, what, max_bytes) as f:
         try:

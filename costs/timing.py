@@ -49,7 +49,7 @@ def device_name(device: torch.device) -> str:
 def _blocks(stmt: str, scope: dict[str, Any], threads: int, min_run_time: float) -> Timing:
     # imported here, its CUDA_HOME warning silenced: it is about building C++ extensions, which we never do
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    import torch.utils.benchmark as benchmark
+    import torch.utils.benchmark as benchmark  # torch.utils.benchmark: only when timing
 
     measurement = benchmark.Timer(stmt, globals=scope, num_threads=threads).blocked_autorange(
         min_run_time=min_run_time)
@@ -105,7 +105,7 @@ class OnnxRuntimeBackend:
 
     def __init__(self, threads: int = 1):
         try:
-            import onnxruntime
+            import onnxruntime  # ONNX Runtime: only when a file runs on it
         except ImportError:
             raise NascoreError("ONNX Runtime is needed here but the onnxruntime package (a dependency of nascore) "
                                "does not import: pip install onnxruntime") from None

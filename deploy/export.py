@@ -193,7 +193,7 @@ def _op_module(message: str, log: str) -> str | None:
 
 
 def _export_onnx(flat: Flat, x: Tensor, path: Path, dynamic: bool, meta: dict[str, str]) -> None:
-    import onnx
+    import onnx  # onnx: only when exporting
 
     # the TorchScript-based exporter (dynamo=False): it exports every space's archs (channel shuffle, hardswish,
     # SE, sliced widths, multi-path fbnetv5, branched trees) in well under a second and gives plain named
@@ -388,7 +388,7 @@ def read_exported(path: Path) -> Exported:
     if fmt is None:
         raise NascoreError(f"{path} is not an ONNX file, torch.export program or TorchScript archive")
     if fmt == "onnx":
-        import onnx
+        import onnx  # onnx: only when exporting
 
         try:
             proto = onnx.load(str(path), load_external_data=False)

@@ -58,7 +58,7 @@ def quantize(fp32: Path, out: Path, images: list[Tensor]) -> None:
         QuantType,
         quant_pre_process,
         quantize_static,
-    )
+    )  # ONNX Runtime: only when a file runs on it
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -83,7 +83,7 @@ def quantize(fp32: Path, out: Path, images: list[Tensor]) -> None:
 
 def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int8Result:
     """Quantize the checked float32 export ``fp32`` into ``out`` and compare the two on the run's data."""
-    import onnx
+    import onnx  # onnx: only when exporting
 
     data = source.data
     assert data is not None, "export() refuses --int8 without the run's data"

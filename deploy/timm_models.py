@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from nascore.registry import Registry
     from nascore.spec_model import SpecModel
 
+# timm is imported inside the functions that use it: the registry loads this plugin for every command, and
+# `nascore validate` loads no timm (tests/test_startup.py)
+
 PREFIX = "nascore_"
 REDUCTION = 32  # the deepest feature level's reduction of nascore's spaces (their searched strides)
 CLASSIFIER = "head.fc"
@@ -81,6 +84,7 @@ def _data_cfg(arch: Arch) -> dict[str, Any]:
     """What timm's registry knows of a model without building it: nascore's data pipeline (image-folder's
     Resize + CenterCrop to the size: crop_pct 1, bilinear; ImageNet mean/std) at the arch's input size, and
     pool_size at the searched stride. A created model's cfg has the built model's pool_size and first_conv."""
+    # timm: commands that do not need it never load it (tests/test_startup.py)
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     size = _input_size(arch)

@@ -43,7 +43,7 @@ def scalars(row: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def _write(out_dir: Path, values: dict[str, float], step: int) -> None:
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # TensorBoard: only with log: [tensorboard]
 
     with SummaryWriter(log_dir=str(out_dir / LOG_DIR)) as writer:
         for tag, value in values.items():

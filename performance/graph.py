@@ -30,8 +30,10 @@ source -> user, in data-flow order) and ``ops`` (the op name of each node).
 """
 from __future__ import annotations
 
+import difflib
 import math
 import operator
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,7 @@ class _Tracer(fx.Tracer):
 
     def __init__(self, leaf_types: tuple[type, ...] = ()):
         try:
+            # timm: commands that do not need it never load it (tests/test_startup.py)
             from timm.models._features_fx import get_notrace_functions, get_notrace_modules
             notrace_functions, notrace_modules = tuple(get_notrace_functions()), tuple(get_notrace_modules())
         except ImportError:  # pragma: no cover - timm is a dependency
@@ -312,7 +315,7 @@ def build_graph(model: nn.Module, input_size: int | tuple[int, int] = 224, in_ch
                 leaf_types: tuple[type, ...] = ()):
     """The computational graph of ``model`` at ``input_size`` as ``torch_geometric.data.Data``
     (``x``, ``edge_index``, ``ops``). ``leaf_types``: module classes kept as one node (OOV unless known)."""
-    from torch.fx.passes.shape_prop import ShapeProp
+    from torch.fx.passes.shape_prop import ShapeProp  # torch.fx's passes: only when a graph is traced
 
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     gm = trace(model, leaf_types)
@@ -406,11 +409,9 @@ def save_graph(graph, path: str | Path) -> None:
 
 def _data_class() -> type:
     """``torch_geometric.data.Data``, imported where a graph is made (torch_geometric costs seconds to import)."""
-    import warnings
-
     with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit.script, which it uses
         warnings.simplefilter("ignore", FutureWarning)
-        from torch_geometric.data import Data
+        from torch_geometric.data import Data  # torch_geometric costs seconds to import: only where a graph is made
     return Data
 
 
@@ -440,12 +441,10 @@ def resolve_model(ref: str, input_size: int | None = None, registry=None) -> tup
     classes), an arch file or a named arch (its backbone with a 1000-class classification head, as ``nascore
     info`` counts it; a branched multi-task backbone without heads). ``input_size`` None: the model's own."""
     if ref.startswith(TIMM_PREFIX):
-        import timm
+        import timm  # timm: commands that do not need it never load it (tests/test_startup.py)
 
         name = ref[len(TIMM_PREFIX):]
         if not timm.is_model(name):
-            import difflib
-
             close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
             raise NascoreError(f"unknown timm model '{name}' (timm.list_models() lists them)"
                                + (f"; did you mean {', '.join(close)}?" if close else ""))

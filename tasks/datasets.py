@@ -2,6 +2,8 @@
 ``coco`` (users' detection data in COCO format)."""
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -122,8 +124,8 @@ class ImageFolder(Dataset):
         return DataInfo(3, self.config.image_size, {"label": len(self._classes())}, IMAGENET_MEAN, IMAGENET_STD)
 
     def split(self, name: str) -> torch.utils.data.Dataset:
-        from torchvision import datasets as tvd
-        from torchvision import transforms as T
+        from torchvision import datasets as tvd  # torchvision: `nascore validate` loads none (tests/test_startup.py)
+        from torchvision import transforms as T  # torchvision: as above
 
         size = self.config.image_size
         transform = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(),
@@ -140,6 +142,7 @@ class ImageFolder(Dataset):
 def _image_file(path: str) -> bool:
     """An image of a class folder (by its extension); one that is no regular file (a FIFO, a dangling symlink)
     is an error, not skipped."""
+    # torchvision: `nascore validate` loads none (tests/test_startup.py)
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     if not path.lower().endswith(IMG_EXTENSIONS):
@@ -161,7 +164,7 @@ class COCOSplit(torch.utils.data.Dataset):
     annotation has a segmentation, ``semantic`` (class c painted as c + 1 from the instance masks)."""
 
     def __init__(self, coco: Any, images: Path, size: int, category_ids: list[int]):
-        from torchvision import transforms as T
+        from torchvision import transforms as T  # torchvision: as above
 
         self.coco, self.images, self.size = coco, images, size
         self.ids = sorted(self.coco.getImgIds())
@@ -173,7 +176,7 @@ class COCOSplit(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        from PIL import Image
+        from PIL import Image  # Pillow: only when an image file is read
 
         info = self.coco.imgs[self.ids[i]]
         path = self.images / info["file_name"]
@@ -203,10 +206,7 @@ class COCOSplit(torch.utils.data.Dataset):
 def _load_coco(path: Path) -> Any:
     """pycocotools' COCO index of ``path`` (checked by ``read_coco``), with errors that name the file and what is
     wrong as ValueErrors (a Config validator's errors)."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
+    from pycocotools.coco import COCO  # loaded with the first COCO file read
 
     try:
         data = read_coco(path)

@@ -74,7 +74,7 @@ def _check_split(split: str) -> int:
 @lru_cache(maxsize=1)
 def _scans() -> tuple[np.ndarray, np.ndarray]:
     """All digit scans as float32 alpha in [0, 1], shape [1797, 8, 8], and their classes."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn: only when the digit scans are first loaded
 
     digits = load_digits()
     return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
@@ -338,7 +338,7 @@ def instance_mask(semantic: np.ndarray, box: list[float], cls: int) -> np.ndarra
 
 
 def _coco_json(data: dict, size: int) -> dict:
-    from pycocotools import mask as mask_util
+    from pycocotools import mask as mask_util  # pycocotools: only when masks are encoded
 
     images, annotations = [], []
     for i, (boxes, classes) in enumerate(zip(data["boxes"], data["classes"])):

@@ -26,6 +26,7 @@ class Saliency(BinaryDenseTask):
         thresholds: int = Field(99, ge=1, description="evenly spaced thresholds in (0, 1) the max is taken over")
 
     def metrics(self, device: torch.device):
+        # torchmetrics (which loads torchvision): only when evaluating
         from torchmetrics.classification import BinaryPrecisionRecallCurve
 
         return BinaryPrecisionRecallCurve(thresholds=thresholds(self.config.thresholds, device)).to(device)

@@ -77,7 +77,7 @@ class AIOPPredictor(Predictor):
         return (z * self.std + self.mean) * self._scale(samples)
 
     def _batch(self, samples: Sequence[Sample], targets: Tensor | None = None):
-        from .gnn import batch_of
+        from .gnn import batch_of  # torch_geometric: as above
 
         batch = batch_of([s.graph for s in samples])
         batch.x = (batch.x - self.feature_mean) / self.feature_std

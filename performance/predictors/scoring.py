@@ -12,7 +12,7 @@ from typing import Any
 def scores(predicted: Sequence[float], true: Sequence[float]) -> dict[str, float | int | None]:
     """``spearman``, ``kendall`` (None where undefined: fewer than 2 archs or constant predictions), ``mae`` and
     ``n``."""
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import kendalltau, spearmanr  # SciPy: only when archs are ranked
 
     n = len(true)
     out: dict[str, float | int | None] = {"n": n, "mae": sum(abs(p - t) for p, t in zip(predicted, true)) / n
@@ -29,10 +29,10 @@ def scores(predicted: Sequence[float], true: Sequence[float]) -> dict[str, float
 
 def scatter_plot(path: str | Path, panels: list[dict[str, Any]]) -> None:
     """One panel per task: ``{"title", "label", "predicted", "true", "spearman"}``; the diagonal is y = x."""
-    import matplotlib
+    import matplotlib  # matplotlib: only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: only when a plot is drawn
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
