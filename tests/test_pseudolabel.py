@@ -11,6 +11,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from nascore import epochs
 from nascore.cli import main
 from nascore.parts import Parts
 from nascore.performance import pseudolabel
@@ -163,7 +164,7 @@ def test_pseudo_labels_are_deterministic_per_seed_and_resume(made, tmp_path, mon
     gives; so does an arch whose record was lost, labelled again; another training seed gives other labels."""
     spec, _ = made
     calls = []
-    real_save = pseudolabel.save_checkpoint
+    real_save = epochs.save_checkpoint  # the epoch loop checkpoints the shared phases
 
     def stop_after_first_epoch(obj, path):
         real_save(obj, path)
@@ -173,10 +174,10 @@ def test_pseudo_labels_are_deterministic_per_seed_and_resume(made, tmp_path, mon
 
     args = ["bench", "pseudo-label", str(spec), "--archs", "2", *FAST, "--supernet-epochs", "2"]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
-    monkeypatch.setattr(pseudolabel, "save_checkpoint", stop_after_first_epoch)
+    monkeypatch.setattr(epochs, "save_checkpoint", stop_after_first_epoch)
     assert main([*args, "--out", str(tmp_path / "stopped")]) == 130
     assert not (tmp_path / "stopped" / "archs").exists()
-    monkeypatch.setattr(pseudolabel, "save_checkpoint", real_save)
+    monkeypatch.setattr(epochs, "save_checkpoint", real_save)
     assert main([*args, "--out", str(tmp_path / "stopped")]) == 0
     assert _labels(tmp_path / "stopped") == _labels(tmp_path / "whole")
     (tmp_path / "stopped" / "archs" / "00001.json").unlink()
