@@ -282,7 +282,7 @@ def _batches(parts: Parts, cfg: TrainConfig, epoch: int, stream: int) -> Any:
                   epoch=epoch, stream=stream)
 
 
-class _PhaseLoop(EpochLoop):
+class _SharedPhaseLoop(EpochLoop):
     """The epochs of a shared phase (the supernet, the shared head), resumed from its checkpoint when one of the
     same options (``fingerprint``) is there, each epoch's row logged with the phase's seconds so far."""
 
@@ -336,8 +336,9 @@ def train_supernet(spec: RunSpec, parts: Parts, path: Path, epochs: int, reporte
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
 
-    loop = _PhaseLoop(path, "supernet", supernet_fingerprint(spec, epochs), epochs, parts,
-                      lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load, reporter)
+    loop = _SharedPhaseLoop(path, "supernet", supernet_fingerprint(spec, epochs), epochs, parts,
+                            lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load,
+                            reporter)
     loop(run_epoch)
     seconds = loop.seconds
     return network, seconds
@@ -403,7 +404,7 @@ def train_shared_head(spec: RunSpec, parts: Parts, supernet: Supernet, task: Tas
     head_options = {k: v for k, v in asdict(options).items() if k not in ("finetune_steps", "bn_batches")}
     fingerprint = json.dumps({"supernet": supernet_fingerprint(spec, options.supernet_epochs),
                               "options": head_options}, sort_keys=True)
-    loop = _PhaseLoop(path, "shared head", fingerprint, epochs, parts, state, load, reporter)
+    loop = _SharedPhaseLoop(path, "shared head", fingerprint, epochs, parts, state, load, reporter)
     loop(run_epoch)
     seconds = loop.seconds
     return head, seconds, bins
