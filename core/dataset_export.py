@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import NascoreError, SpecError
+from .errors import NascoreError
 from .protocols import Exporting
 from .registry import Registry, get_registry
-from .spec import validate_component
+from .spec import validate_options
 from .spec_model import ComponentSpec
 
 
@@ -18,11 +18,7 @@ def export_dataset(name: str, options: dict[str, Any], out_dir: str | Path, regi
     under ``out_dir``: split name -> the file or folder written for it."""
     registry = registry or get_registry()
     cls = registry.get("dataset", name)
-    try:
-        config = validate_component(cls, options, "")
-    except SpecError as exc:
-        raise NascoreError(f"options of dataset '{name}' (--set) are not valid:\n"
-                           + "\n".join(f"  {line}" for line in exc.errors)) from None
+    config = validate_options(cls, options)
     if not issubclass(cls, Exporting):
         exportable = [n for n in registry.names("dataset") if issubclass(registry.get("dataset", n), Exporting)]
         raise NascoreError(f"dataset '{name}' cannot be exported (exportable: {', '.join(exportable) or 'none'})")

@@ -72,6 +72,16 @@ def validate_component(cls: type[Component], options: dict[str, Any], path: str)
         raise SpecError(path, format_validation_error(exc, path, model=cls.Config)) from None
 
 
+def validate_options(cls: type[Component], options: dict[str, Any]) -> ComponentConfig:
+    """A component's Config from options given on the command line (``--set``); a NascoreError lists every problem
+    and names the component."""
+    try:
+        return validate_component(cls, options, "")
+    except SpecError as exc:
+        raise NascoreError(f"options of {cls.kind} '{cls.name}' (--set) are not valid:\n"
+                           + "\n".join(f"  {line}" for line in exc.errors)) from None
+
+
 def validate_spec(data: dict[str, Any], registry: Registry | None = None, source: str = "<spec>") -> RunSpec:
     """Validate a spec mapping; raises SpecError listing every problem with its field path.
 

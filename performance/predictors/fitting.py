@@ -6,12 +6,12 @@ from typing import Any
 
 import torch
 
-from nascore.errors import NascoreError, SpecError
+from nascore.errors import NascoreError
 from nascore.performance.perfdata import PerfDataset
 from nascore.predictor import Sample
 from nascore.progress import Progress, no_progress
 from nascore.registry import Registry, get_registry
-from nascore.spec import validate_component
+from nascore.spec import validate_options
 
 from .baselines import Baseline
 from .file import PredictorFile, TaskPredictors, arch_key
@@ -53,11 +53,7 @@ def fit_file(datasets: Sequence[PerfDataset], name: str, options: dict[str, Any]
     if not 0 <= holdout < 1:
         raise NascoreError(f"--holdout must be in [0, 1), not {holdout}")
     cls = registry.get("predictor", name)
-    try:
-        config = validate_component(cls, options, "")
-    except SpecError as exc:
-        raise NascoreError(f"options of predictor '{name}' (--set) are not valid:\n"
-                           + "\n".join(f"  {line}" for line in exc.errors)) from None
+    config = validate_options(cls, options)
     first = datasets[0].manifest
     for ds in datasets[1:]:
         m = ds.manifest
