@@ -152,7 +152,8 @@ def _listed(archs: Any, tasks: list[str], item_problem: Callable[[Any, str | Non
     return None
 
 
-def sampled(archs: Any, decisions: list[Decision], tasks: list[str], component: Component) -> dict[str | None, list[dict[str, str]]]:
+def sampled(archs: Any, decisions: list[Decision], tasks: list[str], component: Component
+            ) -> dict[str | None, list[dict[str, str]]]:
     """``Sampling.sample()``'s archs, if they are a dict owner -> list of choices (each as ``derived`` checks)."""
     problem = _listed(archs, tasks, lambda choices, owner: _check_choices(choices, owner, decisions), "choices")
     if problem:
@@ -160,7 +161,8 @@ def sampled(archs: Any, decisions: list[Decision], tasks: list[str], component: 
     return {owner: [dict(c) for c in listed] for owner, listed in archs.items()}
 
 
-def evaluated(archs: Any, decisions: list[Decision], tasks: list[str], component: Component) -> dict[str | None, list[tuple[str, dict[str, str], dict[str, float]]]]:
+def evaluated(archs: Any, decisions: list[Decision], tasks: list[str], component: Component
+              ) -> dict[str | None, list[tuple[str, dict[str, str], dict[str, float]]]]:
     """``Evaluating.evaluated()``'s archs, if they are a dict owner -> list of (name, choices, metrics), the
     metrics a dict of ``<task>/<metric>`` -> number."""
     def trained(item: Any, owner: str | None) -> str | None:

@@ -20,8 +20,9 @@ from .progress import Progress, no_progress
 
 
 class EpochLoop:
-    """``epochs`` epochs of one phase, checkpointed to ``path`` (``what`` names it in messages). With ``resume``, an existing checkpoint is continued
-    (its ``identity`` entries must equal this loop's: what the phase was started for), else epochs start at 0.
+    """``epochs`` epochs of one phase, checkpointed to ``path`` (``what`` names it in messages). With ``resume``, an
+    existing checkpoint is continued (its ``identity`` entries must equal this loop's: what the phase was started
+    for), else epochs start at 0.
     ``writes``: whether this process writes the checkpoint (under torchrun, rank 0 alone); ``progress``: a bar over
     the epochs. Subclasses shape the rows and say what happens with each (``row``, ``record``, ``ended``)."""
 
@@ -48,7 +49,7 @@ class EpochLoop:
             start = int(checkpoint["epoch"]) + 1
             self.seconds = float(checkpoint.get("seconds", 0.0))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise NascoreError(f"{self.what} checkpoint {self.path} does not match this run: {exc}") from None
+            raise NascoreError(f"{self.what} {self.path} does not match this run: {exc}") from None
         self.resumed(checkpoint, start)
         return start
 

@@ -94,8 +94,9 @@ def measure(ctx: SearchContext, space: SearchSpace, in_channels: int, derived: d
         for owner, archs in todo.items():
             for name, choices in archs:
                 full = {**background, **choices}
-                bn_batches = itertools.islice(loader(ctx.parts.train_set, config.batch_size, ctx.parts.collate, shuffle=True,
-                                                     seed=ctx.parts.seed, stream=_STREAM), config.bn_batches)
+                bn_batches = itertools.islice(loader(ctx.parts.train_set, config.batch_size, ctx.parts.collate,
+                                                     shuffle=True, seed=ctx.parts.seed, stream=_STREAM),
+                                              config.bn_batches)
                 metrics = evaluate_arch(ctx, full, owner, bn_batches, config.batch_size)
                 model = space.build(Arch(space=space.name, config=space_config, choices=choices, task=owner))
                 rows.append(ParetoRow(owner, name, choices, table.of_choices(full),
@@ -170,23 +171,22 @@ def write_plot(path: Path, rows: list[ParetoRow], tasks: list[Task]) -> None:
 
 
 def run_pareto(ctx: SearchContext, space: SearchSpace, in_channels: int, strategy: SearchStrategy,
-               config: ParetoConfig, out_dir: Path, log: Callable[[str], None]) -> list[ParetoRow] | None:
+               derived: dict[str | None, Choices], config: ParetoConfig, out_dir: Path, log: Callable[[str], None]
+               ) -> list[ParetoRow] | None:
     """The whole step: sample, measure (or, for an :class:`~nascore.protocols.Evaluating` strategy, price the
-    archs it trained), mark the front, write both files; None (logged) when the strategy is neither that nor
+    archs it trained) beside the strategy's ``derived`` archs (checked), mark the front, write both files; None (logged) when the strategy is neither that nor
     :class:`~nascore.protocols.Sampling`. A pure function of the search's final state and the seed, so a resumed
     run redoes it."""
     torch.manual_seed(epoch_seed(ctx.parts.seed, 1, _STREAM))  # building archs and train-mode forwards draw from it
     decisions, tasks = ctx.supernet.decisions(), [t.name for t in ctx.parts.tasks]
     if isinstance(strategy, Evaluating):
-        derived = checks.derived(strategy.derive(), decisions, tasks, strategy)
         rows = trained_rows(ctx, space, in_channels, derived,
                             checks.evaluated(strategy.evaluated(), decisions, tasks, strategy))
     elif isinstance(strategy, Sampling):
         sampled = checks.sampled(strategy.sample(config.samples,
                                                  torch.Generator().manual_seed(epoch_seed(ctx.parts.seed, 0, _STREAM))),
                                  decisions, tasks, strategy)
-        rows = measure(ctx, space, in_channels, checks.derived(strategy.derive(), decisions, tasks, strategy),
-                       sampled, config)
+        rows = measure(ctx, space, in_channels, derived, sampled, config)
     else:
         log(f"pareto: skipped: strategy '{strategy.name}' neither samples archs from a search distribution nor "
             "trains them (it is not a nascore.Sampling or nascore.Evaluating)")

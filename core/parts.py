@@ -1,6 +1,6 @@
-"""The parts of a run, built once from its spec: device, dataset and its splits, tasks, space, seed, precision. A run's search and
-training (``Run.parts``), the search strategies (``SearchContext.parts``), the archs a standalone strategy trains
-elsewhere, a performance collection and its pseudo-labels all take them from here; nothing else builds them."""
+"""The parts of a run, built once from its spec: device, dataset and its splits, tasks, space, seed, precision. A
+run's search and training (``Run.parts``), the search strategies (``SearchContext.parts``), the archs a standalone
+strategy trains elsewhere, a performance collection and its pseudo-labels all take them from here."""
 from __future__ import annotations
 
 from collections.abc import Callable

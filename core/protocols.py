@@ -13,7 +13,8 @@ looks for attributes to learn what a component can do.
 - :class:`Evaluating`: a strategy that trains the archs it considers on their own (``random``, ``predictor``);
 - :class:`Exporting`: a dataset that can write itself to files;
 - :class:`PricedOperation`: a module a space's blocks mark as one priced unit (what cost models cache by);
-- :class:`GraphOperation`: a module a space marks as one node of the computational graph (``nascore.performance.graph``).
+- :class:`GraphOperation`: a module a space marks as one node of the computational graph
+  (``nascore.performance.graph``).
 """
 from __future__ import annotations
 
@@ -169,5 +170,5 @@ class GraphOperation(Protocol):
     A Protocol, like :class:`PricedOperation`: the module only needs the method."""
 
     def graph_node(self) -> tuple[str, dict]:
-        """``(op, attrs)``: an op of ``nascore.performance.graph.VOCAB`` and any of the attrs ``kernel`` and ``stride`` (pairs
-        of ints), ``groups`` (int), ``bias`` (bool) that describe it."""
+        """``(op, attrs)``: an op of ``nascore.performance.graph.VOCAB`` and any of the attrs ``kernel`` and
+        ``stride`` (pairs of ints), ``groups`` (int), ``bias`` (bool) that describe it."""

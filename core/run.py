@@ -42,15 +42,16 @@ def run_spec(run: Run) -> dict[str, Any]:
     summary: dict[str, Any] = {"archs": {}}
     if pareto_rows is not None:
         summary["pareto"] = summarize(pareto_rows)
+    space = run.parts.space
     for owner, arch in archs.items():
-        entry = arch_entry(arch, run.parts.space, arch_file_name(owner, run.parts.space))
+        entry = arch_entry(arch, space, arch_file_name(owner, space))
         # the last search epoch's validation metrics of the arch (of its own task for a per-task arch)
         prefix = "val/" if owner is SHARED else f"val/{owner}/"
-        network = arch_network(run, arch, run.parts.space)
+        network = arch_network(run, arch, space)
         entry["search"] = {"epoch": last["epoch"], **{k: v for k, v in last.items() if k.startswith(prefix)},
                            **model_counts(network, run.parts.info.in_channels, run.parts.info.image_size)}
         if run.spec.train is not None:
-            entry.update(train_and_compare(run, arch, run.parts.space, "train" if owner is SHARED else f"train/{owner}"))
+            entry.update(train_and_compare(run, arch, space, "train" if owner is SHARED else f"train/{owner}"))
         summary["archs"][owner_name(owner)] = entry
     return finish(run, summary)
 

@@ -72,5 +72,6 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
             arch.save(run.out_dir / arch_file_name(owner, space))
     rows = None
     if spec.pareto.samples:
-        rows = run_pareto(ctx, space, parts.info.in_channels, strategy, spec.pareto, run.out_dir, run.reporter.log)
+        rows = run_pareto(ctx, space, parts.info.in_channels, strategy, derived, spec.pareto, run.out_dir,
+                          run.reporter.log)
     return archs, rows, last

@@ -50,7 +50,8 @@ from .proxies import naswot, synflow
 
 POOL_PER_ARCH = 20
 NASWOT_BATCH = 32
-#: the file that marks a folder of pseudo-labels (``nascore.performance.pseudolabel``), which ``collect`` does not add to
+#: the file that marks a folder of pseudo-labels (``nascore.performance.pseudolabel``), which ``collect`` does not
+#: add to
 PSEUDO_LABELS = "pseudolabel.json"
 
 

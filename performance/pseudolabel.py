@@ -470,8 +470,9 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
                  first: int | None = None, supernet_from: Path | None = None, reporter: Reporter | None = None
                  ) -> dict[str, Any]:
     """Pseudo-label (or resume) the plan of ``n`` archs drawn with ``seed`` into ``out_dir``; only plan indices below
-    ``first`` when given; ``out_dir``'s one writer (``nascore.lock``). ``supernet_from``: a finished ``supernet.pt`` of another folder (same spec and
-    ``supernet_epochs``) used instead of training one. Returns counts and seconds."""
+    ``first`` when given; ``out_dir``'s one writer (``nascore.lock``). ``supernet_from``: a finished ``supernet.pt``
+    of another folder (same spec and ``supernet_epochs``) used instead of training one. Returns counts and
+    seconds."""
     reporter = reporter or Reporter()
     options = options.resolved(spec)
     if n < 1:
@@ -488,8 +489,8 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
     if todo or (info.supernet_check is None and (out_dir / SUPERNET_FILE).exists()):
         if adopted is not None and not (out_dir / SUPERNET_FILE).exists():
             save_checkpoint(adopted, out_dir / SUPERNET_FILE)
-        pretrained, info.seconds["supernet"] = train_supernet(spec, parts, out_dir / SUPERNET_FILE, options.supernet_epochs,
-                                                              reporter)
+        pretrained, info.seconds["supernet"] = train_supernet(spec, parts, out_dir / SUPERNET_FILE,
+                                                              options.supernet_epochs, reporter)
         supernet = pretrained.backbone
         if info.supernet_check is None:
             info.supernet_check = supernet_check(spec, parts, pretrained)

@@ -139,8 +139,9 @@ class PredictorSearch(StandaloneSearch):
         arch = Arch(space=ctx.parts.space.name, config=ctx.parts.space.config.model_dump(mode="json"), choices=choices)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.parts.seed)
-            sample = measured_sample(ctx.parts.space.build(arch), ctx.parts.space.input_size, ctx.parts.info.in_channels, images,
-                                     ctx.parts.tasks[0].name, choices)
+            parts = ctx.parts
+            sample = measured_sample(parts.space.build(arch), parts.space.input_size, parts.info.in_channels, images,
+                                     parts.tasks[0].name, choices)
         return float(self.predictor.predict([sample])[0])
 
     # -- state -----------------------------------------------------------------------------------

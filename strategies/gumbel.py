@@ -50,8 +50,9 @@ class GumbelSearch(SearchStrategy, Distributing):
 
     def _batches(self, dataset, epoch: int, stream: int, limit: int | None = None, shard: bool = True
                  ) -> tuple[int, Iterator]:
-        batches = loader(dataset, self.config.batch_size, self.ctx.parts.collate, shuffle=True, seed=self.ctx.parts.seed,
-                         epoch=epoch, stream=stream, shard=shard)
+        parts = self.ctx.parts
+        batches = loader(dataset, self.config.batch_size, parts.collate, shuffle=True, seed=parts.seed, epoch=epoch,
+                         stream=stream, shard=shard)
         limit = min(limit or self.config.max_steps or len(batches), len(batches))
         return limit, (b for _, b in zip(range(limit), batches))
 
@@ -103,9 +104,9 @@ class GumbelSearch(SearchStrategy, Distributing):
                 ctx.supernet.set_mix(mix)
                 terms: dict[str, Tensor] = {}
                 # no weight gradients: this pass leaves them
-                loss, _ = train_step(ctx.network, images, targets, ctx.parts.tasks, self.a_opt, ctx.parts.device, epoch, step,
-                                     partial(self._arch_loss, mix, terms), inputs=list(self.theta.values()),
-                                     precision=ctx.precision)
+                loss, _ = train_step(ctx.network, images, targets, ctx.parts.tasks, self.a_opt, ctx.parts.device,
+                                     epoch, step, partial(self._arch_loss, mix, terms),
+                                     inputs=list(self.theta.values()), precision=ctx.precision)
                 if costed:
                     sums["expected_cost"] += terms["expected_cost"].item()
                 sums["arch_loss"] += loss.item()

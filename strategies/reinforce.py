@@ -121,8 +121,8 @@ class Reinforce(SearchStrategy, Sampling, Distributing):
         ctx, cfg = self.ctx, self.config
         ctx.network.train()
         set_lr(self.w_opt, cosine_lr(cfg.weights.lr, epoch, cfg.epochs))
-        batches = loader(ctx.parts.train_set, cfg.batch_size, ctx.parts.collate, shuffle=True, seed=ctx.parts.seed, epoch=epoch,
-                         shard=True)
+        batches = loader(ctx.parts.train_set, cfg.batch_size, ctx.parts.collate, shuffle=True, seed=ctx.parts.seed,
+                         epoch=epoch, shard=True)
         total = min(cfg.max_steps or len(batches), len(batches))
         learn = epoch >= cfg.warmup_epochs
         sums = {f"loss/{t}": 0.0 for t in self.tasks} | {"cost": 0.0}
@@ -154,8 +154,8 @@ class Reinforce(SearchStrategy, Sampling, Distributing):
         importance = self.policies.importance(arch)
         ctx.supernet.set_choices(choices)
         # task t's loss scaled by its importance w_t = p_t(a) / q(a): unbiased per task, E_q[w_t l_t] = E_p_t[l_t]
-        _, losses = train_step(self.weight_net, images, targets, ctx.parts.tasks, self.w_opt, ctx.parts.device, epoch, step,
-                               lambda by_task: sum(importance[t] * by_task[t] for t in self.tasks),
+        _, losses = train_step(self.weight_net, images, targets, ctx.parts.tasks, self.w_opt, ctx.parts.device, epoch,
+                               step, lambda by_task: sum(importance[t] * by_task[t] for t in self.tasks),
                                precision=ctx.precision)
         cost = ctx.cost_table.of_choices(choices) if ctx.cost_table is not None else None
         if learn:
@@ -184,8 +184,8 @@ class Reinforce(SearchStrategy, Sampling, Distributing):
         ctx, out = self.ctx, {}
         for task, choices in self.derive().items():
             # every rank the same batches: alike BatchNorm statistics, so alike metrics on the whole validation set
-            batches = loader(ctx.parts.train_set, self.config.batch_size, ctx.parts.collate, shuffle=True, seed=ctx.parts.seed,
-                             epoch=epoch, stream=2)
+            batches = loader(ctx.parts.train_set, self.config.batch_size, ctx.parts.collate, shuffle=True,
+                             seed=ctx.parts.seed, epoch=epoch, stream=2)
             bn = (b for _, b in zip(range(self.config.bn_batches), batches))
             out.update({f"val/{k}": v for k, v in evaluate_arch(ctx, choices, task, bn, self.config.batch_size)
                         .items()})

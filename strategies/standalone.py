@@ -61,8 +61,8 @@ class StandaloneSearch(SearchStrategy, Evaluating):
         self.decisions = ctx.supernet.decisions()
         owned = [d.name for d in self.decisions if d.task is not SHARED]
         if owned:
-            raise NascoreError(f"strategy '{self.name}' searches archs every task shares; space '{ctx.parts.space.name}' "
-                               f"has per-task decisions ({', '.join(owned[:3])}, ...)")
+            raise NascoreError(f"strategy '{self.name}' searches archs every task shares; space "
+                               f"'{ctx.parts.space.name}' has per-task decisions ({', '.join(owned[:3])}, ...)")
         task = ctx.parts.tasks[0]
         self.key, self.higher_is_better = f"{task.name}/{task.primary_metric}", task.higher_is_better
         #: the cost an arch may have at most: the spec's ``cost.loss.target`` when its form is ``budget``

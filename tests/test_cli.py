@@ -172,7 +172,8 @@ def test_every_command_is_declared_by_its_group_with_a_handler():
 
 
 @pytest.mark.parametrize("argv, patched, hint", [
-    (["lut", "build", "examples/latency.yaml"], "nascore.spec.load_spec", "run the same command again to resume the table"),
+    (["lut", "build", "examples/latency.yaml"], "nascore.spec.load_spec",
+     "run the same command again to resume the table"),
     (["bench", "collect", "s.yaml", "--archs", "2", "--out", "o"], "nascore.spec.load_spec",
      "run the same command again to resume the collection"),
     (["bench", "pseudo-label", "s.yaml", "--archs", "2", "--out", "o"], "nascore.spec.load_spec",

@@ -1,4 +1,5 @@
-"""Computational graphs (nascore.performance.graph): op vocabulary, data-flow edges, features, untraceable models, CLI."""
+"""Computational graphs (nascore.performance.graph): op vocabulary, data-flow edges, features, untraceable models,
+CLI."""
 from __future__ import annotations
 
 import random

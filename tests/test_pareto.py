@@ -138,7 +138,7 @@ def test_strategy_without_sample_skips_the_step_with_a_note(data, tmp_path):
 
     ctx, space = make_ctx(data)
     notes: list[str] = []
-    assert run_pareto(ctx, space, 3, Fixed(), ParetoConfig(), tmp_path, notes.append) is None
+    assert run_pareto(ctx, space, 3, Fixed(), {SHARED: {}}, ParetoConfig(), tmp_path, notes.append) is None
     assert notes == ["pareto: skipped: strategy 'fixed' neither samples archs from a search distribution nor "
                      "trains them (it is not a nascore.Sampling or nascore.Evaluating)"]
     assert list(tmp_path.iterdir()) == []

@@ -255,8 +255,8 @@ MODULES = {
 #: entry point name (as in pyproject.toml) -> module
 ENTRY_POINTS = {
     "good": "good", "observer": "observer", "broken-import": "broken_import", "garbage": "garbage",
-    "no-config": "no_config", "abstract": "abstract", "raises": "raises", "duplicate": "duplicate", "frobnicate": "frobnicate",
-    "undecorated": "undecorated",
+    "no-config": "no_config", "abstract": "abstract", "raises": "raises", "duplicate": "duplicate",
+    "frobnicate": "frobnicate", "undecorated": "undecorated",
 }
 
 

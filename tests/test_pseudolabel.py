@@ -1,6 +1,6 @@
-"""AIO-P pseudo-labels (nascore.performance.pseudolabel, nascore bench pseudo-label): latent sampling over a population of bodies,
-the depth bins and their round robin, the command's performance dataset (bench collect's plan), determinism,
-resuming, bad inputs."""
+"""AIO-P pseudo-labels (nascore.performance.pseudolabel, nascore bench pseudo-label): latent sampling over a
+population of bodies, the depth bins and their round robin, the command's performance dataset (bench collect's plan),
+determinism, resuming, bad inputs."""
 from __future__ import annotations
 
 import random
@@ -145,7 +145,8 @@ def test_pseudo_label_writes_a_performance_dataset_of_collects_plan(made, capsys
     spec_file, folder = made
     data = PerfDataset.read(folder)
     spec = validate_spec(yaml.safe_load(spec_file.read_text()))
-    assert data.manifest.model_dump() == plan_manifest(spec, Parts.build(spec), 3, 0).model_dump(), "bench collect's manifest and plan"
+    assert data.manifest.model_dump() == plan_manifest(spec, Parts.build(spec), 3, 0).model_dump(), \
+        "bench collect's manifest and plan"
     assert [r.index for r in data.records] == [0, 1, 2]
     for r in data.records:
         assert list(r.tasks) == ["saliency"]

@@ -1,11 +1,11 @@
 """``aio-p``: the GNN performance predictor of AIO-P (Mills et al., AAAI 2023), in PyTorch with torch_geometric.
 
-A linear embedding of each node's features (``nascore.performance.graph``: op one-hot and shape numbers) to ``width``, then
-``layers`` ``GraphConv`` layers (Morris et al.'s k-GNN, as the reference code) with tanh, a mean over nodes, and
-an MLP of ``mlp_layers`` hidden layers of ``width`` with ReLU. The numeric node features are z-scored with the
-fitting graphs' statistics first (``standardize_features``): ``nascore.performance.graph``'s fixed scales suit 224-pixel
-ImageNet networks, and the graphs of small inputs differ by a few hundredths in them. Trained with Adam on the MSE of scaled labels,
-gradients clipped to norm 5 (as the reference). Labels are scaled by AIO-P's Eq. 5,
+A linear embedding of each node's features (``nascore.performance.graph``: op one-hot and shape numbers) to
+``width``, then ``layers`` ``GraphConv`` layers (Morris et al.'s k-GNN, as the reference code) with tanh, a mean over
+nodes, and an MLP of ``mlp_layers`` hidden layers of ``width`` with ReLU. The numeric node features are z-scored with
+the fitting graphs' statistics first (``standardize_features``): ``nascore.performance.graph``'s fixed scales suit
+224-pixel ImageNet networks, and the graphs of small inputs differ by a few hundredths in them. Trained with Adam on
+the MSE of scaled labels, gradients clipped to norm 5 (as the reference). Labels are scaled by AIO-P's Eq. 5,
 ``y / (log10(GFLOPs + 1) + 1)`` (``flops_scaling``), then standardised with the fitting labels' mean and standard
 deviation (Eq. 4); predictions are mapped back with the arch's own FLOPs. ``ranking_weight`` adds a pairwise
 hinge loss on the batch's pairs (an arch with the higher label must be predicted higher by ``ranking_margin``, in

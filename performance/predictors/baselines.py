@@ -1,4 +1,5 @@
-"""One-number baselines as predictors: multiply-adds, parameters and zero-cost proxies (``nascore.performance.proxies``).
+"""One-number baselines as predictors: multiply-adds, parameters and zero-cost proxies
+(``nascore.performance.proxies``).
 
 Each is a line fitted by least squares from its number to the label on the fitting archs: its ranking is the
 number's (or its reverse, when the fitted slope is negative), and the line gives predictions in the label's units

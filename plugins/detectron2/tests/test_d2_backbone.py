@@ -90,8 +90,8 @@ def test_fpn_wiring(meta, features):
 
 
 def test_computational_graph_of_the_backbone_and_its_fpn():
-    """nascore.performance.graph traces the adapter and detectron2's FPN around it: the FPN adds a lateral and an output conv
-    per level, an upsample and an add per top-down step, and the P6 max-pool."""
+    """nascore.performance.graph traces the adapter and detectron2's FPN around it: the FPN adds a lateral and an
+    output conv per level, an upsample and an add per top-down step, and the P6 max-pool."""
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_backbone
