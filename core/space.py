@@ -32,6 +32,13 @@ class SpaceConfig(ComponentConfig):
             cls.__pydantic_fields__ = {name: fields[name] for name in own} | fields
             cls.model_rebuild(force=True)
 
+    def arch_config(self) -> dict[str, Any]:
+        """The config an arch file records: every field but those that shape only the supernet (declared with
+        ``json_schema_extra={"arch": False}``), so archs found either way are equal."""
+        return self.model_dump(mode="json", exclude={name for name, f in type(self).model_fields.items()
+                                                     if isinstance(f.json_schema_extra, dict)
+                                                     and f.json_schema_extra.get("arch") is False})
+
 
 class SearchSpace(Component):
     kind: ClassVar[str] = "space"

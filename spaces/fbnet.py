@@ -3,6 +3,7 @@ blocks each, and a 1x1 head conv; FBNet-A/B/C ship as named archs (mobile-vision
 macro-architecture (stages, stem, activation) is configurable: MobileNetV2 ships as named arch ``mobilenet_v2``."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -12,9 +13,10 @@ from nascore.arch import Arch
 from nascore.features import Backbone, Chain, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
 from nascore.space import SearchSpace, SpaceConfig
-from nascore.supernet import Decision, MixedOp, Supernet
+from nascore.supernet import Decision, MixedOp, Operation, Supernet
 
 from .fbnet_blocks import CANDIDATES, conv_bn, make_block
+from .fbnet_shared import SharedCandidate, SharedLayer
 
 #: searchable stages as (channels, layers, first stride), input 224 -> output 7
 STAGES = ((16, 1, 1), (24, 4, 2), (32, 4, 2), (64, 4, 2), (112, 4, 1), (184, 4, 2), (352, 1, 1))
@@ -31,6 +33,10 @@ class FBNetConfig(SpaceConfig):
         "searchable stages as [channels, layers, first stride]; FBNet's by default"))
     stem_channels: int = Field(16, ge=1, description="channels of the stride-2 3x3 stem conv")
     activation: Literal["relu", "relu6"] = Field("relu", description="activation of every conv-BN-act")
+    shared_weights: bool = Field(False, description=(
+        "the supernet's candidates of a layer share one set of weights (k3 the centre of k5, e1/e3 the first "
+        "channels of e6, g2 the block-diagonal): every step trains what every path reads. The supernet's only: "
+        "archs build the same either way"), json_schema_extra={"arch": False})
 
     @field_validator("stages")
     @classmethod
@@ -88,17 +94,31 @@ class _FBNetBody(nn.Module):
 class FBNetSupernet(_FBNetBody, Supernet):
     def __init__(self, cfg: FBNetConfig, decisions: list[Decision]):
         super().__init__()
-        layers = [MixedOp(d.name, {label: make_block(label, cin, cout, s, cfg.divisor, cfg.activation)
-                                  for label in d.options})
+        layers = [_shared_layer(d, cin, cout, s, cfg) if cfg.shared_weights else
+                  MixedOp(d.name, {label: make_block(label, cin, cout, s, cfg.divisor, cfg.activation)
+                                   for label in d.options})
                   for d, (cin, cout, s) in zip(decisions, layer_plan(cfg))]
         self._init_body(cfg, layers)
         self._decisions = decisions
+
+    def operations(self, input_size: int, in_channels: int = 3) -> list[Operation]:
+        """As :meth:`Supernet.operations`; a shared-weights candidate is priced as the plain block it computes."""
+        return [replace(op, module=op.module.standalone()) if isinstance(op.module, SharedCandidate) else op
+                for op in super().operations(input_size, in_channels)]
 
     def decisions(self) -> list[Decision]:
         return self._decisions
 
     def fixed_modules(self) -> dict[str, nn.Module]:
         return {"stem": self.stem}
+
+
+def _shared_layer(decision: Decision, cin: int, cout: int, stride: int, cfg: FBNetConfig) -> MixedOp:
+    """A MixedOp whose candidates are views of one :class:`SharedLayer` (registered once, as ``shared``)."""
+    shared = SharedLayer(decision.options, cin, cout, stride, cfg.divisor, cfg.activation)
+    op = MixedOp(decision.name, {label: SharedCandidate(label, shared) for label in decision.options})
+    op.shared = shared
+    return op
 
 
 class FBNet(_FBNetBody, Backbone):

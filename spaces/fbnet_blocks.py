@@ -32,9 +32,13 @@ class ChannelShuffle(nn.Module):
         self.groups = groups
 
     def forward(self, x: Tensor) -> Tensor:
-        # as F.channel_shuffle, written with view/transpose because ONNX has no channel_shuffle operator
-        n, c, h, w = x.shape
-        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return channel_shuffle(x, self.groups)
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    # as F.channel_shuffle, written with view/transpose because ONNX has no channel_shuffle operator
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 class IRFBlock(nn.Module):

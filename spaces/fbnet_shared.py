@@ -1,0 +1,103 @@
+"""Weight entanglement for FBNet's supernet (``fbnet`` with ``shared_weights: true``): a layer's candidate blocks
+are views of one set of weights, as in once-for-all and BigNAS, and as FBNetV2's channel masks already are.
+
+A layer holds the largest block its candidates need: a 1x1 expansion to the widest hidden width, a depth-wise conv
+of the largest kernel, a 1x1 projection, each followed by BatchNorm. A candidate ``k{k}_e{e}[_g2]`` computes exactly
+what the standalone block of that label computes, with its weights taken from the shared ones:
+
+- kernel 3 is the centre of kernel 5 (BigNAS' centre crop);
+- expansion e uses the first ``mid(e)`` hidden channels (e1, which has no expansion conv, feeds the input straight
+  into the first ``cin`` depth-wise channels);
+- the grouped projection (``g2``) is the block-diagonal of the dense projection kernel;
+- BatchNorm uses the first channels of the shared statistics and affine parameters (re-estimate them per path
+  before a path is evaluated: ``nascore.loops.recalibrate_batchnorm``).
+
+``skip`` keeps weights of its own (the strided 1x1 conv where the shape changes). So every training step moves the
+weights every path reads: the single-path supernet of separate candidates does not learn at all at nascore's scale
+(BENCHMARKS "Supernets that rank"). A derived arch builds as the plain FBNet blocks; its costs are those blocks' costs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nascore.features import make_divisible
+
+from .fbnet_blocks import ACTIVATIONS, CANDIDATES, channel_shuffle, conv_bn, make_block
+
+
+def _batch_norm(bn: nn.BatchNorm2d, y: Tensor) -> Tensor:
+    """``bn`` on the first ``y.shape[1]`` channels (its running statistics updated in place through the slices)."""
+    width, momentum = y.shape[1], 0.0
+    if bn.training:
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return F.batch_norm(y, bn.running_mean[:width], bn.running_var[:width], bn.weight[:width], bn.bias[:width],
+                        bn.training, momentum, bn.eps)
+
+
+class SharedLayer(nn.Module):
+    """The weights of one searchable layer that its candidates (:class:`SharedCandidate`) share."""
+
+    def __init__(self, labels: tuple[str, ...], cin: int, cout: int, stride: int, divisor: int, act: str):
+        super().__init__()
+        blocks = [CANDIDATES[label] for label in labels if CANDIDATES[label] is not None]
+        self.cin, self.cout, self.stride, self.divisor, self.act_name = cin, cout, stride, divisor, act
+        kernel = max((k for k, _, _ in blocks), default=3)
+        mid = max((self.mid(e) for _, e, _ in blocks), default=cin)
+        self.pw = nn.Conv2d(cin, mid, 1, bias=False) if mid > cin else None
+        self.pw_bn = nn.BatchNorm2d(mid) if mid > cin else None
+        self.dw = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self.dw_bn = nn.BatchNorm2d(mid)
+        self.pwl = nn.Conv2d(mid, cout, 1, bias=False)
+        self.pwl_bn = nn.BatchNorm2d(cout)
+        self.act = ACTIVATIONS[act](inplace=False)
+        reshaped = "skip" in labels and not (cin == cout and stride == 1)
+        self.skip = conv_bn(cin, cout, 1, stride, act=act) if reshaped else None
+
+    def mid(self, expansion: int) -> int:
+        """Hidden width of expansion ``expansion``, as the standalone block rounds it."""
+        return self.cin if expansion == 1 else make_divisible(self.cin * expansion, self.divisor)
+
+    def run(self, x: Tensor, kernel: int, expansion: int, groups: int) -> Tensor:
+        """The block ``k{kernel}_e{expansion}[_g{groups}]`` on ``x``, computed from the shared weights."""
+        mid = self.mid(expansion)
+        h = x
+        if mid != self.cin:
+            h = self.act(_batch_norm(self.pw_bn, F.conv2d(x, self.pw.weight[:mid])))
+        if groups > 1:
+            h = channel_shuffle(h, groups)
+        trim = (self.dw.kernel_size[0] - kernel) // 2
+        w = self.dw.weight[:mid]
+        if trim:
+            w = w[:, :, trim:-trim, trim:-trim]
+        h = self.act(_batch_norm(self.dw_bn, F.conv2d(h, w, None, self.stride, kernel // 2, groups=mid)))
+        w = self.pwl.weight[:, :mid]
+        if groups > 1:  # the block-diagonal of the dense kernel: group g maps its inputs to its outputs
+            ci, co = mid // groups, self.cout // groups
+            w = w.reshape(groups, co, groups, ci, 1, 1)[torch.arange(groups), :, torch.arange(groups)].reshape(self.cout, ci, 1, 1)
+        y = _batch_norm(self.pwl_bn, F.conv2d(h, w, groups=groups))
+        return x + y if self.stride == 1 and self.cin == self.cout else y
+
+
+class SharedCandidate(nn.Module):
+    """One candidate of a :class:`SharedLayer`: no weights of its own but ``skip``'s; ``op_key`` and
+    :meth:`standalone` are those of the plain block, which cost models price."""
+
+    def __init__(self, label: str, layer: SharedLayer):
+        super().__init__()
+        object.__setattr__(self, "layer", layer)  # a reference, not a submodule: the weights are registered once
+        self.label = label
+        self.spec = CANDIDATES[label]
+        self.op_key = self.standalone().op_key
+
+    def standalone(self) -> nn.Module:
+        """The plain FBNet block of this label at this layer's shape (what a derived arch builds)."""
+        layer = self.layer
+        return make_block(self.label, layer.cin, layer.cout, layer.stride, layer.divisor, layer.act_name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.spec is not None:
+            return self.layer.run(x, *self.spec)
+        return x if self.layer.skip is None else self.layer.skip(x)

@@ -1,0 +1,126 @@
+"""FBNet's weight-entangled supernet (``shared_weights: true``): every path computes its plain block from one set
+of weights per layer, paths share storage, costs are the plain blocks' costs, archs build as before."""
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from nascore.arch import Arch
+from nascore.costs.flops import FlopsCost
+from nascore.spaces.fbnet import FBNetSpace
+from nascore.spaces.fbnet_blocks import CANDIDATES, IRFBlock
+from nascore.spaces.fbnet_shared import SharedCandidate, SharedLayer
+from nascore.supernet import MixedOp
+
+
+def shared(**config) -> FBNetSpace:
+    return FBNetSpace({"width": 0.25, "input_size": 32, "head_channels": 64, "shared_weights": True, **config})
+
+
+def random_choices(space: FBNetSpace, seed: int) -> dict[str, str]:
+    rng = random.Random(seed)
+    return {d.name: rng.choice(d.options) for d in space.decisions()}
+
+
+@torch.no_grad()
+def load_block(block: nn.Module, layer: SharedLayer, label: str) -> None:
+    """The plain block's weights from the shared ones, as the docs of ``fbnet_shared`` define them."""
+    if CANDIDATES[label] is None:
+        if layer.skip is not None:
+            block.load_state_dict(layer.skip.state_dict())
+        return
+    kernel, expansion, groups = CANDIDATES[label]
+    mid, trim = layer.mid(expansion), (layer.dw.kernel_size[0] - kernel) // 2
+
+    def bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(dst, name).copy_(getattr(src, name)[:dst.num_features])
+
+    assert isinstance(block, IRFBlock)
+    if mid != layer.cin:
+        block.pw[0].weight.copy_(layer.pw.weight[:mid])
+        bn(block.pw[1], layer.pw_bn)
+    w = layer.dw.weight[:mid]
+    block.dw[0].weight.copy_(w[:, :, trim:w.shape[2] - trim, trim:w.shape[3] - trim])
+    bn(block.dw[1], layer.dw_bn)
+    dense, co, ci = layer.pwl.weight[:, :mid], layer.cout // groups, mid // groups
+    block.pwl[0].weight.copy_(torch.cat([dense[g * co:(g + 1) * co, g * ci:(g + 1) * ci] for g in range(groups)]))
+    bn(block.pwl[1], layer.pwl_bn)
+
+
+def randomise(module: nn.Module, seed: int) -> None:
+    """Non-trivial weights and BatchNorm statistics, so that eval-mode comparisons mean something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_path_computes_its_plain_blocks_with_the_shared_weights(seed):
+    space = shared()
+    supernet = space.supernet().eval()
+    randomise(supernet, seed)
+    choices = random_choices(space, seed)
+    built = space.build(Arch(space="fbnet", choices=choices)).eval()
+    built.stem.load_state_dict(supernet.stem.state_dict())
+    for op, block in zip(supernet.layers, built.layers):
+        load_block(block, op.shared, choices[op.decision])
+    supernet.set_choices(choices)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for a, b in zip(supernet(x), built(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_paths_share_storage_a_step_on_one_moves_another():
+    space = shared()
+    supernet = space.supernet()
+    plain = FBNetSpace({"width": 0.25, "input_size": 32, "head_channels": 64}).supernet()
+    assert sum(p.numel() for p in supernet.parameters()) < sum(p.numel() for p in plain.parameters()) / 2
+    for op in supernet.mixed_ops():
+        assert all(not list(c.parameters()) for label, c in op.candidates.items() if label != "skip")
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    small, large = ({d.name: label for d in space.decisions()} for label in ("k3_e1", "k5_e6"))
+    supernet.eval().set_choices(large)
+    with torch.no_grad():
+        before = supernet(x)[-1].clone()
+    supernet.train().set_choices(small)
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.1)
+    supernet(x)[-1].square().mean().backward()
+    optimizer.step()
+    supernet.eval().set_choices(large)
+    with torch.no_grad():
+        assert not torch.allclose(supernet(x)[-1], before)
+
+
+def test_options_are_priced_as_the_plain_blocks():
+    table = shared().supernet().price(FlopsCost(), 32)
+    plain = FBNetSpace({"width": 0.25, "input_size": 32, "head_channels": 64}).supernet().price(FlopsCost(), 32)
+    assert table.fixed == plain.fixed
+    for name, costs in plain.options.items():
+        torch.testing.assert_close(table.options[name], costs)
+
+
+def test_archs_build_and_are_written_as_without_shared_weights():
+    on, off = shared(), FBNetSpace({"width": 0.25, "input_size": 32, "head_channels": 64})
+    choices = random_choices(on, 3)
+    a, b = (s.build(Arch(space="fbnet", choices=choices)) for s in (on, off))
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    assert "shared_weights" not in on.config.arch_config()
+    assert on.config.arch_config() == off.config.arch_config()
+
+
+def test_a_deep_copy_keeps_one_set_of_weights_per_layer():
+    supernet = copy.deepcopy(shared().supernet())
+    for op in supernet.mixed_ops():
+        assert isinstance(op, MixedOp)
+        assert all(c.layer is op.shared for c in op.candidates.values() if isinstance(c, SharedCandidate))
