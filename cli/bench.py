@@ -50,6 +50,30 @@ def add(commands: Commands) -> None:
     add_overrides(pl)
     pl.set_defaults(handler=_pseudo_label)
 
+    r = actions.add_parser("supernet-rank", help="train the spec's supernet one-shot (or take --supernet) and rank "
+                                                 "the archs of a performance dataset on its shared weights: Spearman "
+                                                 "and Kendall against the trained labels, beside the zero-cost "
+                                                 "baselines")
+    r.add_argument("spec")
+    r.add_argument("dataset", help="a performance dataset folder (bench collect) of the spec's space and data")
+    r.add_argument("--out", required=True, help="folder of the supernet and the scores; an unfinished one is resumed")
+    r.add_argument("--epochs", type=int, metavar="E", help="supernet epochs (default: train.epochs)")
+    r.add_argument("--rule", choices=("uniform", "fair", "sandwich"), default="uniform",
+                   help="paths each step trains: uniform (one random path, SPOS), fair (every option of every "
+                        "decision once, FairNAS), sandwich (largest, smallest and --paths random, BigNAS)")
+    r.add_argument("--paths", type=int, default=2, metavar="N", help="sandwich: random paths per step (default 2)")
+    r.add_argument("--no-distill", action="store_true",
+                   help="sandwich: the other paths learn from the labels, not from the largest path's output")
+    r.add_argument("--bn-batches", type=int, default=8, metavar="N",
+                   help="training batches that re-estimate each path's BatchNorm statistics (default 8)")
+    r.add_argument("--first", type=int, metavar="N", help="score only the first N archs of the dataset's plan")
+    r.add_argument("--supernet", metavar="FILE", help="a finished supernet.pt of another --out (same spec, --epochs "
+                                                      "and --rule), used instead of training one")
+    r.add_argument("--workers", type=int, default=1, help="processes scoring archs at once (default 1)")
+    add_overrides(r)
+    add_executor(r, "the scoring")
+    r.set_defaults(handler=_supernet_rank)
+
 
 def _collect(args: argparse.Namespace) -> int:
     from nascore.errors import NascoreError
@@ -92,4 +116,36 @@ def _pseudo_label(args: argparse.Namespace) -> int:
         if s.get("finetune_per_arch") is not None else ""
     print(f"pseudo-labelled {result['labelled']} archs on {result['task']} ({result['sampling']} sampling): "
           f"{shared}{per_arch}; {result['done']} of {result['archs']} in {args.out}")
+    return 0
+
+
+def _supernet_rank(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from nascore.errors import NascoreError
+    from nascore.performance.oneshot import OneShot
+    from nascore.performance.ranking import Options, supernet_rank
+    from nascore.spec import load_spec
+
+    if args.workers < 1:
+        raise NascoreError(f"--workers must be at least 1, not {args.workers}")
+    try:
+        options = Options(epochs=args.epochs, bn_batches=args.bn_batches,
+                          rule=OneShot(rule=args.rule, paths=args.paths, distill=not args.no_distill))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = "--" + str(error["loc"][-1]).replace("_", "-")
+        raise NascoreError(f"{flag}: {error['msg']}") from None
+    spec = load_spec(args.spec, args.overrides)
+    result = supernet_rank(spec, Path(args.dataset), Path(args.out), options,
+                           supernet_from=Path(args.supernet) if args.supernet else None, first=args.first,
+                           executor=executor(args, spec, args.workers))
+    print(f"supernet: {result['epochs']} epochs, rule {args.rule}, {result['supernet_seconds']:.0f} s "
+          f"(an arch trained standalone: {result['standalone_seconds_per_arch']} s); scoring "
+          f"{result['scoring_seconds']:.0f} s")
+    print(f"{'ranker':<16} {'spearman':>9} {'kendall':>8} {'n':>5}   against {result['label']}")
+    for name, c in result["correlations"].items():
+        rho, tau = (f"{v:.3f}" if v is not None else "-" for v in (c["spearman"], c["kendall"]))
+        print(f"{name:<16} {rho:>9} {tau:>8} {c['n']:>5}")
+    print(f"written to {Path(args.out) / 'ranking.json'}")
     return 0

@@ -37,7 +37,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -47,20 +47,29 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
-from nascore.data import epoch_seed, loader, to_device
-from nascore.epochs import EpochLoop
+from nascore.data import epoch_seed, to_device
 from nascore.errors import NascoreError, NonFiniteLossError
-from nascore.fileio import atomic_write_text, load_checkpoint, load_user_json, save_checkpoint
+from nascore.fileio import atomic_write_text, load_user_json, save_checkpoint
 from nascore.lock import one_writer
-from nascore.loops import check_finite, cosine_lr, recalibrate_batchnorm, set_lr, train_step, weight_optimizer
+from nascore.loops import check_finite, recalibrate_batchnorm, set_lr, train_step, weight_optimizer
 from nascore.parts import Parts
 from nascore.progress import Reporter
-from nascore.spec_model import RunSpec, TrainConfig
+from nascore.spec_model import RunSpec
 from nascore.supernet import Decision, Supernet
-from nascore.task import Network, Task, build_network
+from nascore.task import Network, Task
 from nascore.train import validate
 
 from .collect import PSEUDO_LABELS, Collector, open_collection
+from .oneshot import (
+    DATA,
+    SharedPhaseLoop,
+    batches,
+    checked_supernet,
+    scheduled_lr,
+    supernet_fingerprint,
+    train_supernet,
+    uniform_arch,
+)
 from .perfdata import MANIFEST, RECORDS, Manifest, PerfDataset, Record, finite, write_record
 
 #: option labels that compute no block (FBNet's and FBNetV2's ``skip``): an arch's depth leaves them out
@@ -69,7 +78,8 @@ INFO_FORMAT = "nascore-pseudo-labels"
 SUPERNET_FILE, HEAD_FILE = "supernet.pt", "head.pt"
 DEPTH_POOL = 1000
 # random streams (nascore.data.epoch_seed), one per use, so that a resumed epoch replays its own
-_DATA, _PATHS, _TORCH, _FIRST_POPULATION, _REFRESH, _ZETA, _FINETUNE, _BN, _CHECK = range(10, 19)
+# (10, 11, 12: the supernet's, nascore.performance.oneshot)
+_FIRST_POPULATION, _REFRESH, _ZETA, _FINETUNE, _BN, _CHECK = range(13, 19)
 FLAGS = {"task": "--task", "supernet_epochs": "--supernet-epochs", "head_epochs": "--head-epochs",
          "finetune_steps": "--finetune-steps", "bins": "--bins", "per_bin": "--per-bin", "sampling": "--sampling",
          "bn_batches": "--bn-batches"}
@@ -79,11 +89,6 @@ FLAGS = {"task": "--task", "supernet_epochs": "--supernet-epochs", "head_epochs"
 def depth(decisions: Iterable[Decision], choices: Mapping[str, str]) -> int:
     """How many decisions of an arch compute a block (are not set to one of :data:`SKIP_OPTIONS`)."""
     return sum(1 for d in decisions if choices[d.name] not in SKIP_OPTIONS)
-
-
-def uniform_arch(decisions: Iterable[Decision], rng: random.Random) -> dict[str, str]:
-    """Every decision's option drawn uniformly: the arch a single-path supernet step trains."""
-    return {d.name: rng.choice(d.options) for d in decisions}
 
 
 def depth_ranges(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
@@ -273,77 +278,6 @@ def write_info(out_dir: Path, info: Info) -> None:
 
 
 # -- the phases ----------------------------------------------------------------------------------------------
-def _lr(cfg: TrainConfig, step: int, steps: int) -> float:
-    return cfg.lr if cfg.schedule == "constant" else cosine_lr(cfg.lr, step, steps)
-
-
-def _batches(parts: Parts, cfg: TrainConfig, epoch: int, stream: int) -> Any:
-    return loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True, seed=parts.seed,
-                  epoch=epoch, stream=stream)
-
-
-class _SharedPhaseLoop(EpochLoop):
-    """The epochs of a shared phase (the supernet, the shared head), resumed from its checkpoint when one of the
-    same options (``fingerprint``) is there, each epoch's row logged with the phase's seconds so far."""
-
-    def __init__(self, path: Path, what: str, fingerprint: str, epochs: int, parts: Parts,
-                 get_state: Callable[[], dict[str, Any]], set_state: Callable[[dict[str, Any]], None],
-                 reporter: Reporter):
-        super().__init__(path, what, epochs, get_state, set_state, seed=parts.seed, stream=_TORCH,
-                         device=parts.device, identity={"fingerprint": fingerprint}, progress=reporter.progress)
-        self.reporter = reporter
-
-    def resumed(self, checkpoint: dict[str, Any], start: int) -> None:
-        if start < self.epochs:
-            self.reporter.log(f"resuming the {self.what} at epoch {start} of {self.epochs}")
-
-    def ended(self, epoch: int, row: dict[str, Any]) -> None:
-        self.reporter.epoch(self.what, {**row, "seconds": self.seconds})
-
-
-def supernet_fingerprint(spec: RunSpec, epochs: int) -> str:
-    """What a trained supernet depends on: the spec's data, space, first task, train block and seed, the epochs."""
-    dump = spec.dump()
-    return json.dumps({"dataset": dump["dataset"], "space": dump["space"], "task": dump["tasks"][0],
-                       "train": dump.get("train"), "seed": spec.seed, "device": spec.device, "epochs": epochs},
-                      sort_keys=True)
-
-
-def train_supernet(spec: RunSpec, parts: Parts, path: Path, epochs: int, reporter: Reporter) -> tuple[Network, float]:
-    """The space's supernet trained on the spec's first task with uniform single-path sampling (one random arch per
-    step), checkpointed to ``path``; returns it with that task's head (``network.backbone`` is the supernet) and the
-    seconds it took."""
-    cfg, device = spec.train, parts.device
-    torch.manual_seed(parts.seed)
-    supernet = parts.space.supernet().to(device)
-    task = parts.tasks[0]
-    network = build_network(supernet, [task], parts.info).to(device)
-    optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
-    decisions = supernet.decisions()
-
-    def run_epoch(epoch: int) -> dict[str, float]:
-        rng = random.Random(epoch_seed(parts.seed, epoch, _PATHS))
-        set_lr(optimizer, _lr(cfg, epoch, epochs))
-        network.train()
-        total, steps = 0.0, 0
-        for step, (images, targets) in enumerate(_batches(parts, cfg, epoch, _DATA)):
-            supernet.set_choices(uniform_arch(decisions, rng))
-            loss, _ = train_step(network, images, targets, [task], optimizer, device, epoch, step)
-            total, steps = total + loss.item(), steps + 1
-        return {"lr": optimizer.param_groups[0]["lr"], "loss": total / max(steps, 1)}
-
-    def load(state: dict[str, Any]) -> None:
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-
-    loop = _SharedPhaseLoop(path, "supernet", supernet_fingerprint(spec, epochs), epochs, parts,
-                            lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load,
-                            reporter)
-    loop(run_epoch)
-    seconds = loop.seconds
-    return network, seconds
-
-
 def supernet_check(spec: RunSpec, parts: Parts, network: Network, archs: int = 5) -> float:
     """How well the trained supernet does on its own task: the mean primary metric of ``archs`` uniform random paths
     (BatchNorm re-estimated on each), with its pretraining head; near chance, its bodies carry no signal."""
@@ -353,7 +287,7 @@ def supernet_check(spec: RunSpec, parts: Parts, network: Network, archs: int = 5
     rng, values = random.Random(epoch_seed(parts.seed, 0, _CHECK)), []
     for _ in range(archs):
         network.backbone.set_choices(uniform_arch(network.backbone.decisions(), rng))
-        recalibrate_batchnorm(network, itertools.islice(_batches(parts, spec.train, 0, _BN), 8), parts.device)
+        recalibrate_batchnorm(network, itertools.islice(batches(parts, spec.train, 0, _BN), 8), parts.device)
         metrics = validate(network, parts.val_set, parts.collate, [task], spec.train, parts.device)
         values.append(metrics[f"val/{task.name}/{task.primary_metric}"])
     return sum(values) / len(values)
@@ -373,10 +307,10 @@ def train_shared_head(spec: RunSpec, parts: Parts, supernet: Supernet, task: Tas
     def run_epoch(epoch: int) -> dict[str, float]:
         rng = random.Random(epoch_seed(parts.seed, epoch, _REFRESH))
         zeta = torch.Generator(device=device).manual_seed(epoch_seed(parts.seed, epoch, _ZETA))
-        set_lr(optimizer, _lr(cfg, epoch, epochs))
+        set_lr(optimizer, scheduled_lr(cfg, epoch, epochs))
         head.train()
         total, steps = 0.0, 0
-        for step, (images, targets) in enumerate(_batches(parts, cfg, epoch, _DATA)):
+        for step, (images, targets) in enumerate(batches(parts, cfg, epoch, DATA)):
             new = population.refresh(rng)
             images, targets = to_device(images, device), to_device(targets, device)
             if options.sampling == "latent":
@@ -404,7 +338,7 @@ def train_shared_head(spec: RunSpec, parts: Parts, supernet: Supernet, task: Tas
     head_options = {k: v for k, v in asdict(options).items() if k not in ("finetune_steps", "bn_batches")}
     fingerprint = json.dumps({"supernet": supernet_fingerprint(spec, options.supernet_epochs),
                               "options": head_options}, sort_keys=True)
-    loop = _SharedPhaseLoop(path, "shared head", fingerprint, epochs, parts, state, load, reporter)
+    loop = SharedPhaseLoop(path, "shared head", fingerprint, epochs, parts, state, load, reporter)
     loop(run_epoch)
     seconds = loop.seconds
     return head, seconds, bins
@@ -422,8 +356,8 @@ def finetune_and_evaluate(spec: RunSpec, parts: Parts, network: Network, task: T
     try:
         while step < steps:
             before = step
-            for images, targets in itertools.islice(_batches(parts, cfg, epoch, _FINETUNE), steps - step):
-                set_lr(optimizer, _lr(cfg, step, steps))
+            for images, targets in itertools.islice(batches(parts, cfg, epoch, _FINETUNE), steps - step):
+                set_lr(optimizer, scheduled_lr(cfg, step, steps))
                 train_step(network, images, targets, [task], optimizer, device, epoch, step)
                 step += 1
             if step == before:  # no batch at all
@@ -431,7 +365,7 @@ def finetune_and_evaluate(spec: RunSpec, parts: Parts, network: Network, task: T
             epoch += 1
     except NonFiniteLossError as exc:
         return {}, f"fine-tuning diverged (non-finite loss at step {exc.step})"
-    recalibrate_batchnorm(network, itertools.islice(_batches(parts, cfg, 0, _BN), bn_batches), device)
+    recalibrate_batchnorm(network, itertools.islice(batches(parts, cfg, 0, _BN), bn_batches), device)
     return validate(network, parts.val_set, parts.collate, [task], cfg, device), None
 
 
@@ -479,7 +413,7 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
         raise NascoreError(f"--archs must be at least 1, not {n}")
     if first is not None and first < 0:
         raise NascoreError(f"first must be at least 0, not {first}")
-    adopted = None if supernet_from is None else _checked_supernet(supernet_from, spec, options.supernet_epochs)
+    adopted = None if supernet_from is None else checked_supernet(supernet_from, spec, options.supernet_epochs)
     parts = Parts.build(spec)
     manifest, todo = open_pseudo_labels(spec, parts, out_dir, n, seed, options)
     if first is not None:
@@ -529,12 +463,3 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
     return {"labelled": len(todo), "done": len(records), "archs": n, "task": options.task,
             "sampling": options.sampling, "seconds": dict(info.seconds), "depth_bins": info.depth_bins,
             "supernet_check": info.supernet_check, "pretrain_task": info.pretrain_task}
-
-
-def _checked_supernet(source: Path, spec: RunSpec, epochs: int) -> dict[str, Any]:
-    """The checkpoint ``--supernet`` names, if it is a finished supernet of this spec and ``epochs``."""
-    checkpoint = load_checkpoint(source, what="--supernet checkpoint")
-    if checkpoint.get("fingerprint") != supernet_fingerprint(spec, epochs) or checkpoint.get("epoch") != epochs - 1:
-        raise NascoreError(f"--supernet {source} is not a supernet trained {epochs} epochs for this spec's data, "
-                           "space, first task, train block and seed (--supernet-epochs and the spec must match)")
-    return checkpoint

@@ -1,0 +1,222 @@
+"""One-shot supernet training, shared by ``bench supernet-rank`` and ``bench pseudo-label``: a space's supernet trained
+on one task, each step on paths a sampling rule chooses, checkpointed per epoch and resumed.
+
+The rules (:class:`OneShot`):
+
+- ``uniform``: one path per step, every decision's option drawn uniformly (single-path one-shot, SPOS; Guo et al.
+  2020);
+- ``fair``: strict fairness (FairNAS; Chu et al. 2021): each step draws, per decision, a random order of its options
+  and trains as many paths as the largest decision has options, the k-th path taking each decision's k-th option
+  (decisions with fewer options wrap around), gradients summed over the paths before one update: every option of
+  every decision is trained at every step;
+- ``sandwich``: the largest path (each decision's costliest option by multiply-adds), the smallest, and ``paths``
+  uniform ones per step, gradients summed (BigNAS; Yu et al. 2020); with ``distill``, every path but the largest
+  learns from the largest's output of the same batch (in-place distillation) instead of the labels.
+
+A path is evaluated on the shared weights with its BatchNorm statistics re-estimated on that path
+(``nascore.loops.recalibrate_batchnorm``): the running statistics gathered over many paths describe none of them.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from nascore.costs.flops import FlopsCost
+from nascore.data import epoch_seed, loader, to_device
+from nascore.epochs import EpochLoop
+from nascore.errors import NascoreError
+from nascore.fileio import load_checkpoint
+from nascore.loops import check_finite, cosine_lr, set_lr, weight_optimizer
+from nascore.parts import Parts
+from nascore.progress import Reporter
+from nascore.spec_model import RunSpec, TrainConfig
+from nascore.supernet import CostTable, Decision, Supernet
+from nascore.task import Network, Task, build_network
+
+# random streams (nascore.data.epoch_seed) of the supernet phase: its batches, its paths, torch's own draws
+DATA, PATHS, TORCH = 10, 11, 12
+
+
+class OneShot(BaseModel):
+    """Which paths each step of one-shot training trains (the module's docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rule: Literal["uniform", "fair", "sandwich"] = "uniform"
+    #: sandwich: uniform paths per step besides the largest and the smallest
+    paths: int = Field(2, ge=0)
+    #: sandwich: the other paths learn from the largest path's output (in-place distillation)
+    distill: bool = True
+
+
+UNIFORM = OneShot()
+
+
+def uniform_arch(decisions: list[Decision], rng: random.Random) -> dict[str, str]:
+    """Every decision's option drawn uniformly: the arch a single-path supernet step trains."""
+    return {d.name: rng.choice(d.options) for d in decisions}
+
+
+def extremes(supernet: Supernet, input_size: int, in_channels: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The largest and the smallest path: each decision's costliest and cheapest option by multiply-adds (summed over
+    the places the decision acts; the first such option on a tie)."""
+    table = supernet.price(FlopsCost(), input_size, in_channels)
+    if not isinstance(table, CostTable) or table.reduce != "sum":
+        raise NascoreError(f"the sandwich rule needs each option's multiply-adds; the {type(supernet).__name__} "
+                           "prices whole archs only (use --rule uniform or fair)")
+    largest, smallest = {}, {}
+    for d in supernet.decisions():
+        costs = table.options.get(d.name)
+        if costs is None:  # a decision that moves no multiply-adds: its first option both ways
+            largest[d.name] = smallest[d.name] = d.options[0]
+            continue
+        largest[d.name], smallest[d.name] = d.options[int(costs.argmax())], d.options[int(costs.argmin())]
+    return largest, smallest
+
+
+class PathSampler:
+    """The paths of each step under a rule, drawn from ``rng``."""
+
+    def __init__(self, decisions: list[Decision], rule: OneShot, rng: random.Random,
+                 largest: Mapping[str, str] | None = None, smallest: Mapping[str, str] | None = None):
+        self.decisions, self.rule, self.rng = decisions, rule, rng
+        self.largest, self.smallest = largest, smallest
+        if rule.rule == "sandwich" and (largest is None or smallest is None):
+            raise ValueError("the sandwich rule needs the largest and the smallest path")
+
+    def step(self) -> list[dict[str, str]]:
+        if self.rule.rule == "uniform":
+            return [uniform_arch(self.decisions, self.rng)]
+        if self.rule.rule == "fair":
+            orders = {d.name: self.rng.sample(d.options, len(d.options)) for d in self.decisions}
+            rounds = max(len(d.options) for d in self.decisions)
+            return [{name: order[k % len(order)] for name, order in orders.items()} for k in range(rounds)]
+        return [dict(self.largest), dict(self.smallest),
+                *(uniform_arch(self.decisions, self.rng) for _ in range(self.rule.paths))]
+
+
+def distillation(student: Tensor, teacher: Tensor) -> Tensor:
+    """In-place distillation loss: KL to the teacher's softmax for class logits ``(N, C)``, else mean squared error
+    (dense outputs: a teacher's soft classes per pixel are not what every dense task predicts)."""
+    if student.dim() == 2:
+        return F.kl_div(F.log_softmax(student, 1), F.softmax(teacher, 1), reduction="batchmean")
+    return F.mse_loss(student, teacher)
+
+
+def oneshot_step(network: Network, task: Task, paths: list[dict[str, str]], images: Any, targets: Any,
+                 optimizer: torch.optim.Optimizer, rule: OneShot, epoch: int, step: int) -> float:
+    """One update from ``paths`` (their gradients summed; with sandwich distillation, every path after the first
+    learns from the first's output); returns the labels' loss of the first path."""
+    supernet = network.backbone
+    optimizer.zero_grad(set_to_none=True)
+    teacher, first = None, 0.0
+    for i, path in enumerate(paths):
+        supernet.set_choices(path)
+        output = network(images)[task.name]
+        if i and teacher is not None:
+            loss = distillation(output, teacher)
+        else:
+            loss = task.loss(output, targets)
+            if i == 0:
+                first = loss.item()
+                teacher = output.detach() if rule.rule == "sandwich" and rule.distill else None
+        check_finite(loss, epoch, step)
+        loss.backward()
+    optimizer.step()
+    return first
+
+
+def scheduled_lr(cfg: TrainConfig, step: int, steps: int) -> float:
+    """The ``train`` block's learning rate at ``step`` of ``steps`` (constant, or cosine)."""
+    return cfg.lr if cfg.schedule == "constant" else cosine_lr(cfg.lr, step, steps)
+
+
+def batches(parts: Parts, cfg: TrainConfig, epoch: int, stream: int) -> Any:
+    """The training split shuffled for (seed, ``epoch``, ``stream``), in the ``train`` block's batches."""
+    return loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True, seed=parts.seed, epoch=epoch,
+                  stream=stream)
+
+
+def supernet_fingerprint(spec: RunSpec, epochs: int, rule: OneShot = UNIFORM) -> str:
+    """What a trained supernet depends on: the spec's data, space, first task, train block and seed, the epochs, and
+    the rule (left out when it is the default, so supernets trained before the rules existed stay valid)."""
+    dump = spec.dump()
+    identity = {"dataset": dump["dataset"], "space": dump["space"], "task": dump["tasks"][0], "train": dump.get("train"),
+                "seed": spec.seed, "device": spec.device, "epochs": epochs}
+    if rule != UNIFORM:
+        identity["rule"] = rule.model_dump()
+    return json.dumps(identity, sort_keys=True)
+
+
+class SharedPhaseLoop(EpochLoop):
+    """The epochs of a shared phase (the supernet; pseudo-labels' shared head), resumed from its checkpoint when one
+    of the same options (``fingerprint``) is there, each epoch's row logged with the phase's seconds so far."""
+
+    def __init__(self, path: Path, what: str, fingerprint: str, epochs: int, parts: Parts,
+                 get_state: Callable[[], dict[str, Any]], set_state: Callable[[dict[str, Any]], None],
+                 reporter: Reporter):
+        super().__init__(path, what, epochs, get_state, set_state, seed=parts.seed, stream=TORCH,
+                         device=parts.device, identity={"fingerprint": fingerprint}, progress=reporter.progress)
+        self.reporter = reporter
+
+    def resumed(self, checkpoint: dict[str, Any], start: int) -> None:
+        if start < self.epochs:
+            self.reporter.log(f"resuming the {self.what} at epoch {start} of {self.epochs}")
+
+    def ended(self, epoch: int, row: dict[str, Any]) -> None:
+        self.reporter.epoch(self.what, {**row, "seconds": self.seconds})
+
+
+def train_supernet(spec: RunSpec, parts: Parts, path: Path, epochs: int, reporter: Reporter,
+                   rule: OneShot = UNIFORM) -> tuple[Network, float]:
+    """The space's supernet trained ``epochs`` epochs of the spec's ``train`` block on the spec's first task under
+    ``rule``, checkpointed to ``path`` after every epoch (and resumed from it); returns it with that task's head
+    (``network.backbone`` is the supernet) and the seconds its training took over every run."""
+    cfg, device = spec.train, parts.device
+    torch.manual_seed(parts.seed)
+    supernet = parts.space.supernet().to(device)
+    task = parts.tasks[0]
+    network = build_network(supernet, [task], parts.info).to(device)
+    optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    decisions = supernet.decisions()
+    largest = smallest = None
+    if rule.rule == "sandwich":
+        largest, smallest = extremes(supernet, parts.space.input_size, parts.info.in_channels)
+
+    def run_epoch(epoch: int) -> dict[str, float]:
+        sampler = PathSampler(decisions, rule, random.Random(epoch_seed(parts.seed, epoch, PATHS)), largest, smallest)
+        set_lr(optimizer, scheduled_lr(cfg, epoch, epochs))
+        network.train()
+        total, steps = 0.0, 0
+        for step, (images, targets) in enumerate(batches(parts, cfg, epoch, DATA)):
+            images, targets = to_device(images, device), to_device(targets, device)
+            total += oneshot_step(network, task, sampler.step(), images, targets, optimizer, rule, epoch, step)
+            steps += 1
+        return {"lr": optimizer.param_groups[0]["lr"], "loss": total / max(steps, 1)}
+
+    def load(state: dict[str, Any]) -> None:
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+
+    loop = SharedPhaseLoop(path, "supernet", supernet_fingerprint(spec, epochs, rule), epochs, parts,
+                 lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load, reporter)
+    loop(run_epoch)
+    return network, loop.seconds
+
+
+def checked_supernet(source: Path, spec: RunSpec, epochs: int, rule: OneShot = UNIFORM) -> dict[str, Any]:
+    """The checkpoint ``--supernet`` names, if it is a finished supernet of this spec, ``epochs`` and ``rule``."""
+    checkpoint = load_checkpoint(source, what="--supernet checkpoint")
+    if checkpoint.get("fingerprint") != supernet_fingerprint(spec, epochs, rule) or \
+            checkpoint.get("epoch") != epochs - 1:
+        raise NascoreError(f"--supernet {source} is not a supernet trained {epochs} epochs for this spec's data, "
+                           "space, first task, train block and seed under this rule (--supernet-epochs, --rule and "
+                           "the spec must match)")
+    return checkpoint

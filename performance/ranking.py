@@ -1,0 +1,222 @@
+"""``nascore bench supernet-rank``: how well a supernet's shared weights rank the archs of a performance dataset,
+against the dataset's trained labels and beside the zero-cost baselines of the same archs.
+
+The spec's supernet is trained one-shot (:mod:`nascore.performance.oneshot`: ``epochs`` epochs of the spec's
+``train`` block on its first task, under a sampling rule), or taken from ``--supernet``. Each arch of the dataset
+is then scored on the shared weights: the supernet fixed to the arch's path, its BatchNorm statistics re-estimated
+on that path (``bn_batches`` training batches), evaluated on the spec's val split; the score is the dataset's label
+metric (``val/<task>/<primary metric>``). Spearman's rho and Kendall's tau of the scores against the labels are
+printed beside those of the dataset's own measurements of each arch (multiply-adds, parameters, latency, each
+zero-cost proxy of its records).
+
+The spec must describe the dataset's archs: its space, the space's config (but options that shape only the
+supernet, such as fbnet's ``shared_weights``), its data (the labels were measured on that val split) and input.
+
+The folder (its one writer: ``nascore.lock``)::
+
+    DIR/supernet.pt           the supernet's checkpoint, after every epoch (a rerun resumes it)
+    DIR/scores/<index>.json   one arch's score, written atomically as it is done (a rerun skips it)
+    DIR/ranking.json          the options, the supernet's seconds, and each ranker's correlations
+
+Scoring runs where the executor says (``--workers``, ``--executor ray``), each worker building the supernet from
+the checkpoint once.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nascore.errors import NascoreError
+from nascore.executor import Executor, LocalExecutor
+from nascore.fileio import atomic_write_text, load_checkpoint, load_user_json, save_checkpoint
+from nascore.lock import one_writer
+from nascore.loops import recalibrate_batchnorm
+from nascore.parts import Parts
+from nascore.progress import Reporter
+from nascore.spec import validate_spec
+from nascore.spec_model import RunSpec
+from nascore.task import Network, build_network
+from nascore.train import validate
+
+from .oneshot import OneShot, batches, checked_supernet, train_supernet
+from .perfdata import PerfDataset, finite
+from .predictors.scoring import scores
+
+SUPERNET_FILE, SCORES, RANKING = "supernet.pt", "scores", "ranking.json"
+SCORE_MAX_BYTES = 1 << 20
+_BN = 19  # the random stream (nascore.data.epoch_seed) of the recalibration batches
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: supernet epochs (None: the train block's)
+    epochs: int | None = Field(None, ge=1)
+    rule: OneShot = OneShot()
+    #: training batches that re-estimate a path's BatchNorm statistics
+    bn_batches: int = Field(8, ge=1)
+
+
+class Score(BaseModel):
+    """``scores/<index>.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["nascore-supernet-score"] = "nascore-supernet-score"
+    version: Literal[1] = 1
+    index: int = Field(ge=0)
+    choices: dict[str, str]
+    score: float | None
+    metrics: dict[str, float | None]
+    seconds: float = Field(ge=0)
+
+
+def check_dataset(spec: RunSpec, parts: Parts, data: PerfDataset) -> str:
+    """That ``spec`` describes ``data``'s archs (space, config, data, input); returns the label key of the spec's
+    first task. A NascoreError names the first field that differs."""
+    manifest, where = data.manifest, data.directory / "dataset.json"
+    space = parts.space
+    if manifest.space.name != space.name:
+        raise NascoreError(f"{where}: space '{manifest.space.name}' is not the spec's space '{space.name}'")
+    ours = space.config.arch_config()
+    for key in sorted(set(ours) | set(manifest.space.config)):
+        if manifest.space.config.get(key) != ours.get(key):
+            raise NascoreError(f"{where}: space.config.{key} is {manifest.space.config.get(key)!r}, the spec's "
+                               f"space.{key} is {ours.get(key)!r}; the spec must describe the dataset's archs")
+    if (manifest.input_size, manifest.in_channels) != (parts.info.image_size, parts.info.in_channels):
+        raise NascoreError(f"{where}: input_size {manifest.input_size} x {manifest.in_channels} channels, the spec's "
+                           f"data {parts.info.image_size} x {parts.info.in_channels}")
+    if manifest.spec.get("dataset") != spec.dump()["dataset"]:
+        raise NascoreError(f"{where}: its labels were measured on another dataset than the spec's (spec.dataset "
+                           "differs); the supernet is scored on the spec's val split")
+    task = parts.tasks[0].name
+    if task not in manifest.tasks:
+        raise NascoreError(f"{where}: no labels of task '{task}' (the spec's first task); it has "
+                           f"{', '.join(manifest.tasks)}")
+    return manifest.tasks[task].label
+
+
+class Scorer:
+    """Scores paths on a trained supernet: in this process, or (an executor's worker, which gets the spec and the
+    checkpoint's path alone) built there once."""
+
+    def __init__(self, spec: RunSpec, parts: Parts, network: Network, checkpoint: Path, options: Options):
+        self.spec, self.parts, self.network, self.checkpoint, self.options = spec, parts, network, checkpoint, options
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _worker, (json.dumps(self.spec.dump()), str(self.checkpoint), self.options.model_dump_json())
+
+    def score(self, index: int, choices: dict[str, str], label: str) -> Score:
+        """The arch ``choices`` on the shared weights: BatchNorm re-estimated on its path, metrics on the val split."""
+        began = time.perf_counter()
+        parts, network, cfg = self.parts, self.network, self.spec.train
+        network.backbone.set_choices(choices)
+        recalibrate_batchnorm(network, itertools.islice(batches(parts, cfg, 0, _BN), self.options.bn_batches),
+                              parts.device)
+        metrics = validate(network, parts.val_set, parts.collate, [parts.tasks[0]], cfg, parts.device)
+        return Score(index=index, choices=choices, score=finite(metrics.get(label)),
+                     metrics={k: finite(v) for k, v in metrics.items()}, seconds=round(time.perf_counter() - began, 3))
+
+
+@lru_cache(maxsize=1)
+def _worker(spec_json: str, checkpoint: str, options_json: str) -> Scorer:
+    spec = validate_spec(json.loads(spec_json), source="the ranked spec")
+    parts = Parts.build(spec)
+    network = build_network(parts.space.supernet(), [parts.tasks[0]], parts.info).to(parts.device)
+    network.load_state_dict(load_checkpoint(checkpoint, map_location=parts.device, what="supernet")["state"]["network"])
+    return Scorer(spec, parts, network, Path(checkpoint), Options.model_validate_json(options_json))
+
+
+def score_one(scorer: Scorer, index: int, choices: dict[str, str], label: str) -> Score:
+    """One arch scored (an executor's job)."""
+    return scorer.score(index, choices, label)
+
+
+def read_score(path: Path, index: int) -> Score:
+    data = load_user_json(path, "supernet score", SCORE_MAX_BYTES, finite=True)
+    try:
+        score = Score.model_validate(data)
+    except ValueError as exc:
+        raise NascoreError(f"{path} is not a supernet score ({str(exc).splitlines()[0]}); remove it to score the "
+                           "arch again") from None
+    if score.index != index:
+        raise NascoreError(f"{path} holds the score of arch {score.index}, not {index}; remove it")
+    return score
+
+
+def correlations(data: PerfDataset, task: str, supernet: dict[int, float | None]) -> dict[str, dict[str, Any]]:
+    """Spearman, Kendall and n of each ranker against the labels of ``task``, over the archs with a label and a
+    value: the supernet's scores, then the records' multiply-adds, parameters, latency and proxies."""
+    rankers: dict[str, dict[int, float | None]] = {"supernet": supernet, "macs": {}, "params": {}, "latency_ms": {}}
+    labels = {}
+    for r in data.records:
+        if task in r.tasks and r.tasks[task].label is not None:
+            labels[r.index] = r.tasks[task].label
+        rankers["macs"][r.index], rankers["params"][r.index] = float(r.macs), float(r.params)
+        rankers["latency_ms"][r.index] = r.latency_ms
+        for name, value in r.proxies.items():
+            rankers.setdefault(name, {})[r.index] = value
+    out = {}
+    for name, values in rankers.items():
+        common = [i for i in labels if values.get(i) is not None]
+        if common:
+            out[name] = scores([values[i] for i in common], [labels[i] for i in common])
+    return out
+
+
+@one_writer("out_dir")
+def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options | None = None,
+                  supernet_from: Path | None = None, first: int | None = None, executor: Executor | None = None,
+                  reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train (or resume, or take from ``supernet_from``) the spec's supernet in ``out_dir`` and score the archs of
+    the performance dataset ``dataset`` (the first ``first`` of its plan when given) on it; returns ``ranking.json``'s
+    contents."""
+    reporter, options = reporter or Reporter(), options or Options()
+    if spec.train is None:
+        raise NascoreError(f"{spec.source}: the supernet trains with the spec's train: block; the spec has none")
+    if first is not None and first < 1:
+        raise NascoreError(f"--first must be at least 1, not {first}")
+    epochs = options.epochs or spec.train.epochs
+    adopted = None if supernet_from is None else checked_supernet(supernet_from, spec, epochs, options.rule)
+    data = PerfDataset.read(dataset)
+    parts = Parts.build(spec)
+    label = check_dataset(spec, parts, data)
+    task = parts.tasks[0].name
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NascoreError(f"--out {out_dir} is not a folder")
+    (out_dir / SCORES).mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / SUPERNET_FILE
+    if adopted is not None and not checkpoint.exists():
+        save_checkpoint(adopted, checkpoint)
+    network, seconds = train_supernet(spec, parts, checkpoint, epochs, reporter, options.rule)
+    records = [r for r in data.records if first is None or r.index < first]
+    done: dict[int, Score] = {}
+    for r in records:
+        path = out_dir / SCORES / f"{r.index:05d}.json"
+        if path.exists() or path.is_symlink():
+            done[r.index] = read_score(path, r.index)
+    todo = [(r.index, r.arch.choices, label) for r in records if r.index not in done]
+    scorer = Scorer(spec, parts, network, checkpoint, options)
+    with reporter.progress(len(todo), f"score {len(todo)} archs on the supernet") as advance:
+        for _, score in (executor or LocalExecutor()).run(score_one, todo, scorer):
+            atomic_write_text(out_dir / SCORES / f"{score.index:05d}.json", score.model_dump_json(indent=1) + "\n")
+            done[score.index] = score
+            advance()
+    ranked = PerfDataset(data.directory, data.manifest, records)
+    result = {"format": "nascore-supernet-ranking", "version": 1, "dataset": str(dataset), "task": task,
+              "label": label, "options": options.model_dump(mode="json"), "epochs": epochs,
+              "supernet_seconds": round(seconds, 3),
+              "scoring_seconds": round(sum(s.seconds for s in done.values()), 3),
+              "standalone_seconds_per_arch": _mean([r.tasks[task].seconds for r in records if task in r.tasks]),
+              "correlations": correlations(ranked, task, {i: s.score for i, s in done.items()})}
+    atomic_write_text(out_dir / RANKING, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+

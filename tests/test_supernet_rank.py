@@ -1,0 +1,150 @@
+"""One-shot supernet training rules and ``nascore bench supernet-rank``: what each rule draws, BatchNorm
+recalibration, the ranking of a tiny collection, resuming, and refusals."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from nascore.cli import main
+from nascore.loops import recalibrate_batchnorm
+from nascore.performance.oneshot import OneShot, PathSampler, extremes
+from nascore.spaces.fbnet import FBNetSpace
+from nascore.supernet import Decision
+from test_predictors import tiny_spec
+from workspace import snapshot
+
+DECISIONS = [Decision("a", ("x", "y", "z")), Decision("b", ("p", "q")), Decision("c", ("only",))]
+
+
+def test_uniform_draws_one_path_per_step():
+    sampler = PathSampler(DECISIONS, OneShot(rule="uniform"), random.Random(0))
+    steps = [sampler.step() for _ in range(300)]
+    assert all(len(s) == 1 for s in steps)
+    seen = {o for s in steps for o in (s[0]["a"], s[0]["b"])}
+    assert seen == {"x", "y", "z", "p", "q"}
+
+
+def test_fair_trains_every_option_of_every_decision_once_per_step():
+    sampler = PathSampler(DECISIONS, OneShot(rule="fair"), random.Random(1))
+    for _ in range(20):
+        paths = sampler.step()
+        assert len(paths) == 3  # the largest decision's option count
+        assert sorted(p["a"] for p in paths) == ["x", "y", "z"]
+        assert {p["b"] for p in paths} == {"p", "q"} and all(p["c"] == "only" for p in paths)
+
+
+def test_sandwich_is_the_largest_the_smallest_and_random_paths():
+    space = FBNetSpace({"width": 0.25, "input_size": 32, "head_channels": 64})
+    supernet = space.supernet()
+    largest, smallest = extremes(supernet, 32, 3)
+    assert set(largest.values()) == {"k5_e6"}
+    assert "k5_e6" not in smallest.values() and "skip" in smallest.values()
+    sampler = PathSampler(supernet.decisions(), OneShot(rule="sandwich", paths=3), random.Random(0), largest, smallest)
+    paths = sampler.step()
+    assert len(paths) == 5 and paths[0] == largest and paths[1] == smallest
+
+
+def test_recalibration_changes_batchnorm_statistics_and_nothing_else():
+    space = FBNetSpace({"width": 0.25, "input_size": 32, "head_channels": 64, "shared_weights": True})
+    supernet = space.supernet()
+    supernet.set_choices({d.name: "k3_e3" for d in space.decisions()})
+    params = {k: v.clone() for k, v in supernet.named_parameters()}
+    buffers = {k: v.clone() for k, v in supernet.named_buffers()}
+    images = [(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)), None) for i in range(2)]
+    recalibrate_batchnorm(supernet.eval(), images, torch.device("cpu"))
+    assert not supernet.training
+    assert all(torch.equal(v, params[k]) for k, v in supernet.named_parameters())
+    changed = [k for k, v in supernet.named_buffers() if not torch.equal(v, buffers[k])]
+    assert changed and all(k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+                           for k in changed)
+    # the path's statistics are those of its own batches: a layer's expansion channels the path does not use keep
+    # their reset values
+    layer = supernet.layers[2].shared
+    used = layer.mid(3)
+    assert torch.all(layer.pw_bn.running_mean[used:] == 0) and not torch.all(layer.pw_bn.running_mean[:used] == 0)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, cache_dir) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("rank")
+    spec = root / "spec.yaml"
+    data = tiny_spec(cache_dir)
+    data["tasks"] = data["tasks"][:1]
+    spec.write_text(yaml.safe_dump(data))
+    assert main(["bench", "collect", str(spec), "--archs", "4", "--out", str(root / "data")]) == 0
+    return spec, root / "data"
+
+
+def test_ranks_a_collection_and_resumes_without_scoring_again(collection, tmp_path, capsys):
+    spec, data = collection
+    out = tmp_path / "rank"
+    args = ["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--rule", "fair"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["label"] == "val/classification/top1" and ranking["options"]["rule"]["rule"] == "fair"
+    assert set(ranking["correlations"]) >= {"supernet", "macs", "params", "naswot"}
+    assert all(c["n"] == 4 for c in ranking["correlations"].values())
+    assert "supernet" in printed and "naswot" in printed
+    scores = sorted((out / "scores").iterdir())
+    assert [p.name for p in scores] == [f"{i:05d}.json" for i in range(4)]
+    assert all(0 <= json.loads(p.read_text())["score"] <= 1 for p in scores)
+    before = snapshot(out / "scores")
+    assert main(args) == 0
+    assert snapshot(out / "scores") == before
+    assert json.loads((out / "ranking.json").read_text())["correlations"] == ranking["correlations"]
+
+
+@pytest.mark.parametrize("override, field", [
+    ("space.width=0.5", "space.config.width"),
+    ("dataset.num_val=24", "spec.dataset"),
+    ("tasks.0.name=saliency", "no labels of task 'saliency'"),
+])
+def test_a_dataset_of_other_archs_is_refused_and_nothing_written(collection, tmp_path, capsys, override, field):
+    spec, data = collection
+    if override.startswith("tasks"):
+        changed = yaml.safe_load(spec.read_text())
+        changed["tasks"] = [{"name": "saliency", "channels": 8}]
+        spec = tmp_path / "other.yaml"
+        spec.write_text(yaml.safe_dump(changed))
+        args = []
+    else:
+        args = ["--set", override]
+    out = tmp_path / "rank"
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_supernet_of_another_spec_is_refused(collection, tmp_path, capsys):
+    spec, data = collection
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(tmp_path / "a"), "--first", "1"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "b"
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--rule", "fair",
+                 "--supernet", str(tmp_path / "a" / "supernet.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "--supernet" in err and "supernet.pt" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_options_name_their_flag(collection, tmp_path, capsys):
+    spec, data = collection
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(tmp_path / "x"), "--bn-batches",
+                 "0"]) == 2
+    assert "--bn-batches" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_module_without_batchnorm_is_left_alone():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    before = [p.clone() for p in net.parameters()]
+    recalibrate_batchnorm(net, [(torch.randn(2, 3, 8, 8), None)], torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), before))
