@@ -36,6 +36,10 @@ class Backbone(nn.Module):
 
     ``pre_logits`` says how a classifier widens the last level before its linear layer (FBNet: a 1x1 conv to
     1984 channels before pooling), or None for a plain pool + linear classifier.
+
+    A module defining a built model's ``forward`` has no ``from __future__ import annotations``: torch.fx copies
+    the forward's annotations into the code it generates, and a postponed ``"Tensor"`` there is a type name that
+    torch.jit.script of the traced model refuses (timm's fx + TorchScript test; tests/test_export.py).
     """
 
     feature_info: list[dict]

@@ -13,8 +13,9 @@ timm's registry: ``timm.get_pretrained_cfg_value``), and ``features_only=True`` 
 them. Nothing is downloaded: ``pretrained=True`` is refused; timm's ``checkpoint_path=`` loads the user's own
 weights.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: torch.fx copies a root module's forward annotations into the
+# code it generates, and a postponed "Tensor" (a string) becomes the type name '_Tensor_', which torch.jit.script
+# of the traced model refuses (timm's test_model_forward_fx_torchscript; tests/test_timm_models.py).
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -261,7 +262,7 @@ def register_timm_model(name: str, arch: Arch | str | Path, ref: str | None = No
     return name
 
 
-def _register_named_archs(registry: Registry) -> None:
+def _register_named_archs(registry: "Registry") -> None:
     """``nascore_<name>`` for every named arch of the registry's spaces that timm does not have yet."""
     import timm
 
@@ -277,13 +278,13 @@ def _register_named_archs(registry: Registry) -> None:
 
 
 @hookimpl
-def nascore_registry_loaded(registry: Registry) -> None:
+def nascore_registry_loaded(registry: "Registry") -> None:
     """The registry's named archs become timm models once timm is imported (now, if it is)."""
     wrapt.register_post_import_hook(lambda _timm: _register_named_archs(registry), "timm")
 
 
 @hookimpl
-def nascore_spec_loaded(spec: SpecModel, registry: Registry) -> list[str]:
+def nascore_spec_loaded(spec: "SpecModel", registry: "Registry") -> list[str]:
     """Register the spec's ``timm_models``; returns the problems, each naming its field."""
     if not spec.timm_models:
         return []

@@ -8,7 +8,7 @@ they picked the same copy and already shared the previous layer, so a discrete a
 that splits into branches. The built network keeps one module per group of tasks per layer. Arch files of this
 space are written as ``branch_config.json``.
 """
-from __future__ import annotations
+# no `from __future__ import annotations`: the built model's forward must fx-trace and script (features.Backbone)
 
 import copy
 from collections.abc import Mapping
@@ -58,7 +58,7 @@ class BranchedConfig(SpaceConfig):
         return value
 
     @model_validator(mode="after")
-    def _chain(self) -> BranchedConfig:
+    def _chain(self) -> "BranchedConfig":
         base_chain(self)  # the arch must be valid and build to a chain of layers
         return self
 

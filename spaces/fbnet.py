@@ -1,7 +1,7 @@
 """The FBNet search space (Wu et al., CVPR 2019): a fixed stem, 22 searchable layers with 9 candidate
 blocks each, and a 1x1 head conv; FBNet-A/B/C ship as named archs (mobile-vision's definitions). The
 macro-architecture (stages, stem, activation) is configurable: MobileNetV2 ships as named arch ``mobilenet_v2``."""
-from __future__ import annotations
+# no `from __future__ import annotations`: the built model's forward must fx-trace and script (features.Backbone)
 
 from dataclasses import replace
 from typing import ClassVar, Literal

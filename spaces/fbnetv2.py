@@ -8,7 +8,7 @@ block's input, runs the block and places the result back pixel-aligned at full s
 shape propagation (``nascore.spaces.shape_cost``). A derived arch builds with genuinely smaller convolutions.
 FBNetV2-F1..F4 and L1/L2 ship as named archs (mobile-vision's ``fbnet_modeldef_cls_fbnetv2.py``).
 """
-from __future__ import annotations
+# no `from __future__ import annotations`: the built model's forward must fx-trace and script (features.Backbone)
 
 from dataclasses import dataclass
 from typing import ClassVar
@@ -223,7 +223,7 @@ class FBNetV2Supernet(Supernet):
                         else self.head(x))
         return features
 
-    def extract(self, choices: dict[str, str]) -> FBNetV2:
+    def extract(self, choices: dict[str, str]) -> "FBNetV2":
         """The standalone model of ``choices`` with its weights (and BatchNorm statistics) taken from this
         supernet's leading channels: the child the supernet computes on that path."""
         child = FBNetV2(self.config, choices)

@@ -157,6 +157,9 @@ def place(y: Tensor, factor: int, size: tuple[int, int], mode: str = "interspers
     return out
 
 
+torch.fx.wrap("place")  # one call in an fx graph: tracing cannot unpack a traced shape into new_zeros' size
+
+
 def out_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
     """Output size of a k//2-padded convolution with ``stride``."""
     return (-(-size[0] // stride), -(-size[1] // stride))
@@ -185,7 +188,7 @@ class Place(nn.Module):
     def forward(self, y: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         return place(y, self.factor, self.size if size is None else size, self.mode)
 
-    def graph_node(self) -> tuple[str, dict]:  # nascore.GraphOperation: fx cannot trace place (it unpacks a size)
+    def graph_node(self) -> tuple[str, dict]:  # nascore.GraphOperation: the placement reads as an upsample
         return "upsample", {}
 
 

@@ -7,7 +7,7 @@ path from every path (strided 3x3 convs, as HRNet's exchange units). Blocks are 
 h-swish (FBNetV3's); a skipped block is an identity. One set of keep/skip decisions serves every task:
 per-task architectures come from per-task policies over them (the ``reinforce`` strategy).
 """
-from __future__ import annotations
+# no `from __future__ import annotations`: the built model's forward must fx-trace and script (features.Backbone)
 
 from collections.abc import Callable
 from typing import ClassVar

@@ -83,6 +83,20 @@ def test_every_space_round_trips(tmp_path, capsys, space_name, fmt):
         assert outputs == ["classification"]
 
 
+@pytest.mark.parametrize("space_name", ["fbnet", "fbnetv2", "fbnetv5", "branched"])
+def test_built_models_fx_trace_and_script(space_name):
+    """A built model of every space traces with torch.fx and the traced module scripts (its forward's annotations
+    are types, not postponed strings) and computes what the eager model does."""
+    arch = tiny_arch(space_name)
+    model = get_registry().get("space", space_name).for_arch(arch).build(arch).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, timm still tests it
+        scripted = torch.jit.script(torch.fx.symbolic_trace(model))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_dynamic_batch(tmp_path, capsys, fmt):
     out = tmp_path / "m"

@@ -182,6 +182,32 @@ def test_named_arch_models_script(name):
         torch.testing.assert_close(scripted(X), model(X))
 
 
+def _fx_scripted(model: torch.nn.Module) -> torch.nn.Module:
+    """timm's test_model_forward_fx_torchscript: the model traced with timm's leaf modules and functions
+    (torchvision's feature extractor up to the graph's last node), then scripted."""
+    from timm.models import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    tracer_kwargs = {"leaf_modules": get_notrace_modules(), "autowrap_functions": get_notrace_functions(),
+                     "param_shapes_constant": True}
+    _, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    traced = create_feature_extractor(model, [eval_nodes[-1]], tracer_kwargs=tracer_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, timm still tests it
+        return torch.jit.script(traced)
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_named_arch_models_fx_trace_and_script(name):
+    """The fx-traced model scripts (no postponed annotation reaches the generated code) and computes what the
+    eager one does."""
+    model = timm.create_model(f"nascore_{name}", num_classes=4).eval()
+    scripted = _fx_scripted(model)
+    with torch.no_grad():
+        (out,) = scripted(X).values()
+        torch.testing.assert_close(out, model(X))
+
+
 def test_in_chans_and_checkpoint_path(tmp_path):
     model = timm.create_model("nascore_fbnet_a", in_chans=1, num_classes=4)
     assert model(torch.randn(2, 1, 64, 64)).shape == (2, 4)
