@@ -45,6 +45,8 @@ def add(commands: Commands) -> None:
     pl.add_argument("--sampling", choices=("latent", "body"), default="latent",
                     help="latent: the head learns from samples over the population (AIO-P); body: body swapping, "
                          "one body per minibatch")
+    pl.add_argument("--rule", choices=("uniform", "fair", "sandwich"), default="uniform",
+                    help="the supernet's sampling rule (bench supernet-rank --rule; default uniform)")
     pl.add_argument("--supernet", metavar="FILE", help="a supernet.pt of another pseudo-label folder (same spec and "
                                                        "--supernet-epochs), used instead of training one")
     add_overrides(pl)
@@ -101,7 +103,7 @@ def _pseudo_label(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides)
     options = Options(task=args.task, supernet_epochs=args.supernet_epochs, head_epochs=args.head_epochs,
                       finetune_steps=args.finetune_steps, bins=args.bins, per_bin=args.per_bin,
-                      sampling=args.sampling)
+                      sampling=args.sampling, rule=args.rule)
     for key in ("supernet_epochs", "head_epochs"):  # 0 would read as "the default"
         if getattr(options, key) is not None and getattr(options, key) < 1:
             raise NascoreError(f"{FLAGS[key]} must be a whole number of at least 1, not {getattr(options, key)}")

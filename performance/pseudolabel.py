@@ -4,8 +4,9 @@ Neural Performance Predictors Beyond Image Classification", AAAI 2023: "Training
 Sampling", and the supplement's "Latent Sampling Strategy" and "Training With A Shared Head").
 
 1. Bodies. AIO-P's bodies are subnets of a pretrained once-for-all supernet. nascore has none, so the spec's supernet
-   is trained here on the spec's first task (the "pretraining" task) with uniform single-path sampling, one random
-   arch per step (single-path one-shot, OFA): ``supernet_epochs`` epochs of the spec's ``train`` block.
+   is trained here on the spec's first task (the "pretraining" task) one-shot (``nascore.performance.oneshot``): by
+   default with uniform single-path sampling, one random arch per step (``rule``: FairNAS' or BigNAS' rule instead),
+   ``supernet_epochs`` epochs of the spec's ``train`` block.
 2. The shared head: a fresh head of the target task trained for ``head_epochs`` on latent features
    ``z(x) = mu(x) + zeta * sigma(x)``, ``zeta ~ N(0, 1)`` per element and drawn anew for each feature level, where
    ``mu`` and ``sigma`` are the mean and standard deviation of the features of image ``x`` over a population S' of
@@ -39,7 +40,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +63,7 @@ from nascore.train import validate
 from .collect import PSEUDO_LABELS, Collector, open_collection
 from .oneshot import (
     DATA,
+    OneShot,
     SharedPhaseLoop,
     batches,
     checked_supernet,
@@ -82,6 +84,7 @@ DEPTH_POOL = 1000
 _FIRST_POPULATION, _REFRESH, _ZETA, _FINETUNE, _BN, _CHECK = range(13, 19)
 FLAGS = {"task": "--task", "supernet_epochs": "--supernet-epochs", "head_epochs": "--head-epochs",
          "finetune_steps": "--finetune-steps", "bins": "--bins", "per_bin": "--per-bin", "sampling": "--sampling",
+         "rule": "--rule",
          "bn_batches": "--bn-batches"}
 
 
@@ -224,6 +227,8 @@ class Options:
     bins: int = 5
     per_bin: int = 3
     sampling: Literal["latent", "body"] = "latent"
+    #: the supernet's sampling rule (nascore.performance.oneshot)
+    rule: Literal["uniform", "fair", "sandwich"] = "uniform"
     bn_batches: int = 8
 
     def resolved(self, spec: RunSpec) -> Options:
@@ -245,7 +250,13 @@ class Options:
                 raise NascoreError(f"{FLAGS[key]} must be a whole number of at least {low}, not {value!r}")
         if out.sampling not in ("latent", "body"):
             raise NascoreError(f"--sampling must be latent or body, not {out.sampling!r}")
+        if out.rule not in ("uniform", "fair", "sandwich"):
+            raise NascoreError(f"--rule must be uniform, fair or sandwich, not {out.rule!r}")
         return out
+
+
+#: each option's default: what a folder made before an option existed was made with
+DEFAULTS = {f.name: f.default for f in fields(Options)}
 
 
 class Info(BaseModel):
@@ -335,7 +346,8 @@ def train_shared_head(spec: RunSpec, parts: Parts, supernet: Supernet, task: Tas
         optimizer.load_state_dict(s["optimizer"])
         population.members, population.next_bin = [list(m) for m in s["population"]], int(s["next_bin"])
 
-    head_options = {k: v for k, v in asdict(options).items() if k not in ("finetune_steps", "bn_batches")}
+    # the rule is in the supernet's fingerprint (when not the default, so that older heads resume)
+    head_options = {k: v for k, v in asdict(options).items() if k not in ("finetune_steps", "bn_batches", "rule")}
     fingerprint = json.dumps({"supernet": supernet_fingerprint(spec, options.supernet_epochs),
                               "options": head_options}, sort_keys=True)
     loop = SharedPhaseLoop(path, "shared head", fingerprint, epochs, parts, state, load, reporter)
@@ -378,7 +390,7 @@ def open_pseudo_labels(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed:
         if (out_dir / PSEUDO_LABELS).exists():
             made = read_info(out_dir).options
             differs = [f"{FLAGS.get(k, k)} {made.get(k)!r} (not {v!r})" for k, v in asdict(options).items()
-                       if made.get(k) != v]
+                       if made.get(k, DEFAULTS.get(k)) != v]
             if differs:
                 raise NascoreError(f"--out {out_dir} holds pseudo-labels made with {', '.join(differs)}; pass the "
                                    "same options to resume them, or another --out")
@@ -395,7 +407,8 @@ def open_pseudo_labels(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed:
 
 def _method(options: Options) -> str:
     how = "latent sampling" if options.sampling == "latent" else "body swapping"
-    return (f"pseudo-label: AIO-P shared {options.task} head ({how}) on a single-path supernet, "
+    kind = "single-path" if options.rule == "uniform" else f"{options.rule}-rule one-shot"
+    return (f"pseudo-label: AIO-P shared {options.task} head ({how}) on a {kind} supernet, "
             f"{options.finetune_steps} fine-tuning steps")
 
 
@@ -413,7 +426,8 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
         raise NascoreError(f"--archs must be at least 1, not {n}")
     if first is not None and first < 0:
         raise NascoreError(f"first must be at least 0, not {first}")
-    adopted = None if supernet_from is None else checked_supernet(supernet_from, spec, options.supernet_epochs)
+    adopted = None if supernet_from is None else checked_supernet(supernet_from, spec, options.supernet_epochs,
+                                                                   OneShot(rule=options.rule))
     parts = Parts.build(spec)
     manifest, todo = open_pseudo_labels(spec, parts, out_dir, n, seed, options)
     if first is not None:
@@ -424,7 +438,8 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
         if adopted is not None and not (out_dir / SUPERNET_FILE).exists():
             save_checkpoint(adopted, out_dir / SUPERNET_FILE)
         pretrained, info.seconds["supernet"] = train_supernet(spec, parts, out_dir / SUPERNET_FILE,
-                                                              options.supernet_epochs, reporter)
+                                                              options.supernet_epochs, reporter,
+                                                              OneShot(rule=options.rule))
         supernet = pretrained.backbone
         if info.supernet_check is None:
             info.supernet_check = supernet_check(spec, parts, pretrained)

@@ -3,7 +3,9 @@ population of bodies, the depth bins and their round robin, the command's perfor
 determinism, resuming, bad inputs."""
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,27 @@ def test_a_folder_of_other_labels_or_options_is_refused(made, tmp_path, capsys, 
     assert main([*argv[:-1], str(tmp_path / "x"), *FAST, "--supernet", str(folder / "supernet.pt"),
                  "--set", "train.lr=0.01"]) == 2
     assert "--supernet" in capsys.readouterr().err
+
+
+def test_the_supernet_rule_is_an_option_of_its_own(made, tmp_path, capsys):
+    spec, folder = made
+    argv = ["bench", "pseudo-label", str(spec), "--archs", "3", "--out", str(folder), *FAST]
+    assert main([*argv, "--rule", "fair"]) == 2
+    assert "--rule 'uniform' (not 'fair')" in capsys.readouterr().err
+    # a uniform supernet is not a fair one
+    other = ["bench", "pseudo-label", str(spec), "--archs", "1", "--out", str(tmp_path / "fair"), *FAST]
+    assert main([*other, "--rule", "fair", "--supernet", str(folder / "supernet.pt")]) == 2
+    assert "--rule" in capsys.readouterr().err and not (tmp_path / "fair").exists()
+    assert main([*other, "--rule", "fair"]) == 0
+    info = json.loads((tmp_path / "fair" / "pseudolabel.json").read_text())
+    assert info["options"]["rule"] == "fair" and "fair-rule one-shot supernet" in info["method"]
+
+
+def test_a_folder_made_before_the_rule_option_resumes(made, tmp_path):
+    spec, folder = made
+    copy = tmp_path / "old"
+    shutil.copytree(folder, copy)
+    info = json.loads((copy / "pseudolabel.json").read_text())
+    del info["options"]["rule"]
+    (copy / "pseudolabel.json").write_text(json.dumps(info))
+    assert main(["bench", "pseudo-label", str(spec), "--archs", "3", "--out", str(copy), *FAST]) == 0

@@ -1,0 +1,155 @@
+"""Why single-path training of FBNet's supernet stays at chance (BENCHMARKS.md, "Supernets that rank"): the same
+supernet, data and optimiser (benchmarks/perfdata/fbnet_12ep.yaml's: SGD lr 0.2, Nesterov momentum 0.9, batch 64,
+cosine over the epochs), changing one thing at a time, each over several seeds.
+
+Experiments (``--only`` picks some):
+
+- ``fixed``: one path, k3_e3 in every layer, every step (the reference: a plain network);
+- ``uniform``: each layer draws k3_e1 or k3_e3 per step (separate weights: FBNet's supernet);
+- ``twins``: each layer holds two copies of k3_e3 with the same initial weights and draws one per step: the paths
+  compute the same function at the start, differing only by which steps updated each copy;
+- ``twins-epoch``: the same, a copy drawn per layer once per epoch;
+- ``twins-fair``: the same, both copies trained at every step (their gradients summed: FairNAS' rule);
+- ``fair``: k3_e1 and k3_e3 both trained at every step;
+- ``shared``: the nine options drawn per step, with ``shared_weights: true`` (the candidates are views of one set of
+  weights);
+- ``shared-kernel``: k3_e6 or k5_e6 per step with shared weights (the 3x3 kernel is the centre of the 5x5).
+
+Printed per experiment and seed: the training loss of each epoch (the labels' cross-entropy of the path trained; ln
+10 = 2.303 is chance on these 10 classes), and at the end the standard deviation of the logits over a batch of 256
+training images (how much the prediction depends on the image: a head that ignores its features predicts the prior,
+whatever the image) and, for twins, how far the copies moved apart (``|A - B| / |A|`` of each layer's weights, the
+first, the middle and the last layer).
+
+    python benchmarks/supernet_training.py --epochs 3 --seeds 0 1 2 --json supernet_training.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nascore.data import loader
+from nascore.loops import cosine_lr, set_lr, task_losses, weight_optimizer
+from nascore.parts import Parts
+from nascore.spec import load_spec
+from nascore.task import build_network
+
+SPEC = Path(__file__).parent / "perfdata" / "fbnet_12ep.yaml"
+EXPERIMENTS = ("fixed", "uniform", "twins", "twins-epoch", "twins-fair", "fair", "shared", "shared-kernel")
+TWIN = "k3_e1"  # the label whose candidate becomes the second copy of k3_e3 in the twins experiments
+
+
+def build(experiment: str, seed: int, overrides: list[str]):
+    shared = experiment.startswith("shared")
+    spec = load_spec(SPEC, [*overrides, f"space.shared_weights={'true' if shared else 'false'}", f"seed={seed}"])
+    parts = Parts.build(spec, torch.device("cpu"))
+    torch.manual_seed(seed)
+    supernet = parts.space.supernet()
+    if experiment.startswith("twins"):
+        for op in supernet.mixed_ops():
+            op.candidates[TWIN] = copy.deepcopy(op.candidates["k3_e3"])
+            op._ops = list(op.candidates.values())
+    network = build_network(supernet, parts.tasks, parts.info)
+    return spec, parts, supernet, network
+
+
+def options(experiment: str) -> list[str]:
+    return {"fixed": ["k3_e3"], "shared": None, "shared-kernel": ["k3_e6", "k5_e6"]}.get(experiment, [TWIN, "k3_e3"])
+
+
+def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
+    spec, parts, supernet, network = build(experiment, seed, overrides)
+    cfg, decisions = spec.train, supernet.decisions()
+    labels = options(experiment)
+    optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    rng = random.Random(seed)
+    losses, began = [], time.perf_counter()
+    epoch_path = None
+    for epoch in range(epochs):
+        set_lr(optimizer, cosine_lr(cfg.lr, epoch, epochs))
+        network.train()
+        if experiment == "twins-epoch":
+            epoch_path = {d.name: rng.choice(labels) for d in decisions}
+        total, steps = 0.0, 0
+        for images, targets in loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True, seed=seed,
+                                      epoch=epoch, stream=0):
+            if experiment in ("twins-fair", "fair"):
+                orders = {d.name: rng.sample(labels, len(labels)) for d in decisions}
+                paths = [{name: order[k] for name, order in orders.items()} for k in range(len(labels))]
+            elif epoch_path is not None:
+                paths = [epoch_path]
+            else:
+                paths = [{d.name: rng.choice(labels or d.options) for d in decisions}]
+            optimizer.zero_grad(set_to_none=True)
+            for k, path in enumerate(paths):
+                supernet.set_choices(path)
+                loss = sum(task_losses(network(images), targets, parts.tasks).values())
+                loss.backward()
+                if k == 0:
+                    total += loss.item()
+            optimizer.step()
+            steps += 1
+        losses.append(round(total / steps, 3))
+    return {"experiment": experiment, "seed": seed, "loss": losses, "seconds": round(time.perf_counter() - began, 1),
+            **diagnostics(experiment, parts, supernet, network, labels, rng)}
+
+
+@torch.no_grad()
+def diagnostics(experiment: str, parts: Parts, supernet: nn.Module, network: nn.Module, labels, rng) -> dict:
+    images, _ = next(iter(loader(parts.train_set, 256, parts.collate, shuffle=False)))
+    network.train()  # batch statistics, as in training
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    spreads = []
+    for _ in range(3):
+        supernet.set_choices({d.name: rng.choice(labels or d.options) for d in supernet.decisions()})
+        logits = network(images)[parts.tasks[0].name]
+        spreads.append(float(logits.std(0).mean()))
+    network.load_state_dict(state)
+    out = {"logit_std": round(statistics.mean(spreads), 3)}
+    if experiment.startswith("twins"):
+        gaps = []
+        for op in supernet.mixed_ops():
+            a = torch.cat([p.flatten() for p in op.candidates["k3_e3"].parameters()])
+            b = torch.cat([p.flatten() for p in op.candidates[TWIN].parameters()])
+            gaps.append(float((a - b).norm() / a.norm()))
+        out["copy_gap_first_mid_last"] = [round(gaps[0], 3), round(gaps[len(gaps) // 2], 3), round(gaps[-1], 3)]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
+    parser.add_argument("--set", action="append", default=[], help="spec overrides, e.g. train.lr=0.02")
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for experiment in args.only:
+        for seed in args.seeds:
+            row = run(experiment, seed, args.epochs, args.set)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\n| experiment | loss per epoch (mean over seeds {args.seeds}) | final loss min-max | logit std |")
+    print("|---|---|---|---|")
+    for experiment in args.only:
+        mine = [r for r in rows if r["experiment"] == experiment]
+        curve = [round(statistics.mean(r["loss"][e] for r in mine), 3) for e in range(args.epochs)]
+        final = [r["loss"][-1] for r in mine]
+        spread = round(statistics.mean(r["logit_std"] for r in mine), 3)
+        print(f"| {experiment} | {' -> '.join(map(str, curve))} | {min(final)}-{max(final)} | {spread} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
