@@ -2,6 +2,7 @@
 ``nascore export`` wrote (ONNX on ONNX Runtime, an exported program or TorchScript on PyTorch)."""
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -11,9 +12,13 @@ from nascore.arch import arch_space, resolve_arch
 from nascore.costs.latency import LatencyConfig, LatencyCost
 from nascore.costs.timing import OnnxRuntimeBackend, Timing, TorchBackend, device_name
 from nascore.errors import NascoreError
+from nascore.fileio import human_size
 from nascore.progress import Progress, no_progress
 
 from .export import Exported, load_module
+
+#: the largest input an exported file is timed with (values): what its input axes declare is checked against it
+MAX_INPUT_VALUES = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ def measure_file(exported: Exported, backend: str | None = None, batch: int | No
     if runtime == "onnxruntime" and device != "cpu":
         raise NascoreError(f"--device {device}: an ONNX file is timed on ONNX Runtime's CPU execution provider")
     if len(exported.input_shape) == 4:  # a batch of images: the file's own batch, or --batch for a dynamic one
+        flag = batch is not None and exported.batch is None
         batch = batch or exported.batch or 1
         if exported.batch is not None and batch != exported.batch:
             raise NascoreError(f"--batch {batch}: {exported.path} was exported with a fixed batch of "
@@ -70,7 +76,12 @@ def measure_file(exported: Exported, backend: str | None = None, batch: int | No
         if batch not in (None, 1):
             raise NascoreError(f"--batch {batch}: {exported.path} takes one input of shape "
                                f"{exported.input_shape}, no batch")
-        batch, shape = 1, exported.input_shape
+        flag, batch, shape = False, 1, exported.input_shape
+    values = math.prod(shape)
+    if values > MAX_INPUT_VALUES:  # checked before the input is made
+        what = f"--batch {batch}: {exported.path} would take" if flag else f"{exported.path} declares"
+        raise NascoreError(f"{what} an input of {'x'.join(map(str, shape))} ({values:,} values); expected at most "
+                           f"{MAX_INPUT_VALUES:,} ({human_size(4 * MAX_INPUT_VALUES)} of float32)")
     if runtime == "onnxruntime":
         onnxruntime = OnnxRuntimeBackend(threads)
         timing = onnxruntime.time_session(onnxruntime.load(str(exported.path)), shape, min_run_time,
