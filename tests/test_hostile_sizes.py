@@ -234,10 +234,12 @@ PREDICTOR: dict[str, tuple[Callable[[dict], None], tuple[str, ...]]] = {
     "config-width": (_set_config(width=1 << 15),
                      ("predictor file p.pt: tasks.classification.state cannot be loaded by predictor 'aio-p'",
                       "size mismatch for embed.weight")),
-    "config-layers": (_set_config(layers=10**9), ("predictor file p.pt: its config is not valid for predictor "
-                                                  "'aio-p':\n  config.layers: Input should be less than or equal "
-                                                  "to 64",)),
+    "config-layers": (_set_config(layers=10**9), ("predictor file p.pt: its config block is not valid:\n  "
+                                                  "config.layers: Input should be less than or equal to 64",)),
     "config-mlp-layers": (_set_config(mlp_layers=10**9), ("mlp_layers: Input should be less than or equal to 64",)),
+    "dataset-size": (lambda raw: raw["dataset"].update(num_train=TERA),
+                     ("predictor file p.pt: its dataset block is not valid:\n  dataset: num_train 1000000000000 at "
+                      "image_size 32 is 5722045.9 GiB in memory; expected at most 16.0 GiB",)),
     "expanded-tensor": (_expanded_state, ("predictor file p.pt holds a tensor of 1,000,000,000,000 values stored in "
                                           "1; expected tensors that hold their values",)),
 }
@@ -249,7 +251,7 @@ def test_predictor_file(case, predictor_file, ws, capsys):
 
     data, raw = predictor_file
     shutil.copytree(data, ws / "data")
-    raw = {**raw, "config": dict(raw["config"]),
+    raw = {**raw, "config": dict(raw["config"]), "dataset": dict(raw["dataset"]),
            "tasks": {t: {**e, "state": dict(e["state"])} for t, e in raw["tasks"].items()}}
     edit, expected = PREDICTOR[case]
     edit(raw)
@@ -334,6 +336,8 @@ def _trained_run(ws: Path, cache_dir: Path, spec_changes: dict | None = None, **
 EXPORT: dict[str, tuple[dict, dict, tuple[str, ...]]] = {
     "arch-head": ({}, {"head_channels": TERA}, ("arch file out/train_model.pt describes a network of ",
                                                 "expected at most 1,073,741,824")),
+    "spec-dataset-size": ({"dataset": {**tiny_spec(Path("cache"))["dataset"], "num_train": TERA}}, {},
+                          ("out/spec.yaml is not a valid spec:\n  dataset: num_train 1000000000000 at image_size 32 is",)),
     "spec-classes": ({"tasks": [{"name": "classification", "num_classes": 10**9}]}, {},
                      ("trained model out/train_model.pt does not fit its arch and the tasks of out/spec.yaml",
                       "size mismatch for heads.classification")),
@@ -348,10 +352,10 @@ def test_export(case, ws, cache_dir, capsys):
 
 
 def test_export_builds_no_data_a_float32_file_does_not_need(ws, tmp_path, capsys):
-    """A run's spec that declares a dataset of 10**12 images: a float32 export neither generates nor caches it (only
-    --int8 calibrates on data)."""
+    """A run's spec whose dataset takes 12 GiB to generate, more than the memory guard leaves: a float32 export
+    neither generates nor caches it (only --int8 calibrates on data)."""
     cache = tmp_path / "cache"
-    dataset = {**tiny_spec(cache)["dataset"], "num_train": TERA, "num_val": TERA}
+    dataset = {**tiny_spec(cache)["dataset"], "num_train": 2 * 10**6, "num_val": 2 * 10**6}
     _trained_run(ws, cache, {"dataset": dataset})
     assert main_ok(["export", "out", "--format", "onnx", "--out", "m.onnx"], capsys)
     assert (ws / "m.onnx").is_file()

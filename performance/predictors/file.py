@@ -111,10 +111,12 @@ class PredictorFile:
             raise NascoreError(f"{what} {path} was fitted on graphs of another op vocabulary ({len(content.vocab)} "
                                f"ops, this nascore has {len(OPS)}); fit it again with this nascore")
         registry = registry or get_registry()
-        try:  # the sizes its config declares are checked before a predictor is made of it
+        dataset = dict(content.dataset)
+        try:  # what its config and dataset declare is checked before anything is made of them
             validate_component(registry.get("predictor", content.predictor), content.config, "config")
+            validate_component(registry.get("dataset", str(dataset.pop("name", ""))), dataset, "dataset")
         except SpecError as exc:
-            raise NascoreError(f"{what} {path}: its config is not valid for predictor '{content.predictor}':\n"
+            raise NascoreError(f"{what} {path}: its {exc.source} block is not valid:\n"
                                + "\n".join(f"  {line}" for line in exc.errors)) from None
         except NascoreError as exc:
             raise NascoreError(f"{what} {path}: {exc}") from None
