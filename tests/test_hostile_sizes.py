@@ -337,7 +337,8 @@ EXPORT: dict[str, tuple[dict, dict, tuple[str, ...]]] = {
     "arch-head": ({}, {"head_channels": TERA}, ("arch file out/train_model.pt describes a network of ",
                                                 "expected at most 1,073,741,824")),
     "spec-dataset-size": ({"dataset": {**tiny_spec(Path("cache"))["dataset"], "num_train": TERA}}, {},
-                          ("out/spec.yaml is not a valid spec:\n  dataset: num_train 1000000000000 at image_size 32 is",)),
+                          ("out/spec.yaml is not a valid spec:\n  dataset: num_train 1000000000000 at image_size 32 "
+                           "is",)),
     "spec-classes": ({"tasks": [{"name": "classification", "num_classes": 10**9}]}, {},
                      ("trained model out/train_model.pt does not fit its arch and the tasks of out/spec.yaml",
                       "size mismatch for heads.classification")),
