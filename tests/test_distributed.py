@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from nascore.lock import LOCK_FILE, WriteLock
+from processes import descendants, running
 from tiny import dnas_spec
 
 pytestmark = pytest.mark.slow
@@ -181,35 +182,6 @@ def test_an_arch_that_differs_between_ranks_is_an_error(collectives):
     expected = ("the derived arch differs between the ranks of this torchrun job: rank 0 has {'layer01': 'k3_e1'}, "
                 "rank 1 has {'layer01': 'k5_e1'}")
     assert [r["error"] for r in collectives] == [expected, expected]
-
-
-def descendants(pid: int) -> set[int]:
-    """The processes ``pid`` started, and the ones they started (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # ended meanwhile
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        found.update(new := children.get(todo.pop(), []))
-        todo.extend(new)
-    return found
-
-
-def running(pids: set[int]) -> set[int]:
-    """Those of ``pids`` that still run (a zombie does not)."""
-    out = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            out.add(pid)
-    return out
 
 
 def kill_after_first_epoch(work: Path, out: Path) -> None:
