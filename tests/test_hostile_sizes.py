@@ -120,6 +120,9 @@ MEASURE: dict[str, tuple[Callable[[Path], None], list[str], tuple[str, ...]]] = 
                               ("m.pt holds a nascore.json of 64.0 MiB; expected at most 1.0 MiB",)),
     "arch-head": (lambda ws: _arch_file(ws / "m.json", head_channels=TERA), [],
                   ("arch file m.json describes a network of ", "parameters; expected at most 1,073,741,824")),
+    "arch-layers": (lambda ws: _arch_file(ws / "m.json", stages=[[16, 10**9, 1]]), [],
+                    ("arch file m.json: arch config is not valid for space 'fbnet':\n  config.stages: "
+                     "stage 0 is [16, 1000000000, 1]: expected [channels >= 1, layers 1 to 64, stride 1 or 2]",)),
     "arch-input-size": (lambda ws: _arch_file(ws / "m.json", input_size=10**6), [],
                         ("arch file m.json: input_size 1000000; expected at most 8192",)),
 }
@@ -312,6 +315,17 @@ REPORT: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
 def test_report(case, ws, capsys):
     REPORT[case][0](ws)
     rejected(["report", "out"], ws, capsys, *REPORT[case][1])
+
+
+def test_report_of_a_run_whose_spec_declares_a_billion_layers(ws, cache_dir, capsys):
+    """The run's spec names the options of the decisions (a nicety): a space it declares with 10**9 layers is not
+    built; the page is written with numbered options."""
+    _run_dir(ws, history=_history())
+    spec = tiny_spec(cache_dir)
+    spec["space"] = {**spec["space"], "stages": [[16, 10**9, 1]]}
+    (ws / "out" / "spec.yaml").write_text(dump(spec))
+    assert main_ok(["report", "out"], capsys)
+    assert "d0" in (ws / "out" / "report.html").read_text()
 
 
 # -- nascore export: a run directory -----------------------------------------------------------------------------
