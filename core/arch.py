@@ -75,11 +75,11 @@ def arch_space(arch: Arch, ref: str, registry=None, input_size: int | None = Non
         space.check_arch(arch)
     except NascoreError as exc:
         raise NascoreError(f"{where}: {exc}") from None
-    check_size(space, arch, where)
+    _check_size(space, arch, where)
     return space
 
 
-def check_size(space, arch: Arch, where: str) -> None:
+def _check_size(space, arch: Arch, where: str) -> None:
     """Refuse an arch whose sizes (its space's config: channels, blocks, input size) describe a network larger than
     ``MAX_PARAMETERS`` or an input larger than ``MAX_INPUT_SIZE``; the network is built on the meta device, which
     allocates nothing. Counted: the backbone and the pre-logits conv that a classifier adds to it."""

@@ -125,9 +125,14 @@ def _trained(model_file: Path, input_size: int | None) -> ExportSource:
 
 def _misfit(make: Callable[[], nn.Module], weights: dict) -> str | None:
     """What keeps ``weights`` from loading into the network ``make`` builds, found on the meta device: the network's
-    sizes (which a run's spec and arch declare) are checked against the weights before anything is allocated."""
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in make().state_dict().items()}
+    sizes (which a run's spec and arch declare) are checked against the weights before anything is allocated. A
+    network that cannot be built on the meta device (a plugin's head that computes with real tensors) is checked
+    as it is loaded."""
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in make().state_dict().items()}
+    except Exception:  # noqa: BLE001 - see above: the real build and load say what is wrong
+        return None
     found = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, Tensor)}
     problems = [f"size mismatch for {k}: {list(found[k])} in the file, {list(shape)} in the network"
                 for k, shape in expected.items() if k in found and found[k] != shape]
