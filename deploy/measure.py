@@ -11,7 +11,7 @@ import torch
 from nascore.arch import arch_space, resolve_arch
 from nascore.costs.latency import LatencyConfig, LatencyCost
 from nascore.costs.timing import OnnxRuntimeBackend, Timing, TorchBackend, device_name
-from nascore.errors import NascoreError
+from nascore.errors import NascoreError, first_line
 from nascore.fileio import human_size
 from nascore.progress import Progress, no_progress
 
@@ -82,14 +82,21 @@ def measure_file(exported: Exported, backend: str | None = None, batch: int | No
         what = f"--batch {batch}: {exported.path} would take" if flag else f"{exported.path} declares"
         raise NascoreError(f"{what} an input of {'x'.join(map(str, shape))} ({values:,} values); expected at most "
                            f"{MAX_INPUT_VALUES:,} ({human_size(4 * MAX_INPUT_VALUES)} of float32)")
-    if runtime == "onnxruntime":
-        onnxruntime = OnnxRuntimeBackend(threads)
-        timing = onnxruntime.time_session(onnxruntime.load(str(exported.path)), shape, min_run_time,
-                                          exported.input_name)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # moving a TorchScript module reads .grad of non-leaf tensors
-            timing = TorchBackend(device, threads).time(load_module(exported.format, exported.path), shape,
-                                                        min_run_time)
+    try:
+        if runtime == "onnxruntime":
+            onnxruntime = OnnxRuntimeBackend(threads)
+            timing = onnxruntime.time_session(onnxruntime.load(str(exported.path)), shape, min_run_time,
+                                              exported.input_name)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # moving a TorchScript module reads .grad of non-leaf tensors
+                timing = TorchBackend(device, threads).time(load_module(exported.format, exported.path), shape,
+                                                            min_run_time)
+    except NascoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the runtime refuses the file or fails running it (e.g. an allocation
+        # its graph asks for): say so
+        raise NascoreError(f"{exported.path} cannot be run on {runtime}: {type(exc).__name__}: "
+                           f"{first_line(exc)}") from None
     where = device_name(torch.device(device if runtime == "torch" else "cpu"))
     return FileLatency(runtime, where, batch, shape, timing)

@@ -76,6 +76,32 @@ def _onnx(path: Path, dims: list[int | None]) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
+def _onnx_graph(path: Path, nodes: list, output_type: int | None = None) -> None:
+    """An ONNX graph of ``nodes`` from a [1, 1] float ``input`` to ``output`` (of ``output_type``)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1])],
+                              [helper.make_tensor_value_info("output", output_type or TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def _expand_bomb(path: Path) -> None:
+    """A graph that expands its one input to 10**12 values (the runtime's allocation, asked for by the graph)."""
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [10**6, 10**6])
+    _onnx_graph(path, [helper.make_node("Constant", [], ["s"], value=shape),
+                       helper.make_node("Expand", ["input", "s"], ["big"]),
+                       helper.make_node("ReduceSum", ["big"], ["output"], keepdims=0)])
+
+
+def _mistyped(path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    _onnx_graph(path, [helper.make_node("Relu", ["input"], ["output"])], TensorProto.INT64)
+
+
 def _scripted(path: Path, meta: dict | None = None, bomb: bool = False) -> None:
     """A TorchScript archive (an Identity) with ``nascore.json`` as ``nascore export`` stores it; ``bomb``: that
     entry compressed from 64 MiB of blanks (a small file whose entry declares 64 MiB)."""
@@ -112,6 +138,10 @@ MEASURE: dict[str, tuple[Callable[[Path], None], list[str], tuple[str, ...]]] = 
     "onnx-dynamic-batch": (lambda ws: _onnx(ws / "m.onnx", [None, 3, 32, 32]), ["--batch", str(TERA)],
                            ("--batch 1000000000000: m.onnx would take an input of 1000000000000x3x32x32",)),
     "onnx-huge-file": (lambda ws: _huge(ws / "m.onnx"), [], ("m.onnx is 3.0 GiB; expected at most 2.0 GiB",)),
+    "onnx-expand-bomb": (lambda ws: _expand_bomb(ws / "m.onnx"), [],
+                         ("m.onnx cannot be run on onnxruntime: Fail: ", "Failed to allocate memory")),
+    "onnx-mistyped": (lambda ws: _mistyped(ws / "m.onnx"), [], ("m.onnx cannot be run on onnxruntime: Fail: ",
+                                                                "does not match expected type")),
     "torchscript-input": (lambda ws: _scripted(ws / "m.pt", _meta(input_size=str(10**6), batch=str(10**6))), [],
                           ("m.pt declares an input of 1000000x3x1000000x1000000",)),
     "torchscript-negative": (lambda ws: _scripted(ws / "m.pt", _meta(in_channels="-3")), [],
