@@ -4,7 +4,10 @@ tasks and training budget, each over N seeds. Every run is ``nascore run`` of it
 the same in every spec, so the archs are compared at one budget. One table (the trained metric's mean and standard
 deviation over seeds, multiply-adds, and the search's cost: archs trained during the search, the archs a predictor
 was fitted on, search minutes) and a plot of metric against multiply-adds. A finished run is not run again; an
-unfinished one is resumed; ``compare.json`` keeps each finished run's entry (its search time as first measured).
+unfinished one is resumed; ``compare.json`` keeps each finished run's entry. A run's search time is its search
+epochs' time as its search checkpoint records it: over every attempt of a resumed run (an epoch cut short by a kill
+is counted once, when it is run again). A folder whose runs were made from other specs (or ``--set`` options) is
+refused before anything runs, saying what changed.
 """
 from __future__ import annotations
 
@@ -12,36 +15,28 @@ import io
 import json
 import os
 import statistics
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from nascore.errors import NascoreError
-from nascore.fileio import atomic_write_bytes, atomic_write_text, parse_user_json, read_user_text
+from nascore.fileio import (
+    SPEC_MAX_BYTES,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_checkpoint,
+    load_user_yaml,
+    parse_user_json,
+    read_user_text,
+)
 from nascore.lock import one_writer
 from nascore.performance.predictors.file import PredictorFile
 from nascore.progress import Reporter
 from nascore.run import run_spec
 from nascore.rundir import SPEC_FILE, SUMMARY_FILE, open_run, read_metrics
-from nascore.spec import load_spec
+from nascore.spec import load_spec, spec_changes
 from nascore.spec_model import RunSpec
 
 RESULTS, PLOT = "compare.json", "compare.png"
-
-
-class _Timer(Reporter):
-    """A reporter that also adds up the seconds between a run's epochs per phase (the search's cost)."""
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: Counter[str] = Counter()
-        self.mark = time.perf_counter()
-
-    def epoch(self, phase: str, row: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        self.seconds[phase.split("/")[0]] += now - self.mark
-        self.mark = now
-        super().epoch(phase, row)
 
 
 def load_specs(paths: list[str], overrides: list[str]) -> dict[str, RunSpec]:
@@ -64,13 +59,38 @@ def load_specs(paths: list[str], overrides: list[str]) -> dict[str, RunSpec]:
     return specs
 
 
+def check_unchanged(spec: RunSpec, run_dir: Path, out_dir: Path) -> None:
+    """Refuse a run folder of the compare folder ``out_dir`` that was made from another spec than ``spec`` (or other
+    ``--set`` options): saying what changed and what the user can do."""
+    path = run_dir / SPEC_FILE
+    if not os.path.lexists(path):
+        return
+    changes = spec_changes(load_user_yaml(path, "the run's spec", SPEC_MAX_BYTES), spec.dump())
+    if changes:
+        raise NascoreError(
+            f"{run_dir} holds a run of {spec.source} as it was before it changed (or with other --set options): "
+            f"{'; '.join(changes)}. To reuse and resume the runs in {out_dir}, give the specs and --set options "
+            f"they were made with; to compare the changed spec, pass another --out (or delete {run_dir} to run it "
+            "again here)")
+
+
+def search_seconds(out_dir: Path) -> float | None:
+    """A run's search time: its search epochs' seconds over every attempt, as its search checkpoint records them
+    (None without one)."""
+    path = out_dir / "checkpoints" / "search.pt"
+    if not os.path.lexists(path):
+        return None
+    return round(float(load_checkpoint(path).get("seconds", 0.0)), 1)
+
+
 def run_one(spec: RunSpec, out_dir: Path) -> dict[str, Any]:
     """Run (or resume) one spec in ``out_dir``; its compare entries, one per found arch."""
-    timer = _Timer()
+    reporter = Reporter()
     resume = os.path.lexists(out_dir / SPEC_FILE)
-    run = open_run(spec, out_dir, resume, reporter=timer)
-    timer.log(f"{'resuming' if resume else 'running'} {spec.source} with seed {spec.seed} in {out_dir}")
+    run = open_run(spec, out_dir, resume, reporter=reporter)
+    reporter.log(f"{'resuming' if resume else 'running'} {spec.source} with seed {spec.seed} in {out_dir}")
     summary = run_spec(run)
+    seconds = search_seconds(out_dir)
     search_rows = [r for r in read_metrics(out_dir / "metrics.jsonl") if r["phase"] == "search"]
     labelled = None
     if spec.strategy.name == "predictor":
@@ -87,7 +107,7 @@ def run_one(spec: RunSpec, out_dir: Path) -> dict[str, Any]:
                         "params": trained["params"], "choices": entry["choices"],
                         "archs_trained": int(search_rows[-1].get("archs_trained", 0)) if search_rows else 0,
                         "labelled_archs": labelled,
-                        "search_seconds": round(timer.seconds["search"], 1) if not resume else None})
+                        "search_seconds": seconds})
     return {"entries": entries}
 
 
@@ -106,16 +126,18 @@ def compare(paths: list[str], seeds: list[int], out_dir: Path, overrides: list[s
                                                   for v in results.values())):
             raise NascoreError(f"{results_path} is not a compare results file (expected an object of runs, each "
                                "with \"entries\"); pass another --out")
+    seeded = {(name, seed): load_spec(spec.source, [*overrides, f"seed={seed}"]) for name, spec in specs.items()
+              for seed in seeds}
+    for (name, seed), spec in seeded.items():  # before anything runs
+        check_unchanged(spec, out_dir / name / f"seed{seed}", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, spec in specs.items():
-        for seed in seeds:
-            key = f"{name}/seed{seed}"
-            run_dir = out_dir / name / f"seed{seed}"
-            if key in results and (run_dir / SUMMARY_FILE).exists():
-                continue
-            seeded = load_spec(spec.source, [*overrides, f"seed={seed}"])
-            results[key] = run_one(seeded, run_dir)
-            atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")
+    for (name, seed), spec in seeded.items():
+        key = f"{name}/seed{seed}"
+        run_dir = out_dir / name / f"seed{seed}"
+        if key in results and (run_dir / SUMMARY_FILE).exists():
+            continue
+        results[key] = run_one(spec, run_dir)
+        atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")
     entries = {name: [e for seed in seeds for e in results[f"{name}/seed{seed}"]["entries"]] for name in specs}
     plot(out_dir / PLOT, entries)
     return entries

@@ -32,6 +32,13 @@ from nascore.spec import load_spec
 REPORT_FILE = "report.html"
 PNG_MAX_BYTES = 64 << 20
 _SKIP = {"phase", "epoch"}
+#: what the page draws at most, checked before anything is drawn (more is refused, naming the file): phases of
+#: metrics.jsonl, numeric series of a phase, cells of a phase's top-choice table; groups of the search checkpoint's
+#: distributions, decisions per group, options per decision, and probabilities drawn over all epochs
+MAX_PHASES, MAX_SERIES, MAX_TABLE_CELLS = 64, 256, 1_000_000
+MAX_GROUPS, MAX_DECISIONS, MAX_OPTIONS, MAX_PROBABILITIES = 64, 256, 64, 2_000_000
+#: most epoch ticks on an axis
+_TICKS = 20
 
 _STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #bbb;padding:2px 8px;text-align:left}
@@ -79,17 +86,83 @@ def _note(text: str) -> str:
     return f'<p class="note">{_esc(text)}</p>'
 
 
+# -- what the files declare ------------------------------------------------------------------------------------
+def _by_phase(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each phase, in epoch order."""
+    phases: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        phases.setdefault(r["phase"], []).append(r)
+    return {phase: sorted(prow, key=lambda r: r["epoch"]) for phase, prow in phases.items()}
+
+
+def _series(prow: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Each numeric value of a phase's rows: key -> (epoch, value) points, in one pass."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in prow:
+        for k, v in r.items():
+            if k not in _SKIP and _number(v):
+                series.setdefault(k, []).append((r["epoch"], v))
+    return series
+
+
+def _check_rows(phases: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Refuse metrics rows that would draw more than the page draws at most (``MAX_PHASES`` ...)."""
+    if len(phases) > MAX_PHASES:
+        raise NascoreError(f"metrics file {path} holds {len(phases)} phases; the report draws at most {MAX_PHASES}")
+    for phase, prow in phases.items():
+        keys = {k for r in prow for k, v in r.items() if k not in _SKIP and _number(v)}
+        if len(keys) > MAX_SERIES:
+            raise NascoreError(f"metrics file {path}: phase '{phase}' has {len(keys)} numeric series; the report "
+                               f"draws at most {MAX_SERIES}")
+        chosen = [r["top_choices"] for r in prow if isinstance(r.get("top_choices"), dict)]
+        names = {n for c in chosen for n in c}
+        if len(names) * len(chosen) > MAX_TABLE_CELLS:
+            raise NascoreError(f"metrics file {path}: phase '{phase}' has top choices of {len(names)} decisions over "
+                               f"{len(chosen)} epochs; the report tabulates at most {MAX_TABLE_CELLS:,}")
+
+
+def _check_history(history: list[dict[str, Any]], ckpt: Path) -> None:
+    """Refuse distributions that would draw more than the page draws at most, or whose decisions change their
+    number of options between epochs (each epoch is drawn against the last one's options)."""
+    last = history[-1]
+    for entry in history:
+        if len(entry["groups"]) > MAX_GROUPS:
+            raise NascoreError(f"{ckpt}: epoch {entry['epoch']} has {len(entry['groups'])} groups of decisions; the "
+                               f"report draws at most {MAX_GROUPS}")
+        for group, decisions in entry["groups"].items():
+            if len(decisions) > MAX_DECISIONS:
+                raise NascoreError(f"{ckpt}: group '{group}' has {len(decisions)} decisions; the report draws at "
+                                   f"most {MAX_DECISIONS}")
+            final = last["groups"].get(group, {})
+            for name, probs in decisions.items():
+                if len(probs) > MAX_OPTIONS:
+                    raise NascoreError(f"{ckpt}: decision '{name}' has {len(probs)} options; the report draws at "
+                                       f"most {MAX_OPTIONS}")
+                if name in final and len(final[name]) != len(probs):
+                    raise NascoreError(f"{ckpt}: decision '{name}' has {len(probs)} options after epoch "
+                                       f"{entry['epoch']} and {len(final[name])} after epoch {last['epoch']}; "
+                                       "expected the same options after every epoch")
+    drawn = len(history) * sum(len(p) for decisions in last["groups"].values() for p in decisions.values())
+    if drawn > MAX_PROBABILITIES:
+        raise NascoreError(f"{ckpt}: its distributions hold {drawn:,} probabilities over {len(history)} epochs; the "
+                           f"report draws at most {MAX_PROBABILITIES:,}")
+
+
+def _epoch_ticks(ax: Any, epochs: list[int], fontsize: int) -> None:
+    """At most ``_TICKS`` epoch labels on the x axis of an image with one column per epoch."""
+    step = max(1, math.ceil(len(epochs) / _TICKS))
+    ax.set_xticks(range(0, len(epochs), step), epochs[::step], fontsize=fontsize)
+
+
 # -- sections ---------------------------------------------------------------------------------------------------
-def _curves(rows: list[dict[str, Any]]) -> str:
+def _curves(phases: dict[str, list[dict[str, Any]]]) -> str:
     """One figure per phase: losses, validation metrics, temperature and entropy, costs, each against epochs."""
-    if not rows:
+    if not phases:
         return _note(f"no {METRICS_FILE} rows: no curves")
-    phases = list(dict.fromkeys(r["phase"] for r in rows))
     out = []
-    for phase in phases:
-        prow = sorted((r for r in rows if r["phase"] == phase), key=lambda r: r["epoch"])
-        keys = [k for k in dict.fromkeys(k for r in prow for k in r) if k not in _SKIP
-                and any(_number(r.get(k)) for r in prow)]
+    for phase, prow in phases.items():
+        series = _series(prow)
+        keys = list(series)
         groups = {"losses": [k for k in keys if "loss" in k and not k.startswith("val/")],
                   "validation metrics": [k for k in keys if k.startswith("val/") and "loss" not in k],
                   "validation losses": [k for k in keys if k.startswith("val/") and "loss" in k],
@@ -107,8 +180,7 @@ def _curves(rows: list[dict[str, Any]]) -> str:
         for i, (title, ks) in enumerate(groups.items()):
             ax = fig.add_subplot(math.ceil(len(groups) / 3), ncols, i + 1)
             for k in ks:
-                pts = [(r["epoch"], r[k]) for r in prow if _number(r.get(k))]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=k)
+                ax.plot([p[0] for p in series[k]], [p[1] for p in series[k]], marker="o", ms=3, label=k)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("epoch", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -117,12 +189,11 @@ def _curves(rows: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
-def _top_choices(rows: list[dict[str, Any]]) -> str:
+def _top_choices(phases: dict[str, list[dict[str, Any]]]) -> str:
     """The top choice per decision at each search epoch (rows' "top_choices"), as a table decisions x epochs."""
     out = []
-    for phase in dict.fromkeys(r["phase"] for r in rows):
-        prow = [r for r in sorted(rows, key=lambda r: r["epoch"]) if r["phase"] == phase
-                and isinstance(r.get("top_choices"), dict)]
+    for phase, rows in phases.items():
+        prow = [r for r in rows if isinstance(r.get("top_choices"), dict)]
         if not prow:
             continue
         names = list(dict.fromkeys(k for r in prow for k in r["top_choices"]))
@@ -160,13 +231,13 @@ def _history(run: Path) -> tuple[list[dict[str, Any]] | None, str]:
     if not all(valid(entry) for entry in history):
         raise NascoreError(f"{ckpt}: its 'decisions' entry is not a list of {{epoch, groups: {{group: {{decision: "
                            "[probabilities]}}}}}} as nascore records it")
+    _check_history(history, ckpt)
     return history, ""
 
 
-def _distributions(run: Path) -> str:
+def _distributions(history: list[dict[str, Any]] | None, why: str, run: Path) -> str:
     """Per group of decisions: the final distribution (decisions x options) and how each decision's distribution
     evolved over the search epochs (one small heatmap per decision, options x epochs)."""
-    history, why = _history(run)
     if history is None:
         return _note(why)
     labels = _option_names(run)
@@ -210,7 +281,7 @@ def _evolution(group: str, names: list[str], history: list[dict[str, Any]], labe
         ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         opts = labels.get(name, ())
         ax.set_yticks(range(width), opts if len(opts) == width else range(width), fontsize=5)
-        ax.set_xticks(range(len(epochs)), epochs, fontsize=5)
+        _epoch_ticks(ax, epochs, 5)
         ax.set_title(name, fontsize=6)
     fig.suptitle(f"{group}: probability per option (rows) after each search epoch (columns)", fontsize=9)
     return _png(fig)
@@ -273,6 +344,9 @@ def render(run: str | Path) -> str:
     if not (has_spec or has_metrics):
         raise NascoreError(f"{run} holds no run: neither {SPEC_FILE} nor {METRICS_FILE}")
     rows = read_metrics(run / METRICS_FILE)
+    phases = _by_phase(rows)
+    _check_rows(phases, run / METRICS_FILE)
+    history, why = _history(run)  # checked too, before anything is drawn
     summary: dict[str, Any] = {}
     if os.path.lexists(run / SUMMARY_FILE):
         summary = parse_user_json(read_user_text(run / SUMMARY_FILE, "summary file", ARCH_MAX_BYTES),
@@ -282,20 +356,19 @@ def render(run: str | Path) -> str:
     spec_text = read_user_text(run / SPEC_FILE, "the run's spec", SPEC_MAX_BYTES) if has_spec else None
 
     sections = [
-        ("Curves", _curves(rows)),
-        ("Top choice per decision, by epoch", _top_choices(rows) if rows else _note("no metrics rows")),
-        ("Distribution over options, by epoch", _distributions(run)),
+        ("Curves", _curves(phases)),
+        ("Top choice per decision, by epoch", _top_choices(phases) if rows else _note("no metrics rows")),
+        ("Distribution over options, by epoch", _distributions(history, why, run)),
         ("Pareto front", _pareto(run)),
         ("Found architectures", _archs(summary) if summary else
          _note("no summary.json (the run has not finished): no found arch or results")),
         ("Spec", f"<pre>{_esc(spec_text)}</pre>" if spec_text is not None else _note("no spec.yaml")),
     ]
-    phases = ", ".join(f"{p}: {sum(r['phase'] == p for r in rows)} epochs"
-                       for p in dict.fromkeys(r["phase"] for r in rows)) or "no epochs recorded"
+    counts = ", ".join(f"{p}: {len(prow)} epochs" for p, prow in phases.items()) or "no epochs recorded"
     body = "".join(f"<h2>{_esc(title)}</h2>{content}" for title, content in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>nascore report: '
             f"{_esc(run.name)}</title><style>{_STYLE}</style></head><body>"
-            f"<h1>nascore report: {_esc(run.name)}</h1><p>{_esc(phases)}</p>{body}</body></html>\n")
+            f"<h1>nascore report: {_esc(run.name)}</h1><p>{_esc(counts)}</p>{body}</body></html>\n")
 
 
 def write_report(run: str | Path, out: str | Path | None = None) -> Path:

@@ -4,16 +4,19 @@ handlers that run them; the work is the library's. User errors print a message a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata as md
+import json
+import os
 import sys
+import time
 from typing import Protocol
 
-from nascore.errors import NascoreError
+from nascore.errors import EXIT_USER_ERROR, NascoreError
 
 from . import bench, compare, data, deploy, inspect, lut, predictor, report, run, train
 from .options import Commands
 
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -41,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _report(message: str) -> None:
+    """Print a user error; under torchrun, on rank 0 alone (every rank meets it, or has it from rank 0:
+    ``distributed.on_main``), every rank recording it in torchrun's error file for the rank, where torchrun's
+    failure report and ``python -m nascore.torchrun`` find it (a message of another rank is not lost)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {message}", file=sys.stderr)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        with contextlib.suppress(OSError), open(error_file, "w") as f:  # as torchrun's ErrorHandler writes it
+            json.dump({"message": {"message": message, "extraInfo": {"timestamp": str(int(time.time()))}}}, f)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -49,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except (NascoreError, OSError) as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        _report(str(exc))
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"interrupted; {args.interrupted}", file=sys.stderr)

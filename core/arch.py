@@ -12,6 +12,10 @@ from .fileio import ARCH_MAX_BYTES, atomic_write_text, load_user_json
 from .registry import get_registry, unknown_name_message
 from .validation import format_validation_error
 
+#: the largest network (parameters) and input (pixels a side) an arch may describe: checked before it is built
+MAX_PARAMETERS = 1 << 30
+MAX_INPUT_SIZE = 8192
+
 
 class Arch(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -71,4 +75,27 @@ def arch_space(arch: Arch, ref: str, registry=None, input_size: int | None = Non
         space.check_arch(arch)
     except NascoreError as exc:
         raise NascoreError(f"{where}: {exc}") from None
+    _check_size(space, arch, where)
     return space
+
+
+def _check_size(space, arch: Arch, where: str) -> None:
+    """Refuse an arch whose sizes (its space's config: channels, blocks, input size) describe a network larger than
+    ``MAX_PARAMETERS`` or an input larger than ``MAX_INPUT_SIZE``; the network is built on the meta device, which
+    allocates nothing. Counted: the backbone and the pre-logits conv that a classifier adds to it."""
+    import torch  # only where an arch is checked: `nascore --help` loads no torch
+
+    from .features import Backbone
+
+    if space.input_size > MAX_INPUT_SIZE:
+        raise NascoreError(f"{where}: input_size {space.input_size}; expected at most {MAX_INPUT_SIZE}")
+    try:
+        with torch.device("meta"):
+            backbone = space.build(arch)
+    except Exception:  # noqa: BLE001 - a space that cannot build on the meta device: its real build says what fails
+        return
+    n = sum(p.numel() for p in backbone.parameters())
+    if isinstance(backbone, Backbone) and backbone.pre_logits is not None:
+        n += backbone.feature_info[-1]["num_chs"] * backbone.pre_logits.num_features
+    if n > MAX_PARAMETERS:
+        raise NascoreError(f"{where} describes a network of {n:,} parameters; expected at most {MAX_PARAMETERS:,}")

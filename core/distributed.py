@@ -5,12 +5,7 @@ case: nothing is wrapped, sharded or communicated."""
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
-import signal
-import sys
-import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,16 +15,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from . import lifeline
 from .errors import NascoreError
 
 if TYPE_CHECKING:
     from .spec_model import RunSpec
 
 T = TypeVar("T")
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-_WATCH_S = 1.0
-#: the pid of the process that started this rank (torchrun's agent), once ``setup`` tied the rank to it
-_launcher: int | None = None
 
 
 def launched() -> bool:
@@ -60,7 +52,10 @@ def setup(device: torch.device) -> torch.device:
     for a CUDA spec (whatever CUDA index the spec names), the CPU with gloo otherwise; else ``device``."""
     if not launched():
         return device
-    _die_with_launcher()
+    # torchrun starts each rank in a session of its own and cannot tie it to itself: a rank stops when its launcher
+    # dies, however it dies. (One that died before this ran left the rank a new parent, and joining the process group
+    # fails: torchrun's agent serves its store.)
+    lifeline.die_with_parent()
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
@@ -69,36 +64,6 @@ def setup(device: torch.device) -> torch.device:
                                 device_id=device if device.type == "cuda" else None)
         atexit.register(dist.destroy_process_group)
     return device
-
-
-def _die_with_launcher() -> None:
-    """Make this rank stop when its launcher dies, however it dies. torchrun starts each rank in a session (and
-    process group) of its own, so killing torchrun's process group leaves the ranks running, and
-    torch.distributed.elastic has no option to tie them to it: on Linux the kernel sends the rank SIGKILL when its
-    parent dies (``prctl(PR_SET_PDEATHSIG)``; the parent is the thread that started the rank, torchrun's main
-    thread); elsewhere a daemon thread polls the parent's pid. SIGKILL: a rank blocked in a collective handles
-    no other signal; its run directory's lock goes with it (``nascore.lock``)."""
-    global _launcher
-    if _launcher is not None:
-        return
-    _launcher = os.getppid()
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    else:
-        threading.Thread(target=_watch_launcher, name="nascore-launcher-watch", daemon=True).start()
-    # the launcher may have died just before the signal was armed: then the parent changed since it was read. (One
-    # that died earlier left this rank a new parent, and joining the process group fails: torchrun's agent serves
-    # its store.)
-    if os.getppid() != _launcher:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _watch_launcher() -> None:
-    while os.getppid() == _launcher:
-        time.sleep(_WATCH_S)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def barrier() -> None:

@@ -1,6 +1,9 @@
 """Errors that nascore reports to users as a message and exit status 2 (no traceback)."""
 from __future__ import annotations
 
+#: the exit status of a command that met a user error (a NascoreError, an unreadable input)
+EXIT_USER_ERROR = 2
+
 
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of ``exc``'s message, stripped ("" when it has none): what a user is shown of a

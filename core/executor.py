@@ -1,6 +1,6 @@
 """Where independent per-arch work runs (``--executor``): ``local``, in this process one job after another (or in
-``workers`` spawned processes, ``bench collect --workers``), or ``ray``, each job a Ray task with declared
-resources, on a local Ray started here or on the cluster at ``--ray-address`` / ``RAY_ADDRESS``.
+``workers`` spawned processes that die with it, ``bench collect --workers``), or ``ray``, each job a Ray task with
+declared resources, on a local Ray started here or on the cluster at ``--ray-address`` / ``RAY_ADDRESS``.
 
 Both run a module-level function over a list of jobs and yield each result as its job finishes, so the caller
 writes results atomically as they come and a killed driver resumes from what was written. A job seeds itself
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol, TypeVar
 
+from . import lifeline
 from .errors import NascoreError
 
 T = TypeVar("T")
@@ -57,7 +58,9 @@ class LocalExecutor:
                 yield i, fn(shared, *job)
             return
         threads = max(1, (os.cpu_count() or 1) // self.workers)  # an equal share of the CPU threads each
-        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # each worker dies with this process, however it dies (a SIGTERM'd or killed command leaves none training on)
+        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=lifeline.die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_threaded, threads, fn, shared, job): i for i, job in enumerate(jobs)}
             try:
                 for future in as_completed(futures):

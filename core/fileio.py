@@ -81,7 +81,8 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
 
 
 # -- reading a user's file -------------------------------------------------------------------------------
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
+    """``n`` bytes for a message: "3.0 GiB", "12 bytes"."""
     for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
@@ -112,7 +113,7 @@ def check_user_file(path: str | Path, what: str, max_bytes: int | None = None) -
     if not stat.S_ISREG(st.st_mode):
         raise NascoreError(f"{what} {path} is {_kind(st.st_mode)}; expected a file")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise NascoreError(f"{what} {path} is {_size(st.st_size)}; expected at most {_size(max_bytes)} "
+        raise NascoreError(f"{what} {path} is {human_size(st.st_size)}; expected at most {human_size(max_bytes)} "
                            "(larger files are refused unread)")
     return st
 
@@ -143,7 +144,7 @@ def read_user_bytes(path: str | Path, what: str, max_bytes: int) -> bytes:
         except OSError as exc:
             raise NascoreError(f"{what} {path} cannot be read: {exc.strerror}") from None
     if len(data) > max_bytes:
-        raise NascoreError(f"{what} {path} is larger than {_size(max_bytes)}; expected at most that")
+        raise NascoreError(f"{what} {path} is larger than {human_size(max_bytes)}; expected at most that")
     return data
 
 
@@ -338,4 +339,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
                                "checkpoint)") from None
     if not isinstance(obj, dict):
         raise NascoreError(f"{what} {path} holds a {type(obj).__name__}, expected a dict")
+    _check_tensor_sizes(obj, path, what)
     return obj
+
+
+def _check_tensor_sizes(obj: Any, path: Path, what: str) -> None:
+    """Refuse a tensor that declares more values than its storage holds (an expanded or overlapping view, e.g.
+    ``torch.zeros(1).expand(10**12)``: a few bytes in the file, and any copy of it allocates what it declares).
+    ``torch.save`` of a module's state never writes one. Walked without recursion."""
+    stack, seen = [obj], set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            if item.layout == torch.strided and item.numel():
+                stored = item.untyped_storage().nbytes() // item.element_size()
+                if item.numel() > stored:
+                    raise NascoreError(f"{what} {path} holds a tensor of {item.numel():,} values stored in "
+                                       f"{stored:,}; expected tensors that hold their values")
+        elif isinstance(item, (dict, list, tuple)) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)

@@ -31,6 +31,7 @@ from .lock import LOCK_FILE, WriteLock
 from .parts import Parts, resolve_device
 from .progress import Reporter
 from .registry import Registry, get_registry
+from .spec import spec_changes
 from .spec_model import RunSpec
 from .strategy import SHARED
 
@@ -114,9 +115,11 @@ def check_dir(spec: RunSpec, out_dir: Path, resume: bool) -> None:
     if resume:
         if not os.path.lexists(spec_path):
             raise NascoreError(f"--resume: {out_dir} holds no run ({SPEC_FILE} is missing)")
-        if load_user_yaml(spec_path, "--resume: the run's spec", SPEC_MAX_BYTES) != spec.dump():
+        changes = spec_changes(load_user_yaml(spec_path, "--resume: the run's spec", SPEC_MAX_BYTES), spec.dump())
+        if changes:
             raise NascoreError(f"--resume: the spec differs from the one the run in {out_dir} started with "
-                               f"({spec_path}); resume with the same spec and --set options")
+                               f"({spec_path}): {'; '.join(changes)}; resume with the same spec and --set options, "
+                               "or run the changed spec in another --out")
         read_metrics(out_dir / METRICS_FILE)
         for ckpt in sorted((out_dir / "checkpoints").glob("*.pt")):
             check_user_file(ckpt, "checkpoint")

@@ -13,6 +13,10 @@ from .features import Backbone
 from .supernet import Decision, Operation, Supernet
 from .validation import format_validation_error
 
+#: most stages, blocks per stage and options per list that a space's config may declare: a spec's or arch file's
+#: word (a run directory's spec.yaml too), checked before a list of decisions or a network is made of it
+MAX_STAGES, MAX_BLOCKS, MAX_OPTIONS = 32, 64, 64
+
 
 class SpaceConfig(ComponentConfig):
     """Base of every space's ``Config``: the input resolution its costs are priced at (and built archs are sized for).

@@ -34,6 +34,35 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def spec_changes(before: Any, after: Any, limit: int = 4) -> list[str]:
+    """What differs between two resolved specs (``RunSpec.dump()``), one line per changed field (at most ``limit``,
+    then how many more): ``strategy.epochs: 2, now 3``."""
+    found: list[str] = []
+
+    def short(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in dict.fromkeys([*a, *b]):
+                where = f"{path}.{key}" if path else str(key)
+                if key not in b:
+                    found.append(f"{where}: {short(a[key])}, now not set")
+                elif key not in a:
+                    found.append(f"{where}: not set, now {short(b[key])}")
+                else:
+                    walk(a[key], b[key], where)
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                walk(x, y, f"{path}[{i}]")
+        elif a != b:
+            found.append(f"{path or '<root>'}: {short(a)}, now {short(b)}")
+
+    walk(before, after, "")
+    return found[:limit] + ([f"{len(found) - limit} more"] if len(found) > limit else [])
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML; list items by index: ``tasks.0.x=1``)."""
     for item in overrides:

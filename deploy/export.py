@@ -28,9 +28,8 @@ from torch import Tensor, nn
 from nascore.arch import Arch, arch_space, is_arch_file, resolve_arch
 from nascore.costs.timing import OnnxRuntimeBackend
 from nascore.errors import NascoreError, first_line
-from nascore.fileio import atomic_path, load_checkpoint
+from nascore.fileio import GiB, MiB, atomic_path, check_user_file, human_size, load_checkpoint, parse_user_json
 from nascore.hookspecs import ExportResult
-from nascore.parts import Parts
 from nascore.protocols import MultiTaskBackbone
 from nascore.registry import get_registry
 from nascore.rundir import SPEC_FILE
@@ -51,6 +50,9 @@ OPSET = 17
 #: largest allowed max|file - eager| / max(1, max|eager|) in float32
 TOLERANCE = 1e-4
 META_FILE = "nascore.json"
+#: the largest ``nascore.json`` read from an exported archive, and the largest ONNX file (protobuf's own limit: a
+#: larger graph keeps its weights in external data, which nascore export does not write)
+META_MAX_BYTES, ONNX_MAX_BYTES = MiB, 2 * GiB
 MODEL_FILE = "train_model.pt"
 
 
@@ -101,21 +103,44 @@ def _trained(model_file: Path, input_size: int | None) -> ExportSource:
         raise NascoreError(f"trained model {model_file} has no {SPEC_FILE} beside it (the run's spec, which gives "
                            "its tasks and dataset)")
     spec = load_spec(spec_path)
-    parts = Parts.build(spec, torch.device("cpu"))  # exported and checked on the CPU, wherever it trained
-    info = parts.info
+    info = spec.dataset.create().info()  # the data itself is read (generated) only for --int8: Data.parts
     size = input_size or info.image_size
     space = arch_space(arch, str(model_file), input_size=size)
-    tasks = owner_tasks(parts.tasks, arch.task)
-    network = build_network(space.build(arch), tasks, info)
-    try:
-        network.load_state_dict(ckpt["network"])
-    except RuntimeError as exc:
+    tasks = owner_tasks([t.create() for t in spec.tasks], arch.task)
+    misfit = _misfit(lambda: build_network(space.build(arch), tasks, info), ckpt["network"])
+    if misfit is None:
+        network = build_network(space.build(arch), tasks, info)  # exported and checked on the CPU
+        try:
+            network.load_state_dict(ckpt["network"])
+        except RuntimeError as exc:
+            misfit = first_line(exc)
+    if misfit is not None:
         raise NascoreError(f"trained model {model_file} does not fit its arch and the tasks of {spec_path}: "
-                           f"{first_line(exc)}") from None
+                           f"{misfit}")
     heads = ", ".join(t.name for t in tasks)
-    data = Data(parts, tasks, (spec.train or TrainConfig()).batch_size)
+    data = Data(spec, tasks, (spec.train or TrainConfig()).batch_size)
     return ExportSource(network.eval(), arch, size, info.in_channels, True,
                         f"{model_file} (trained weights, heads: {heads})", info.mean, info.std, data)
+
+
+def _misfit(make: Callable[[], nn.Module], weights: dict) -> str | None:
+    """What keeps ``weights`` from loading into the network ``make`` builds, found on the meta device: the network's
+    sizes (which a run's spec and arch declare) are checked against the weights before anything is allocated. A
+    network that cannot be built on the meta device (a plugin's head that computes with real tensors) is checked
+    as it is loaded."""
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in make().state_dict().items()}
+    except Exception:  # noqa: BLE001 - see above: the real build and load say what is wrong
+        return None
+    found = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, Tensor)}
+    problems = [f"size mismatch for {k}: {list(found[k])} in the file, {list(shape)} in the network"
+                for k, shape in expected.items() if k in found and found[k] != shape]
+    missing, unexpected = [k for k in expected if k not in weights], [k for k in weights if k not in expected]
+    problems += [f"missing {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}"] if missing else []
+    problems += [f"unexpected {', '.join(map(str, unexpected[:3]))}{', ...' if len(unexpected) > 3 else ''}"] \
+        if unexpected else []
+    return "; ".join(problems[:3]) or None
 
 
 def _untrained(ref: str, input_size: int | None) -> ExportSource:
@@ -390,6 +415,7 @@ def read_exported(path: Path) -> Exported:
     if fmt == "onnx":
         import onnx  # onnx: only when exporting
 
+        check_user_file(path, "ONNX file", ONNX_MAX_BYTES)
         try:
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - any protobuf or onnx error: a file that is not ONNX
@@ -399,6 +425,10 @@ def read_exported(path: Path) -> Exported:
             raise NascoreError(f"{path} has {len(proto.graph.input)} graph inputs; expected one image input")
         graph_input = proto.graph.input[0]
         dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+        bad = next((d for d in dims if d is not None and d < 1), None)
+        if bad is not None:
+            raise NascoreError(f"{path}: input {graph_input.name!r} has an axis of size {bad} ({dims}); expected "
+                               "positive sizes")
         if None in dims[1:] or (None in dims[:1] and len(dims) != 4):
             raise NascoreError(f"{path}: input {graph_input.name!r} has dynamic axes {dims}; only the batch axis of "
                                "an (N, C, H, W) input may be dynamic")
@@ -406,11 +436,16 @@ def read_exported(path: Path) -> Exported:
         return Exported(path, fmt, meta, graph_input.name, tuple(dims), quantized)
     try:
         with zipfile.ZipFile(path) as archive:
-            entry = next((n for n in archive.namelist() if n.endswith(f"/extra/{META_FILE}")), None)
-            meta = json.loads(archive.read(entry)) if entry is not None else None
-        size = int(meta["input_size"])
+            entry = next((e for e in archive.infolist() if e.filename.endswith(f"/extra/{META_FILE}")), None)
+            if entry is not None and entry.file_size > META_MAX_BYTES:  # what the zip declares, checked unread
+                raise NascoreError(f"{path} holds a {META_FILE} of {human_size(entry.file_size)}; expected at most "
+                                   f"{human_size(META_MAX_BYTES)}")
+            meta = parse_user_json(archive.read(entry).decode(), f"{path}: {META_FILE}") if entry else None
+        size, channels = int(meta["input_size"]), int(meta["in_channels"])
         batch = None if meta.get("dynamic_batch") == "true" else int(meta["batch"])
-        return Exported(path, fmt, meta, "input", (batch, int(meta["in_channels"]), size, size))
+        if min(size, channels, batch or 1) < 1:
+            raise ValueError("a size below 1")
+        return Exported(path, fmt, meta, "input", (batch, channels, size, size))
     except (zipfile.BadZipFile, OSError, ValueError, TypeError, KeyError, AttributeError):
         raise NascoreError(f"{path} lacks a readable {META_FILE} with the input size, channels and batch that "
                            f"nascore export stores in a {fmt} file") from None

@@ -2,6 +2,7 @@
 ``nascore export`` wrote (ONNX on ONNX Runtime, an exported program or TorchScript on PyTorch)."""
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -10,10 +11,14 @@ import torch
 from nascore.arch import arch_space, resolve_arch
 from nascore.costs.latency import LatencyConfig, LatencyCost
 from nascore.costs.timing import OnnxRuntimeBackend, Timing, TorchBackend, device_name
-from nascore.errors import NascoreError
+from nascore.errors import NascoreError, first_line
+from nascore.fileio import human_size
 from nascore.progress import Progress, no_progress
 
 from .export import Exported, load_module
+
+#: the largest input an exported file is timed with (values): what its input axes declare is checked against it
+MAX_INPUT_VALUES = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ def measure_file(exported: Exported, backend: str | None = None, batch: int | No
     if runtime == "onnxruntime" and device != "cpu":
         raise NascoreError(f"--device {device}: an ONNX file is timed on ONNX Runtime's CPU execution provider")
     if len(exported.input_shape) == 4:  # a batch of images: the file's own batch, or --batch for a dynamic one
+        flag = batch is not None and exported.batch is None
         batch = batch or exported.batch or 1
         if exported.batch is not None and batch != exported.batch:
             raise NascoreError(f"--batch {batch}: {exported.path} was exported with a fixed batch of "
@@ -70,15 +76,27 @@ def measure_file(exported: Exported, backend: str | None = None, batch: int | No
         if batch not in (None, 1):
             raise NascoreError(f"--batch {batch}: {exported.path} takes one input of shape "
                                f"{exported.input_shape}, no batch")
-        batch, shape = 1, exported.input_shape
-    if runtime == "onnxruntime":
-        onnxruntime = OnnxRuntimeBackend(threads)
-        timing = onnxruntime.time_session(onnxruntime.load(str(exported.path)), shape, min_run_time,
-                                          exported.input_name)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # moving a TorchScript module reads .grad of non-leaf tensors
-            timing = TorchBackend(device, threads).time(load_module(exported.format, exported.path), shape,
-                                                        min_run_time)
+        flag, batch, shape = False, 1, exported.input_shape
+    values = math.prod(shape)
+    if values > MAX_INPUT_VALUES:  # checked before the input is made
+        what = f"--batch {batch}: {exported.path} would take" if flag else f"{exported.path} declares"
+        raise NascoreError(f"{what} an input of {'x'.join(map(str, shape))} ({values:,} values); expected at most "
+                           f"{MAX_INPUT_VALUES:,} ({human_size(4 * MAX_INPUT_VALUES)} of float32)")
+    try:
+        if runtime == "onnxruntime":
+            onnxruntime = OnnxRuntimeBackend(threads)
+            timing = onnxruntime.time_session(onnxruntime.load(str(exported.path)), shape, min_run_time,
+                                              exported.input_name)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # moving a TorchScript module reads .grad of non-leaf tensors
+                timing = TorchBackend(device, threads).time(load_module(exported.format, exported.path), shape,
+                                                            min_run_time)
+    except NascoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the runtime refuses the file or fails running it (e.g. an allocation
+        # its graph asks for): say so
+        raise NascoreError(f"{exported.path} cannot be run on {runtime}: {type(exc).__name__}: "
+                           f"{first_line(exc)}") from None
     where = device_name(torch.device(device if runtime == "torch" else "cpu"))
     return FileLatency(runtime, where, batch, shape, timing)

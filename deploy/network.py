@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,6 +15,7 @@ from nascore.errors import NascoreError
 
 if TYPE_CHECKING:
     from nascore.parts import Parts
+    from nascore.spec_model import RunSpec
     from nascore.task import Task
 
 
@@ -34,11 +36,19 @@ class ExportSource:
 
 @dataclass
 class Data:
-    """The run a trained model comes from: its parts, the model's tasks and the training batch size."""
+    """The run a trained model comes from: its spec, the model's tasks and the training batch size. Its parts (the
+    dataset and its splits) are built when first asked for: only ``--int8`` calibrates and validates on them, and a
+    run's spec may declare a dataset far larger than a float32 export needs to read or generate."""
 
-    parts: Parts
+    spec: RunSpec
     tasks: list[Task]
     batch_size: int
+
+    @cached_property
+    def parts(self) -> Parts:
+        from nascore.parts import Parts
+
+        return Parts.build(self.spec, torch.device("cpu"))
 
 
 def flatten(out: Any, prefix: str = "") -> list[tuple[str, Tensor]]:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from nascore.arch import Arch
 from nascore.features import Backbone, Chain, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
-from nascore.space import SearchSpace, SpaceConfig
+from nascore.space import MAX_BLOCKS, MAX_STAGES, SearchSpace, SpaceConfig
 from nascore.supernet import Decision, MixedOp, Operation, Supernet
 
 from .fbnet_blocks import CANDIDATES, conv_bn, make_block
@@ -29,7 +29,7 @@ class FBNetConfig(SpaceConfig):
     input_size: int = Field(224, ge=32, description="input resolution the costs are priced at")
     head_channels: int = Field(1984, ge=8, description="1x1 head conv before pooling (1504 in FBNet-A)")
     divisor: int = Field(8, ge=1, description="channels are rounded to a multiple of this")
-    stages: list[tuple[int, int, int]] = Field(list(STAGES), min_length=1, description=(
+    stages: list[tuple[int, int, int]] = Field(list(STAGES), min_length=1, max_length=MAX_STAGES, description=(
         "searchable stages as [channels, layers, first stride]; FBNet's by default"))
     stem_channels: int = Field(16, ge=1, description="channels of the stride-2 3x3 stem conv")
     activation: Literal["relu", "relu6"] = Field("relu", description="activation of every conv-BN-act")
@@ -42,9 +42,9 @@ class FBNetConfig(SpaceConfig):
     @classmethod
     def _stages(cls, stages: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         for i, (channels, layers, stride) in enumerate(stages):
-            if channels < 1 or layers < 1 or stride not in (1, 2):
+            if channels < 1 or not 1 <= layers <= MAX_BLOCKS or stride not in (1, 2):
                 raise ValueError(f"stage {i} is {[channels, layers, stride]}: expected [channels >= 1, "
-                                 "layers >= 1, stride 1 or 2]")
+                                 f"layers 1 to {MAX_BLOCKS}, stride 1 or 2]")
         return stages
 
 

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nascore.features import make_divisible
-from nascore.space import SpaceConfig
+from nascore.space import MAX_BLOCKS, MAX_OPTIONS, MAX_STAGES, SpaceConfig
 from nascore.spaces.shape_cost import ProductWidth, Width
 from nascore.supernet import Decision
 
@@ -22,12 +22,14 @@ class StageConfig(BaseModel):
     """One stage: ``blocks`` blocks, the first with ``stride``; options for every block of the stage."""
 
     model_config = ConfigDict(extra="forbid")
-    channels: list[int] = Field(min_length=1, description="output channel options (scaled by width)")
-    blocks: int = Field(ge=1)
+    channels: list[int] = Field(min_length=1, max_length=MAX_OPTIONS,
+                                description="output channel options (scaled by width)")
+    blocks: int = Field(ge=1, le=MAX_BLOCKS)
     stride: Literal[1, 2] = 1
-    expansions: list[float] = Field(list(PAPER_EXPANSIONS), min_length=1)
-    types: list[str] = Field(list(TYPES), min_length=1)
-    resolutions: list[int] = Field([1], min_length=1, description="input subsampling factors, 1 = full")
+    expansions: list[float] = Field(list(PAPER_EXPANSIONS), min_length=1, max_length=MAX_OPTIONS)
+    types: list[str] = Field(list(TYPES), min_length=1, max_length=MAX_OPTIONS)
+    resolutions: list[int] = Field([1], min_length=1, max_length=MAX_OPTIONS,
+                                   description="input subsampling factors, 1 = full")
 
     @field_validator("channels", "expansions", "types", "resolutions")
     @classmethod
@@ -89,7 +91,7 @@ class FBNetV2Config(SpaceConfig):
     input_size: int = Field(224, ge=16, description="input resolution the costs are priced at")
     stem: int = Field(16, ge=1, description="channels of the 3x3 stride-2 stem")
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(**s) for s in PAPER_STAGES],
-                                      min_length=1)
+                                      min_length=1, max_length=MAX_STAGES)
     head_expansion: float = Field(6.0, gt=0, description="the last 1x1 conv widens the last stage by this")
     head_channels: int = Field(1984, ge=8, description="1x1 conv after pooling, before the classifier")
     divisor: int = Field(8, ge=1, description="hidden widths are rounded to a multiple of this")

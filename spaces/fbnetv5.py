@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from nascore.arch import Arch
 from nascore.features import Backbone, PreLogits, make_divisible
 from nascore.hookspecs import hookimpl
-from nascore.space import SearchSpace, SpaceConfig
+from nascore.space import MAX_BLOCKS, SearchSpace, SpaceConfig
 from nascore.supernet import Decision, MixedOp, Supernet
 
 from .fbnetv2_blocks import Block, SlimConvBN, mid_channels
@@ -49,8 +49,8 @@ class FBNetV5Config(SpaceConfig):
     @field_validator("blocks")
     @classmethod
     def _blocks(cls, v: list[int]) -> list[int]:
-        if min(v) < 0:
-            raise ValueError(f"block counts must not be negative, got {v}")
+        if min(v) < 0 or max(v) > MAX_BLOCKS:
+            raise ValueError(f"block counts must be 0 to {MAX_BLOCKS}, got {v}")
         return v
 
 

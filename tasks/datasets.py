@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from nascore.component import ComponentConfig
 from nascore.dataset import DataInfo, Dataset
 from nascore.errors import NascoreError
-from nascore.fileio import IMAGE_MAX_BYTES, check_user_file, open_user_image
+from nascore.fileio import IMAGE_MAX_BYTES, check_user_file, human_size, open_user_image
 from nascore.hookspecs import hookimpl
 from nascore.protocols import Exporting
 
@@ -51,6 +51,16 @@ class DigitScenes(Dataset, Exporting):
         def _scales(self) -> DigitScenes.Config:
             if self.min_scale > self.max_scale:
                 raise ValueError(f"min_scale ({self.min_scale}) must not exceed max_scale ({self.max_scale})")
+            return self
+
+        @model_validator(mode="after")
+        def _memory(self) -> DigitScenes.Config:
+            """A split is generated and held in memory whole: its size is checked before it is made."""
+            for split in ("num_train", "num_val", "num_test"):
+                need = getattr(self, split) * self.image_size ** 2 * ds.BYTES_PER_PIXEL
+                if need > ds.MAX_SPLIT_BYTES:
+                    raise ValueError(f"{split} {getattr(self, split)} at image_size {self.image_size} is "
+                                     f"{human_size(need)} in memory; expected at most {human_size(ds.MAX_SPLIT_BYTES)}")
             return self
 
     def scene_config(self) -> ds.SceneConfig:

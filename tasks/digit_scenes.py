@@ -39,6 +39,8 @@ _MAX_COVER = 0.5  # also cap intersection / smaller box, so a small digit never 
 _BOX_ALPHA = 0.25  # box = tight box of alpha > this
 _FG_ALPHA = 0.5  # semantic / saliency foreground = alpha > this
 _CHUNK_PIXELS = 1 << 22  # backgrounds are rendered in chunks of about this many pixels
+#: what a split holds per pixel (image 3, semantic, saliency and edges 1 each, uint8), and the most a split may hold
+BYTES_PER_PIXEL, MAX_SPLIT_BYTES = 6, 16 << 30
 _RAGGED = ("boxes", "classes", "sources")  # per-instance lists, stored flattened
 
 

@@ -313,7 +313,8 @@ def test_resume_with_another_spec(run_dir, capsys):
     before = snapshot(spec_path.parent)
     code, o, e = _resume(spec_path, out, capsys, "--set", "strategy.epochs=2")
     check_rejected(code, o, e, "error: --resume: the spec differs from the one the run in out started with "
-                               "(out/spec.yaml)")
+                               "(out/spec.yaml): strategy.epochs: 1, now 2; resume with the same spec and --set "
+                               "options, or run the changed spec in another --out")
     assert snapshot(spec_path.parent) == before
 
 

@@ -2,7 +2,8 @@
 with 2 gloo processes on the CPU. Both ranks hold the same architecture parameters and weights after every epoch
 and derive the same arch; their data shards are disjoint; only rank 0 writes; a killed 2-process run resumes (with 2
 processes) to exactly the uninterrupted run's results, and with 1 process (saying that the result may differ); a
-killed launcher takes its ranks with it; a second writer of a run directory is refused on every rank."""
+killed launcher takes its ranks with it; a second writer of a run directory is refused on every rank; a user error
+is printed once, and ``python -m nascore.torchrun`` exits 2 on it."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ import torch
 import yaml
 
 from nascore.lock import LOCK_FILE, WriteLock
+from processes import descendants, running
 from tiny import dnas_spec
 
 pytestmark = pytest.mark.slow
@@ -35,6 +37,7 @@ PROBE = '''
     import torch
 
     from nascore import distributed, hookimpl
+    from nascore.errors import NascoreError
     from nascore.strategies.dnas import DNAS
 
 
@@ -49,9 +52,20 @@ PROBE = '''
             return row
 
 
+    class RankOneRefuses(DNAS):
+        """A user error that rank 1 alone meets (as a node that cannot read a file would)."""
+
+        name: ClassVar[str] = "rank-one-refuses"
+
+        def run_epoch(self, epoch):
+            if distributed.rank() == 1:
+                raise NascoreError("rank 1 cannot read its shard")
+            return super().run_epoch(epoch)
+
+
     @hookimpl
     def nascore_search_strategies():
-        return [ProbedDNAS]
+        return [ProbedDNAS, RankOneRefuses]
 '''
 
 #: each rank's share of a sharded loader's batches for two epochs, and what ``check_same`` says of unlike values
@@ -79,8 +93,9 @@ COLLECTIVES = '''
 '''
 
 
-def torchrun(nproc: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+def torchrun(nproc: int, launcher: str = "torch.distributed.run") -> list[str]:
+    """torchrun's command line; ``launcher`` ``nascore.torchrun``: nascore's, which exits 2 on a user error."""
+    return [sys.executable, "-m", launcher, "--standalone", f"--nproc_per_node={nproc}"]
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +123,10 @@ def env(work: Path, probe: Path) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(work / "site"), "PROBE_DIR": str(probe)}
 
 
-def nascore_run(work: Path, nproc: int, out: str, *extra: str) -> subprocess.CompletedProcess:
-    command = [*torchrun(nproc), "-m", "nascore"] if nproc > 1 else [sys.executable, "-m", "nascore"]
-    return subprocess.run([*command, "run", str(work / "spec.yaml"), "--out", str(work / out), *extra],
+def nascore_run(work: Path, nproc: int, out: str, *extra: str, launcher: str = "torch.distributed.run",
+                spec: str = "spec.yaml") -> subprocess.CompletedProcess:
+    command = [*torchrun(nproc, launcher), "-m", "nascore"] if nproc > 1 else [sys.executable, "-m", "nascore"]
+    return subprocess.run([*command, "run", str(work / spec), "--out", str(work / out), *extra],
                           capture_output=True, text=True, env=env(work, work / f"probe-{out}"), timeout=DEADLINE_S,
                           check=False)
 
@@ -183,35 +199,6 @@ def test_an_arch_that_differs_between_ranks_is_an_error(collectives):
     assert [r["error"] for r in collectives] == [expected, expected]
 
 
-def descendants(pid: int) -> set[int]:
-    """The processes ``pid`` started, and the ones they started (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # ended meanwhile
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        found.update(new := children.get(todo.pop(), []))
-        todo.extend(new)
-    return found
-
-
-def running(pids: set[int]) -> set[int]:
-    """Those of ``pids`` that still run (a zombie does not)."""
-    out = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            out.add(pid)
-    return out
-
-
 def kill_after_first_epoch(work: Path, out: Path) -> None:
     """Start a 2-process run and SIGKILL torchrun's process group once the search's first epoch is checkpointed:
     the ranks (each in a process group of its own) must stop with their launcher, within seconds, before the run
@@ -260,20 +247,29 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(work, uninterrupted, k
 
 
 def test_a_second_writer_is_refused_on_every_rank(work, uninterrupted):
-    """``--resume`` of a run directory another process writes: rank 0 is refused and says so on every rank (none
-    waits at a barrier for it); nothing is written."""
+    """``--resume`` of a run directory another process writes: rank 0 is refused, every rank stops (none waits at a
+    barrier for it) and the message is printed once; nothing is written. torchrun exits 1, as it does whenever a
+    rank fails; ``python -m nascore.torchrun`` exits 2, as the command does."""
     out = work / "full"
     lock = WriteLock.of_directory(out).acquire()
     try:
         before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-        proc = nascore_run(work, 2, "full", "--resume")
+        plain = nascore_run(work, 2, "full", "--resume")
+        ours = nascore_run(work, 2, "full", "--resume", launcher="nascore.torchrun")
         assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     finally:
         lock.release()
-    assert proc.returncode == 1  # torchrun's, for ranks that exit with 2
     message = (f"error: {out} is being written by process {os.getpid()} (command: {' '.join(sys.argv)}); wait for "
                "it to finish or stop it")
-    assert proc.stderr.count(message) == 2, proc.stderr
+    assert plain.returncode == 1 and ours.returncode == 2, (plain.stderr, ours.stderr)
+    assert printed(plain.stderr, message) == 1 and printed(ours.stderr, message) == 1, (plain.stderr, ours.stderr)
+    assert "Traceback" not in ours.stderr
+
+
+def printed(stderr: str, message: str) -> int:
+    """How often ``message`` (its first line) starts a line of ``stderr`` (torchrun's report quotes it indented)."""
+    first = message.splitlines()[0]
+    return sum(line.startswith(first) for line in stderr.splitlines())
 
 
 def test_a_killed_run_resumes_with_another_number_of_processes(work, killed):
@@ -285,6 +281,7 @@ def test_a_killed_run_resumes_with_another_number_of_processes(work, killed):
 
 
 REFUSED = {
+    "bad-spec": ({"seed": "zero"}, "error: {spec} is not a valid spec:\n  seed: Input should be a valid integer"),
     "odd-batch": ({"strategy": {"batch_size": 15}},
                   "error: batch_size: 15 does not split evenly over the 2 processes of this torchrun job (batch_size "
                   "is the global batch); give a multiple of 2"),
@@ -298,19 +295,32 @@ REFUSED = {
 
 @pytest.mark.parametrize("case", REFUSED)
 def test_what_a_torchrun_job_cannot_do_is_refused(work, case):
-    """A global batch that does not split over the ranks, SyncBatchNorm on CPU ranks, fp16's per-process loss scale:
-    the ranks say so (exit 2, torchrun's 1) and no run directory is left."""
+    """A spec that does not validate, a global batch that does not split over the ranks, SyncBatchNorm on CPU ranks,
+    fp16's per-process loss scale: the message is printed once (not once per rank), ``python -m nascore.torchrun``
+    exits 2 without torchrun's report, and no run directory is left."""
     change, message = REFUSED[case]
     data = yaml.safe_load((work / "spec.yaml").read_text())
     for key, value in change.items():
-        data[key] = {**data.get(key, {}), **value}
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     (work / f"{case}.yaml").write_text(yaml.safe_dump(data))
-    proc = subprocess.run([*torchrun(2), "-m", "nascore", "run", str(work / f"{case}.yaml"), "--out",
-                           str(work / case)], capture_output=True, text=True, env=env(work, work / f"probe-{case}"),
-                          timeout=DEADLINE_S, check=False)
-    assert proc.returncode == 1
-    assert message in proc.stderr
+    proc = nascore_run(work, 2, case, launcher="nascore.torchrun", spec=f"{case}.yaml")
+    message = message.format(spec=work / f"{case}.yaml")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and printed(proc.stderr, message) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "FAILED" not in proc.stderr
     assert not (work / case).exists()
+
+
+def test_an_error_of_one_rank_alone_is_printed_naming_it(work):
+    """A user error that rank 1 alone meets (rank 0 says nothing of it): printed once, naming the rank; exit 2.
+    (Rank 0, waiting in a collective for rank 1, may report the connection it lost: that is no user error.)"""
+    data = yaml.safe_load((work / "spec.yaml").read_text())
+    data["strategy"]["name"] = "rank-one-refuses"
+    (work / "rank-one.yaml").write_text(yaml.safe_dump(data))
+    proc = nascore_run(work, 2, "rank-one", launcher="nascore.torchrun", spec="rank-one.yaml")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert printed(proc.stderr, "error (rank 1): rank 1 cannot read its shard") == 1, proc.stderr
+    assert "FAILED" not in proc.stderr  # torchrun's report
 
 
 def test_train_under_torchrun_trains_as_the_run_did(work, uninterrupted):

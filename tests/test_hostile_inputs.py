@@ -397,6 +397,9 @@ CHECKPOINT_CONTENTS = {
                         ("holds objects other than tensors and plain data (test_hostile_inputs.Foreign); expected "
                         "a nascore checkpoint")),
     "not-a-dict": (lambda p: torch.save([1, 2], p), "holds a list, expected a dict"),
+    "expanded-tensor": (lambda p: torch.save({"epoch": 0, "state": [{"w": torch.zeros(1).expand(10**12)}]}, p),
+                        "holds a tensor of 1,000,000,000,000 values stored in 1; expected tensors that hold their "
+                        "values"),
 }
 
 

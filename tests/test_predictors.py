@@ -37,6 +37,7 @@ from nascore.performance.proxies import naswot, synflow
 from nascore.predictor import Sample
 from nascore.registry import Registry, Source, get_registry
 from nascore.spec import validate_spec
+from processes import descendants, in_session, kill_all, maps, running
 from workspace import snapshot
 
 
@@ -247,6 +248,40 @@ def test_killed_collection_resumes_where_it_stopped(tmp_path, cache_dir):
     resolved = validate_spec(yaml.safe_load(spec.read_text()))
     assert [e.choices for e in ds.manifest.plan] == [e.choices for e in plan_manifest(resolved, Parts.build(resolved),
                                                                                       5, 0).plan]
+
+
+@pytest.mark.slow
+def test_a_terminated_collection_leaves_no_process(tmp_path, cache_dir):
+    """SIGTERM to ``bench collect --workers 2`` while both workers train: the command and its workers end (none is
+    left orphaned, training on), and no process of its session is left."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(cache_dir, epochs=50)))  # an arch trains for a while
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-m", "nascore.cli", "bench", "collect", str(spec), "--archs", "4", "--workers", "2",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    started: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        workers: set[int] = set()
+        while proc.poll() is None and time.monotonic() < deadline and len(workers) < 2:
+            started |= descendants(proc.pid)
+            workers = {pid for pid in running(started) if maps(pid, "libtorch_cpu")}  # they run torch: a job
+            time.sleep(0.1)
+        assert proc.poll() is None and len(workers) >= 2, f"the workers did not start: {sorted(started)}"
+        started |= descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 60  # SIGKILL reaches them at once: a wait for the kernel, not a speed limit
+        while (running(started) or in_session(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(started) and not in_session(proc.pid), \
+            f"left running: {sorted(running(started) | in_session(proc.pid))}"
+    finally:
+        proc.kill()
+        proc.wait()
+        kill_all(started | in_session(proc.pid))
+    assert len(list(out.glob("archs/*.json"))) < 4 and (out / "dataset.json").is_file()
 
 
 def test_workers_give_the_records_one_process_gives(tmp_path, cache_dir):

@@ -145,6 +145,67 @@ def test_compare_runs_each_spec_per_seed_and_reuses_finished_runs(tmp_path, cach
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == stamps
 
 
+def _dnas(cache_dir: Path, epochs: int = 2) -> dict:
+    spec = standalone_spec(cache_dir, {"name": "dnas", "epochs": epochs, "warmup_epochs": 1, "batch_size": 16,
+                                       "max_steps": 2})
+    del spec["strategy"]["train"]
+    return spec
+
+
+def test_compare_counts_the_search_time_of_every_attempt(tmp_path, cache_dir, capsys, monkeypatch):
+    """A run interrupted after its first search epoch and resumed by the same command: its search time is the
+    search checkpoint's, which adds the epochs of both attempts (not None, not the second attempt's alone)."""
+    from nascore.fileio import load_checkpoint
+    from nascore.rundir import PhaseLoop
+
+    spec = write(tmp_path, _dnas(cache_dir), "dnas.yaml")
+    out = tmp_path / "cmp"
+    args = ["compare", str(spec), "--seeds", "1", "--out", str(out), "--set", "pareto.samples=0"]
+    ended = PhaseLoop.ended
+
+    def interrupted(self, epoch, row):
+        ended(self, epoch, row)
+        if self.phase == "search":
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(PhaseLoop, "ended", interrupted)
+        assert main(args) == 130
+    ckpt = out / "dnas" / "seed0" / "checkpoints" / "search.pt"
+    first = load_checkpoint(ckpt)
+    assert first["epoch"] == 0 and first["seconds"] > 0
+    assert main(args) == 0
+    (entry,) = json.loads((out / "compare.json").read_text())["dnas/seed0"]["entries"]
+    total = load_checkpoint(ckpt)["seconds"]
+    assert total > first["seconds"] and entry["search_seconds"] == round(total, 1)
+    table = capsys.readouterr().out
+    assert f"| {total / 60:.1f} |" in table
+
+
+def test_compare_of_a_changed_spec_says_what_changed(tmp_path, cache_dir, capsys):
+    """The folder's run was made from the spec before it changed: refused before anything runs, naming the field
+    that changed and what to do; nothing is written."""
+    from workspace import snapshot
+
+    spec = write(tmp_path, _dnas(cache_dir), "dnas.yaml")
+    out = tmp_path / "cmp"
+    args = ["compare", str(spec), "--seeds", "1", "--out", str(out), "--set", "pareto.samples=0"]
+    assert main(args) == 0
+    capsys.readouterr()
+    write(tmp_path, _dnas(cache_dir, epochs=3), "dnas.yaml")
+    before = snapshot(out)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    run_dir = out / "dnas" / "seed0"
+    assert (f"error: {run_dir} holds a run of {spec} as it was before it changed (or with other --set options): "
+            f"strategy.epochs: 2, now 3. To reuse and resume the runs in {out}, give the specs and --set options "
+            f"they were made with; to compare the changed spec, pass another --out (or delete {run_dir} to run it "
+            "again here)") in err
+    assert snapshot(out) == before
+    assert main([*args[:-1], "pareto.samples=1"]) == 2  # --set options that differ: the same refusal
+    assert "pareto.samples: 0, now 1" in capsys.readouterr().err
+
+
 def test_compare_refuses_specs_that_train_differently(tmp_path, cache_dir, capsys):
     a = standalone_spec(cache_dir, {"name": "random", "archs": 1})
     b = standalone_spec(cache_dir, {"name": "random", "archs": 1})

@@ -34,7 +34,7 @@ from nascore.progress import Progress, no_progress
 from nascore.registry import get_registry
 from nascore.spec import validate_component
 
-from .aiop import AIOPPredictor, ranking_loss
+from .aiop import AIOPPredictor, load_weights, ranking_loss
 from .file import PredictorFile, TaskPredictors
 from .fitting import baseline_names, task_samples
 
@@ -108,7 +108,7 @@ class AdaptedPredictor(Predictor):
     # -- the network ---------------------------------------------------------------------------------------
     def _adapter(self) -> Adapter:
         c = self.config
-        return Adapter(c.width, c.layers, c.mlp_layers, c.readout).to(c.device)
+        return Adapter(c.width, c.layers, c.mlp_layers, c.readout)
 
     def _backbone(self, batch) -> tuple[Tensor, list[Tensor], Tensor]:
         """The base's node embedding, each GraphConv layer's output, and its graph embedding."""
@@ -192,7 +192,7 @@ class AdaptedPredictor(Predictor):
         targets = self.base.to_standard(samples, y)
         source = {**(source or {}), "archs": len(samples), "mean": self.base.mean, "std": self.base.std}
         self.base.mean, self.base.std = mean, std
-        adapter = self._seeded(generator, self._adapter)
+        adapter = self._seeded(generator, self._adapter).to(c.device)
         self.adapters.append(adapter)
 
         def forward(batch):
@@ -272,8 +272,9 @@ class AdaptedPredictor(Predictor):
         self.base.load_state(state["base"])
         adapters = nn.ModuleList()
         for entry in state["adapters"]:
-            adapter = self._adapter()
-            adapter.load_state_dict(entry["network"])
+            with torch.device("meta"):  # no memory: the file's weights become its parameters
+                adapter = self._adapter()
+            load_weights(adapter, entry["network"])
             adapters.append(adapter)
         self.adapters = adapters
         self.sources = [dict(entry["source"]) for entry in state["adapters"]]

@@ -27,6 +27,9 @@ from nascore.performance.graph import FEATURE_WIDTH, OPS
 from nascore.predictor import Predictor, Sample, State, labels
 from nascore.progress import Progress, no_progress
 
+#: most GraphConv layers and MLP layers (each a module object: a file's config is checked against this first)
+MAX_LAYERS = 64
+
 
 def flops_scale(gflops: Tensor) -> Tensor:
     """AIO-P's Eq. 5 divisor: ``log10(GFLOPs + 1) + 1``."""
@@ -38,8 +41,8 @@ class AIOPPredictor(Predictor):
 
     class Config(ComponentConfig):
         width: int = Field(32, ge=1, description="node embedding and MLP width")
-        layers: int = Field(6, ge=1, description="GraphConv layers")
-        mlp_layers: int = Field(4, ge=0, description="hidden layers of the regressor MLP")
+        layers: int = Field(6, ge=1, le=MAX_LAYERS, description="GraphConv layers")
+        mlp_layers: int = Field(4, ge=0, le=MAX_LAYERS, description="hidden layers of the regressor MLP")
         epochs: int = Field(300, ge=1)
         batch_size: int = Field(32, ge=1)
         lr: float = Field(1e-4, gt=0, description="Adam learning rate")
@@ -54,7 +57,8 @@ class AIOPPredictor(Predictor):
 
     def __init__(self, config=None):
         super().__init__(config)
-        self.network = self._network()
+        with torch.device("meta"):  # no memory: fit builds the network, load_state takes the file's weights
+            self.network = self._network()
         self.mean, self.std = 0.0, 1.0
         self.feature_mean, self.feature_std = torch.zeros(FEATURE_WIDTH), torch.ones(FEATURE_WIDTH)
 
@@ -144,7 +148,7 @@ class AIOPPredictor(Predictor):
     def load_state(self, state: State) -> None:
         if list(state["vocab"]) != list(OPS):
             raise ValueError("it was fitted on graphs of another op vocabulary; refit it with this nascore")
-        self.network.load_state_dict(state["network"])
+        load_weights(self.network, state["network"])
         self.mean, self.std = float(state["mean"]), float(state["std"])
         self.feature_mean, self.feature_std = state["feature_mean"].float(), state["feature_std"].float()
         if self.feature_mean.shape != (FEATURE_WIDTH,) or self.feature_std.shape != (FEATURE_WIDTH,) or \
@@ -152,6 +156,13 @@ class AIOPPredictor(Predictor):
             raise ValueError(f"its feature mean and deviation must be {FEATURE_WIDTH} numbers, the deviations positive")
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
             raise ValueError("its label mean and standard deviation must be finite, the deviation positive")
+
+
+def load_weights(network: nn.Module, weights: dict[str, Tensor]) -> None:
+    """A copy of ``weights`` becomes ``network``'s parameters, built on the meta device: their names and shapes
+    are checked against the network (torch's "size mismatch for ...") before anything is allocated, so a config
+    that declares a larger network than its weights allocates nothing."""
+    network.load_state_dict({k: v.to(torch.float32, copy=True) for k, v in weights.items()}, assign=True)
 
 
 def ranking_loss(pred: Tensor, target: Tensor, margin: float) -> Tensor:

@@ -19,11 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nascore.errors import NascoreError
+from nascore.errors import NascoreError, SpecError
 from nascore.fileio import load_checkpoint, save_checkpoint
 from nascore.performance.graph import OPS
 from nascore.predictor import Predictor
 from nascore.registry import Registry, get_registry
+from nascore.spec import validate_component
 from nascore.validation import format_validation_error
 
 FORMAT = "nascore-predictor"
@@ -110,6 +111,15 @@ class PredictorFile:
             raise NascoreError(f"{what} {path} was fitted on graphs of another op vocabulary ({len(content.vocab)} "
                                f"ops, this nascore has {len(OPS)}); fit it again with this nascore")
         registry = registry or get_registry()
+        dataset = dict(content.dataset)
+        try:  # what its config and dataset declare is checked before anything is made of them
+            validate_component(registry.get("predictor", content.predictor), content.config, "config")
+            validate_component(registry.get("dataset", str(dataset.pop("name", ""))), dataset, "dataset")
+        except SpecError as exc:
+            raise NascoreError(f"{what} {path}: its {exc.source} block is not valid:\n"
+                               + "\n".join(f"  {line}" for line in exc.errors)) from None
+        except NascoreError as exc:
+            raise NascoreError(f"{what} {path}: {exc}") from None
 
         def make(name: str, config: dict[str, Any] | None, state: dict[str, Any], where: str) -> Predictor:
             try:
