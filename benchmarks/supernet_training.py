@@ -13,7 +13,10 @@ Experiments (``--only`` picks some):
 - ``fair``: k3_e1 and k3_e3 both trained at every step;
 - ``shared``: the nine options drawn per step, with ``shared_weights: true`` (the candidates are views of one set of
   weights);
-- ``shared-kernel``: k3_e6 or k5_e6 per step with shared weights (the 3x3 kernel is the centre of the 5x5).
+- ``shared-kernel``: k3_e6 or k5_e6 per step with shared weights (the 3x3 kernel is the centre of the 5x5);
+- ``shared-fair``: shared weights, k3/k5 x e3/e6 (the kernel and the hidden width vary), all four trained at every step;
+- ``shared-fair-e1``: the same with k3_e1, k3_e3, k3_e6 (e1: a hidden width equal to the input's);
+- ``shared-fair-skip``: the same with k3_e3, k3_e6, skip.
 
 Printed per experiment and seed: the training loss of each epoch (the labels' cross-entropy of the path trained; ln
 10 = 2.303 is chance on these 10 classes), and at the end the standard deviation of the logits over a batch of 256
@@ -43,7 +46,8 @@ from nascore.spec import load_spec
 from nascore.task import build_network
 
 SPEC = Path(__file__).parent / "perfdata" / "fbnet_12ep.yaml"
-EXPERIMENTS = ("fixed", "uniform", "twins", "twins-epoch", "twins-fair", "fair", "shared", "shared-kernel")
+EXPERIMENTS = ("fixed", "uniform", "twins", "twins-epoch", "twins-fair", "fair", "shared", "shared-kernel", "shared-fair",
+               "shared-fair-e1", "shared-fair-skip")
 TWIN = "k3_e1"  # the label whose candidate becomes the second copy of k3_e3 in the twins experiments
 
 
@@ -61,8 +65,11 @@ def build(experiment: str, seed: int, overrides: list[str]):
     return spec, parts, supernet, network
 
 
-def options(experiment: str) -> list[str]:
-    return {"fixed": ["k3_e3"], "shared": None, "shared-kernel": ["k3_e6", "k5_e6"]}.get(experiment, [TWIN, "k3_e3"])
+def options(experiment: str) -> list[str] | None:
+    """The options each layer draws from (None: all nine)."""
+    return {"fixed": ["k3_e3"], "shared": None, "shared-kernel": ["k3_e6", "k5_e6"],
+            "shared-fair": ["k3_e3", "k3_e6", "k5_e3", "k5_e6"], "shared-fair-e1": ["k3_e1", "k3_e3", "k3_e6"],
+            "shared-fair-skip": ["k3_e3", "k3_e6", "skip"]}.get(experiment, [TWIN, "k3_e3"])
 
 
 def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
@@ -81,7 +88,7 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
         total, steps = 0.0, 0
         for images, targets in loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True, seed=seed,
                                       epoch=epoch, stream=0):
-            if experiment in ("twins-fair", "fair"):
+            if experiment in ("twins-fair", "fair") or experiment.startswith("shared-fair"):
                 orders = {d.name: rng.sample(labels, len(labels)) for d in decisions}
                 paths = [{name: order[k] for name, order in orders.items()} for k in range(len(labels))]
             elif epoch_path is not None:
