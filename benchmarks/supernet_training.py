@@ -16,10 +16,20 @@ Experiments (``--only`` picks some):
 - ``shared-kernel``: k3_e6 or k5_e6 per step with shared weights (the 3x3 kernel is the centre of the 5x5);
 - ``shared-fair``: shared weights, k3/k5 x e3/e6 (the kernel and the hidden width vary), all four trained at every step;
 - ``shared-fair-e1``: the same with k3_e1, k3_e3, k3_e6 (e1: a hidden width equal to the input's);
-- ``shared-fair-skip``: the same with k3_e3, k3_e6, skip.
+- ``shared-fair-skip``: the same with k3_e3, k3_e6, skip;
+- ``shared-sandwich``: shared weights, the nine options, BigNAS' sandwich rule (the largest path k5_e6 on the labels,
+  the smallest (``oneshot.extremes``: the cheapest option of each layer) and two uniform paths learning from the
+  largest's output, gradients summed);
+- ``shared-sandwich-noskip``: the same without skip (the random paths draw from the other eight, the smallest is
+  k3_e1 everywhere);
+- ``shared-sandwich-unit-scale``: ``shared-sandwich`` with the residual layers' last BatchNorm scale set to 1 at the
+  start instead of 0.
 
-Printed per experiment and seed: the training loss of each epoch (the labels' cross-entropy of the path trained; ln
-10 = 2.303 is chance on these 10 classes), and at the end the standard deviation of the logits over a batch of 256
+Shared-weight supernets start their residual layers at zero scale (``spaces/fbnet_shared.py``); runs of the
+``shared`` experiments before that (BENCHMARKS.md says which) had unit scale.
+
+Printed per experiment and seed: the training loss of each epoch (the labels' cross-entropy of the path trained, of
+the two uniform paths under the sandwich rule; ln 10 = 2.303 is chance on these 10 classes), and at the end the standard deviation of the logits over a batch of 256
 training images (how much the prediction depends on the image: a head that ignores its features predicts the prior,
 whatever the image) and, for twins, how far the copies moved apart (``|A - B| / |A|`` of each layer's weights, the
 first, the middle and the last layer).
@@ -42,12 +52,16 @@ from torch import nn
 from nascore.data import loader
 from nascore.loops import cosine_lr, set_lr, task_losses, weight_optimizer
 from nascore.parts import Parts
+from nascore.performance.oneshot import distillation, extremes
+from nascore.spaces.fbnet_shared import SharedLayer
 from nascore.spec import load_spec
 from nascore.task import build_network
 
 SPEC = Path(__file__).parent / "perfdata" / "fbnet_12ep.yaml"
 EXPERIMENTS = ("fixed", "uniform", "twins", "twins-epoch", "twins-fair", "fair", "shared", "shared-kernel", "shared-fair",
-               "shared-fair-e1", "shared-fair-skip")
+               "shared-fair-e1", "shared-fair-skip", "shared-sandwich", "shared-sandwich-noskip",
+               "shared-sandwich-unit-scale")
+NINE_BUT_SKIP = ["k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6"]
 TWIN = "k3_e1"  # the label whose candidate becomes the second copy of k3_e3 in the twins experiments
 
 
@@ -69,7 +83,20 @@ def options(experiment: str) -> list[str] | None:
     """The options each layer draws from (None: all nine)."""
     return {"fixed": ["k3_e3"], "shared": None, "shared-kernel": ["k3_e6", "k5_e6"],
             "shared-fair": ["k3_e3", "k3_e6", "k5_e3", "k5_e6"], "shared-fair-e1": ["k3_e1", "k3_e3", "k3_e6"],
-            "shared-fair-skip": ["k3_e3", "k3_e6", "skip"]}.get(experiment, [TWIN, "k3_e3"])
+            "shared-fair-skip": ["k3_e3", "k3_e6", "skip"], "shared-sandwich": None,
+            "shared-sandwich-unit-scale": None, "shared-sandwich-noskip": NINE_BUT_SKIP}.get(experiment, [TWIN, "k3_e3"])
+
+
+def sandwich(experiment: str, supernet, parts: Parts) -> tuple[dict[str, str], dict[str, str]]:
+    """The largest and the smallest path of the sandwich experiments."""
+    largest, smallest = extremes(supernet, parts.space.input_size, parts.info.in_channels)
+    if experiment == "shared-sandwich-noskip":
+        smallest = {name: "k3_e1" for name in smallest}
+    if experiment == "shared-sandwich-unit-scale":
+        for m in supernet.modules():
+            if isinstance(m, SharedLayer):
+                nn.init.ones_(m.pwl_bn.weight)
+    return largest, smallest
 
 
 def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
@@ -78,34 +105,53 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
     labels = options(experiment)
     optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     rng = random.Random(seed)
-    losses, began = [], time.perf_counter()
-    epoch_path = None
+    losses, largest, began = [], [], time.perf_counter()
+    task = parts.tasks[0].name
+    epoch_path, extreme = None, None
+    if "sandwich" in experiment:
+        extreme = sandwich(experiment, supernet, parts)
     for epoch in range(epochs):
         set_lr(optimizer, cosine_lr(cfg.lr, epoch, epochs))
         network.train()
         if experiment == "twins-epoch":
             epoch_path = {d.name: rng.choice(labels) for d in decisions}
-        total, steps = 0.0, 0
+        total, sampled, steps = 0.0, 0.0, 0
         for images, targets in loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True, seed=seed,
                                       epoch=epoch, stream=0):
             if experiment in ("twins-fair", "fair") or experiment.startswith("shared-fair"):
                 orders = {d.name: rng.sample(labels, len(labels)) for d in decisions}
                 paths = [{name: order[k] for name, order in orders.items()} for k in range(len(labels))]
+            elif extreme is not None:
+                paths = [*extreme, *({d.name: rng.choice(labels or d.options) for d in decisions} for _ in range(2))]
             elif epoch_path is not None:
                 paths = [epoch_path]
             else:
                 paths = [{d.name: rng.choice(labels or d.options) for d in decisions}]
             optimizer.zero_grad(set_to_none=True)
+            teacher, random_paths = None, []
             for k, path in enumerate(paths):
                 supernet.set_choices(path)
-                loss = sum(task_losses(network(images), targets, parts.tasks).values())
+                output = network(images)
+                loss = sum(task_losses(output, targets, parts.tasks).values())
+                if extreme is not None and k:  # the sandwich's other paths learn from the largest path's output
+                    distilled = distillation(output[task], teacher)
+                    distilled.backward()
+                    if k >= 2:
+                        random_paths.append(loss.item())
+                    continue
                 loss.backward()
                 if k == 0:
                     total += loss.item()
+                    teacher = output[task].detach()
+            if random_paths:
+                sampled += sum(random_paths) / len(random_paths)
             optimizer.step()
             steps += 1
-        losses.append(round(total / steps, 3))
-    return {"experiment": experiment, "seed": seed, "loss": losses, "seconds": round(time.perf_counter() - began, 1),
+        losses.append(round((sampled if extreme is not None else total) / steps, 3))
+        largest.append(round(total / steps, 3))
+    extra = {"largest_path_loss": largest} if extreme is not None else {}
+    return {"experiment": experiment, "seed": seed, "loss": losses, **extra,
+            "seconds": round(time.perf_counter() - began, 1),
             **diagnostics(experiment, parts, supernet, network, labels, rng)}
 
 

@@ -12,9 +12,12 @@ what the standalone block of that label computes, with its weights taken from th
 - BatchNorm uses the first channels of the shared statistics and affine parameters (re-estimate them per path
   before a path is evaluated: ``nascore.loops.recalibrate_batchnorm``).
 
-``skip`` keeps weights of its own (the strided 1x1 conv where the shape changes). So every training step moves the
-weights every path reads: the single-path supernet of separate candidates does not learn at all at nascore's scale
-(BENCHMARKS "Supernets that rank"). A derived arch builds as the plain FBNet blocks; its costs are those blocks' costs.
+``skip`` keeps weights of its own (the strided 1x1 conv where the shape changes). The last BatchNorm of a residual
+layer starts at zero scale (BigNAS; Goyal et al. 2017), so every path of such a layer starts as the identity and
+paths differ at first only where the shape changes. Every training step moves the weights every path reads; with
+the sandwich rule (``nascore.performance.oneshot``) the paths of this supernet learn where those of FBNet's
+separate candidates stay at chance (BENCHMARKS "Supernets that rank"). A derived arch builds as the plain FBNet
+blocks; its costs are those blocks' costs.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ class SharedLayer(nn.Module):
         self.dw_bn = nn.BatchNorm2d(mid)
         self.pwl = nn.Conv2d(mid, cout, 1, bias=False)
         self.pwl_bn = nn.BatchNorm2d(cout)
+        if stride == 1 and cin == cout:  # a residual block starts as the identity whatever the path (BigNAS)
+            nn.init.zeros_(self.pwl_bn.weight)
         self.act = ACTIVATIONS[act](inplace=False)
         reshaped = "skip" in labels and not (cin == cout and stride == 1)
         self.skip = conv_bn(cin, cout, 1, stride, act=act) if reshaped else None
