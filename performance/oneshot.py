@@ -38,7 +38,7 @@ from nascore.loops import check_finite, cosine_lr, set_lr, weight_optimizer
 from nascore.parts import Parts
 from nascore.progress import Reporter
 from nascore.spec_model import RunSpec, TrainConfig
-from nascore.supernet import CostTable, Decision, Supernet
+from nascore.supernet import Decision, Supernet
 from nascore.task import Network, Task, build_network
 
 # random streams (nascore.data.epoch_seed) of the supernet phase: its batches, its paths, torch's own draws
@@ -65,20 +65,21 @@ def uniform_arch(decisions: list[Decision], rng: random.Random) -> dict[str, str
 
 
 def extremes(supernet: Supernet, input_size: int, in_channels: int) -> tuple[dict[str, str], dict[str, str]]:
-    """The largest and the smallest path: each decision's costliest and cheapest option by multiply-adds (summed over
-    the places the decision acts; the first such option on a tie)."""
+    """The largest and the smallest path by multiply-adds: each decision's costliest and cheapest option, chosen one
+    decision at a time with the others held (two passes, so that decisions whose costs interact, such as FBNetV2's
+    widths, settle; for a sum of per-option prices, as FBNet's, the first pass is exact)."""
     table = supernet.price(FlopsCost(), input_size, in_channels)
-    if not isinstance(table, CostTable) or table.reduce != "sum":
-        raise NascoreError(f"the sandwich rule needs each option's multiply-adds; the {type(supernet).__name__} "
-                           "prices whole archs only (use --rule uniform or fair)")
-    largest, smallest = {}, {}
-    for d in supernet.decisions():
-        costs = table.options.get(d.name)
-        if costs is None:  # a decision that moves no multiply-adds: its first option both ways
-            largest[d.name] = smallest[d.name] = d.options[0]
-            continue
-        largest[d.name], smallest[d.name] = d.options[int(costs.argmax())], d.options[int(costs.argmin())]
-    return largest, smallest
+    decisions = supernet.decisions()
+
+    def extreme(pick: Callable[..., int]) -> dict[str, str]:
+        arch = {d.name: d.options[0] for d in decisions}
+        for _ in range(2):
+            for d in decisions:
+                costs = [table.of_choices({**arch, d.name: option}) for option in d.options]
+                arch[d.name] = d.options[pick(range(len(costs)), key=costs.__getitem__)]
+        return arch
+
+    return extreme(max), extreme(min)
 
 
 class PathSampler:

@@ -148,3 +148,13 @@ def test_a_module_without_batchnorm_is_left_alone():
     before = [p.clone() for p in net.parameters()]
     recalibrate_batchnorm(net, [(torch.randn(2, 3, 8, 8), None)], torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), before))
+
+
+def test_the_sandwich_of_fbnetv2_is_its_widest_and_its_narrowest_path():
+    from nascore.spaces.fbnetv2 import FBNetV2Space
+
+    space = FBNetV2Space({"input_size": 32, "stem": 8, "head_channels": 64, "stages": [
+        {"channels": [8, 16], "blocks": 1, "stride": 2, "types": ["k3", "k5", "skip"]}]})
+    largest, smallest = extremes(space.supernet(), 32, 3)
+    assert largest["s1.channels"] == "16" and largest["s1.b1.type"] == "k5"
+    assert smallest["s1.channels"] == "8" and smallest["s1.b1.type"] == "skip"
