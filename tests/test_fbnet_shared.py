@@ -124,3 +124,14 @@ def test_a_deep_copy_keeps_one_set_of_weights_per_layer():
     for op in supernet.mixed_ops():
         assert isinstance(op, MixedOp)
         assert all(c.layer is op.shared for c in op.candidates.values() if isinstance(c, SharedCandidate))
+
+
+def test_every_path_of_a_residual_layer_starts_as_the_identity():
+    supernet = shared().supernet().train()
+    x = torch.randn(4, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+    residual = [op for op in supernet.mixed_ops() if op.shared.stride == 1 and op.shared.cin == op.shared.cout]
+    assert residual and residual[0].shared.cin == 8
+    for label, candidate in residual[0].candidates.items():
+        torch.testing.assert_close(candidate(x), x, msg=label)
+    reshaping = next(op for op in supernet.mixed_ops() if op.shared.stride == 2)
+    assert not torch.all(reshaping.shared.pwl_bn.weight == 0)
