@@ -87,7 +87,7 @@ def measure(ctx: SearchContext, space: SearchSpace, in_channels: int, derived: d
     cost_model, table = _pricing(ctx, space, in_channels)
     background = {k: v for choices in derived.values() for k, v in choices.items()}  # other owners' decisions
     shape = (1, in_channels, space.input_size, space.input_size)
-    space_config = space.config.arch_config()
+    space_config = space.arch_config()
     todo = candidates(derived, sampled)
     rows = []
     with ctx.progress(sum(len(archs) for archs in todo.values()), "pareto") as advance:
@@ -113,7 +113,7 @@ def trained_rows(ctx: SearchContext, space: SearchSpace, in_channels: int, deriv
     cost_model, table = _pricing(ctx, space, in_channels)
     background = {k: v for choices in derived.values() for k, v in choices.items()}
     shape = (1, in_channels, space.input_size, space.input_size)
-    space_config = space.config.arch_config()
+    space_config = space.arch_config()
     rows = []
     for owner, archs in evaluated.items():
         listed = sorted(archs, key=lambda a: a[1] != derived.get(owner))  # stable: the derived arch first

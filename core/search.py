@@ -62,7 +62,7 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
                      lambda: {"network": network.state_dict(), "strategy": state["strategy"],
                               "decisions": history, "precision": precision.state_dict()}, set_state)
     last = loop(run_epoch)[-1]
-    config = space.config.arch_config()
+    config = space.arch_config()
     derived = checks.derived(strategy.derive(), decisions, task_names, strategy)
     archs = {owner: Arch(space=space.name, config=config, choices=choices, task=owner)
              for owner, choices in derived.items()}

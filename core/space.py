@@ -36,13 +36,6 @@ class SpaceConfig(ComponentConfig):
             cls.__pydantic_fields__ = {name: fields[name] for name in own} | fields
             cls.model_rebuild(force=True)
 
-    def arch_config(self) -> dict[str, Any]:
-        """The config an arch file records: every field but those that shape only the supernet (declared with
-        ``json_schema_extra={"arch": False}``), so archs found either way are equal."""
-        return self.model_dump(mode="json", exclude={name for name, f in type(self).model_fields.items()
-                                                     if isinstance(f.json_schema_extra, dict)
-                                                     and f.json_schema_extra.get("arch") is False})
-
 
 class SearchSpace(Component):
     kind: ClassVar[str] = "space"
@@ -76,6 +69,14 @@ class SearchSpace(Component):
     def describe(self, arch: Arch) -> list[tuple[str, str]]:
         """Rows (decision, choice) that show ``arch`` to a user; by default its choices."""
         return list(arch.choices.items())
+
+    def arch_config(self) -> dict[str, Any]:
+        """The config an arch file records: every field of the space's config but those that shape only the supernet
+        (declared with ``json_schema_extra={"arch": False}``), so archs found either way are equal."""
+        fields = type(self.config).model_fields
+        return self.config.model_dump(mode="json", exclude={name for name, f in fields.items()
+                                                            if isinstance(f.json_schema_extra, dict)
+                                                            and f.json_schema_extra.get("arch") is False})
 
     @property
     def input_size(self) -> int:

@@ -108,7 +108,7 @@ def plan_manifest(spec: RunSpec, parts: Parts, n: int, seed: int) -> Manifest:
     plan = [{"index": i, "choices": c} for i, c in enumerate(draw(parts, n, seed))]
     return Manifest.model_validate({
         "format": "nascore-performance-dataset", "version": 1, "seed": seed, "archs": n,
-        "space": {"name": space.name, "config": space.config.arch_config()},
+        "space": {"name": space.name, "config": space.arch_config()},
         "input_size": info.image_size, "in_channels": info.in_channels, "tasks": tasks, "spec": spec.dump(),
         "plan": plan})
 

@@ -82,7 +82,7 @@ def check_dataset(spec: RunSpec, parts: Parts, data: PerfDataset) -> str:
     space = parts.space
     if manifest.space.name != space.name:
         raise NascoreError(f"{where}: space '{manifest.space.name}' is not the spec's space '{space.name}'")
-    ours = space.config.arch_config()
+    ours = space.arch_config()
     for key in sorted(set(ours) | set(manifest.space.config)):
         if manifest.space.config.get(key) != ours.get(key):
             raise NascoreError(f"{where}: space.config.{key} is {manifest.space.config.get(key)!r}, the spec's "

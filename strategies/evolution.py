@@ -136,7 +136,7 @@ class PredictorSearch(StandaloneSearch):
         archs) and measured as a performance record is."""
 
         ctx = self.ctx
-        arch = Arch(space=ctx.parts.space.name, config=ctx.parts.space.config.arch_config(), choices=choices)
+        arch = Arch(space=ctx.parts.space.name, config=ctx.parts.space.arch_config(), choices=choices)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.parts.seed)
             parts = ctx.parts

@@ -34,7 +34,7 @@ def train_arch(parts: Parts, budget: TrainBudget, name: str, choices: Choices,
     epoch reseeded): its validation metrics (keys without ``val/``), or None and a note when its training diverged.
     An executor's job (``parts`` is sent once to its workers)."""
     space, seed = parts.space, parts.seed
-    arch = Arch(space=space.name, config=space.config.arch_config(), choices=choices)
+    arch = Arch(space=space.name, config=space.arch_config(), choices=choices)
     torch.manual_seed(seed)
     precision = parts.precision()  # a loss scale of its own per arch
     network = precision.network(build_network(space.build(arch), parts.tasks, parts.info).to(parts.device))

@@ -115,8 +115,8 @@ def test_archs_build_and_are_written_as_without_shared_weights():
     choices = random_choices(on, 3)
     a, b = (s.build(Arch(space="fbnet", choices=choices)) for s in (on, off))
     assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
-    assert "shared_weights" not in on.config.arch_config()
-    assert on.config.arch_config() == off.config.arch_config()
+    assert "shared_weights" not in on.arch_config()
+    assert on.arch_config() == off.arch_config()
 
 
 def test_a_deep_copy_keeps_one_set_of_weights_per_layer():
