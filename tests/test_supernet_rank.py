@@ -158,3 +158,21 @@ def test_the_sandwich_of_fbnetv2_is_its_widest_and_its_narrowest_path():
     largest, smallest = extremes(space.supernet(), 32, 3)
     assert largest["s1.channels"] == "16" and largest["s1.b1.type"] == "k5"
     assert smallest["s1.channels"] == "8" and smallest["s1.b1.type"] == "skip"
+
+
+def test_the_training_benchmark_runs_at_its_smallest(tmp_path):
+    """benchmarks/supernet_training.py, whose numbers BENCHMARKS.md quotes, on a few images (a refactor that breaks
+    it fails here)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "benchmarks" / "supernet_training.py"
+    out = tmp_path / "rows.json"
+    done = subprocess.run([sys.executable, str(script), "--epochs", "1", "--seeds", "0", "--only", "twins", "fair",
+                           "shared-sandwich-unit-scale", "--set", "dataset.num_train=64", "--set", "dataset.num_val=16",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())
+    assert [r["experiment"] for r in rows] == ["twins", "fair", "shared-sandwich-unit-scale"]
+    assert all(len(r["loss"]) == 1 for r in rows) and "copy_gap_first_mid_last" in rows[0]
+    assert "largest_path_loss" in rows[2]
