@@ -192,13 +192,13 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
     checkpoint = out_dir / SUPERNET_FILE
     if adopted is not None and not checkpoint.exists():
         save_checkpoint(adopted, checkpoint)
-    network, seconds = train_supernet(spec, parts, checkpoint, epochs, reporter, options.rule)
     records = [r for r in data.records if first is None or r.index < first]
     done: dict[int, Score] = {}
-    for r in records:
+    for r in records:  # before the supernet trains: a bad score file stops the command at once
         path = out_dir / SCORES / f"{r.index:05d}.json"
         if path.exists() or path.is_symlink():
             done[r.index] = read_score(path, r.index)
+    network, seconds = train_supernet(spec, parts, checkpoint, epochs, reporter, options.rule)
     todo = [(r.index, r.arch.choices, label) for r in records if r.index not in done]
     scorer = Scorer(spec, parts, network, checkpoint, options)
     with reporter.progress(len(todo), f"score {len(todo)} archs on the supernet") as advance:

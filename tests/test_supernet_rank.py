@@ -176,3 +176,14 @@ def test_the_training_benchmark_runs_at_its_smallest(tmp_path):
     assert [r["experiment"] for r in rows] == ["twins", "fair", "shared-sandwich-unit-scale"]
     assert all(len(r["loss"]) == 1 for r in rows) and "copy_gap_first_mid_last" in rows[0]
     assert "largest_path_loss" in rows[2]
+
+
+def test_a_bad_score_file_stops_the_command_before_the_supernet_trains(collection, tmp_path, capsys):
+    spec, data = collection
+    out = tmp_path / "rank"
+    (out / "scores").mkdir(parents=True)
+    (out / "scores" / "00001.json").write_text('{"format": "something else"}')
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "00001.json is not a supernet score" in err and "Traceback" not in err
+    assert not (out / "supernet.pt").exists()
