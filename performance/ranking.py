@@ -15,7 +15,8 @@ supernet, such as fbnet's ``shared_weights``), its data (the labels were measure
 The folder (its one writer: ``nascore.lock``)::
 
     DIR/supernet.pt           the supernet's checkpoint, after every epoch (a rerun resumes it)
-    DIR/scores/<index>.json   one arch's score, written atomically as it is done (a rerun skips it)
+    DIR/scores/<index>.json   one arch's score and the digest of its supernet, written atomically as it is done (a
+                              rerun skips it; a score of another supernet is refused)
     DIR/ranking.json          the options, the supernet's seconds, and each ranker's correlations
 
 Scoring runs where the executor says (``--workers``, ``--executor ray``), each worker building the supernet from
@@ -23,6 +24,7 @@ the checkpoint once.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import time
@@ -44,7 +46,7 @@ from nascore.spec_model import RunSpec
 from nascore.task import Network, build_network
 from nascore.train import validate
 
-from .oneshot import OneShot, batches, checked_supernet, train_supernet
+from .oneshot import OneShot, batches, checked_supernet, supernet_fingerprint, train_supernet
 from .perfdata import PerfDataset, finite
 from .predictors.scoring import scores
 
@@ -69,6 +71,8 @@ class Score(BaseModel):
     format: Literal["nascore-supernet-score"] = "nascore-supernet-score"
     version: Literal[1] = 1
     index: int = Field(ge=0)
+    #: which supernet scored it (a digest of what the supernet was trained for)
+    supernet: str
     choices: dict[str, str]
     score: float | None
     metrics: dict[str, float | None]
@@ -106,6 +110,7 @@ class Scorer:
 
     def __init__(self, spec: RunSpec, parts: Parts, network: Network, checkpoint: Path, options: Options):
         self.spec, self.parts, self.network, self.checkpoint, self.options = spec, parts, network, checkpoint, options
+        self.supernet = supernet_digest(spec, options)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _worker, (json.dumps(self.spec.dump()), str(self.checkpoint), self.options.model_dump_json())
@@ -118,7 +123,7 @@ class Scorer:
         recalibrate_batchnorm(network, itertools.islice(batches(parts, cfg, 0, _BN), self.options.bn_batches),
                               parts.device)
         metrics = validate(network, parts.val_set, parts.collate, [parts.tasks[0]], cfg, parts.device)
-        return Score(index=index, choices=choices, score=finite(metrics.get(label)),
+        return Score(index=index, supernet=self.supernet, choices=choices, score=finite(metrics.get(label)),
                      metrics={k: finite(v) for k, v in metrics.items()}, seconds=round(time.perf_counter() - began, 3))
 
 
@@ -136,7 +141,13 @@ def score_one(scorer: Scorer, index: int, choices: dict[str, str], label: str) -
     return scorer.score(index, choices, label)
 
 
-def read_score(path: Path, index: int) -> Score:
+def supernet_digest(spec: RunSpec, options: Options) -> str:
+    """A short digest of what the supernet is trained for (its checkpoint's fingerprint)."""
+    fingerprint = supernet_fingerprint(spec, options.epochs or spec.train.epochs, options.rule)
+    return hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+
+
+def read_score(path: Path, index: int, supernet: str) -> Score:
     data = load_user_json(path, "supernet score", SCORE_MAX_BYTES, finite=True)
     try:
         score = Score.model_validate(data)
@@ -145,6 +156,9 @@ def read_score(path: Path, index: int) -> Score:
                            "arch again") from None
     if score.index != index:
         raise NascoreError(f"{path} holds the score of arch {score.index}, not {index}; remove it")
+    if score.supernet != supernet:
+        raise NascoreError(f"{path} was scored on another supernet (other spec, epochs or rule); pass another --out, "
+                           f"or remove {path.parent} to score again")
     return score
 
 
@@ -197,7 +211,7 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
     for r in records:  # before the supernet trains: a bad score file stops the command at once
         path = out_dir / SCORES / f"{r.index:05d}.json"
         if path.exists() or path.is_symlink():
-            done[r.index] = read_score(path, r.index)
+            done[r.index] = read_score(path, r.index, supernet_digest(spec, options))
     network, seconds = train_supernet(spec, parts, checkpoint, epochs, reporter, options.rule)
     todo = [(r.index, r.arch.choices, label) for r in records if r.index not in done]
     scorer = Scorer(spec, parts, network, checkpoint, options)

@@ -187,3 +187,15 @@ def test_a_bad_score_file_stops_the_command_before_the_supernet_trains(collectio
     err = capsys.readouterr().err
     assert "00001.json is not a supernet score" in err and "Traceback" not in err
     assert not (out / "supernet.pt").exists()
+
+
+def test_scores_of_another_supernet_are_not_reused(collection, tmp_path, capsys):
+    spec, data = collection
+    out = tmp_path / "rank"
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--first", "1"]) == 0
+    (out / "supernet.pt").unlink()  # as if the user removed the supernet to train another in the same folder
+    capsys.readouterr()
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--first", "1", "--epochs",
+                 "2"]) == 2
+    assert "scored on another supernet" in capsys.readouterr().err
+    assert not (out / "supernet.pt").exists()
