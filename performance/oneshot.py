@@ -207,7 +207,8 @@ def train_supernet(spec: RunSpec, parts: Parts, path: Path, epochs: int, reporte
         optimizer.load_state_dict(state["optimizer"])
 
     loop = SharedPhaseLoop(path, "supernet", supernet_fingerprint(spec, epochs, rule), epochs, parts,
-                 lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load, reporter)
+                           lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load,
+                           reporter)
     loop(run_epoch)
     return network, loop.seconds
 

@@ -231,6 +231,10 @@ class Options:
     rule: Literal["uniform", "fair", "sandwich"] = "uniform"
     bn_batches: int = 8
 
+    def one_shot(self) -> OneShot:
+        """The supernet's training rule."""
+        return OneShot(rule=self.rule)
+
     def resolved(self, spec: RunSpec) -> Options:
         """Defaults filled from ``spec``; every value checked (a NascoreError naming the flag)."""
         if spec.train is None:
@@ -348,7 +352,7 @@ def train_shared_head(spec: RunSpec, parts: Parts, supernet: Supernet, task: Tas
 
     # the rule is in the supernet's fingerprint (when not the default, so that older heads resume)
     head_options = {k: v for k, v in asdict(options).items() if k not in ("finetune_steps", "bn_batches", "rule")}
-    fingerprint = json.dumps({"supernet": supernet_fingerprint(spec, options.supernet_epochs),
+    fingerprint = json.dumps({"supernet": supernet_fingerprint(spec, options.supernet_epochs, options.one_shot()),
                               "options": head_options}, sort_keys=True)
     loop = SharedPhaseLoop(path, "shared head", fingerprint, epochs, parts, state, load, reporter)
     loop(run_epoch)
@@ -427,7 +431,7 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
     if first is not None and first < 0:
         raise NascoreError(f"first must be at least 0, not {first}")
     adopted = None if supernet_from is None else checked_supernet(supernet_from, spec, options.supernet_epochs,
-                                                                   OneShot(rule=options.rule))
+                                                                   options.one_shot())
     parts = Parts.build(spec)
     manifest, todo = open_pseudo_labels(spec, parts, out_dir, n, seed, options)
     if first is not None:
@@ -438,8 +442,7 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
         if adopted is not None and not (out_dir / SUPERNET_FILE).exists():
             save_checkpoint(adopted, out_dir / SUPERNET_FILE)
         pretrained, info.seconds["supernet"] = train_supernet(spec, parts, out_dir / SUPERNET_FILE,
-                                                              options.supernet_epochs, reporter,
-                                                              OneShot(rule=options.rule))
+                                                              options.supernet_epochs, reporter, options.one_shot())
         supernet = pretrained.backbone
         if info.supernet_check is None:
             info.supernet_check = supernet_check(spec, parts, pretrained)

@@ -207,11 +207,12 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
     if adopted is not None and not checkpoint.exists():
         save_checkpoint(adopted, checkpoint)
     records = [r for r in data.records if first is None or r.index < first]
+    digest = supernet_digest(spec, options)
     done: dict[int, Score] = {}
     for r in records:  # before the supernet trains: a bad score file stops the command at once
         path = out_dir / SCORES / f"{r.index:05d}.json"
         if path.exists() or path.is_symlink():
-            done[r.index] = read_score(path, r.index, supernet_digest(spec, options))
+            done[r.index] = read_score(path, r.index, digest)
     network, seconds = train_supernet(spec, parts, checkpoint, epochs, reporter, options.rule)
     todo = [(r.index, r.arch.choices, label) for r in records if r.index not in done]
     scorer = Scorer(spec, parts, network, checkpoint, options)
