@@ -47,13 +47,15 @@ def _parser() -> argparse.ArgumentParser:
 def _report(message: str) -> None:
     """Print a user error; under torchrun, on rank 0 alone (every rank meets it, or has it from rank 0:
     ``distributed.on_main``), every rank recording it in torchrun's error file for the rank, where torchrun's
-    failure report and ``python -m nascore.torchrun`` find it (a message of another rank is not lost)."""
+    failure report and ``python -m nascore.torchrun`` find it (a message of another rank is not lost), with the exit
+    status the rank is about to end with (torchrun may stop a rank before it ends: its status is then a signal's)."""
     if os.environ.get("RANK", "0") == "0":
         print(f"error: {message}", file=sys.stderr)
     error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if error_file:
         with contextlib.suppress(OSError), open(error_file, "w") as f:  # as torchrun's ErrorHandler writes it
-            json.dump({"message": {"message": message, "extraInfo": {"timestamp": str(int(time.time()))}}}, f)
+            json.dump({"message": {"message": message, "extraInfo": {"timestamp": str(int(time.time())),
+                                                                      "exitcode": EXIT_USER_ERROR}}}, f)
 
 
 def main(argv: list[str] | None = None) -> int:

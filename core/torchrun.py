@@ -3,18 +3,22 @@ nascore run spec.yaml --out runs/big``), that ends as the ``nascore`` command do
 
 torchrun exits with status 1 and prints its failure report (with a traceback of its own) whenever a rank fails. A
 rank of the ``nascore`` command that meets a user error (a bad spec, a file it cannot read) exits with status 2;
-rank 0 prints the message, and every rank records it in torchrun's error file for the rank
-(``TORCHELASTIC_ERROR_FILE``). When the first rank to fail exited with status 2, this launcher exits with status 2
-too, without torchrun's report: rank 0's message stands, and a message of another rank that differs from it
-(e.g. a file that one node cannot read) is printed once, naming the rank. Any other failure is torchrun's: its
-report, status 1.
+rank 0 prints the message, and every rank records it, with that status, in torchrun's error file for the rank
+(``TORCHELASTIC_ERROR_FILE``). When the first rank to fail met a user error (it exited with status 2, or recorded
+it and was stopped by torchrun before it could exit), this launcher exits with status 2 too, without torchrun's
+report: rank 0's message stands, and a message of another rank that differs from it (e.g. a file that one node
+cannot read) is printed once, naming the rank. Any other failure is torchrun's: its report, status 1.
 """
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from .errors import EXIT_USER_ERROR
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 
 class _UserErrorExit(logging.Filter):
@@ -23,6 +27,14 @@ class _UserErrorExit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (str(record.msg).startswith("failed (exitcode") and record.args
                     and record.args[0] == EXIT_USER_ERROR)
+
+
+def _user_error(failure: ProcessFailure) -> bool:
+    """Whether a rank failed on a user error: it exited with ``EXIT_USER_ERROR``, or recorded that status in its error
+    file and was stopped by torchrun before it could exit (another rank, losing its connection to it, failed first)."""
+    message = failure.message
+    recorded = isinstance(message, dict) and message.get("extraInfo", {}).get("exitcode") == EXIT_USER_ERROR
+    return failure.exitcode == EXIT_USER_ERROR or recorded
 
 
 def _text(message: str | dict) -> str:
@@ -38,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(parse_args(sys.argv[1:] if argv is None else argv))
     except ChildFailedError as exc:
-        first = exc.get_first_failure()[1]
-        if first.exitcode != EXIT_USER_ERROR:
+        refused = {rank: _text(f.message) for rank, f in exc.failures.items() if _user_error(f)}
+        # error files time a failure to the second; a rank without one is timed when torchrun saw it fail
+        first = min((f.timestamp for rank, f in exc.failures.items() if rank in refused), default=None)
+        if first is None or any(f.timestamp < first for rank, f in exc.failures.items() if rank not in refused):
             raise
-        refused = {rank: _text(f.message) for rank, f in exc.failures.items() if f.exitcode == EXIT_USER_ERROR}
         said = {refused.get(0)}  # rank 0 printed its own
         for rank, message in sorted(refused.items()):
             if message not in said:
