@@ -23,7 +23,14 @@ Experiments (``--only`` picks some):
 - ``shared-sandwich-noskip``: the same without skip (the random paths draw from the other eight, the smallest is
   k3_e1 everywhere);
 - ``shared-sandwich-unit-scale``: ``shared-sandwich`` with the residual layers' last BatchNorm scale set to 1 at the
-  start instead of 0.
+  start instead of 0;
+- ``shared-uniform``: shared weights, k3/k5 x e3/e6 drawn uniformly per layer and step (SPOS' rule);
+- ``shared-skip-residual``: the same, skip also drawn in the layers where it is an identity (stride 1, as many
+  channels out as in: ProxylessNAS' "zero" op);
+- ``shared-skip-reshape``: the same, skip also drawn in the layers that change the shape (where it is a strided 1x1
+  conv of its own);
+- ``shared-e1``: ``shared-uniform`` with k3_e1 and k5_e1 as well (no expansion conv: the depth-wise conv reads the
+  input).
 
 Shared-weight supernets start their residual layers at zero scale (``spaces/fbnet_shared.py``); runs of the
 ``shared`` experiments before that (BENCHMARKS.md says which) had unit scale.
@@ -60,8 +67,10 @@ from nascore.task import build_network
 SPEC = Path(__file__).parent / "perfdata" / "fbnet_12ep.yaml"
 EXPERIMENTS = ("fixed", "uniform", "twins", "twins-epoch", "twins-fair", "fair", "shared", "shared-kernel", "shared-fair",
                "shared-fair-e1", "shared-fair-skip", "shared-sandwich", "shared-sandwich-noskip",
-               "shared-sandwich-unit-scale")
+               "shared-sandwich-unit-scale", "shared-uniform", "shared-skip-residual", "shared-skip-reshape",
+               "shared-e1")
 NINE_BUT_SKIP = ["k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6"]
+KERNEL_EXPANSION = ["k3_e3", "k3_e6", "k5_e3", "k5_e6"]
 TWIN = "k3_e1"  # the label whose candidate becomes the second copy of k3_e3 in the twins experiments
 
 
@@ -82,9 +91,25 @@ def build(experiment: str, seed: int, overrides: list[str]):
 def options(experiment: str) -> list[str] | None:
     """The options each layer draws from (None: all nine)."""
     return {"fixed": ["k3_e3"], "shared": None, "shared-kernel": ["k3_e6", "k5_e6"],
-            "shared-fair": ["k3_e3", "k3_e6", "k5_e3", "k5_e6"], "shared-fair-e1": ["k3_e1", "k3_e3", "k3_e6"],
+            "shared-fair": KERNEL_EXPANSION, "shared-fair-e1": ["k3_e1", "k3_e3", "k3_e6"],
             "shared-fair-skip": ["k3_e3", "k3_e6", "skip"], "shared-sandwich": None,
-            "shared-sandwich-unit-scale": None, "shared-sandwich-noskip": NINE_BUT_SKIP}.get(experiment, [TWIN, "k3_e3"])
+            "shared-sandwich-unit-scale": None, "shared-sandwich-noskip": NINE_BUT_SKIP,
+            "shared-uniform": KERNEL_EXPANSION, "shared-skip-residual": KERNEL_EXPANSION,
+            "shared-skip-reshape": KERNEL_EXPANSION, "shared-e1": [*KERNEL_EXPANSION, "k3_e1", "k5_e1"]
+            }.get(experiment, [TWIN, "k3_e3"])
+
+
+def layer_options(experiment: str, supernet, labels: list[str] | None) -> dict[str, list[str]]:
+    """Each decision's options to draw from: ``labels`` (all of a layer's options when None), with skip added in the
+    identity layers or in the shape-changing ones for the ``shared-skip-*`` experiments."""
+    drawn = {}
+    for decision, op in zip(supernet.decisions(), supernet.mixed_ops(), strict=True):
+        layer = op.candidates["skip"].layer if experiment.startswith("shared-") else None
+        identity = layer is not None and layer.skip is None
+        extra = (experiment == "shared-skip-residual" and identity) or (experiment == "shared-skip-reshape"
+                                                                         and layer is not None and not identity)
+        drawn[decision.name] = [*(labels or decision.options), *(["skip"] if extra else [])]
+    return drawn
 
 
 def sandwich(experiment: str, supernet, parts: Parts) -> tuple[dict[str, str], dict[str, str]]:
@@ -103,6 +128,7 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
     spec, parts, supernet, network = build(experiment, seed, overrides)
     cfg, decisions = spec.train, supernet.decisions()
     labels = options(experiment)
+    drawn = layer_options(experiment, supernet, labels)
     optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     rng = random.Random(seed)
     losses, largest, began = [], [], time.perf_counter()
@@ -122,11 +148,11 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
                 orders = {d.name: rng.sample(labels, len(labels)) for d in decisions}
                 paths = [{name: order[k] for name, order in orders.items()} for k in range(len(labels))]
             elif extreme is not None:
-                paths = [*extreme, *({d.name: rng.choice(labels or d.options) for d in decisions} for _ in range(2))]
+                paths = [*extreme, *({name: rng.choice(o) for name, o in drawn.items()} for _ in range(2))]
             elif epoch_path is not None:
                 paths = [epoch_path]
             else:
-                paths = [{d.name: rng.choice(labels or d.options) for d in decisions}]
+                paths = [{name: rng.choice(o) for name, o in drawn.items()}]
             optimizer.zero_grad(set_to_none=True)
             teacher, random_paths = None, []
             for k, path in enumerate(paths):

@@ -6,7 +6,7 @@ macro-architecture (stages, stem, activation) is configurable: MobileNetV2 ships
 from dataclasses import replace
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from nascore.arch import Arch
@@ -37,6 +37,13 @@ class FBNetConfig(SpaceConfig):
         "the supernet's candidates of a layer share one set of weights (k3 the centre of k5, e1/e3 the first "
         "channels of e6, g2 the block-diagonal): every step trains what every path reads. The supernet's only: "
         "archs build the same either way"), json_schema_extra={"arch": False})
+    candidates: list[str] = Field(list(CANDIDATES), min_length=1, description=(
+        "the blocks each layer chooses from (FBNet's nine by default). Which archs a search may find, not how an "
+        "arch builds: arch files leave it out"), json_schema_extra={"arch": False})
+    skip_in: Literal["all", "identity"] = Field("all", description=(
+        "the layers where skip is a candidate: all (FBNet: a strided 1x1 conv where the shape changes), or only "
+        "those where it is an identity (ProxylessNAS' zero op; a weight-sharing supernet trains one-shot only so, "
+        "BENCHMARKS 'Supernets that rank'). Arch files leave it out"), json_schema_extra={"arch": False})
 
     @field_validator("stages")
     @classmethod
@@ -46,6 +53,23 @@ class FBNetConfig(SpaceConfig):
                 raise ValueError(f"stage {i} is {[channels, layers, stride]}: expected [channels >= 1, "
                                  f"layers 1 to {MAX_BLOCKS}, stride 1 or 2]")
         return stages
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, candidates: list[str]) -> list[str]:
+        unknown = [c for c in candidates if c not in CANDIDATES]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not FBNet blocks; expected some of {', '.join(CANDIDATES)}")
+        if len(set(candidates)) < len(candidates):
+            raise ValueError("a block is listed twice")
+        return [c for c in CANDIDATES if c in candidates]  # FBNet's order: the options' order of every decision
+
+    @model_validator(mode="after")
+    def _every_layer_chooses(self) -> "FBNetConfig":
+        if self.candidates == ["skip"] and self.skip_in == "identity" and not all(map(_identity, layer_plan(self))):
+            raise ValueError("candidates: only skip, and skip_in: identity leaves the layers that change the shape "
+                             "nothing to choose; add a block")
+        return self
 
 
 def layer_plan(cfg: FBNetConfig) -> list[tuple[int, int, int]]:
@@ -57,6 +81,12 @@ def layer_plan(cfg: FBNetConfig) -> list[tuple[int, int, int]]:
             plan.append((cin, cout, stride if i == 0 else 1))
             cin = cout
     return plan
+
+
+def _identity(shape: tuple[int, int, int]) -> bool:
+    """Whether skip is an identity in a layer of this (in channels, out channels, stride)."""
+    cin, cout, stride = shape
+    return cin == cout and stride == 1
 
 
 def feature_taps(plan: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
@@ -142,7 +172,10 @@ class FBNetSpace(SearchSpace):
     Config: ClassVar[type[FBNetConfig]] = FBNetConfig
 
     def decisions(self) -> list[Decision]:
-        return [Decision(f"layer{i + 1:02d}", tuple(CANDIDATES)) for i in range(len(layer_plan(self.config)))]
+        cfg = self.config
+        return [Decision(f"layer{i + 1:02d}", tuple(c for c in cfg.candidates
+                                                     if c != "skip" or cfg.skip_in == "all" or _identity(shape)))
+                for i, shape in enumerate(layer_plan(cfg))]
 
     def supernet(self) -> FBNetSupernet:
         return FBNetSupernet(self.config, self.decisions())

@@ -115,7 +115,8 @@ CASES: dict[str, Case] = {
                               {"s.yaml": spec_file(strategy__temperature={"initial": 0})}),
     "spec-typo-in-block": Case(["validate", "s.yaml"], "  space.widht: unknown field; expected one of: width, "
                                                        "input_size, head_channels, divisor, stages, stem_channels, "
-                                                       "activation, shared_weights. Did you mean 'width'?",
+                                                       "activation, shared_weights, candidates, skip_in. Did you "
+                                                       "mean 'width'?",
                                {"s.yaml": spec_file(space__widht=0.5)}),
     "spec-nested-typo": Case(["validate", "s.yaml"], "  strategy.temperature.inital: unknown field; expected one "
                                                      "of: initial, decay. Did you mean 'initial'?",

@@ -301,3 +301,38 @@ def test_check_arch_errors_name_the_decision():
         space.check_arch(Arch(space="fbnet", choices={**good, "layer23": "skip"}))
     with pytest.raises(NascoreError, match=r"choices\.layer07"):
         space.build(Arch(space="fbnet", choices={**good, "layer07": "k7_e6"}))
+
+
+def test_candidates_and_skip_in_restrict_what_each_layer_chooses():
+    """``candidates`` lists the blocks a search may choose (in FBNet's order, whatever the order given);
+    ``skip_in: identity`` offers skip only where it is an identity (ProxylessNAS' zero op)."""
+    config = {"width": 0.25, "input_size": 32, "head_channels": 64}
+    space = FBNetSpace({**config, "candidates": ["skip", "k5_e6", "k3_e3"], "skip_in": "identity"})
+    for d, (cin, cout, stride) in zip(space.decisions(), layer_plan(space.config), strict=True):
+        identity = cin == cout and stride == 1
+        assert d.options == (("k3_e3", "k5_e6", "skip") if identity else ("k3_e3", "k5_e6")), d.name
+    assert {len(d.options) for d in space.decisions()} == {2, 3}
+    supernet = space.supernet()
+    for op, d in zip(supernet.mixed_ops(), space.decisions(), strict=True):
+        assert tuple(op.candidates) == d.options
+    # what an arch of the narrower space builds, and what its file records, are the default space's
+    rng = random.Random(0)
+    choices = {d.name: rng.choice(d.options) for d in space.decisions()}
+    default = FBNetSpace(config)
+    assert space.arch_config() == default.arch_config()
+    built = [s.build(Arch(space="fbnet", choices=choices)) for s in (space, default)]
+    assert [p.shape for p in built[0].parameters()] == [p.shape for p in built[1].parameters()]
+    wider = {d.name: "k3_e1" for d in default.decisions()}
+    with pytest.raises(NascoreError, match="choices.layer01: 'k3_e1' is not one of k3_e3, k5_e6, skip"):
+        space.build(Arch(space="fbnet", choices=wider))
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"candidates": ["k3_e9"]}, "k3_e9: not FBNet blocks; expected some of k3_e1"),
+    ({"candidates": ["k3_e3", "k3_e3"]}, "a block is listed twice"),
+    ({"candidates": []}, "at least 1 item"),
+    ({"candidates": ["skip"], "skip_in": "identity"}, "leaves the layers that change the shape nothing to choose"),
+])
+def test_bad_candidates_are_refused(config, message):
+    with pytest.raises(ValueError, match=message):
+        FBNetSpace({"width": 0.25, "input_size": 32, **config})
