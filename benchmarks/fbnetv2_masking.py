@@ -4,17 +4,18 @@
     one shared block run on the subsampled input (resolution), a soft Gumbel-softmax mix of every decision;
 (b) naive DNAS: the same configuration with one convolution block per option (FBNet-style), each candidate's
     output zero-padded to the largest width (channels) or placed back at full size (resolution) and summed
-    with the same mix.
-
+    with the same mix;
 (c) recompute: (a) with ``recompute_resolutions: true`` (resolution sweeps only): every subsampled resolution
     branch keeps only the block input and is recomputed in backward.
 
 All sides run forward + backward of ``out.square().mean()`` (the weights need gradients either way) with
 ``torch.set_num_threads(--threads)``. Peak memory is the most bytes of tensors alive at once during the step,
 tracked per op by ``nascore.costs.memory.PeakTracker`` (parameters excluded; exact, not sampled). Times are
-medians of ``torch.utils.benchmark`` blocks, the sides alternating per option count.
+medians of ``torch.utils.benchmark`` blocks (wall time, or the process's CPU time with ``--cpu-time``), the sides
+alternating per option count.
 
     python benchmarks/fbnetv2_masking.py [--scope stage|supernet|both] [--sweeps channels|resolutions|both]
+        [--threads 2] [--cpu-time]
     python benchmarks/fbnetv2_masking.py --smoke   # every sweep at batch 2, input 16, 1-2 options: seconds
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -134,12 +136,13 @@ def peak_bytes(step, excluded: set[int]) -> int:
     return tracker.peak
 
 
-def timed(step, threads: int, min_run_time: float) -> float:
-    return Timer("step()", globals={"step": step}, num_threads=threads).blocked_autorange(
+def timed(step, threads: int, min_run_time: float, cpu_time: bool) -> float:
+    clock = {"timer": time.process_time} if cpu_time else {}
+    return Timer("step()", globals={"step": step}, num_threads=threads, **clock).blocked_autorange(
         min_run_time=min_run_time).median
 
 
-def sweep(title: str, build, counts, batch: int, threads: int, min_run_time: float, rounds: int,
+def sweep(title: str, build, counts, batch: int, threads: int, min_run_time: float, rounds: int, cpu_time: bool,
           recompute: bool = False) -> None:
     """Memory once per side (it is exact); times in ``rounds`` round-robin passes over every option count and
     every side, so that drift on a busy machine hits all of them alike; medians over the rounds. Ratios "/1"
@@ -152,7 +155,7 @@ def sweep(title: str, build, counts, batch: int, threads: int, min_run_time: flo
     for _ in range(rounds):
         for n, (steps, _) in configs.items():
             for s, step in steps.items():
-                times[n][s].append(timed(step, threads, min_run_time))
+                times[n][s].append(timed(step, threads, min_run_time, cpu_time))
     med = {n: {s: statistics.median(t) for s, t in per.items()} for n, per in times.items()}
     base_mem, base_t = memory[counts[0]]["mask"], med[counts[0]]["mask"]
     head = [f"{'options':>7}"] + [f"{s + ' MiB':>13} {s + ' ms':>12}" for s in names]
@@ -178,6 +181,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing block")
     parser.add_argument("--rounds", type=int, default=5, help="round-robin timing passes (medians are reported)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time steps by the process's CPU time, not wall time: on a busy machine, time spent "
+                        "waiting for a core is not counted (use with --threads 1, where it is the step's work)")
     parser.add_argument("--smoke", action="store_true",
                         help="a check that every part runs: batch 2, input 16, 1-2 options, one round of short blocks")
     args = parser.parse_args()
@@ -187,8 +193,10 @@ def main() -> None:
         channel_counts, resolution_counts = CHANNEL_COUNTS[:2], RESOLUTION_COUNTS[:2]
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s), "
-          f"batch {args.batch}, input {args.input_size}, {args.rounds} rounds of {args.min_run_time} s blocks")
-    common = dict(batch=args.batch, threads=args.threads, min_run_time=args.min_run_time, rounds=args.rounds)
+          f"batch {args.batch}, input {args.input_size}, {args.rounds} rounds of {args.min_run_time} s blocks"
+          f"{', CPU time' if args.cpu_time else ''}")
+    common = dict(batch=args.batch, threads=args.threads, min_run_time=args.min_run_time, rounds=args.rounds,
+                  cpu_time=args.cpu_time)
     channels, resolutions = args.sweeps in ("channels", "both"), args.sweeps in ("resolutions", "both")
     if args.scope in ("stage", "both"):
         if channels:
