@@ -114,7 +114,8 @@ class SearchBlock(nn.Module):
                 r = p.resolutions[i]
                 if r > 1 and self.recompute and len(self.candidates) and torch.is_grad_enabled():
                     # keeps x (the block's input, kept anyway) instead of the branch's activations; the state is
-                    # passed, not read again in backward, where the supernet may already hold the next mix
+                    # passed, not read again in backward, where the supernet may already hold the next mix; the
+                    # branch draws no random numbers (no RNG state to keep)
                     branch = checkpoint(self._resolution, x, i, st, use_reentrant=False, preserve_rng_state=False,
                                         context_fn=lambda: (nullcontext(), _statistics_kept(self)))
                 else:
