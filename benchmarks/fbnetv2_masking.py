@@ -16,7 +16,7 @@ alternating per option count.
 
     python benchmarks/fbnetv2_masking.py [--scope stage|supernet|both] [--sweeps channels|resolutions|both]
         [--threads 2] [--cpu-time]
-    python benchmarks/fbnetv2_masking.py --smoke   # every sweep at batch 2, input 16, 1-2 options: seconds
+    python benchmarks/fbnetv2_masking.py --smoke   # every sweep at batch 2, input 16, 1-2 options, 1 thread: seconds
 """
 from __future__ import annotations
 
@@ -138,8 +138,8 @@ def peak_bytes(step, excluded: set[int]) -> int:
 
 def timed(step, threads: int, min_run_time: float, cpu_time: bool) -> float:
     clock = {"timer": time.process_time} if cpu_time else {}
-    return Timer("step()", globals={"step": step}, num_threads=threads, **clock).blocked_autorange(
-        min_run_time=min_run_time).median
+    timer = Timer("step()", globals={"step": step}, num_threads=threads, **clock)
+    return timer.timeit(1).median if min_run_time <= 0 else timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def sweep(title: str, build, counts, batch: int, threads: int, min_run_time: float, rounds: int, cpu_time: bool,
@@ -179,17 +179,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing block")
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing block (0: one step)")
     parser.add_argument("--rounds", type=int, default=5, help="round-robin timing passes (medians are reported)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time steps by the process's CPU time, not wall time: on a busy machine, time spent "
                         "waiting for a core is not counted (use with --threads 1, where it is the step's work)")
     parser.add_argument("--smoke", action="store_true",
-                        help="a check that every part runs: batch 2, input 16, 1-2 options, one round of short blocks")
+                        help="a check that every part runs: batch 2, input 16, 1-2 options, one thread, one timed step per side")
     args = parser.parse_args()
     channel_counts, resolution_counts = CHANNEL_COUNTS, RESOLUTION_COUNTS
     if args.smoke:
-        args.batch, args.input_size, args.rounds, args.min_run_time = 2, 16, 1, 0.01
+        # one thread: on a busy machine, two threads waiting on each other make tiny steps 5x slower
+        args.batch, args.input_size, args.rounds, args.min_run_time, args.threads = 2, 16, 1, 0.0, 1
         channel_counts, resolution_counts = CHANNEL_COUNTS[:2], RESOLUTION_COUNTS[:2]
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s), "
