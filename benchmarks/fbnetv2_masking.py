@@ -4,20 +4,26 @@
     one shared block run on the subsampled input (resolution), a soft Gumbel-softmax mix of every decision;
 (b) naive DNAS: the same configuration with one convolution block per option (FBNet-style), each candidate's
     output zero-padded to the largest width (channels) or placed back at full size (resolution) and summed
-    with the same mix.
+    with the same mix;
+(c) recompute: (a) with ``recompute_resolutions: true`` (resolution sweeps only): every subsampled resolution
+    branch keeps only the block input and is recomputed in backward.
 
-Both sides run forward + backward of ``out.square().mean()`` (the weights need gradients either way) with
+All sides run forward + backward of ``out.square().mean()`` (the weights need gradients either way) with
 ``torch.set_num_threads(--threads)``. Peak memory is the most bytes of tensors alive at once during the step,
 tracked per op by ``nascore.costs.memory.PeakTracker`` (parameters excluded; exact, not sampled). Times are
-medians of ``torch.utils.benchmark`` blocks, the two sides alternating per option count.
+medians of ``torch.utils.benchmark`` blocks (wall time, or the process's CPU time with ``--cpu-time``), the sides
+alternating per option count.
 
-    python benchmarks/fbnetv2_masking.py [--scope stage|supernet|both] [--threads 2]
+    python benchmarks/fbnetv2_masking.py [--scope stage|supernet|both] [--sweeps channels|resolutions|both]
+        [--threads 2] [--cpu-time]
+    python benchmarks/fbnetv2_masking.py --smoke   # every sweep at batch 2, input 16, 1-2 options, 1 thread: seconds
 """
 from __future__ import annotations
 
 import argparse
 import platform
 import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +69,8 @@ class Naive(nn.Module):
         for p in self.plans:
             cin = max(p.cin.values)  # every candidate reads the previous layer's zero-padded max-width output
             self.blocks.append(nn.ModuleList(nn.ModuleList(
-                Block("k3", cin, mid_channels(cin, p.expansions[0], cfg.divisor), c, p.stride, 1, False, True,
-                      p.size, cfg.placement, cfg.divisor) for c in p.cout.values) for _ in p.resolutions))
+                Block("k3", cin, mid_channels(cin, p.expansions[0], cfg.divisor), c, p.stride, residual=False,
+                      divisor=cfg.divisor) for c in p.cout.values) for _ in p.resolutions))
         self.mix: list[tuple[Tensor, Tensor]] = []
 
     def forward(self, x: Tensor) -> Tensor:
@@ -90,31 +96,38 @@ def gumbel(space: FBNetV2Space, seed: int) -> dict[str, Tensor]:
             for d in space.decisions()}
 
 
-def sides(config: dict, batch: int, seed: int = 0):
-    """(masking step, naive step, input) for one configuration; the steps run blocks only (stem excluded)."""
+def sides(config: dict, batch: int, recompute: bool, seed: int = 0):
+    """({side: step}, excluded storages) for one configuration: masking, [recompute,] naive; the steps run blocks
+    only (stem excluded), all on one input and one mix."""
     torch.manual_seed(seed)
     space = FBNetV2Space(config)
-    supernet = space.supernet().train()
+    supernets = {"mask": space.supernet().train()}
+    if recompute:
+        supernets["recompute"] = FBNetV2Space({**config, "recompute_resolutions": True}).supernet().train()
+        supernets["recompute"].load_state_dict(supernets["mask"].state_dict())
     naive = Naive(space).train()
     mix = gumbel(space, seed)
-    supernet.set_mix(mix)
+    for supernet in supernets.values():
+        supernet.set_mix(mix)
     naive.mix = [(mix[p.resolution] if p.resolution else torch.ones(1),
                   mix[p.cout.decision] if p.cout.decision else torch.ones(1)) for p in naive.plans]
-    stem = max(naive.plans[0].cin.values)
-    size = naive.plans[0].size
-    x = torch.randn(batch, stem, *size)
+    x = torch.randn(batch, max(naive.plans[0].cin.values), *naive.plans[0].size)
 
-    def masking():
-        y = x
-        for block in supernet.blocks:
-            y = block(y)
-        y.square().mean().backward()
+    def masking(supernet):
+        def step():
+            y = x
+            for block in supernet.blocks:
+                y = block(y)
+            y.square().mean().backward()
+        return step
 
     def naive_step():
         naive(x).square().mean().backward()
 
-    excluded = {id(t.untyped_storage()) for m in (supernet, naive) for t in [*m.parameters(), *m.buffers()]}
-    return masking, naive_step, x, excluded
+    steps = {name: masking(supernet) for name, supernet in supernets.items()} | {"naive": naive_step}
+    excluded = {id(t.untyped_storage()) for m in (*supernets.values(), naive)
+                for t in [*m.parameters(), *m.buffers()]}
+    return steps, excluded
 
 
 def peak_bytes(step, excluded: set[int]) -> int:
@@ -123,56 +136,83 @@ def peak_bytes(step, excluded: set[int]) -> int:
     return tracker.peak
 
 
-def timed(step, threads: int, min_run_time: float) -> float:
-    return Timer("step()", globals={"step": step}, num_threads=threads).blocked_autorange(
-        min_run_time=min_run_time).median
+def timed(step, threads: int, min_run_time: float, cpu_time: bool) -> float:
+    clock = {"timer": time.process_time} if cpu_time else {}
+    timer = Timer("step()", globals={"step": step}, num_threads=threads, **clock)
+    return timer.timeit(1).median if min_run_time <= 0 else timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-def sweep(title: str, build, counts, batch: int, threads: int, min_run_time: float, rounds: int) -> None:
+def sweep(title: str, build, counts, batch: int, threads: int, min_run_time: float, rounds: int, cpu_time: bool,
+          recompute: bool = False) -> None:
     """Memory once per side (it is exact); times in ``rounds`` round-robin passes over every option count and
-    both sides, so that drift on a busy machine hits all of them alike; medians over the rounds."""
+    every side, so that drift on a busy machine hits all of them alike; medians over the rounds. Ratios "/1"
+    are to masking at the first option count."""
     print(f"\n{title}")
-    configs = {n: sides(build(n), batch) for n in counts}
-    memory = {n: (peak_bytes(m, ex), peak_bytes(nv, ex)) for n, (m, nv, _, ex) in configs.items()}  # + warm-up
-    times: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in counts}
+    configs = {n: sides(build(n), batch, recompute) for n in counts}
+    names = list(configs[counts[0]][0])
+    memory = {n: {s: peak_bytes(step, ex) for s, step in steps.items()} for n, (steps, ex) in configs.items()}
+    times: dict[int, dict[str, list[float]]] = {n: {s: [] for s in names} for n in counts}  # memory was the warm-up
     for _ in range(rounds):
-        for n, (masking, naive, _, _) in configs.items():
-            times[n][0].append(timed(masking, threads, min_run_time))
-            times[n][1].append(timed(naive, threads, min_run_time))
-    print(f"{'options':>7} | {'mask MiB':>8} {'mask ms':>8} | {'naive MiB':>9} {'naive ms':>8} | "
-          f"{'mask mem/1':>10} {'mask time/1':>11} | {'naive/mask mem':>14} {'naive/mask time':>15}")
-    first = counts[0]
-    base_mem, base_t = memory[first][0], statistics.median(times[first][0])
+        for n, (steps, _) in configs.items():
+            for s, step in steps.items():
+                times[n][s].append(timed(step, threads, min_run_time, cpu_time))
+    med = {n: {s: statistics.median(t) for s, t in per.items()} for n, per in times.items()}
+    base_mem, base_t = memory[counts[0]]["mask"], med[counts[0]]["mask"]
+    head = [f"{'options':>7}"] + [f"{s + ' MiB':>13} {s + ' ms':>12}" for s in names]
+    head += [f"{s + ' mem/1':>15} {s + ' time/1':>15}" for s in names if s != "naive"]
+    head += ["recompute/mask time"] if recompute else []
+    head += ["naive/mask mem naive/mask time"]
+    print(" | ".join(head))
     for n in counts:
-        (m_mem, n_mem), m_t, n_t = memory[n], statistics.median(times[n][0]), statistics.median(times[n][1])
-        print(f"{n:>7} | {m_mem / 2**20:8.2f} {m_t * 1e3:8.2f} | {n_mem / 2**20:9.2f} {n_t * 1e3:8.2f} | "
-              f"{m_mem / base_mem:10.3f} {m_t / base_t:11.3f} | {n_mem / m_mem:14.2f} {n_t / m_t:15.2f}",
-              flush=True)
+        m, t = memory[n], med[n]
+        row = [f"{n:>7}"] + [f"{m[s] / 2**20:13.2f} {t[s] * 1e3:12.2f}" for s in names]
+        row += [f"{m[s] / base_mem:15.3f} {t[s] / base_t:15.3f}" for s in names if s != "naive"]
+        row += [f"{t['recompute'] / t['mask']:19.3f}"] if recompute else []
+        row += [f"{m['naive'] / m['mask']:14.2f} {t['naive'] / t['mask']:15.2f}"]
+        print(" | ".join(row), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scope", choices=["stage", "supernet", "both"], default="both")
+    parser.add_argument("--sweeps", choices=["channels", "resolutions", "both"], default="both")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing block")
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing block (0: one step)")
     parser.add_argument("--rounds", type=int, default=5, help="round-robin timing passes (medians are reported)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time steps by the process's CPU time, not wall time: on a busy machine, time spent "
+                        "waiting for a core is not counted (use with --threads 1, where it is the step's work)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a check that every part runs: batch 2, input 16, 1-2 options, one thread, one timed step per side")
     args = parser.parse_args()
+    channel_counts, resolution_counts = CHANNEL_COUNTS, RESOLUTION_COUNTS
+    if args.smoke:
+        # one thread: on a busy machine, two threads waiting on each other make tiny steps 5x slower
+        args.batch, args.input_size, args.rounds, args.min_run_time, args.threads = 2, 16, 1, 0.0, 1
+        channel_counts, resolution_counts = CHANNEL_COUNTS[:2], RESOLUTION_COUNTS[:2]
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s), "
-          f"batch {args.batch}, input {args.input_size}, {args.rounds} rounds of {args.min_run_time} s blocks")
-    common = dict(batch=args.batch, threads=args.threads, min_run_time=args.min_run_time, rounds=args.rounds)
+          f"batch {args.batch}, input {args.input_size}, {args.rounds} rounds of {args.min_run_time} s blocks"
+          f"{', CPU time' if args.cpu_time else ''}")
+    common = dict(batch=args.batch, threads=args.threads, min_run_time=args.min_run_time, rounds=args.rounds,
+                  cpu_time=args.cpu_time)
+    channels, resolutions = args.sweeps in ("channels", "both"), args.sweeps in ("resolutions", "both")
     if args.scope in ("stage", "both"):
-        sweep("one stage (2 blocks, up to 128 channels), channel options per layer",
-              lambda n: stage_config(n, 1, args.input_size), CHANNEL_COUNTS, **common)
-        sweep("one stage, resolution options per block (4 channel options)",
-              lambda n: stage_config(4, n, args.input_size), RESOLUTION_COUNTS, **common)
+        if channels:
+            sweep("one stage (2 blocks, up to 128 channels), channel options per layer",
+                  lambda n: stage_config(n, 1, args.input_size), channel_counts, **common)
+        if resolutions:
+            sweep("one stage, resolution options per block (4 channel options)",
+                  lambda n: stage_config(4, n, args.input_size), resolution_counts, recompute=True, **common)
     if args.scope in ("supernet", "both"):
-        sweep("whole supernet (8 blocks), channel options per layer",
-              lambda n: supernet_config(n, 1, args.input_size), CHANNEL_COUNTS, **common)
-        sweep("whole supernet, resolution options per block (4 channel options)",
-              lambda n: supernet_config(4, n, args.input_size), RESOLUTION_COUNTS, **common)
+        if channels:
+            sweep("whole supernet (8 blocks), channel options per layer",
+                  lambda n: supernet_config(n, 1, args.input_size), channel_counts, **common)
+        if resolutions:
+            sweep("whole supernet, resolution options per block (4 channel options)",
+                  lambda n: supernet_config(4, n, args.input_size), resolution_counts, recompute=True, **common)
 
 
 if __name__ == "__main__":

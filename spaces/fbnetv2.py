@@ -10,12 +10,15 @@ FBNetV2-F1..F4 and L1/L2 ship as named archs (mobile-vision's ``fbnet_modeldef_c
 """
 # no `from __future__ import annotations`: the built model's forward must fx-trace and script (features.Backbone)
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from nascore.arch import Arch
 from nascore.features import Backbone, Chain, PreLogits, make_divisible
@@ -95,6 +98,7 @@ class SearchBlock(nn.Module):
         self.register_buffer("se_masks", (torch.arange(se_channels(mid, cfg.divisor))[None] < ses[:, None]).float(),
                              persistent=False)
         self.state: SlicedPath | MaskedPath | None = None
+        self.recompute = cfg.recompute_resolutions
 
     def forward(self, x: Tensor) -> Tensor:
         p, st = self.plan, self.state
@@ -102,21 +106,22 @@ class SearchBlock(nn.Module):
             raise RuntimeError(f"no mix set for block '{p.name}'")
         full = out_size(tuple(x.shape[-2:]), p.stride)
         if isinstance(st, SlicedPath):
-            y = self._branch(p.types[st.type], subsample(x, st.factor))
+            y = self._branch(p.types[st.type], subsample(x, st.factor), st)
             y = None if y is None else place(y, st.factor, full, self.placement)
         else:
             y = None
             for i in st.resolutions.indices:
                 r = p.resolutions[i]
-                xs, branch = subsample(x, r), None
-                for j in st.types.indices:
-                    b = self._branch(p.types[j], xs)
-                    if b is not None:
-                        b = b if p.type is None else st.types.mix[j] * b  # no decision: a mix of 1, no multiply
-                        branch = b if branch is None else branch + b
+                if r > 1 and self.recompute and len(self.candidates) and torch.is_grad_enabled():
+                    # keeps x (the block's input, kept anyway) instead of the branch's activations; the state is
+                    # passed, not read again in backward, where the supernet may already hold the next mix; the
+                    # branch draws no random numbers (no RNG state to keep)
+                    branch = checkpoint(self._resolution, x, i, st, use_reentrant=False, preserve_rng_state=False,
+                                        context_fn=lambda: (nullcontext(), _statistics_kept(self)))
+                else:
+                    branch = self._resolution(x, i, st)
                 if branch is None:
                     continue
-                branch = branch if p.resolution is None else st.resolutions.mix[i] * branch
                 if y is not None and r > 1 and self.placement == "intersperse":
                     y[..., ::r, ::r] += branch  # add at the placed pixels: no zero-filled full-size tensor
                 else:
@@ -126,12 +131,25 @@ class SearchBlock(nn.Module):
             return x if y is None else x + y
         return y
 
-    def _branch(self, label: str, x: Tensor) -> Tensor | None:
-        """The block's residual branch for one type on (subsampled) ``x``, sliced or masked as the state says;
+    def _resolution(self, x: Tensor, i: int, st: MaskedPath) -> Tensor | None:
+        """The mix of every active type on ``x`` subsampled to resolution option ``i``, times its weight (None
+        where every type is a skip of a residual block)."""
+        p, xs, branch = self.plan, subsample(x, self.plan.resolutions[i]), None
+        for j in st.types.indices:
+            b = self._branch(p.types[j], xs, st)
+            if b is not None:
+                b = b if p.type is None else st.types.mix[j] * b  # no decision: a mix of 1, no multiply
+                branch = b if branch is None else branch + b
+        if branch is None or p.resolution is None:
+            return branch
+        return st.resolutions.mix[i] * branch
+
+    def _branch(self, label: str, x: Tensor, st: SlicedPath | MaskedPath) -> Tensor | None:
+        """The block's residual branch for one type on (subsampled) ``x``, sliced or masked as ``st`` says;
         None for a skip in a residual block."""
         if label not in self.candidates:
             return None
-        op, st = self.candidates[label], self.state
+        op = self.candidates[label]
         if isinstance(st, SlicedPath):
             if isinstance(op, SlimConvBN):  # skip with a shape change
                 return op(x, cout=st.out)
@@ -147,6 +165,23 @@ class SearchBlock(nn.Module):
         if "se" in op:
             h = op["se"](h, mask=st.se_mask)
         return op["pwl"](h, mask=st.out_mask)
+
+
+@contextmanager
+def _statistics_kept(module: nn.Module) -> Iterator[None]:
+    """Around a recomputation in backward: BatchNorm, in training mode, updates its running statistics again;
+    put them back, so that a step updates them once, as without recomputation (outputs use batch statistics)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    kept = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    try:
+        yield
+    finally:
+        # through .data: the batch-norm calls saved for backward check the buffers' version counter, which
+        # BatchNorm's own update leaves alone and a plain copy_ would bump
+        for m, (mean, var, count) in zip(norms, kept):
+            m.running_mean.data.copy_(mean)
+            m.running_var.data.copy_(var)
+            m.num_batches_tracked.data.copy_(count)
 
 
 def _chosen(active: dict[str, ActiveOptions], decision: str | None) -> int:

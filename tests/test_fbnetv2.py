@@ -198,6 +198,66 @@ def test_a_soft_mix_runs_every_option_and_trains():
     assert all(p.grad is not None for n, p in supernet.named_parameters() if "stem" in n)
 
 
+def recomputing(on: bool) -> FBNetV2Space:
+    return FBNetV2Space({**SMALL, "recompute_resolutions": on})
+
+
+def test_recomputed_resolution_branches_give_the_same_outputs_gradients_and_statistics():
+    torch.manual_seed(0)
+    space = small()
+    off, on = recomputing(False).supernet().train(), recomputing(True).supernet().train()
+    on.load_state_dict(off.state_dict())
+    noise = {d.name: -(-torch.rand(len(d.options)).log()).log() for d in space.decisions()}  # Gumbel
+    logits = {d.name: torch.randn(len(d.options)) for d in space.decisions()}
+    x = torch.randn(4, 3, 30, 30)
+    thetas, outputs = [], []
+    for supernet in (off, on):
+        theta = {k: v.clone().requires_grad_() for k, v in logits.items()}
+        supernet.set_mix({k: F.softmax(theta[k] + noise[k], 0) for k in theta})
+        out = supernet(x)
+        # the next mix is set before backward: a recomputation must use the mix its forward ran with
+        supernet.set_choices(random_choices(space, 1))
+        sum(o.square().mean() for o in out).backward()
+        thetas.append(theta)
+        outputs.append(out)
+    for a, b in zip(*outputs):
+        torch.testing.assert_close(a, b)
+    for k in logits:
+        torch.testing.assert_close(thetas[0][k].grad, thetas[1][k].grad)
+    grads = [{n: p.grad for n, p in m.named_parameters() if p.grad is not None} for m in (off, on)]
+    assert grads[0].keys() == grads[1].keys() and any(n.startswith("blocks.2.") for n in grads[0])  # s2.b1
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n])
+    # running statistics updated once per forward, not once more by the recomputation
+    for (n, a), b in zip(off.state_dict().items(), on.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=n)
+
+
+def test_recomputing_resolution_branches_lowers_the_peak_memory_of_a_step():
+    from nascore.costs.memory import PeakTracker
+
+    peaks = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        space = recomputing(on)
+        supernet = space.supernet().train()
+        supernet.set_mix({d.name: torch.full((len(d.options),), 1 / len(d.options)) for d in space.decisions()})
+        x = torch.randn(8, 3, 30, 30)
+        excluded = {id(t.untyped_storage()) for t in [*supernet.parameters(), *supernet.buffers()]}
+        with PeakTracker(excluded) as tracker:
+            supernet(x)[-1].square().mean().backward()
+        peaks[on] = tracker.peak
+    assert peaks[True] < peaks[False]
+
+
+def test_recompute_resolutions_is_the_supernets_only():
+    on, off = recomputing(True), recomputing(False)
+    assert "recompute_resolutions" not in on.arch_config() and on.arch_config() == off.arch_config()
+    choices = random_choices(on, 2)
+    a, b = (s.build(Arch(space="fbnetv2", config=SMALL, choices=choices)) for s in (on, off))
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+
+
 def test_built_model_has_no_masks_and_smaller_convolutions():
     space = small()
     choices = {d.name: d.options[0] for d in space.decisions()}
