@@ -15,7 +15,7 @@ width 1.0, 224 px, 1000 classes). Run from the repository root:
 
 Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless; the torchrun configuration alone):
 
-    python benchmarks/ddp_epoch.py --configs 2x1 --width 0.25 --train 20 --batch 4
+    python benchmarks/ddp_epoch.py --configs 2x1 --no-warmup --width 0.25 --train 20 --batch 4
 """
 from __future__ import annotations
 
@@ -121,6 +121,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64, help="global batch")
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
                    help="configurations to time: processes x threads (default all)")
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="an untimed run first, which fills the dataset cache and the OS file cache")
     p.add_argument("--worker", nargs=3, metavar=("SPEC", "OUT", "TIMES"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -130,7 +132,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "spec.yaml").write_text(yaml.safe_dump(spec(folder / "cache", args.width, args.train, args.batch)))
-        run_config(CONFIGS["1x1"], folder, -1)  # warm-up: the dataset cache, the OS file cache
+        if args.warmup:
+            run_config(CONFIGS["1x1"], folder, -1)
         epochs: dict[str, list[float]] = {c: [] for c in configs}
         for r in range(args.rounds):
             for name in configs if r % 2 == 0 else configs[::-1]:

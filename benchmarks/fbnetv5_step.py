@@ -16,8 +16,8 @@ of the mean step time. Target: 3 tasks in one pass at most 1.3x the 1-task step,
 
 Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
 
-    python benchmarks/fbnetv5_step.py --rounds 1 --steps 1 --warmup 0 --set dataset.image_size=32 \
-        --set space.input_size=32 --set dataset.num_train=8 --set dataset.num_val=4 --set strategy.batch_size=2
+    python benchmarks/fbnetv5_step.py --threads 1 --rounds 1 --steps 1 --warmup 0 --set dataset.image_size=32 \
+        --set space.input_size=32 --set dataset.num_train=10 --set dataset.num_val=4 --set strategy.batch_size=2
 """
 from __future__ import annotations
 

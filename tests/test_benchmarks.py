@@ -38,6 +38,7 @@ class Smoke:
 
 
 def sets(*overrides: str, flag: str = "--set") -> tuple[str, ...]:
+    """``flag`` before each of ``overrides``."""
     return tuple(a for o in overrides for a in (flag, o))
 
 
@@ -66,7 +67,7 @@ SMOKES: dict[str, Smoke | None] = {
                "strategy.epochs=2", "strategy.batch_size=4", "train.epochs=1", "train.batch_size=4")),
         files=("sweep/sweep.json", "sweep/sweep.png"), line=r"^\| BMTAS λ=1 \|"),
     "ddp_epoch.py": Smoke(
-        ("--configs", "2x1", "--width", "0.25", "--train", "20", "--batch", "4"),
+        ("--configs", "2x1", "--no-warmup", "--width", "0.25", "--train", "20", "--batch", "4"),
         line=r"^\| 2 procs x 1 thread \| \d+\.\d+ \|"),
     "detectron2_backbones.py": Smoke(
         ("--searched", "fbnet_a", "--iters", "2", "--batch", "2", "--size", "64", "--num-train", "8", "--num-val", "4",
