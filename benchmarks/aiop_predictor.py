@@ -14,6 +14,13 @@ Input: performance datasets collected with ``nascore bench collect`` from the sp
    scored on the held-out archs; mean and standard deviation over the splits.
 
 Prints a Markdown table (BENCHMARKS.md, "AIO-P performance predictor") and writes the numbers as JSON.
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless), on the shipped collections
+(``tar xzf benchmarks/perfdata/<name>.tar.gz -C perf``):
+
+    python benchmarks/aiop_predictor.py perf/fbnet_12ep perf/fbnetv2_12ep --splits 1 --set epochs=1 --noise 1 \
+        --noise-set train.epochs=1 --noise-set dataset.num_train=16 --noise-set dataset.num_val=8 \
+        --noise-out /tmp/noise --workers 1 --json /tmp/aiop_predictor.json
 """
 from __future__ import annotations
 
@@ -32,10 +39,11 @@ from nascore.performance.predictors.samples import labelled_samples
 from nascore.performance.predictors.scoring import scores
 
 
-def noise(dataset: PerfDataset, n: int, out: Path, workers: int) -> dict:
-    """Train the dataset's first ``n`` archs again with training seed + 1; per task, the two seeds' agreement."""
+def noise(dataset: PerfDataset, n: int, out: Path, workers: int, overrides: list[str]) -> dict:
+    """Train the dataset's first ``n`` archs again with training seed + 1 (and ``overrides`` of the dataset's spec);
+    per task, the two trainings' agreement."""
     m = dataset.manifest
-    again = {r.index: r for r in trained(m, [], m.spec["seed"] + 1, n, out, workers).records}
+    again = {r.index: r for r in trained(m, overrides, m.spec["seed"] + 1, n, out, workers).records}
     first = {r.index: r for r in dataset.records if r.index < n}
     result = {}
     for task in m.tasks:
@@ -64,6 +72,11 @@ def summary(runs: list[dict]) -> dict:
     return {"spearman": stat("spearman"), "kendall": stat("kendall"), "mae": stat("mae"), "n": runs[0]["n"]}
 
 
+def num(value: float | None) -> str:
+    """A score to 3 decimals; "n/a" where it is undefined (fewer than 2 archs, constant labels)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="performance dataset folders")
@@ -71,6 +84,9 @@ def main() -> None:
     p.add_argument("--holdout", type=float, default=0.3)
     p.add_argument("--noise", type=int, default=30, help="archs retrained with another seed (0: skip)")
     p.add_argument("--noise-out", default="perf/noise", help="where the retrained archs are collected")
+    p.add_argument("--noise-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of the retraining's spec (a smoke run's tiny budget; the labels then differ by "
+                        "budget as well as by seed)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="aio-p option (e.g. epochs=300)")
@@ -90,7 +106,7 @@ def main() -> None:
             "labels": {task: [min(s.label for s in labelled_samples(ds, task)),
                               max(s.label for s in labelled_samples(ds, task))] for task in ds.manifest.tasks}}
     if args.noise:
-        report["noise"] = noise(datasets[0], args.noise, Path(args.noise_out), args.workers)
+        report["noise"] = noise(datasets[0], args.noise, Path(args.noise_out), args.workers, args.noise_set)
     groups = {ds.manifest.space.name: [ds] for ds in datasets} if args.splits else {}
     if len(datasets) > 1 and args.splits:
         groups["pooled"] = datasets
@@ -114,8 +130,8 @@ def main() -> None:
                       f"{s['mae'][0]:.4f} |")
     if report["noise"]:
         for task, s in report["noise"].items():
-            print(f"label noise, {task}: Spearman between training seeds {s['spearman']:.3f}, Kendall "
-                  f"{s['kendall']:.3f}, mean |difference| {s['mae']:.4f} (label std {s['label_std']:.4f}) over "
+            print(f"label noise, {task}: Spearman between training seeds {num(s['spearman'])}, Kendall "
+                  f"{num(s['kendall'])}, mean |difference| {s['mae']:.4f} (label std {s['label_std']:.4f}) over "
                   f"{s['n']} archs")
 
 

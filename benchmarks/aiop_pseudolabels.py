@@ -11,6 +11,12 @@ Per sampling (``latent``: AIO-P's latent sampling; ``body``: body swapping, the 
 the one supernet trained for the first), Spearman and Kendall tau of the pseudo-labels against the trained labels,
 next to multiply-adds against the trained labels on the same archs; and the seconds: supernet, shared head, and per
 arch against the trained labels' training seconds per arch. Prints a Markdown table, writes the numbers as JSON.
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/aiop_pseudolabels.py benchmarks/perfdata/fbnet_12ep.yaml perf/fbnet_12ep --first 3 \
+        --out /tmp/aiop_pl --supernet-epochs 1 --head-epochs 1 --finetune-steps 1 --set dataset.num_train=16 \
+        --set dataset.num_val=8 --json /tmp/aiop_pseudolabels.json
 """
 from __future__ import annotations
 
@@ -27,6 +33,11 @@ from nascore.performance.perfdata import PerfDataset
 from nascore.performance.predictors.scoring import scores
 from nascore.performance.pseudolabel import SUPERNET_FILE, Options, pseudo_label
 from nascore.spec import load_spec
+
+
+def num(value: float | None) -> str:
+    """A score to 3 decimals; "n/a" where it is undefined (fewer than 2 archs, constant labels)."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -85,11 +96,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for sampling, r in report["runs"].items():
         s, sec, lo_mean_hi = r["pseudo_vs_true"], r["seconds"], r["pseudo_range"]
-        print(f"| {sampling} sampling | {r['n']} | {s['spearman']:.3f} | {s['kendall']:.3f} | "
+        print(f"| {sampling} sampling | {r['n']} | {num(s['spearman'])} | {num(s['kendall'])} | "
               f"{lo_mean_hi[0]:.3f} / {lo_mean_hi[1]:.3f} / {lo_mean_hi[2]:.3f} | {sec['supernet']:.0f} | "
               f"{sec['head']:.0f} | {sec['per_arch_mean']:.1f} ({sec['trained_per_arch_mean']:.1f}) |")
     r = next(iter(report["runs"].values()))
-    print(f"| multiply-adds | {r['n']} | {r['macs_vs_true']['spearman']:.3f} | {r['macs_vs_true']['kendall']:.3f} | "
+    print(f"| multiply-adds | {r['n']} | {num(r['macs_vs_true']['spearman'])} | {num(r['macs_vs_true']['kendall'])} | "
           f"trained: {r['true_range'][0]:.3f} / {r['true_range'][1]:.3f} / {r['true_range'][2]:.3f} | | | |")
     print(f"supernet check: {r['supernet_check']:.3f}, the mean {spec.tasks[0].name} primary metric of 5 random "
           "paths with the supernet's own head")

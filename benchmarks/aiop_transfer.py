@@ -14,6 +14,12 @@ archs: every ``--train`` mode with no adapter and with the adapter; ``aio-p`` fr
 ranks as the base does). All are scored on the target's remaining archs; mean +- standard deviation over the
 draws. The adapter's labels are compared with both spaces' labels on the archs they share (a leak check).
 Prints a Markdown table and writes every number as JSON.
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/aiop_transfer.py perf/fbnet_12ep perf/fbnetv2_12ep --adapter-data perf/fbnet \
+        --adapter-task saliency --seeds 1 --labels 5 --base-set epochs=1 --set fine_tune_epochs=1 \
+        --set adapter_epochs=1 --scratch epochs=1 --json /tmp/aiop_transfer.json
 """
 from __future__ import annotations
 

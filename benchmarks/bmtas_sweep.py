@@ -11,6 +11,12 @@ repeated, so an interrupted sweep resumes. Writes ``sweep.json`` and ``sweep.png
 the PNG elsewhere too) and prints a markdown table.
 
     python benchmarks/bmtas_sweep.py [--spec SPEC] [--lambdas 0 0.05 0.2 1] [--out DIR] [--plot PNG]
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/bmtas_sweep.py --threads 1 --lambdas 0 1 --out /tmp/bmtas-smoke --set dataset.image_size=32 \
+        --set space.input_size=32 --set dataset.num_train=10 --set dataset.num_val=4 --set strategy.epochs=2 \
+        --set strategy.batch_size=4 --set train.epochs=1 --set train.batch_size=4
 """
 from __future__ import annotations
 

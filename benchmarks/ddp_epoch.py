@@ -12,6 +12,10 @@ width 1.0, 224 px, 1000 classes). Run from the repository root:
 
     python benchmarks/ddp_epoch.py              # 1 round
     python benchmarks/ddp_epoch.py --rounds 3
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless; the torchrun configuration alone):
+
+    python benchmarks/ddp_epoch.py --configs 2x1 --no-warmup --width 0.25 --train 20 --batch 4
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ import yaml
 from nascore import hookimpl
 
 EPOCHS = 3  # epoch 0 trains weights only; epochs 1 and 2 are full DNAS epochs
+#: --configs key: configuration (processes x torch threads per process)
+CONFIGS = {"2x1": "2 procs x 1 thread", "1x2": "1 proc x 2 threads", "1x1": "1 proc x 1 thread"}
 
 
 def spec(cache: Path, width: float, train: int, batch: int) -> dict[str, Any]:
@@ -113,16 +119,21 @@ def main() -> None:
     p.add_argument("--width", type=float, default=0.5)
     p.add_argument("--train", type=int, default=320, help="training images")
     p.add_argument("--batch", type=int, default=64, help="global batch")
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                   help="configurations to time: processes x threads (default all)")
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="an untimed run first, which fills the dataset cache and the OS file cache")
     p.add_argument("--worker", nargs=3, metavar=("SPEC", "OUT", "TIMES"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(*args.worker)
         return
-    configs = ["2 procs x 1 thread", "1 proc x 2 threads", "1 proc x 1 thread"]
+    configs = [CONFIGS[key] for key in args.configs]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "spec.yaml").write_text(yaml.safe_dump(spec(folder / "cache", args.width, args.train, args.batch)))
-        run_config(configs[2], folder, -1)  # warm-up: the dataset cache, the OS file cache
+        if args.warmup:
+            run_config(CONFIGS["1x1"], folder, -1)
         epochs: dict[str, list[float]] = {c: [] for c in configs}
         for r in range(args.rounds):
             for name in configs if r % 2 == 0 else configs[::-1]:
@@ -135,8 +146,9 @@ def main() -> None:
     print("|---|---|---|")
     for name in configs:
         print(f"| {name} | {statistics.median(epochs[name]):.2f} | {', '.join(f'{t:.2f}' for t in epochs[name])} |")
-    ratio = statistics.median(epochs[configs[0]]) / statistics.median(epochs[configs[1]])
-    print(f"\nsearch epoch time ratio (2 procs x 1 thread) / (1 proc x 2 threads): {ratio:.2f}")
+    if {"2x1", "1x2"} <= set(args.configs):
+        ratio = statistics.median(epochs[CONFIGS["2x1"]]) / statistics.median(epochs[CONFIGS["1x2"]])
+        print(f"\nsearch epoch time ratio (2 procs x 1 thread) / (1 proc x 2 threads): {ratio:.2f}")
     on_paper()
 
 

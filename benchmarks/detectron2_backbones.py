@@ -6,9 +6,15 @@ Each trains from scratch with the same budget (``--iters`` SimpleTrainer iterati
 ``--lr``, cosine-free step schedule off, no warm-up) on digit-scenes exported as COCO, then is scored by
 ``COCOEvaluator`` on the validation split. Multiply-adds: ``torch.utils.flop_counter`` over one
 ``--size`` x ``--size`` image, backbone alone and whole detector at inference. Time per iteration: the
-median of the training steps after the first 10 (data loading included), ``--threads`` threads.
+median of the training steps after the first 10 (of all, in a run of 10 or fewer; data loading included),
+``--threads`` threads.
 
     python benchmarks/detectron2_backbones.py --searched runs/fbnetv5-quality/search3/arch_detection.json
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless; a named arch stands in for the searched one):
+
+    python benchmarks/detectron2_backbones.py --searched fbnet_a --iters 2 --batch 2 --size 64 --num-train 8 \
+        --num-val 4 --threads 1 --data /tmp/d2-smoke
 """
 from __future__ import annotations
 
@@ -69,7 +75,7 @@ def run(label: str, arch: str, names: dict[str, str], args: argparse.Namespace) 
     backbone = count_macs(model.backbone.bottom_up, image)
     total = count_macs(_Inference(model, args.size), image)
     return {"label": label, "arch": arch, "AP": ap["AP"], "AP50": ap["AP50"], "backbone_macs": backbone,
-            "total_macs": total, "s_per_iter": statistics.median(times[10:]),
+            "total_macs": total, "s_per_iter": statistics.median(times[10:] or times),
             "loss_first": statistics.mean(losses[:20]), "loss_last": statistics.mean(losses[-20:])}
 
 
@@ -86,24 +92,27 @@ class _Inference(torch.nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--searched", required=True, help="a searched nascore arch file (e.g. arch_detection.json)")
+    parser.add_argument("--searched", required=True,
+                        help="a searched nascore arch file (e.g. arch_detection.json) or a named arch")
     parser.add_argument("--iters", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--size", type=int, default=128, help="digit-scenes image size")
     parser.add_argument("--num-train", type=int, default=2000)
+    parser.add_argument("--num-val", type=int, default=400)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=Path("runs/detectron2-bench-data"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from nascore_detectron2.data import register_digit_scenes
 
-    scenes = SceneConfig(image_size=args.size, num_train=args.num_train, num_val=400, num_test=50)
-    names = register_digit_scenes("bench_digits", args.data / f"coco{args.size}_{args.num_train}", scenes)
+    scenes = SceneConfig(image_size=args.size, num_train=args.num_train, num_val=args.num_val, num_test=50)
+    names = register_digit_scenes("bench_digits", args.data / f"coco{args.size}_{args.num_train}_{args.num_val}",
+                                  scenes)
     rows = [run(label, arch, names, args) for label, arch in (
         ("searched nascore arch", args.searched), ("FBNet-C", "fbnet_c"),
         ("timm mobilenetv3_large_100", "timm:mobilenetv3_large_100"))]
-    print(f"Faster R-CNN + FPN (64 ch), digit-scenes {args.size}px, {args.num_train} train / 400 val images, "
+    print(f"Faster R-CNN + FPN (64 ch), digit-scenes {args.size}px, {args.num_train} train / {args.num_val} val images, "
           f"{args.iters} iterations x batch {args.batch}, SGD lr {args.lr}, torch {torch.__version__}, "
           f"{args.threads} threads")
     print("| backbone | box AP | AP50 | backbone MMACs | detector MMACs | s / iter | loss first 20 -> last 20 |")

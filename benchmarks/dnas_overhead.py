@@ -20,6 +20,11 @@ Targets: a/b <= 1.05 and c/d <= 1.2 (ratios of medians). Run from the repository
 
     python benchmarks/dnas_overhead.py            # width 0.25, input 32, batch 64, 2 threads
     python benchmarks/dnas_overhead.py --profile  # also print where the time of each step goes
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/dnas_overhead.py --batch 2 --head-channels 32 --threads 1 --repeats 2 --warmup 1 \
+        --block-seconds 0.01
 """
 from __future__ import annotations
 

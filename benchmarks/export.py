@@ -9,8 +9,12 @@ resized to 224), where int8 has work enough to pay off.
     python benchmarks/export.py --out /tmp/export-bench              # train (reused when done), then measure
     python benchmarks/export.py --out /tmp/export-bench --epochs 10  # the training budget of every network
 
-Trainings run one at a time with one thread; ``--jobs 2`` runs two at once. The table is printed as Markdown and
-written to OUT/export.json.
+Trainings run one at a time with one thread; ``--jobs 2`` runs two at once. ``--only`` picks networks before
+anything trains; ``--set`` overrides every training's spec. The table is printed as Markdown and written to
+OUT/export.json. Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/export.py --out /tmp/export-smoke --only fbnet_a --epochs 1 --set dataset.num_train=16 \
+        --set dataset.num_val=8
 """
 from __future__ import annotations
 
@@ -44,22 +48,25 @@ def nascore(*args: str, log: Path) -> None:
         raise SystemExit(f"nascore {' '.join(args)} failed; see {log}")
 
 
-def train_all(out: Path, epochs: int, jobs: int) -> dict[str, Path]:
-    """Run directories holding a train_model.pt: one per named arch (quickstart's data and training) and per
-    example (its own spec; searched first)."""
+def train_all(out: Path, names: list[str], epochs: int, jobs: int, overrides: list[str]) -> dict[str, Path]:
+    """Run directories holding a train_model.pt, one per name of ``names``: a named arch (quickstart's data and
+    training) or an example (its own spec; searched first). ``overrides`` go to every ``nascore`` command."""
     quick = str(ROOT / "examples" / "quickstart.yaml")
+    sets = [a for o in overrides for a in ("--set", o)]
+    budget = ["--set", f"train.epochs={epochs}", *sets]
     todo: dict[str, list[list[str]]] = {}
-    for name in NAMED:
-        todo[name] = [["train", name, "--spec", quick, "--out", str(out / name), "--set", f"train.epochs={epochs}"]]
-    for example, arch in EXAMPLES.items():
-        spec = str(ROOT / "examples" / f"{example}.yaml")
+    for name in names:
+        if name in NAMED:
+            todo[name] = [["train", name, "--spec", quick, "--out", str(out / name), *budget]]
+            continue
+        spec, arch = str(ROOT / "examples" / f"{name}.yaml"), EXAMPLES[name]
         if arch is None:
-            todo[example] = [["run", spec, "--out", str(out / example), "--set", f"train.epochs={epochs}"]]
+            todo[name] = [["run", spec, "--out", str(out / name), *budget]]
         else:
             search = arch.split("/")[0]
-            todo[example] = [["run", str(ROOT / "examples" / f"{SEARCHES[search]}.yaml"), "--out", str(out / search)],
-                             ["train", str(out / arch), "--spec", spec, "--out", str(out / example),
-                              "--set", f"train.epochs={epochs}"]]
+            todo[name] = [["run", str(ROOT / "examples" / f"{SEARCHES[search]}.yaml"), "--out", str(out / search),
+                           *sets],
+                          ["train", str(out / arch), "--spec", spec, "--out", str(out / name), *budget]]
 
     def one(name: str) -> None:
         if (out / name / "train_model.pt").is_file():
@@ -114,7 +121,7 @@ def measure_plugin(name: str, run: Path, scratch: Path, exporter) -> dict:
     train = next(iter(summary["archs"].values()))["train"]
     metrics = {k[len("val/"):]: [v, None] for k, v in train.items() if k.startswith("val/") and k.endswith("/AP")}
     return {"name": name, "arch": "found", "input": file.input_shape[-1], "macs": train["macs"], "export_s": seconds,
-            "max_abs_diff": checked["max_abs_diff"], "latency_ms": [timing.median_ms, None], "metrics": metrics,
+            "max_abs_diff": checked.max_abs_diff, "latency_ms": [timing.median_ms, None], "metrics": metrics,
             "primary": list(metrics)}
 
 
@@ -129,10 +136,11 @@ def measure(name: str, run: Path, scratch: Path) -> dict:
     start = time.perf_counter()
     checked = export(source, "onnx", scratch / f"{name}.onnx")
     seconds = time.perf_counter() - start
-    q = export(source, "onnx", scratch / f"{name}-int8.onnx", int8_batches=8)["int8"]
+    q = export(source, "onnx", scratch / f"{name}-int8.onnx", int8_batches=8).int8
+    assert q is not None, "export with int8_batches measures the int8 file"
     x = torch.zeros(1, source.in_channels, source.input_size, source.input_size)
     row = {"name": name, "arch": source.arch.name or "found", "input": source.input_size,
-           "macs": count_macs(source.model, x), "export_s": seconds, "max_abs_diff": checked["max_abs_diff"],
+           "macs": count_macs(source.model, x), "export_s": seconds, "max_abs_diff": checked.max_abs_diff,
            "latency_ms": list(q.latency_ms), "metrics": {k: [f, i] for k, (_, f, i) in q.metrics.items()},
            "primary": [f"{t.name}/{t.primary_metric}" for t in source.data.tasks]}
     if [t.name for t in source.data.tasks] == ["classification"]:
@@ -161,13 +169,16 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--only", nargs="*", help="networks to measure (default all)")
+    p.add_argument("--only", nargs="+", choices=[*NAMED, *EXAMPLES], metavar="NAME",
+                   help=f"networks to train and measure (default all: {', '.join([*NAMED, *EXAMPLES])})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="spec override of every training (as nascore's --set)")
     args = p.parse_args()
-    runs = train_all(args.out, args.epochs, args.jobs)
+    runs = train_all(args.out, args.only or [*NAMED, *EXAMPLES], args.epochs, args.jobs, args.overrides)
     torch.set_num_threads(1)
     scratch = args.out / "files"
     scratch.mkdir(exist_ok=True)
-    rows = [measure(name, run, scratch) for name, run in runs.items() if not args.only or name in args.only]
+    rows = [measure(name, run, scratch) for name, run in runs.items()]
     (args.out / "export.json").write_text(json.dumps(rows, indent=1))
     print(table(rows))
 

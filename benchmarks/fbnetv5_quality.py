@@ -14,6 +14,13 @@ repeated, so an interrupted benchmark resumes. Prints a markdown table: per task
 metrics, backbone and total multiply-adds.
 
     python benchmarks/fbnetv5_quality.py [--spec SPEC] [--out DIR] [--epochs 8] [--random 5] [--threads 1]
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless): ``--set`` overrides the spec of every run,
+``--train-batch`` the retraining's batch size:
+
+    python benchmarks/fbnetv5_quality.py --out /tmp/v5-smoke --epochs 1 --random 1 --tolerance 1 --train-batch 4 \
+        --set dataset.image_size=32 --set space.input_size=32 --set dataset.num_train=10 --set dataset.num_val=4 \
+        --set strategy.epochs=1 --set strategy.warmup_epochs=0 --set strategy.batch_size=4
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from resumable import run_once  # sibling module (the scripts run from benchmark
 
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
-from nascore.spec import read_spec_file
+from nascore.spec import apply_overrides, read_spec_file
 from nascore.supernet import random_choices
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "fbnetv5.yaml"
@@ -78,10 +85,13 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=5, help="random archs per task")
     parser.add_argument("--tolerance", type=float, default=0.05, help="relative MAC tolerance of random archs")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train-batch", type=int, default=32, help="retraining batch size")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override of the search spec (as nascore's --set), in every run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out: Path = args.out
-    base = read_spec_file(args.spec)
+    base = apply_overrides(read_spec_file(args.spec), args.overrides)
     base["pareto"] = {"samples": 0}
     search_spec = write_spec(base, out / "specs" / "search3.yaml")
     three = run_once(["run", str(search_spec)], out / "search3")
@@ -90,7 +100,7 @@ def main() -> None:
         task_spec = dict(base, tasks=[t for t in base["tasks"] if (t if isinstance(t, str) else t["name"]) == task])
         single = write_spec(task_spec, out / "specs" / f"search_{task}.yaml")
         run_once(["run", str(single)], out / f"search_{task}")
-        train_spec = write_spec(dict(task_spec, train={"epochs": args.epochs, "batch_size": 32,
+        train_spec = write_spec(dict(task_spec, train={"epochs": args.epochs, "batch_size": args.train_batch,
                                                        "optimizer": "adamw", "lr": 0.002, "weight_decay": 1e-4}),
                                 out / "specs" / f"train_{task}.yaml")
         searched = Arch.load(out / "search3" / f"arch_{task}.json")
@@ -107,7 +117,7 @@ def main() -> None:
             summary = run_once(["train", str(arch_file), "--spec", str(train_spec)], out / f"train_{task}_{key}")
             result = summary["archs"][task]["train"]
             rows[task].append((label, {**result, "backbone_macs": backbone_macs(arch)}))
-    print(f"retraining: {args.epochs} epochs, AdamW lr 0.002, batch 32, digit-scenes {base['dataset']['image_size']}px "
+    print(f"retraining: {args.epochs} epochs, AdamW lr 0.002, batch {args.train_batch}, digit-scenes {base['dataset']['image_size']}px "
           f"({base['dataset']['num_train']} train / {base['dataset']['num_val']} val); three-task search: "
           f"{len(three['archs'])} archs")
     for task in TASKS:

@@ -13,6 +13,11 @@ Both run on the space and tasks of ``examples/fbnetv5.yaml`` (digit-scenes 64x64
 of the mean step time. Target: 3 tasks in one pass at most 1.3x the 1-task step, heads included.
 
     python benchmarks/fbnetv5_step.py [--threads 2] [--rounds 7] [--steps 6]
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/fbnetv5_step.py --threads 1 --rounds 1 --steps 1 --warmup 0 --set dataset.image_size=32 \
+        --set space.input_size=32 --set dataset.num_train=10 --set dataset.num_val=4 --set strategy.batch_size=2
 """
 from __future__ import annotations
 
@@ -114,16 +119,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration before timing")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override of examples/fbnetv5.yaml (as nascore's --set)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    spec = load_spec(SPEC)
+    spec = load_spec(SPEC, args.overrides)
     dataset = spec.dataset.create()
     batch_size = spec.strategy.create().config.batch_size
     batch = next(iter(loader(dataset.split("train"), batch_size, dataset.collate, shuffle=True, seed=0)))
     setups = {names: Setup(spec, names, batch, spec.seed) for names in TASK_SETS}
     runs = [(names, m) for names in TASK_SETS for m in (("one_pass",) if len(names) == 1 else ("one_pass", "per_task"))]
-    for names, method in runs:  # warm-up: allocator, one-time kernels
-        block_time(setups[names], method, 2)
+    for names, method in runs if args.warmup else ():  # warm-up: allocator, one-time kernels
+        block_time(setups[names], method, args.warmup)
     times: dict[tuple, list[float]] = {r: [] for r in runs}
     for _ in range(args.rounds):
         for r in runs:

@@ -6,6 +6,11 @@ prints the Spearman and mean absolute difference between the two seeds' labels, 
 training seconds per arch. A predictor cannot rank archs better than the seeds agree with each other.
 
     python benchmarks/label_noise.py perf/fbnet --archs 12 --budget "" --budget "train.epochs=12" --out perf/noise
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/label_noise.py perf/fbnet_12ep --archs 2 --workers 1 --out /tmp/noise \
+        --budget "train.epochs=1 dataset.num_train=16 dataset.num_val=8"
 """
 from __future__ import annotations
 
@@ -68,7 +73,8 @@ def main() -> None:
     print("| budget | task | Spearman seed 0 vs 1 | mean abs. difference | label std | s per training | archs |")
     print("|---|---|---|---|---|---|---|")
     for budget, task, rho, mae, std, seconds, n in rows:
-        print(f"| {budget} | {task} | {rho:.3f} | {mae:.4f} | {std:.4f} | {seconds:.1f} | {n} |")
+        rho = "n/a" if rho is None else f"{rho:.3f}"  # undefined: fewer than 2 archs, or constant labels
+        print(f"| {budget} | {task} | {rho} | {mae:.4f} | {std:.4f} | {seconds:.1f} | {n} |")
 
 
 if __name__ == "__main__":

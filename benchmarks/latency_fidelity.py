@@ -23,6 +23,11 @@ whose estimate is within +-10% of the measurement, and the median signed error. 
 
     python benchmarks/latency_fidelity.py                    # 40 archs, widths 0.5 1.0, inputs 128 224
     python benchmarks/latency_fidelity.py --backends onnxruntime --archs 10
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/latency_fidelity.py --widths 0.25 --sizes 32 --archs 3 --op-time 0.001 --model-time 0.001 \
+        --rounds 2 --calibrate 2 --dir /tmp/luts --json /tmp/latency_fidelity.json
 """
 from __future__ import annotations
 

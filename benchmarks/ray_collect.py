@@ -8,6 +8,11 @@ thread), ``ray`` (``--executor ray``: a local Ray, one CPU and one torch thread 
 (``--workers 2``: the spawn process pool, an equal share of the threads each). The
 spec is ``benchmarks/perfdata/fbnet.yaml`` cut down by ``--set`` (default: 1000 images, 2 epochs). Prints a
 markdown table and how far the labels of the modes are apart (torch's thread count changes float sums).
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/ray_collect.py --out /tmp/ray-smoke --archs 2 --modes ray --set dataset.num_train=16 \
+        --set dataset.num_val=8 --set train.epochs=1
 """
 from __future__ import annotations
 

@@ -18,6 +18,12 @@ For each strategy: the found archs' trained top-1 (mean +- std over seeds), back
 the collection: the best collection arch of equal or lower backbone MACs, and the expected best of ``k`` random
 archs within the same budget (``k`` = the archs the strategy trained, plus those its predictor was fitted on;
 resampled 10,000 times from the collection's archs under the budget). Prints a Markdown table; ``--json`` writes the numbers.
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    nascore compare benchmarks/search/random.yaml --seeds 1 --out /tmp/cmp --set dataset.num_train=16 \
+        --set dataset.num_val=8 --set strategy.archs=2 --set strategy.train.epochs=1 --set train.epochs=1
+    python benchmarks/search_vs_random.py /tmp/cmp --collection perf/fbnet_12ep --json /tmp/search_vs_random.json
 """
 from __future__ import annotations
 

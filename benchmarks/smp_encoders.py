@@ -8,6 +8,11 @@ classes) on the validation split; multiply-adds by ``torch.utils.flop_counter`` 
 alone and whole model; seconds per training step (median).
 
     python benchmarks/smp_encoders.py --searched runs/fbnetv5-quality/search_segmentation/arch_segmentation.json
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless; a named arch stands in for the searched one):
+
+    python benchmarks/smp_encoders.py --searched fbnet_a --epochs 1 --batch 4 --size 32 --num-train 10 --num-val 4 \
+        --threads 1
 """
 from __future__ import annotations
 
@@ -57,21 +62,22 @@ def run(label: str, encoder: str, args: argparse.Namespace, scenes: SceneConfig)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--searched", required=True, help="a segmentation-searched nascore arch file")
+    parser.add_argument("--searched", required=True, help="a segmentation-searched nascore arch file (or a named arch)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.002)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--num-train", type=int, default=1000)
+    parser.add_argument("--num-val", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     nascore.register_timm_model("searched_segmentation", args.searched)
-    scenes = SceneConfig(image_size=args.size, num_train=args.num_train, num_val=200, num_test=50)
+    scenes = SceneConfig(image_size=args.size, num_train=args.num_train, num_val=args.num_val, num_test=50)
     rows = [run(label, enc, args, scenes) for label, enc in (
         ("searched nascore arch", "searched_segmentation"), ("FBNet-C", "nascore_fbnet_c"),
         ("timm mobilenetv3_large_100", "mobilenetv3_large_100"))]
-    print(f"SMP Unet (default decoder), digit-scenes {args.size}px, {args.num_train} train / 200 val, "
+    print(f"SMP Unet (default decoder), digit-scenes {args.size}px, {args.num_train} train / {args.num_val} val, "
           f"{args.epochs} epochs x batch {args.batch}, AdamW lr {args.lr} cosine, torch {torch.__version__}, "
           f"{args.threads} threads")
     print("| encoder | val mIoU | encoder MMACs | Unet MMACs | params (M) | s / step |")
