@@ -42,8 +42,8 @@ def sets(*overrides: str, flag: str = "--set") -> tuple[str, ...]:
     return tuple(a for o in overrides for a in (flag, o))
 
 
-#: benchmarks/<script> -> its smoke run; None: wired when the branch that gives it a smoke mode is merged
-SMOKES: dict[str, Smoke | None] = {
+#: benchmarks/<script> -> its smoke run
+SMOKES: dict[str, Smoke] = {
     "aiop_predictor.py": Smoke(
         ("{perf}/fbnet_12ep", "{perf}/fbnetv2_12ep", "--splits", "1", "--set", "epochs=1", "--noise", "1",
          *sets("train.epochs=1", *FEW_IMAGES, flag="--noise-set"), "--noise-out", "{tmp}/noise", "--workers", "1",
@@ -80,7 +80,7 @@ SMOKES: dict[str, Smoke | None] = {
     "export.py": Smoke(
         ("--out", "{tmp}/export", "--only", "fbnet_a", "--epochs", "1", *sets(*FEW_IMAGES)),
         files=("export/export.json",), line=r"^\| fbnet_a \| 32 \|"),
-    "fbnetv2_masking.py": None,
+    "fbnetv2_masking.py": Smoke(("--smoke",), line=r"^whole supernet, resolution options per block"),
     "fbnetv5_quality.py": Smoke(
         ("--out", "{tmp}/v5", "--epochs", "1", "--random", "1", "--tolerance", "1", "--train-batch", "4",
          *sets("dataset.image_size=32", "space.input_size=32", "dataset.num_train=10", "dataset.num_val=4",
@@ -156,8 +156,6 @@ def run(command: list[str], env: dict[str, str]) -> str:
 @pytest.mark.parametrize("script", list(SMOKES))
 def test_the_benchmark_runs_in_its_smoke_mode(script, tmp_path, perf, env):
     smoke = SMOKES[script]
-    if smoke is None:
-        pytest.skip(f"benchmarks/{script}: its smoke run comes with the branch that gives it a smoke mode")
     for module in smoke.needs:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"benchmarks/{script} needs {module}, which is not installed")
