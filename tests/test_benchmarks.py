@@ -111,6 +111,10 @@ SMOKES: dict[str, Smoke] = {
         ("--searched", "fbnet_a", "--epochs", "1", "--batch", "4", "--size", "32", "--num-train", "10", "--num-val",
          "4", "--threads", "1"),
         line=r"^\| timm mobilenetv3_large_100 .*\| \d\.\d{3} \|", needs=("segmentation_models_pytorch",)),
+    "supernet_cost.py": Smoke(
+        ("benchmarks/perfdata/fbnet_12ep.yaml", "{perf}/fbnet_12ep", "--archs", "1", "--epochs", "1",
+         *sets(*FEW_IMAGES, "train.epochs=1"), "--json", "{tmp}/cost.json"),
+        files=("cost.json",), line=r"^\| uniform \| 1 \| [\d.]+ \| [\d.]+ \| 1 \|"),
     "supernet_training.py": Smoke(  # more of it in tests/test_supernet_rank.py
         ("--epochs", "1", "--seeds", "0", "--only", "fixed", *sets(*FEW_IMAGES), "--json", "{tmp}/rows.json"),
         files=("rows.json",), line=r"^\| fixed \| "),
