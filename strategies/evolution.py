@@ -1,16 +1,18 @@
-"""``predictor``: predictor-guided search. Regularised evolution (Real et al., AAAI 2019) over the space's
-decisions, as AIO-P pairs its predictor with a mutation-based search: a population of ``population`` random archs
-within the spec's cost budget; each of ``cycles`` cycles takes ``sample_size`` members at random, mutates the one
-predicted best (one decision changed to another option, again until the child is within the budget), adds the
-child and drops the oldest member. Every arch is scored by a predictor file (``nascore predictor fit`` or
-``transfer``), not trained. Then the ``top_k`` archs predicted best are trained from scratch with the ``train``
-budget, and the found arch is the one of them best on validation.
+"""Regularised evolution (Real et al., AAAI 2019) over the space's decisions, and ``predictor``, which scores its
+archs with a performance predictor. A population of ``population`` random archs within the spec's cost budget;
+each of ``cycles`` cycles takes ``sample_size`` members at random, mutates the one scored best (one decision changed
+to another option, again until the child is within the budget), adds the child and drops the oldest member. Then
+the ``top_k`` archs scored best are trained from scratch with the ``train`` budget, and the found arch is the one of
+them best on validation.
 
-Epoch 0 is the evolution (deterministic given the seed), epochs 1 to ``top_k`` train one arch each, so a stopped
-search resumes where it was.
+``predictor``: every arch is scored by a predictor file (``nascore predictor fit`` or ``transfer``), not trained,
+as AIO-P pairs its predictor with a mutation-based search. Epoch 0 is the evolution (deterministic given the seed),
+epochs 1 to ``top_k`` train one arch each, so a stopped search resumes where it was. (``oneshot`` scores archs on a
+supernet's shared weights instead: ``nascore.strategies.oneshot``.)
 """
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,58 +35,52 @@ from .standalone import StandaloneSearch
 _STREAM = 12  # the evolution's random stream (nascore.data.epoch_seed)
 
 
-class PredictorSearch(StandaloneSearch):
-    name: ClassVar[str] = "predictor"
+class EvolutionConfig(ComponentConfig):
+    population: int = Field(20, ge=2, description="archs alive at once")
+    cycles: int = Field(200, ge=0, description="children proposed")
+    sample_size: int = Field(5, ge=1, description="members a parent is chosen from (the best scored)")
+    top_k: int = Field(4, ge=1, description="archs scored best that are trained")
+    train: TrainBudget = Field(default_factory=TrainBudget, description="how each arch is trained")
 
-    class Config(ComponentConfig):
-        file: str = Field(description="predictor file that scores the archs (nascore predictor fit or transfer)")
-        task: str | None = Field(None, description="the file's task to predict (default: the spec's first task)")
-        rank_by: str | None = Field(None, description="score with one of the file's baselines (e.g. macs, naswot) "
-                                                      "instead of its predictor")
-        population: int = Field(20, ge=2, description="archs alive at once")
-        cycles: int = Field(200, ge=0, description="children proposed")
-        sample_size: int = Field(5, ge=1, description="members a parent is chosen from (the best predicted)")
-        top_k: int = Field(4, ge=1, description="archs predicted best that are trained")
-        train: TrainBudget = Field(default_factory=TrainBudget, description="how each arch is trained")
+
+class EvolutionSearch(StandaloneSearch):
+    """Regularised evolution, then the ``top_k`` archs scored best trained; subclasses score an arch
+    (:meth:`score_arch`) and may run epochs of their own before the evolution (:attr:`evolution_epoch`)."""
+
+    @property
+    def evolution_epoch(self) -> int:
+        """The epoch the evolution runs in; the ``top_k`` trainings follow it."""
+        return 0
 
     @property
     def epochs(self) -> int:
-        return 1 + self.config.top_k
+        return self.evolution_epoch + 1 + self.config.top_k
 
     def setup(self, ctx: SearchContext) -> None:
-
         super().setup(ctx)
         c = self.config
         if c.sample_size > c.population:
             raise NascoreError(f"strategy.sample_size {c.sample_size} is larger than strategy.population "
                                f"{c.population}")
-        file = PredictorFile.load(Path(c.file))
-        task = c.task or ctx.parts.tasks[0].name
-        if task not in file.tasks:
-            raise NascoreError(f"strategy.task: predictor file {c.file} predicts {', '.join(file.tasks)}, not "
-                               f"'{task}'")
-        entry = file.tasks[task]
-        if c.rank_by is not None and c.rank_by not in entry.baselines:
-            raise NascoreError(f"strategy.rank_by: predictor file {c.file} has no baseline '{c.rank_by}' for "
-                               f"'{task}' (it has {', '.join(entry.baselines)})")
-        size = (ctx.parts.space.input_size, ctx.parts.info.in_channels)
-        if (file.input_size, file.in_channels) != size:
-            raise NascoreError(f"strategy.file: {c.file} was fitted on archs measured at {file.in_channels} x "
-                               f"{file.input_size} px; the search's are {size[1]} x {size[0]} px")
-        self.predictor = entry.baselines[c.rank_by] if c.rank_by else entry.predictor
-        self.predicted_sign = 1.0 if entry.higher_is_better else -1.0
-        #: every distinct arch the evolution scored: choices, cost and prediction, in the order first scored
+        #: +1 when a higher score is better, -1 when lower is
+        self.score_sign = 1.0
+        #: every distinct arch the evolution scored: choices, cost and score, in the order first scored
         self.proposals: list[dict[str, Any]] = []
 
+    @abstractmethod
+    def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
+        """One arch's score (``images``: a batch of training images, the same for every arch)."""
+
     def run_epoch(self, epoch: int) -> dict[str, Any]:
-        if epoch == 0:
+        if epoch == self.evolution_epoch:
             return self.evolve()
-        ranked = sorted(self.proposals, key=lambda p: -self.predicted_sign * p["predicted"])  # stable
-        pick = ranked[epoch - 1] if epoch - 1 < len(ranked) else None
+        ranked = sorted(self.proposals, key=lambda p: -self.score_sign * p["score"])  # stable
+        rank = epoch - self.evolution_epoch
+        pick = ranked[rank - 1] if rank - 1 < len(ranked) else None
         if pick is None:
             raise NascoreError(f"strategy.top_k {self.config.top_k}: the evolution scored only {len(ranked)} "
                                "distinct archs")
-        return {**self.train(self.config.train, f"top_{epoch}", pick["choices"]), "predicted": pick["predicted"]}
+        return {**self.train(self.config.train, f"top_{rank}", pick["choices"]), "score": pick["score"]}
 
     # -- the evolution ---------------------------------------------------------------------------
     def evolve(self) -> dict[str, Any]:
@@ -96,8 +92,8 @@ class PredictorSearch(StandaloneSearch):
         def score(choices: Choices) -> float:
             key = self.key_of(choices)
             if key not in scored:
-                scored[key] = self.predict(choices, images)
-                self.proposals.append({"choices": choices, "cost": self.cost(choices), "predicted": scored[key]})
+                scored[key] = self.score_arch(choices, images)
+                self.proposals.append({"choices": choices, "cost": self.cost(choices), "score": scored[key]})
             return scored[key]
 
         population: list[Choices] = []
@@ -108,13 +104,13 @@ class PredictorSearch(StandaloneSearch):
                 advance()
             for _ in range(c.cycles):
                 picks = torch.randperm(len(population), generator=generator)[:c.sample_size].tolist()
-                parent = max((population[i] for i in picks), key=lambda a: self.predicted_sign * score(a))
+                parent = max((population[i] for i in picks), key=lambda a: self.score_sign * score(a))
                 child = self.mutate(parent, generator)
                 score(child)
                 population = population[1:] + [child]  # the oldest dies
                 advance()
-        best = max(self.proposals, key=lambda p: self.predicted_sign * p["predicted"])
-        row = {"proposed": c.population + c.cycles, "distinct": len(self.proposals), "predicted": best["predicted"]}
+        best = max(self.proposals, key=lambda p: self.score_sign * p["score"])
+        row = {"proposed": c.population + c.cycles, "distinct": len(self.proposals), "score": best["score"]}
         if best["cost"] is not None:
             row["cost"] = best["cost"]
         return row
@@ -131,10 +127,46 @@ class PredictorSearch(StandaloneSearch):
                 return child
         return dict(parent)
 
-    def predict(self, choices: Choices, images: torch.Tensor) -> float:
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "proposals": [dict(p) for p in self.proposals]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.proposals = [dict(p) for p in state["proposals"]]
+
+
+class PredictorSearch(EvolutionSearch):
+    name: ClassVar[str] = "predictor"
+
+    class Config(EvolutionConfig):
+        file: str = Field(description="predictor file that scores the archs (nascore predictor fit or transfer)")
+        task: str | None = Field(None, description="the file's task to predict (default: the spec's first task)")
+        rank_by: str | None = Field(None, description="score with one of the file's baselines (e.g. macs, naswot) "
+                                                      "instead of its predictor")
+
+    def setup(self, ctx: SearchContext) -> None:
+        super().setup(ctx)
+        c = self.config
+        file = PredictorFile.load(Path(c.file))
+        task = c.task or ctx.parts.tasks[0].name
+        if task not in file.tasks:
+            raise NascoreError(f"strategy.task: predictor file {c.file} predicts {', '.join(file.tasks)}, not "
+                               f"'{task}'")
+        entry = file.tasks[task]
+        if c.rank_by is not None and c.rank_by not in entry.baselines:
+            raise NascoreError(f"strategy.rank_by: predictor file {c.file} has no baseline '{c.rank_by}' for "
+                               f"'{task}' (it has {', '.join(entry.baselines)})")
+        size = (ctx.parts.space.input_size, ctx.parts.info.in_channels)
+        if (file.input_size, file.in_channels) != size:
+            raise NascoreError(f"strategy.file: {c.file} was fitted on archs measured at {file.in_channels} x "
+                               f"{file.input_size} px; the search's are {size[1]} x {size[0]} px")
+        self.predictor = entry.baselines[c.rank_by] if c.rank_by else entry.predictor
+        self.score_sign = 1.0 if entry.higher_is_better else -1.0
+
+    def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
         """The predictor's score of one arch: its backbone built (seeded, as ``nascore bench collect`` measures
         archs) and measured as a performance record is."""
-
         ctx = self.ctx
         arch = Arch(space=ctx.parts.space.name, config=ctx.parts.space.arch_config(), choices=choices)
         with torch.random.fork_rng(devices=[]):
@@ -143,14 +175,6 @@ class PredictorSearch(StandaloneSearch):
             sample = measured_sample(parts.space.build(arch), parts.space.input_size, parts.info.in_channels, images,
                                      parts.tasks[0].name, choices)
         return float(self.predictor.predict([sample])[0])
-
-    # -- state -----------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "proposals": [dict(p) for p in self.proposals]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.proposals = [dict(p) for p in state["proposals"]]
 
 
 @hookimpl

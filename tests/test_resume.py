@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from tiny import FLOPS, SPACE, dnas_spec, predictor_file, standalone_spec
+from tiny import FLOPS, ONE_SHOT_SPACE, SPACE, dnas_spec, predictor_file, standalone_spec
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +63,15 @@ def predictor_spec(cache: Path) -> dict:
     return standalone_spec(cache, strategy)
 
 
+def oneshot_spec(cache: Path) -> dict:
+    """Epochs 0-1 train the shared-weights supernet one-shot, epoch 2 evolves (archs scored on it), epochs 3-4 train
+    the two archs scored best."""
+    spec = standalone_spec(cache, {"name": "oneshot", "supernet": {"epochs": 2, "batch_size": 16, "lr": 0.05},
+                                   "population": 6, "cycles": 6, "sample_size": 3, "top_k": 2, "bn_batches": 2})
+    spec["space"] = {**spec["space"], **ONE_SHOT_SPACE}
+    return spec
+
+
 def amp_spec(cache: Path) -> dict:
     """DNAS with fp16 autocast (the GradScaler's scale carries over) and channels_last."""
     return {**dnas_spec(cache), "amp": {"dtype": "fp16"}, "channels_last": True}
@@ -74,7 +83,7 @@ def bf16_spec(cache: Path) -> dict:
 
 
 SPECS = {"dnas": dnas_spec, "reinforce": reinforce_spec, "bmtas": bmtas_spec, "random": random_spec,
-         "predictor": predictor_spec, "dnas-amp": amp_spec, "dnas-bf16": bf16_spec}
+         "predictor": predictor_spec, "oneshot": oneshot_spec, "dnas-amp": amp_spec, "dnas-bf16": bf16_spec}
 
 
 def command(spec: Path, out: Path, *extra: str) -> list[str]:
@@ -179,6 +188,7 @@ KILLS = [("dnas", "search", 0), ("dnas", "search", 2), ("dnas", "search", 3), ("
          ("reinforce", "search", 2), ("reinforce", "search", 3),
          ("bmtas", "search", 2), ("bmtas", "search", 4), ("bmtas", "search", 5),
          ("random", "search", 2), ("predictor", "search", 2), ("predictor", "search", 4),
+         ("oneshot", "search", 1), ("oneshot", "search", 3),
          ("dnas-amp", "search", 2), ("dnas-amp", "train", 1)]
 
 
@@ -199,5 +209,5 @@ def test_killed_run_resumes_to_the_same_outputs(reference, tmp_path, strategy, p
     assert outputs(out) == outputs(ref)
     arch_files = {"dnas": ["arch.json"], "reinforce": ["arch_classification.json", "arch_segmentation.json"],
                   "bmtas": ["branch_config.json"], "random": ["arch.json"], "predictor": ["arch.json"],
-                  "dnas-amp": ["arch.json"]}[strategy]
+                  "oneshot": ["arch.json"], "dnas-amp": ["arch.json"]}[strategy]
     assert set(arch_files) <= set(outputs(out))

@@ -13,11 +13,14 @@ import yaml
 
 from nascore.arch import Arch
 from nascore.cli import main
+from nascore.performance.oneshot import batches
 from nascore.rundir import build_run
 from nascore.spec import validate_spec
 from nascore.strategies.evolution import PredictorSearch
-from nascore.strategy import SearchContext
-from tiny import predictor_file, standalone_spec
+from nascore.strategies.oneshot import BN_STREAM, OneShotSearch
+from nascore.strategy import SearchContext, evaluate_arch
+from nascore.task import build_network
+from tiny import ONE_SHOT_SPACE, predictor_file, standalone_spec
 
 TARGET = 1.5e6  # standalone_spec's budget, in multiply-adds
 
@@ -93,7 +96,7 @@ def test_evolution_climbs_the_score_it_is_given(tmp_path, cache_dir, predictor):
     end of the budget the line favours: its children score better than the random initial population."""
     proposals = _evolve(tmp_path, cache_dir, predictor, seed=0, rank_by="macs", cycles=40)
     initial, children = proposals[:6], proposals[6:]
-    assert max(p["predicted"] for p in children) > max(p["predicted"] for p in initial)
+    assert max(p["score"] for p in children) > max(p["score"] for p in initial)
 
 
 @pytest.mark.parametrize(("options", "expected"), [
@@ -224,3 +227,47 @@ def test_random_strategy_without_a_budget_draws_from_the_whole_space(tmp_path, c
     assert main(["run", str(write(tmp_path, spec)), "--out", str(out), "--set", "pareto.samples=0"]) == 0
     assert all("cost" not in r for r in rows(out) if r["phase"] == "search")
     assert torch.load(out / "checkpoints" / "search.pt", weights_only=True)["epoch"] == 1
+
+
+def test_oneshot_trains_the_supernet_then_evolves_on_it_then_trains_the_best(tmp_path, cache_dir):
+    """``oneshot``: the supernet's epochs (its loss falls), the evolution (archs within the budget, scored on the
+    shared weights as ``evaluate_arch`` scores them), then the archs scored best trained in order of score; the
+    found arch is the one of them best on validation."""
+    strategy = {"name": "oneshot", "supernet": {"epochs": 3, "batch_size": 16, "lr": 0.05}, "population": 6,
+                "cycles": 6, "sample_size": 3, "top_k": 2, "bn_batches": 2}
+    spec = standalone_spec(cache_dir, strategy)
+    spec["space"] = {**spec["space"], **ONE_SHOT_SPACE}
+    out = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, spec)), "--out", str(out)]) == 0
+    search = [r for r in rows(out) if r["phase"] == "search"]
+    supernet, evolution, trained = search[:3], search[3], search[4:]
+    assert supernet[-1]["supernet_loss"] < supernet[0]["supernet_loss"]
+    assert evolution["proposed"] == 12 and evolution["cost"] <= TARGET
+    assert [r["arch"] for r in trained] == ["top_1", "top_2"]
+    assert trained[0]["score"] == evolution["score"] >= trained[1]["score"]
+    assert all(r["cost"] <= TARGET for r in trained)
+    top1 = {r["arch"]: r["trained/classification/top1"] for r in trained}
+    assert top1[trained[-1]["best"]] == max(top1.values())
+
+
+def test_oneshot_scores_an_arch_as_its_path_on_the_shared_weights(tmp_path, cache_dir):
+    """An arch's score is its validation metric on the supernet's weights, BatchNorm re-estimated on its path on the
+    strategy's batches (``evaluate_arch``), the same batches for every arch: scored twice, an arch scores the same
+    even after another arch has set its own statistics."""
+    strategy = {"name": "oneshot", "supernet": {"epochs": 1, "batch_size": 16}, "population": 2, "cycles": 0,
+                "sample_size": 2, "top_k": 1, "bn_batches": 2}
+    spec = standalone_spec(cache_dir, strategy)
+    spec["space"] = {**spec["space"], **ONE_SHOT_SPACE}
+    run = build_run(validate_spec(spec), tmp_path / "unused", False)
+    supernet = run.parts.space.supernet()
+    network = build_network(supernet, run.parts.tasks, run.parts.info)
+    search = OneShotSearch(OneShotSearch.Config.model_validate({k: v for k, v in strategy.items() if k != "name"}))
+    search.setup(SearchContext(run.parts, network, supernet))
+    search.train_supernet(0)
+    archs = [{d.name: d.options[i % len(d.options)] for d in supernet.decisions()} for i in (0, 1)]
+    images = torch.zeros(1)
+    first = [search.score_arch(a, images) for a in archs]
+    assert search.score_arch(archs[0], images) == first[0]
+    metrics = [evaluate_arch(search.ctx, a, None, batches(run.parts, search.config.supernet, 0, BN_STREAM), 16)
+              for a in archs]
+    assert first == [m["classification/top1"] for m in metrics]

@@ -87,7 +87,7 @@ def test_optional_blocks_may_be_left_out():
     ("strategy.weights.momentum", 1.0, "strategy.weights.momentum: Input should be less than 1"),
     ("space.width", 0, "space.width: Input should be greater than 0"),
     ("space.widht", 0.5, "space.widht: unknown field; expected one of: width, input_size, head_channels, divisor, "
-     "stages, stem_channels, activation, shared_weights. Did you mean 'width'?"),
+     "stages, stem_channels, activation, shared_weights, candidates, skip_in. Did you mean 'width'?"),
     ("dataset.image_size", 8, "dataset.image_size: Input should be greater than or equal to 16"),
     ("tasks.0.dropout", 1.5, "tasks[0].dropout: Input should be less than 1"),
     ("cost.metric", "latency", "cost.metric: Input should be 'macs' or 'params'"),
@@ -255,7 +255,8 @@ def test_dump_round_trips_through_validate_spec(tmp_path):
     assert dumped["space"] == {"name": "fbnet", "width": 0.25, "input_size": 32, "head_channels": 512, "divisor": 8,
                                "stages": [[16, 1, 1], [24, 4, 2], [32, 4, 2], [64, 4, 2], [112, 4, 1], [184, 4, 2],
                                           [352, 1, 1]],
-                               "stem_channels": 16, "activation": "relu", "shared_weights": False}
+                               "stem_channels": 16, "activation": "relu", "shared_weights": True,
+                               "candidates": ["k3_e3", "k3_e6", "k5_e3", "k5_e6", "skip"], "skip_in": "identity"}
     assert dumped["cost"]["loss"] == {"form": "multiplicative", "alpha": 0.2, "beta": 0.6, "scale": 1.0}
     again = validate_spec(yaml.safe_load(yaml.safe_dump(dumped)))
     assert again.dump() == dumped

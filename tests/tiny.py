@@ -83,6 +83,11 @@ def predictor_file(folder: Path) -> Path:
     return path
 
 
+#: the fbnet space options a one-shot supernet trains with (BENCHMARKS.md, "Supernets that rank")
+ONE_SHOT_SPACE = {"shared_weights": True, "candidates": ["k3_e3", "k3_e6", "k5_e3", "k5_e6", "skip"],
+                  "skip_in": "identity"}
+
+
 def standalone_spec(cache: Path, strategy: dict) -> dict:
     """fbnet over 64 digit-scenes images at 32 px, archs within 1.5 M multiply-adds, each trained one epoch by the
     ``random`` or ``predictor`` strategy ``strategy``; the found arch trained one epoch again."""

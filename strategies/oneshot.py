@@ -1,0 +1,101 @@
+"""``oneshot``: SPOS' search (Guo et al., ECCV 2020). The space's supernet is trained once, one-shot, under a
+sampling rule (``nascore.performance.oneshot``: ``uniform`` single path as SPOS, ``fair``, ``sandwich``) for
+``supernet.epochs`` epochs; then regularised evolution (``nascore.strategies.evolution``) within the spec's cost
+budget scores each arch on the shared weights (its path, BatchNorm re-estimated on ``bn_batches`` training batches,
+then the first task's primary metric on the validation split), and the ``top_k`` archs scored best are trained from
+scratch with the ``train`` budget; the found arch is the one of them best on validation.
+
+One supernet epoch per search epoch, then the evolution, then one arch trained per epoch: a stopped search resumes
+at the epoch it was in. The supernet trains on the spec's first task, in every process of a torchrun job alike (the
+same batches and paths on every rank: every rank finds the same arch). Paths train and are scored exactly where
+the supernet computes every path as its standalone arch does: FBNet's ``shared_weights`` with the options such a
+supernet trains (BENCHMARKS.md, "Supernets that rank")."""
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+
+from nascore.data import epoch_seed, to_device
+from nascore.hookspecs import hookimpl
+from nascore.loops import set_lr, weight_optimizer
+from nascore.performance.oneshot import DATA, PATHS, OneShot, PathSampler, batches, extremes, oneshot_step, scheduled_lr
+from nascore.protocols import Choices
+from nascore.spec_model import TrainBudget
+from nascore.strategy import SHARED, SearchContext, evaluate_arch
+
+from .evolution import EvolutionConfig, EvolutionSearch
+
+BN_STREAM = 13  # the batches that re-estimate BatchNorm statistics before an arch is scored (nascore.data.epoch_seed)
+
+
+class OneShotSearch(EvolutionSearch):
+    name: ClassVar[str] = "oneshot"
+
+    class Config(EvolutionConfig):
+        supernet: TrainBudget = Field(default_factory=lambda: TrainBudget(epochs=12), description=(
+            "how the supernet trains (its epochs are the search's first epochs)"))
+        one_shot: OneShot = Field(default_factory=OneShot, description="the paths each supernet step trains")
+        bn_batches: int = Field(8, ge=1, description="training batches that re-estimate BatchNorm statistics on "
+                                                     "an arch's path before it is scored")
+        cycles: int = Field(100, ge=0, description="children proposed")
+
+    @property
+    def evolution_epoch(self) -> int:
+        return self.config.supernet.epochs
+
+    def setup(self, ctx: SearchContext) -> None:
+        super().setup(ctx)
+        cfg = self.config.supernet
+        self.task = ctx.parts.tasks[0]
+        self.score_sign = 1.0 if self.higher_is_better else -1.0
+        self.optimizer = weight_optimizer(ctx.network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum,
+                                          cfg.weight_decay)
+        self.largest = self.smallest = None
+        if self.config.one_shot.rule == "sandwich":
+            self.largest, self.smallest = extremes(ctx.supernet, ctx.parts.space.input_size,
+                                                   ctx.parts.info.in_channels)
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        if epoch < self.evolution_epoch:
+            return self.train_supernet(epoch)
+        return super().run_epoch(epoch)
+
+    def train_supernet(self, epoch: int) -> dict[str, Any]:
+        """One epoch of one-shot training of the supernet (``ctx.network``: the supernet and the tasks' heads)."""
+        ctx, cfg, parts = self.ctx, self.config.supernet, self.ctx.parts
+        rng = random.Random(epoch_seed(parts.seed, epoch, PATHS))
+        sampler = PathSampler(self.decisions, self.config.one_shot, rng, self.largest, self.smallest)
+        set_lr(self.optimizer, scheduled_lr(cfg, epoch, cfg.epochs))
+        ctx.network.train()
+        total, steps, data = 0.0, 0, batches(parts, cfg, epoch, DATA)
+        with ctx.progress(len(data), f"supernet epoch {epoch} ({epoch + 1}/{cfg.epochs})") as advance:
+            for step, (images, targets) in enumerate(data):
+                images, targets = to_device(images, parts.device), to_device(targets, parts.device)
+                total += oneshot_step(ctx.network, self.task, sampler.step(), images, targets, self.optimizer,
+                                      self.config.one_shot, epoch, step)
+                steps += 1
+                advance()
+        return {"lr": self.optimizer.param_groups[0]["lr"], "supernet_loss": total / max(steps, 1)}
+
+    def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
+        """The arch's metric on the shared weights, BatchNorm re-estimated on its path (the same batches for every
+        arch)."""
+        c = self.config
+        bn = (b for _, b in zip(range(c.bn_batches), batches(self.ctx.parts, c.supernet, 0, BN_STREAM)))
+        metrics = evaluate_arch(self.ctx, choices, SHARED, bn, c.supernet.batch_size)
+        return float(metrics[self.key])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+@hookimpl
+def nascore_search_strategies():
+    return [OneShotSearch]
