@@ -47,7 +47,7 @@ from nascore.task import Network, build_network
 from nascore.train import validate
 
 from .oneshot import OneShot, batches, checked_supernet, supernet_fingerprint, train_supernet
-from .perfdata import PerfDataset, finite
+from .perfdata import PerfDataset, finite, record_path
 from .predictors.scoring import scores
 
 SUPERNET_FILE, SCORES, RANKING = "supernet.pt", "scores", "ranking.json"
@@ -97,6 +97,14 @@ def check_dataset(spec: RunSpec, parts: Parts, data: PerfDataset) -> str:
     if manifest.spec.get("dataset") != spec.dump()["dataset"]:
         raise NascoreError(f"{where}: its labels were measured on another dataset than the spec's (spec.dataset "
                            "differs); the supernet is scored on the spec's val split")
+    options = {d.name: d.options for d in parts.space.decisions()}
+    for record in data.records:  # the spec's space may offer fewer blocks (FBNet's candidates) than the dataset's
+        wrong = next((name for name, choice in record.arch.choices.items() if choice not in options.get(name, ())),
+                     None)
+        if wrong is not None:
+            raise NascoreError(f"{record_path(data.directory, record.index)}: choices.{wrong} is "
+                               f"{record.arch.choices[wrong]!r}, not an option of the spec's space "
+                               f"({', '.join(options.get(wrong, ())) or 'no such decision'})")
     task = parts.tasks[0].name
     if task not in manifest.tasks:
         raise NascoreError(f"{where}: no labels of task '{task}' (the spec's first task); it has "

@@ -105,6 +105,7 @@ def test_ranks_a_collection_and_resumes_without_scoring_again(collection, tmp_pa
     ("space.width=0.5", "space.config.width"),
     ("dataset.num_val=24", "spec.dataset"),
     ("tasks.0.name=saliency", "no labels of task 'saliency'"),
+    ("space.candidates=[k3_e3]", "not an option of the spec's space (k3_e3)"),
 ])
 def test_a_dataset_of_other_archs_is_refused_and_nothing_written(collection, tmp_path, capsys, override, field):
     spec, data = collection
