@@ -37,7 +37,7 @@ from nascore.fileio import load_checkpoint
 from nascore.loops import check_finite, cosine_lr, set_lr, weight_optimizer
 from nascore.parts import Parts
 from nascore.progress import Reporter
-from nascore.spec_model import RunSpec, TrainConfig
+from nascore.spec_model import RunSpec, TrainBudget
 from nascore.supernet import Decision, Supernet
 from nascore.task import Network, Task, build_network
 
@@ -134,12 +134,12 @@ def oneshot_step(network: Network, task: Task, paths: list[dict[str, str]], imag
     return first
 
 
-def scheduled_lr(cfg: TrainConfig, step: int, steps: int) -> float:
+def scheduled_lr(cfg: TrainBudget, step: int, steps: int) -> float:
     """The ``train`` block's learning rate at ``step`` of ``steps`` (constant, or cosine)."""
     return cfg.lr if cfg.schedule == "constant" else cosine_lr(cfg.lr, step, steps)
 
 
-def batches(parts: Parts, cfg: TrainConfig, epoch: int, stream: int) -> Any:
+def batches(parts: Parts, cfg: TrainBudget, epoch: int, stream: int) -> Any:
     """The training split shuffled for (seed, ``epoch``, ``stream``), in the ``train`` block's batches."""
     return loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True, seed=parts.seed, epoch=epoch,
                   stream=stream)
