@@ -6,8 +6,8 @@ then the first task's primary metric on the validation split), and the ``top_k``
 scratch with the ``train`` budget; the found arch is the one of them best on validation.
 
 One supernet epoch per search epoch, then the evolution, then one arch trained per epoch: a stopped search resumes
-at the epoch it was in. The supernet trains on the spec's first task, in every process of a torchrun job alike (the
-same batches and paths on every rank: every rank finds the same arch). Paths train and are scored exactly where
+at the epoch it was in. The supernet trains on the spec's first task; under torchrun every process repeats the whole
+search on the whole data (the same batches and paths on every rank; no speed-up). Paths train and are scored exactly where
 the supernet computes every path as its standalone arch does: FBNet's ``shared_weights`` with the options such a
 supernet trains (BENCHMARKS.md, "Supernets that rank")."""
 from __future__ import annotations
