@@ -36,7 +36,7 @@ from label_noise import trained  # benchmarks/ is the script's folder, so on sys
 from nascore.performance.perfdata import PerfDataset
 from nascore.performance.predictors.fitting import evaluate_file, fit_file
 from nascore.performance.predictors.samples import labelled_samples
-from nascore.performance.predictors.scoring import scores
+from nascore.performance.predictors.scoring import score_text, scores
 
 
 def noise(dataset: PerfDataset, n: int, out: Path, workers: int, overrides: list[str]) -> dict:
@@ -70,11 +70,6 @@ def summary(runs: list[dict]) -> dict:
         return (statistics.mean(values), statistics.pstdev(values)) if values else (float("nan"), 0.0)
 
     return {"spearman": stat("spearman"), "kendall": stat("kendall"), "mae": stat("mae"), "n": runs[0]["n"]}
-
-
-def num(value: float | None) -> str:
-    """A score to 3 decimals; "n/a" where it is undefined (fewer than 2 archs, constant labels)."""
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -130,8 +125,8 @@ def main() -> None:
                       f"{s['mae'][0]:.4f} |")
     if report["noise"]:
         for task, s in report["noise"].items():
-            print(f"label noise, {task}: Spearman between training seeds {num(s['spearman'])}, Kendall "
-                  f"{num(s['kendall'])}, mean |difference| {s['mae']:.4f} (label std {s['label_std']:.4f}) over "
+            print(f"label noise, {task}: Spearman between training seeds {score_text(s['spearman'])}, Kendall "
+                  f"{score_text(s['kendall'])}, mean |difference| {s['mae']:.4f} (label std {s['label_std']:.4f}) over "
                   f"{s['n']} archs")
 
 

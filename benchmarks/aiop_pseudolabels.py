@@ -30,14 +30,9 @@ import torch
 from nascore.parts import Parts
 from nascore.performance.collect import plan_manifest
 from nascore.performance.perfdata import PerfDataset
-from nascore.performance.predictors.scoring import scores
+from nascore.performance.predictors.scoring import score_text, scores
 from nascore.performance.pseudolabel import SUPERNET_FILE, Options, pseudo_label
 from nascore.spec import load_spec
-
-
-def num(value: float | None) -> str:
-    """A score to 3 decimals; "n/a" where it is undefined (fewer than 2 archs, constant labels)."""
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -96,11 +91,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for sampling, r in report["runs"].items():
         s, sec, lo_mean_hi = r["pseudo_vs_true"], r["seconds"], r["pseudo_range"]
-        print(f"| {sampling} sampling | {r['n']} | {num(s['spearman'])} | {num(s['kendall'])} | "
+        print(f"| {sampling} sampling | {r['n']} | {score_text(s['spearman'])} | {score_text(s['kendall'])} | "
               f"{lo_mean_hi[0]:.3f} / {lo_mean_hi[1]:.3f} / {lo_mean_hi[2]:.3f} | {sec['supernet']:.0f} | "
               f"{sec['head']:.0f} | {sec['per_arch_mean']:.1f} ({sec['trained_per_arch_mean']:.1f}) |")
     r = next(iter(report["runs"].values()))
-    print(f"| multiply-adds | {r['n']} | {num(r['macs_vs_true']['spearman'])} | {num(r['macs_vs_true']['kendall'])} | "
+    macs = r["macs_vs_true"]
+    print(f"| multiply-adds | {r['n']} | {score_text(macs['spearman'])} | {score_text(macs['kendall'])} | "
           f"trained: {r['true_range'][0]:.3f} / {r['true_range'][1]:.3f} / {r['true_range'][2]:.3f} | | | |")
     print(f"supernet check: {r['supernet_check']:.3f}, the mean {spec.tasks[0].name} primary metric of 5 random "
           "paths with the supernet's own head")

@@ -25,7 +25,7 @@ import torch
 from nascore.executor import LocalExecutor
 from nascore.performance.collect import Collector, run_plan
 from nascore.performance.perfdata import Manifest, PerfDataset, write_manifest
-from nascore.performance.predictors.scoring import scores
+from nascore.performance.predictors.scoring import score_text, scores
 from nascore.spec import apply_overrides, validate_spec
 
 
@@ -73,8 +73,7 @@ def main() -> None:
     print("| budget | task | Spearman seed 0 vs 1 | mean abs. difference | label std | s per training | archs |")
     print("|---|---|---|---|---|---|---|")
     for budget, task, rho, mae, std, seconds, n in rows:
-        rho = "n/a" if rho is None else f"{rho:.3f}"  # undefined: fewer than 2 archs, or constant labels
-        print(f"| {budget} | {task} | {rho} | {mae:.4f} | {std:.4f} | {seconds:.1f} | {n} |")
+        print(f"| {budget} | {task} | {score_text(rho)} | {mae:.4f} | {std:.4f} | {seconds:.1f} | {n} |")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ def scores(predicted: Sequence[float], true: Sequence[float]) -> dict[str, float
     return out
 
 
+def score_text(value: float | None, digits: int = 3) -> str:
+    """A score of :func:`scores` for a table: ``digits`` decimals, "n/a" where it is undefined."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def scatter_plot(path: str | Path, panels: list[dict[str, Any]]) -> None:
     """One panel per task: ``{"title", "label", "predicted", "true", "spearman"}``; the diagonal is y = x."""
     import matplotlib  # matplotlib: only when a plot is drawn
