@@ -199,20 +199,18 @@ def main() -> None:
     common = dict(batch=args.batch, threads=args.threads, min_run_time=args.min_run_time, rounds=args.rounds,
                   cpu_time=args.cpu_time)
     channels, resolutions = args.sweeps in ("channels", "both"), args.sweeps in ("resolutions", "both")
-    if args.scope in ("stage", "both"):
+    # scope -> (its name, with its size, in the channel sweep's title), its config of (channel, resolution) options
+    scopes = {"stage": ("one stage", " (2 blocks, up to 128 channels)", stage_config),
+              "supernet": ("whole supernet", " (8 blocks)", supernet_config)}
+    for scope, (name, size, config) in scopes.items():
+        if args.scope not in (scope, "both"):
+            continue
         if channels:
-            sweep("one stage (2 blocks, up to 128 channels), channel options per layer",
-                  lambda n: stage_config(n, 1, args.input_size), channel_counts, **common)
+            sweep(f"{name}{size}, channel options per layer",
+                  lambda n, config=config: config(n, 1, args.input_size), channel_counts, **common)
         if resolutions:
-            sweep("one stage, resolution options per block (4 channel options)",
-                  lambda n: stage_config(4, n, args.input_size), resolution_counts, recompute=True, **common)
-    if args.scope in ("supernet", "both"):
-        if channels:
-            sweep("whole supernet (8 blocks), channel options per layer",
-                  lambda n: supernet_config(n, 1, args.input_size), channel_counts, **common)
-        if resolutions:
-            sweep("whole supernet, resolution options per block (4 channel options)",
-                  lambda n: supernet_config(4, n, args.input_size), resolution_counts, recompute=True, **common)
+            sweep(f"{name}, resolution options per block (4 channel options)",
+                  lambda n, config=config: config(4, n, args.input_size), resolution_counts, recompute=True, **common)
 
 
 if __name__ == "__main__":
