@@ -20,6 +20,9 @@ def add(commands: Commands) -> None:
     r.add_argument("spec")
     r.add_argument("--out", help="run directory (default runs/<spec name>-<time>)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    r.add_argument("--supernet", metavar="FILE", help="reuse the supernet.pt of an earlier oneshot run (the same "
+                                                      "space, data and tasks) instead of training one: the same as "
+                                                      "--set strategy.supernet_file=FILE")
     add_overrides(r)
     add_executor(r, "the random strategy's archs and train.references")
     r.set_defaults(handler=_run)
@@ -36,7 +39,10 @@ def _run(args: argparse.Namespace) -> int:
     from nascore.rundir import discard_unstarted, open_run
     from nascore.spec import load_spec
 
-    spec = load_spec(args.spec, args.overrides)
+    overrides = list(args.overrides)
+    if args.supernet:
+        overrides.append(f"strategy.supernet_file={Path(args.supernet).resolve()}")
+    spec = load_spec(args.spec, overrides)
     if args.resume and not args.out:
         raise NascoreError("--resume needs --out DIR, the run directory to continue")
     run = open_run(spec, Path(args.out) if args.out else default_out(Path(args.spec).stem), args.resume,

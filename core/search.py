@@ -35,7 +35,7 @@ def search(run: Run) -> tuple[dict[str | None, Arch], list[ParetoRow] | None, di
         build_network(supernet, parts.tasks, parts.info).to(parts.device), spec))
     strategy = spec.strategy.create()
     ctx = SearchContext(parts, network, supernet, cost_model, table, spec.objective if table is not None else None,
-                        run.reporter.progress, run.executor, precision)
+                        run.reporter.progress, run.executor, precision, run.out_dir)
     strategy.setup(ctx)
     decisions, task_names = supernet.decisions(), [t.name for t in parts.tasks]
     # the strategy's state after the last epoch, checked before that epoch's row and checkpoint are written

@@ -4,6 +4,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import torch
@@ -41,6 +42,8 @@ class SearchContext:
     executor: Executor = field(default_factory=LocalExecutor)
     #: the spec's ``amp`` and ``channels_last`` for the search's steps (``train_step(..., precision=)``)
     precision: Precision = FULL
+    #: the run directory, where a strategy may keep files of its own (the main process writes them); None: keep none
+    out_dir: Path | None = None
 
 
 class SearchStrategy(Component):

@@ -6,22 +6,28 @@ then the first task's primary metric on the validation split), and the ``top_k``
 scratch with the ``train`` budget; the found arch is the one of them best on validation.
 
 One supernet epoch per search epoch, then the evolution, then one arch trained per epoch: a stopped search resumes
-at the epoch it was in. The supernet trains on the spec's first task; under torchrun every process repeats the whole
+at the epoch it was in. The trained supernet is kept as ``<run>/supernet.pt`` (``nascore.performance.supernet_file``);
+a search with ``supernet_file`` (``nascore run SPEC --supernet FILE``) reuses one instead of training, and starts
+with the evolution: a new cost budget or latency table answered without training the supernet again. The supernet trains on the spec's first task; under torchrun every process repeats the whole
 search on the whole data (the same batches and paths on every rank; no speed-up). Paths train and are scored exactly where
 the supernet computes every path as its standalone arch does: FBNet's ``shared_weights`` with the options such a
 supernet trains (BENCHMARKS.md, "Supernets that rank")."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
+from nascore import distributed
 from nascore.data import epoch_seed, to_device
+from nascore.errors import NascoreError
 from nascore.hookspecs import hookimpl
 from nascore.loops import set_lr, weight_optimizer
 from nascore.performance.oneshot import DATA, PATHS, OneShot, PathSampler, batches, extremes, oneshot_step, scheduled_lr
+from nascore.performance.supernet_file import load_supernet, save_supernet
 from nascore.protocols import Choices
 from nascore.spec_model import TrainBudget
 from nascore.strategy import SHARED, SearchContext, evaluate_arch
@@ -29,6 +35,7 @@ from nascore.strategy import SHARED, SearchContext, evaluate_arch
 from .evolution import EvolutionConfig, EvolutionSearch
 
 BN_STREAM = 13  # the batches that re-estimate BatchNorm statistics before an arch is scored (nascore.data.epoch_seed)
+SUPERNET_FILE = "supernet.pt"  # in the run directory
 
 
 class OneShotSearch(EvolutionSearch):
@@ -41,10 +48,13 @@ class OneShotSearch(EvolutionSearch):
         bn_batches: int = Field(8, ge=1, description="training batches that re-estimate BatchNorm statistics on "
                                                      "an arch's path before it is scored")
         cycles: int = Field(100, ge=0, description="children proposed")
+        supernet_file: str | None = Field(None, description=(
+            "a supernet.pt of an earlier oneshot run (the same space, data and tasks) reused instead of training "
+            "one (supernet and one_shot are then unused): the search starts with the evolution"))
 
     @property
     def evolution_epoch(self) -> int:
-        return self.config.supernet.epochs
+        return 0 if self.config.supernet_file else self.config.supernet.epochs
 
     def setup(self, ctx: SearchContext) -> None:
         super().setup(ctx)
@@ -54,14 +64,32 @@ class OneShotSearch(EvolutionSearch):
         self.optimizer = weight_optimizer(ctx.network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum,
                                           cfg.weight_decay)
         self.largest = self.smallest = None
-        if self.config.one_shot.rule == "sandwich":
+        if self.config.supernet_file:
+            state, _ = load_supernet(Path(self.config.supernet_file), ctx.parts)
+            try:
+                ctx.network.load_state_dict(state)
+            except RuntimeError as exc:  # the identity matched but the tensors do not: a damaged or foreign file
+                raise NascoreError(f"strategy.supernet_file {self.config.supernet_file}: its weights do not fit "
+                                   f"the spec's supernet ({str(exc).splitlines()[0]})") from None
+        elif self.config.one_shot.rule == "sandwich":
             self.largest, self.smallest = extremes(ctx.supernet, ctx.parts.space.input_size,
                                                    ctx.parts.info.in_channels)
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         if epoch < self.evolution_epoch:
-            return self.train_supernet(epoch)
+            row = self.train_supernet(epoch)
+            if epoch == self.evolution_epoch - 1:
+                self.save_supernet()
+            return row
         return super().run_epoch(epoch)
+
+    def save_supernet(self) -> None:
+        """Keep the trained supernet (and the tasks' heads) in the run directory for later searches."""
+        ctx, c = self.ctx, self.config
+        if ctx.out_dir is not None and distributed.is_main():
+            save_supernet(ctx.out_dir / SUPERNET_FILE, ctx.parts, ctx.network.state_dict(),
+                          {"epochs": c.supernet.epochs, "one_shot": c.one_shot.model_dump(),
+                           "train": c.supernet.model_dump(mode="json"), "seed": ctx.parts.seed})
 
     def train_supernet(self, epoch: int) -> dict[str, Any]:
         """One epoch of one-shot training of the supernet (``ctx.network``: the supernet and the tasks' heads)."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -271,3 +273,84 @@ def test_oneshot_scores_an_arch_as_its_path_on_the_shared_weights(tmp_path, cach
     metrics = [evaluate_arch(search.ctx, a, None, batches(run.parts, search.config.supernet, 0, BN_STREAM), 16)
               for a in archs]
     assert first == [m["classification/top1"] for m in metrics]
+
+
+ONE_SHOT = {"name": "oneshot", "supernet": {"epochs": 2, "batch_size": 16, "lr": 0.05}, "population": 6,
+            "cycles": 6, "sample_size": 3, "top_k": 1, "bn_batches": 2}
+
+
+@pytest.fixture(scope="module")
+def oneshot_run(tmp_path_factory, cache_dir) -> Path:
+    """A oneshot search (2 supernet epochs) whose supernet.pt the reuse tests take."""
+    tmp = tmp_path_factory.mktemp("oneshot")
+    spec = standalone_spec(cache_dir, ONE_SHOT)
+    spec["space"] = {**spec["space"], **ONE_SHOT_SPACE}
+    out = tmp / "run"
+    assert main(["run", str(write(tmp, spec)), "--out", str(out)]) == 0
+    return out
+
+
+def reuse_spec(cache_dir: Path, **changes: Any) -> dict:
+    spec = standalone_spec(cache_dir, ONE_SHOT)
+    spec["space"] = {**spec["space"], **ONE_SHOT_SPACE}
+    for key, value in changes.items():
+        block, field = key.split("__")
+        spec[block] = {**spec[block], field: value}
+    return spec
+
+
+def test_a_reused_supernet_gives_the_evolution_of_the_run_that_trained_it(oneshot_run, tmp_path, cache_dir):
+    """``--supernet``: no supernet epoch; with the same budget the evolution scores the same archs the same as the
+    run that trained the supernet; with a smaller budget it finds an arch within that budget."""
+    out = tmp_path / "same"
+    assert main(["run", str(write(tmp_path, reuse_spec(cache_dir))), "--out", str(out),
+                 "--supernet", str(oneshot_run / "supernet.pt")]) == 0
+    before = [r for r in rows(oneshot_run) if r["phase"] == "search"]
+    after = [r for r in rows(out) if r["phase"] == "search"]
+    assert [r["epoch"] for r in after] == [0, 1] and "supernet_loss" not in after[0]
+    assert {k: v for k, v in after[0].items() if k not in ("epoch", "seconds", "time")} == \
+        {k: v for k, v in before[2].items() if k not in ("epoch", "seconds", "time")}
+    assert not (out / "supernet.pt").exists()
+
+    target = 0.6e6
+    spec = reuse_spec(cache_dir, cost__loss={"form": "budget", "target": target})
+    small = tmp_path / "small"
+    assert main(["run", str(write(tmp_path, spec, "small.yaml")), "--out", str(small),
+                 "--supernet", str(oneshot_run / "supernet.pt")]) == 0
+    evolution = [r for r in rows(small) if r["phase"] == "search"][0]
+    assert evolution["proposed"] == 12 and evolution["cost"] <= target
+
+
+@pytest.mark.parametrize("change, field", [({"space__width": 0.5}, "space.width"),
+                                           ({"space__input_size": 64}, "space.input_size"),
+                                           ({"dataset__num_train": 48}, "dataset.num_train")])
+def test_a_supernet_of_another_space_or_data_is_refused(oneshot_run, tmp_path, cache_dir, capsys, change, field):
+    """Exit 2 naming the field that differs, nothing written."""
+    spec = reuse_spec(cache_dir, **change)
+    if "space__input_size" in change:
+        spec["dataset"] = {**spec["dataset"], "image_size": 64}
+    out = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, spec)), "--out", str(out),
+                 "--supernet", str(oneshot_run / "supernet.pt")]) == 2
+    assert field in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_supernet_is_refused_for_a_strategy_that_trains_none(oneshot_run, tmp_path, cache_dir, capsys):
+    spec = standalone_spec(cache_dir, {"name": "random", "archs": 1})
+    out = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, spec)), "--out", str(out),
+                 "--supernet", str(oneshot_run / "supernet.pt")]) == 2
+    assert "strategy.supernet_file" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_file_that_is_not_a_supernet_is_refused(oneshot_run, tmp_path, cache_dir, capsys):
+    """Another torch file (the run's trained model) and a FIFO: exit 2, the file named."""
+    spec = write(tmp_path, reuse_spec(cache_dir))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for bad in (oneshot_run / "train_model.pt", fifo):
+        assert main(["run", str(spec), "--out", str(tmp_path / "run"), "--supernet", str(bad)]) == 2
+        assert str(bad) in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()

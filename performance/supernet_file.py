@@ -1,0 +1,64 @@
+"""A trained supernet kept as a file that later searches reuse ("one supernet, many budgets"): the ``oneshot``
+strategy writes ``<run>/supernet.pt`` once its supernet has trained, and a search with ``strategy.supernet_file``
+(``nascore run SPEC --supernet FILE``) starts from it at the evolution, with its own cost model, budget, latency
+table, seed and evolution settings.
+
+The file holds the network's state (the supernet and the tasks' heads) and what the weights are valid for: the
+spec's ``space`` block (every field, the options that shape only the supernet too), its ``dataset`` block (the
+BatchNorm statistics of a path are re-estimated on that data, and the scores are measured on its val split) and its
+``tasks``. Another space, data, input size or task list is refused, the first field that differs named.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nascore.errors import NascoreError
+from nascore.fileio import load_checkpoint, save_checkpoint
+from nascore.parts import Parts
+
+FORMAT, VERSION = "nascore-supernet", 1
+
+
+def identity(parts: Parts) -> dict[str, Any]:
+    """What a supernet's weights are valid for: the space, dataset and tasks blocks, as the spec dumps them."""
+    def block(c: Any) -> dict[str, Any]:
+        return {"name": c.name, **c.config.model_dump(mode="json", by_alias=True)}
+
+    return {"space": block(parts.space), "dataset": block(parts.dataset), "tasks": [block(t) for t in parts.tasks]}
+
+
+def save_supernet(path: Path, parts: Parts, network: dict[str, torch.Tensor], trained: dict[str, Any]) -> None:
+    """Write the supernet file (atomically): ``network``'s state, the identity of ``parts``, and ``trained`` (how the
+    supernet was trained, for the reader's log)."""
+    save_checkpoint({"format": FORMAT, "version": VERSION, "identity": identity(parts), "trained": trained,
+                     "network": network}, path)
+
+
+def load_supernet(path: Path, parts: Parts) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The network state and the training record of the supernet file ``path``, if it was trained for the space, data and tasks
+    of ``parts``; a NascoreError names the first field that differs."""
+    checkpoint = load_checkpoint(path, map_location=parts.device, what="supernet file")
+    if checkpoint.get("format") != FORMAT or checkpoint.get("version") != VERSION:
+        raise NascoreError(f"supernet file {path} is not a {FORMAT} file of version {VERSION} (expected the "
+                           "supernet.pt a oneshot search writes into its run directory)")
+    theirs, ours = checkpoint.get("identity"), identity(parts)
+    if not isinstance(theirs, dict) or not all(isinstance(theirs.get(k), t) for k, t in
+                                               (("space", dict), ("dataset", dict), ("tasks", list))):
+        raise NascoreError(f"supernet file {path}: its identity (space, dataset, tasks) is missing or malformed")
+    for block in ("space", "dataset"):
+        for key in sorted(set(theirs[block]) | set(ours[block])):
+            if theirs[block].get(key) != ours[block].get(key):
+                raise NascoreError(f"supernet file {path} was trained with {block}.{key} = "
+                                   f"{theirs[block].get(key)!r}; the spec has {ours[block].get(key)!r} (a supernet "
+                                   "is reused only for the space, data and tasks it was trained on)")
+    if theirs["tasks"] != ours["tasks"]:
+        names = ", ".join(str(t.get("name")) if isinstance(t, dict) else "?" for t in theirs["tasks"])
+        raise NascoreError(f"supernet file {path} was trained for tasks [{names}] (with their settings); the spec's "
+                           f"tasks are [{', '.join(t['name'] for t in ours['tasks'])}]")
+    network, trained = checkpoint.get("network"), checkpoint.get("trained")
+    if not isinstance(network, dict) or not all(isinstance(v, torch.Tensor) for v in network.values()):
+        raise NascoreError(f"supernet file {path}: 'network' is not a state dict of tensors")
+    return network, trained if isinstance(trained, dict) else {}
