@@ -25,19 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nascore.batchnorm import sliced_batch_norm
 from nascore.features import make_divisible
 
 from .fbnet_blocks import ACTIVATIONS, CANDIDATES, channel_shuffle, conv_bn, make_block
-
-
-def _batch_norm(bn: nn.BatchNorm2d, y: Tensor) -> Tensor:
-    """``bn`` on the first ``y.shape[1]`` channels (its running statistics updated in place through the slices)."""
-    width, momentum = y.shape[1], 0.0
-    if bn.training:
-        bn.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    return F.batch_norm(y, bn.running_mean[:width], bn.running_var[:width], bn.weight[:width], bn.bias[:width],
-                        bn.training, momentum, bn.eps)
 
 
 class SharedLayer(nn.Module):
@@ -70,19 +61,19 @@ class SharedLayer(nn.Module):
         mid = self.mid(expansion)
         h = x
         if mid != self.cin:
-            h = self.act(_batch_norm(self.pw_bn, F.conv2d(x, self.pw.weight[:mid])))
+            h = self.act(sliced_batch_norm(self.pw_bn, F.conv2d(x, self.pw.weight[:mid])))
         if groups > 1:
             h = channel_shuffle(h, groups)
         trim = (self.dw.kernel_size[0] - kernel) // 2
         w = self.dw.weight[:mid]
         if trim:
             w = w[:, :, trim:-trim, trim:-trim]
-        h = self.act(_batch_norm(self.dw_bn, F.conv2d(h, w, None, self.stride, kernel // 2, groups=mid)))
+        h = self.act(sliced_batch_norm(self.dw_bn, F.conv2d(h, w, None, self.stride, kernel // 2, groups=mid)))
         w = self.pwl.weight[:, :mid]
         if groups > 1:  # the block-diagonal of the dense kernel: group g maps its inputs to its outputs
             ci, co = mid // groups, self.cout // groups
             w = w.reshape(groups, co, groups, ci, 1, 1)[torch.arange(groups), :, torch.arange(groups)].reshape(self.cout, ci, 1, 1)
-        y = _batch_norm(self.pwl_bn, F.conv2d(h, w, groups=groups))
+        y = sliced_batch_norm(self.pwl_bn, F.conv2d(h, w, groups=groups))
         return x + y if self.stride == 1 and self.cin == self.cout else y
 
 

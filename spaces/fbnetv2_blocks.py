@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nascore.batchnorm import sliced_batch_norm
+
 #: block type label -> (kernel, squeeze-excite, activation); "skip" is an identity or a 1x1 conv
 TYPES: dict[str, tuple[int, bool, str] | None] = {
     "k3": (3, False, "relu"), "k3_hs": (3, False, "hswish"), "k3_se": (3, True, "relu"),
@@ -85,17 +87,15 @@ class SlimConvBN(nn.Module):
         return self.act(self._batch_norm(self.conv(x), full, mask))
 
     def _batch_norm(self, y: Tensor, width: int, mask: Tensor | None = None) -> Tensor:
-        """BatchNorm on the first ``width`` channels, as nn.BatchNorm2d computes it (momentum None = cumulative
-        average, as BN recalibration uses); running statistics are updated in place through the slices."""
-        momentum = 0.0
-        if self.training:
-            self.bn.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(self.bn.num_batches_tracked) if self.bn.momentum is None else self.bn.momentum
+        """BatchNorm on the first ``width`` channels (``nascore.batchnorm.sliced_batch_norm``), its scale and shift
+        times the (soft) channel mask when one is given."""
         weight, bias = self.bn.weight[:width], self.bn.bias[:width]
         if mask is not None:
             weight, bias = weight * mask, bias * mask
-        return F.batch_norm(y, self.bn.running_mean[:width], self.bn.running_var[:width], weight, bias,
-                            self.training, momentum, self.bn.eps)
+        if torch.jit.is_scripting():  # TorchScript passes no module to a function; a built model never slices
+            raise RuntimeError("SlimConvBN: a sliced or masked BatchNorm cannot run in TorchScript")
+        else:
+            return sliced_batch_norm(self.bn, y, weight, bias)
 
     @torch.no_grad()
     def copy_from(self, big: SlimConvBN) -> None:
