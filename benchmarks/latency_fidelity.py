@@ -49,10 +49,11 @@ MODES = ("plain", "corrected", "calibrated")
 
 
 def evaluate(backend: str, width: float, size: int, archs: int, seed: int, table_dir: Path, op_time: float,
-             model_time: float, calibration_archs: int, n_rounds: int) -> dict:
+             model_time: float, calibration_archs: int, n_rounds: int, device: str = "cpu") -> dict:
     space = FBNetSpace({"width": width, "input_size": size})
-    lut = table_dir / f"{backend}-w{width}-{size}.json"
-    base = {"backend": backend, "lut": str(lut), "min_run_time": op_time}
+    where = "" if device == "cpu" else f"-{device.replace(':', '')}"
+    lut = table_dir / f"{backend}{where}-w{width}-{size}.json"
+    base = {"backend": backend, "lut": str(lut), "min_run_time": op_time, "device": device}
     costs = {"plain": LatencyCost({**base, "subtract_overhead": False, "calibrated": False}),
              "corrected": LatencyCost({**base, "calibrated": False}),
              "calibrated": LatencyCost({**base, "min_run_time": model_time})}  # its timings: whole archs
@@ -97,6 +98,7 @@ def main() -> int:
     p.add_argument("--model-time", type=float, default=0.3, help="seconds of timing per arch and round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per arch (at least 2)")
     p.add_argument("--calibrate", type=int, default=8, help="archs the calibration is fitted on")
+    p.add_argument("--device", default="cpu", help="where the torch backend times (cpu, cuda)")
     p.add_argument("--dir", default="benchmarks/luts", help="where the tables are kept (and resumed)")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
@@ -108,7 +110,7 @@ def main() -> int:
         for width in args.widths:
             for size in args.sizes:
                 r = evaluate(backend, width, size, args.archs, args.seed, Path(args.dir), args.op_time,
-                             args.model_time, args.calibrate, args.rounds)
+                             args.model_time, args.calibrate, args.rounds, args.device)
                 rows.append(r)
                 m = r["measured_ms"]
                 cells = [r["backend"], r["width"], r["size"], r["ops"],

@@ -81,6 +81,10 @@ SMOKES: dict[str, Smoke] = {
         ("--out", "{tmp}/export", "--only", "fbnet_a", "--epochs", "1", *sets(*FEW_IMAGES)),
         files=("export/export.json",), line=r"^\| fbnet_a \| 32 \|"),
     "fbnetv2_masking.py": Smoke(("--smoke",), line=r"^whole supernet, resolution options per block"),
+    "gpu_paths.py": Smoke(
+        ("--device", "cpu", "--smoke", "--only", "precision", "syncbn", "torchrun", "export", "latency", "--out",
+         "{tmp}/gpu_paths.json"),
+        files=("gpu_paths.json",), line=r"^\[latency\] ok in"),
     "fbnetv5_quality.py": Smoke(
         ("--out", "{tmp}/v5", "--epochs", "1", "--random", "1", "--tolerance", "1", "--train-batch", "4",
          *sets("dataset.image_size=32", "space.input_size=32", "dataset.num_train=10", "dataset.num_val=4",
