@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from nascore.costs.flops import FlopsCost
 from nascore.data import epoch_seed, loader, to_device
@@ -111,11 +111,11 @@ def distillation(student: Tensor, teacher: Tensor) -> Tensor:
     return F.mse_loss(student, teacher)
 
 
-def oneshot_step(network: Network, task: Task, paths: list[dict[str, str]], images: Any, targets: Any,
-                 optimizer: torch.optim.Optimizer, rule: OneShot, epoch: int, step: int) -> float:
-    """One update from ``paths`` (their gradients summed; with sandwich distillation, every path after the first
-    learns from the first's output); returns the labels' loss of the first path."""
-    supernet = network.backbone
+def oneshot_step(network: nn.Module, supernet: Supernet, task: Task, paths: list[dict[str, str]], images: Any,
+                 targets: Any, optimizer: torch.optim.Optimizer, rule: OneShot, epoch: int, step: int) -> float:
+    """One update from ``paths`` of ``supernet`` (the backbone of ``network``, which may be wrapped in DDP; their
+    gradients summed; with sandwich distillation, every path after the first learns from the first's output);
+    returns the labels' loss of the first path."""
     optimizer.zero_grad(set_to_none=True)
     teacher, first = None, 0.0
     for i, path in enumerate(paths):
@@ -139,10 +139,11 @@ def scheduled_lr(cfg: TrainBudget, step: int, steps: int) -> float:
     return cfg.lr if cfg.schedule == "constant" else cosine_lr(cfg.lr, step, steps)
 
 
-def batches(parts: Parts, cfg: TrainBudget, epoch: int, stream: int) -> Any:
-    """The training split shuffled for (seed, ``epoch``, ``stream``), in the ``train`` block's batches."""
+def batches(parts: Parts, cfg: TrainBudget, epoch: int, stream: int, shard: bool = False) -> Any:
+    """The training split shuffled for (seed, ``epoch``, ``stream``), in the ``train`` block's batches (with
+    ``shard`` under torchrun: this rank's share of each)."""
     return loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True, seed=parts.seed, epoch=epoch,
-                  stream=stream)
+                  stream=stream, shard=shard)
 
 
 def supernet_fingerprint(spec: RunSpec, epochs: int, rule: OneShot = UNIFORM) -> str:
@@ -198,7 +199,8 @@ def train_supernet(spec: RunSpec, parts: Parts, path: Path, epochs: int, reporte
         total, steps = 0.0, 0
         for step, (images, targets) in enumerate(batches(parts, cfg, epoch, DATA)):
             images, targets = to_device(images, device), to_device(targets, device)
-            total += oneshot_step(network, task, sampler.step(), images, targets, optimizer, rule, epoch, step)
+            total += oneshot_step(network, supernet, task, sampler.step(), images, targets, optimizer, rule, epoch,
+                                  step)
             steps += 1
         return {"lr": optimizer.param_groups[0]["lr"], "loss": total / max(steps, 1)}
 

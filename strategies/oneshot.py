@@ -8,9 +8,12 @@ scratch with the ``train`` budget; the found arch is the one of them best on val
 One supernet epoch per search epoch, then the evolution, then one arch trained per epoch: a stopped search resumes
 at the epoch it was in. The trained supernet is kept as ``<run>/supernet.pt`` (``nascore.performance.supernet_file``);
 a search with ``supernet_file`` (``nascore run SPEC --supernet FILE``) reuses one instead of training, and starts
-with the evolution: a new cost budget or latency table answered without training the supernet again. The supernet trains on the spec's first task; under torchrun every process repeats the whole
-search on the whole data (the same batches and paths on every rank; no speed-up). Paths train and are scored exactly where
-the supernet computes every path as its standalone arch does: FBNet's ``shared_weights`` with the options such a
+with the evolution: a new cost budget or latency table answered without training the supernet again.
+
+The supernet trains on the spec's first task. Under torchrun it trains data-parallel (each rank a share of every
+batch, the same paths on every rank, gradients averaged by DDP); the evolution and the ``top_k`` trainings are
+repeated on every rank, which get the same scores and the same arch. Paths train and are scored exactly where the
+supernet computes every path as its standalone arch does: FBNet's ``shared_weights`` with the options such a
 supernet trains (BENCHMARKS.md, "Supernets that rank")."""
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ class OneShotSearch(EvolutionSearch):
         self.score_sign = 1.0 if self.higher_is_better else -1.0
         self.optimizer = weight_optimizer(ctx.network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum,
                                           cfg.weight_decay)
+        self.weight_net = distributed.wrap(ctx.network, find_unused_parameters=True)  # a path leaves weights out
         self.largest = self.smallest = None
         if self.config.supernet_file:
             state, _ = load_supernet(Path(self.config.supernet_file), ctx.parts)
@@ -98,12 +102,12 @@ class OneShotSearch(EvolutionSearch):
         sampler = PathSampler(self.decisions, self.config.one_shot, rng, self.largest, self.smallest)
         set_lr(self.optimizer, scheduled_lr(cfg, epoch, cfg.epochs))
         ctx.network.train()
-        total, steps, data = 0.0, 0, batches(parts, cfg, epoch, DATA)
+        total, steps, data = 0.0, 0, batches(parts, cfg, epoch, DATA, shard=True)
         with ctx.progress(len(data), f"supernet epoch {epoch} ({epoch + 1}/{cfg.epochs})") as advance:
             for step, (images, targets) in enumerate(data):
                 images, targets = to_device(images, parts.device), to_device(targets, parts.device)
-                total += oneshot_step(ctx.network, self.task, sampler.step(), images, targets, self.optimizer,
-                                      self.config.one_shot, epoch, step)
+                total += oneshot_step(self.weight_net, ctx.supernet, self.task, sampler.step(), images, targets,
+                                      self.optimizer, self.config.one_shot, epoch, step)
                 steps += 1
                 advance()
         return {"lr": self.optimizer.param_groups[0]["lr"], "supernet_loss": total / max(steps, 1)}

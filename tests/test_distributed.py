@@ -335,11 +335,11 @@ def test_train_under_torchrun_trains_as_the_run_did(work, uninterrupted):
     assert trained["archs"]["shared"]["train"] == searched["archs"]["shared"]["train"]
 
 
-@pytest.mark.parametrize("strategy", ["reinforce", "bmtas", "dnas-bf16"])
+@pytest.mark.parametrize("strategy", ["reinforce", "bmtas", "dnas-bf16", "oneshot"])
 def test_other_searches_derive_one_arch_on_every_rank(tmp_path, strategy):
-    """REINFORCE (sampled paths, rewards averaged over the ranks), BMTAS (one-hot warm-up, Gumbel search) and DNAS
-    with bf16 autocast and channels_last under torchrun: the run ends (every rank derived the same arch: a mismatch
-    is an error) and rank 0 wrote it."""
+    """REINFORCE (sampled paths, rewards averaged over the ranks), BMTAS (one-hot warm-up, Gumbel search), DNAS
+    with bf16 autocast and channels_last, and one-shot evolution (the supernet trained data-parallel) under
+    torchrun: the run ends (every rank derived the same arch: a mismatch is an error) and rank 0 wrote it."""
     from test_resume import SPECS
 
     spec = SPECS[strategy](tmp_path / "cache")
@@ -351,6 +351,8 @@ def test_other_searches_derive_one_arch_on_every_rank(tmp_path, strategy):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     for entry in summary["archs"].values():
         assert json.loads((tmp_path / "run" / entry["file"]).read_text())["choices"] == entry["choices"]
+    if strategy == "oneshot":
+        assert torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)["format"] == "nascore-supernet"
 
 
 
