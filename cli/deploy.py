@@ -144,3 +144,13 @@ def _print_int8(q: Int8Result) -> None:
     rows.append(("latency, ms (ONNX Runtime, 1 thread, batch 1)", "", f"{q.latency_ms[0]:.3f}",
                  f"{q.latency_ms[1]:.3f}", f"speed-up {q.latency_ms[0] / q.latency_ms[1]:.2f}x"))
     Reporter().table("validation split", rows, ("", "eager", "onnx float32", "onnx int8", "int8 - float32"))
+    kept = ", ".join(f"{kind} ({n})" for kind, n in q.float_kinds.items())
+    if q.all_int8_ms is not None:
+        print(f"measured here: every node in int8 {q.all_int8_ms:.3f} ms; "
+              + (f"kept in float32 where that was faster: {kept}" if kept else
+                 "keeping a kind of node in float32 was not faster"))
+    speedup = q.latency_ms[0] / q.latency_ms[1]
+    if speedup <= 1:
+        print(f"int8 does not pay on this machine ({speedup:.2f}x of float32's speed): use the float32 export")
+    else:
+        print(f"int8 pays on this machine: {speedup:.2f}x float32's speed")

@@ -4,12 +4,24 @@ The float32 file (dynamic batch axis, checked against eager PyTorch) is pre-proc
 optimisation, ``quant_pre_process``) and quantized in QDQ format with per-channel int8 weights and uint8
 activations (ONNX Runtime's default for x86 CPUs), calibrated by min-max on ``K`` shuffled batches of the run's
 training split. Both files are then scored on the validation split through ONNX Runtime with the tasks' own
-metrics, and timed at batch 1 on one thread. ONNX Runtime's path rather than torch.ao's PT2E: the result is a
+metrics, and timed at batch 1 on one thread.
+
+Which nodes are quantized is measured on this machine (:func:`choose_recipe`): int8 pays for some node kinds and
+costs for others (a depth-wise convolution, a hardswish or SE multiply between QuantizeLinear/DequantizeLinear pairs
+can be slower than in float), so starting from everything quantized, each kind of node (convolutions split into
+depth-wise, 1x1 and kxk; every other op type the quantizer handles by its name) is kept in float32 where that makes
+the file faster by more than the timing noise. The CLI says plainly when even the best recipe is not faster than
+float32. ONNX Runtime's path rather than torch.ao's PT2E: the result is a
 plain ONNX file any ONNX Runtime runs, and its quantizer is the one ONNX Runtime maintains for its own kernels.
 """
 from __future__ import annotations
 
 import json
+import shutil
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +38,10 @@ from .network import Data, ExportSource, Flat, flatten, unflatten
 
 #: seconds of timing per file
 MIN_RUN_TIME = 1.0
+#: a recipe is kept only when it is this much faster than the best so far (the spread of repeated timings here)
+MARGIN = 0.03
+#: interleaved timing rounds of the files compared at the end
+ROUNDS = 3
 
 
 class OnnxNetwork(nn.Module):
@@ -50,15 +66,21 @@ def calibration_batches(data: Data, k: int) -> list[Tensor]:
     return images
 
 
-def quantize(fp32: Path, out: Path, images: list[Tensor]) -> None:
-    """Write the int8 (QDQ) model of the ONNX file ``fp32`` to ``out``, calibrated on ``images``."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )  # ONNX Runtime: only when a file runs on it
+def prepare(fp32: Path, prepared: Path) -> None:
+    """ONNX Runtime's pre-processing of the float32 file for quantization (shape inference, graph optimisation)."""
+    from onnxruntime.quantization import quant_pre_process  # ONNX Runtime: only when a file runs on it
+
+    try:
+        # ONNX shape inference: the symbolic one (for transformers) gives up on multi-path fbnetv5 graphs
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    except Exception as exc:  # noqa: BLE001 - the quantizer rejects the graph: say so, write nothing
+        raise _failed(exc) from None
+
+
+def quantize(prepared: Path, out: Path, images: list[Tensor], exclude: list[str] = ()) -> None:
+    """Write the int8 (QDQ) model of the pre-processed ONNX file ``prepared`` to ``out``, calibrated on ``images``,
+    the nodes named in ``exclude`` left in float32."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -68,17 +90,63 @@ def quantize(fp32: Path, out: Path, images: list[Tensor]) -> None:
             batch = next(self.batches, None)
             return None if batch is None else {"input": batch.numpy()}
 
-    prepared = fp32.with_name(fp32.stem + ".prepared.onnx")  # beside the float32 file, in its scratch folder
     try:
-        # ONNX shape inference: the symbolic one (for transformers) gives up on multi-path fbnetv5 graphs
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    except Exception as exc:  # noqa: BLE001 - the quantizer rejects the graph: say so, write nothing
-        first = first_line(exc) or type(exc).__name__
-        raise NascoreError(f"int8 quantization with ONNX Runtime failed: {type(exc).__name__}: {first}") from None
-    finally:
-        prepared.unlink(missing_ok=True)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(exclude))
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise _failed(exc) from None
+
+
+def _failed(exc: Exception) -> NascoreError:
+    first = first_line(exc) or type(exc).__name__
+    return NascoreError(f"int8 quantization with ONNX Runtime failed: {type(exc).__name__}: {first}")
+
+
+def node_kinds(path: Path) -> dict[str, list[str]]:
+    """The nodes of the ONNX file ``path`` that the QDQ quantizer would quantize, by kind: convolutions as
+    ``Conv depthwise``, ``Conv 1x1`` or ``Conv kxk``, every other node by its op type; kinds in order of first
+    appearance, nodes by name (an unnamed node cannot be excluded and is left out)."""
+    import onnx
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    model = onnx.load(str(path), load_external_data=False)
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    kinds: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if not node.name or (node.op_type not in QDQRegistry and node.op_type not in QLinearOpsRegistry):
+            continue
+        kind = node.op_type
+        dims = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if dims is not None and len(dims) == 4:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            kind = ("Conv depthwise" if group > 1 and dims[1] == 1 else "Conv 1x1" if dims[2:] == [1, 1]
+                    else "Conv kxk")
+        kinds.setdefault(kind, []).append(node.name)
+    return kinds
+
+
+@dataclass
+class Recipe:
+    """What :func:`choose_recipe` measured: the kinds kept in float32, and each recipe tried with its latency."""
+
+    float_kinds: list[str]
+    latency_ms: float
+    tried: list[tuple[list[str], float]] = field(default_factory=list)
+
+
+def choose_recipe(kinds: list[str], latency: Callable[[list[str]], float], margin: float = MARGIN) -> Recipe:
+    """Greedy over ``kinds``: everything quantized first (``latency([])``), then each kind in turn kept in float32
+    as well (``latency(float_kinds)``) when that is faster than the best so far by more than ``margin``."""
+    best = Recipe([], latency([]))
+    best.tried.append(([], best.latency_ms))
+    for kind in kinds:
+        trial = [*best.float_kinds, kind]
+        ms = latency(trial)
+        best.tried.append((trial, ms))
+        if ms < best.latency_ms * (1 - margin):
+            best.float_kinds, best.latency_ms = trial, ms
+    return best
 
 
 def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int8Result:
@@ -88,8 +156,38 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int
     data = source.data
     assert data is not None, "export() refuses --int8 without the run's data"
     images = calibration_batches(data, k)
-    quantize(fp32, out, images)
     shape = (1, source.in_channels, source.input_size, source.input_size)
+    backend = OnnxRuntimeBackend(threads=1)
+
+    def time(path: Path) -> float:
+        return backend.time_session(backend.load(str(path)), shape, MIN_RUN_TIME).median_ms
+
+    def interleaved(*paths: Path) -> list[float]:  # rounds of each in turn: drift on a busy machine hits all alike
+        rounds = [[time(p) for p in paths] for _ in range(ROUNDS)]
+        return [statistics.median(r[i] for r in rounds) for i in range(len(paths))]
+
+    with tempfile.TemporaryDirectory(prefix="nascore-int8-") as scratch:
+        prepared, trial = Path(scratch) / "prepared.onnx", Path(scratch) / "trial.onnx"
+        prepare(fp32, prepared)
+        kinds = node_kinds(prepared)
+
+        def nodes(float_kinds: list[str]) -> list[str]:
+            return [n for kind in float_kinds for n in kinds[kind]]
+
+        def latency(float_kinds: list[str]) -> float:  # the graph decides the speed: one calibration batch
+            quantize(prepared, trial, images[:1], nodes(float_kinds))
+            return time(trial)
+
+        recipe = choose_recipe(sorted(kinds, key=lambda kind: -len(kinds[kind])), latency)
+        quantize(prepared, out, images, nodes(recipe.float_kinds))
+        every = recipe.tried[0][1]
+        if recipe.float_kinds:  # the search timed each recipe once: the chosen one against all-int8 again
+            quantize(prepared, trial, images)
+            every, chosen = interleaved(trial, out)
+            if every <= chosen:
+                shutil.copyfile(trial, out)
+                recipe.float_kinds = []
+        latency_ms = tuple(interleaved(fp32, out))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         template = source.model(x)
@@ -98,11 +196,10 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int
         got = torch.cat([t.flatten() for _, t in flatten(quantized(x))])
     val = list(loader(data.parts.val_set, data.batch_size, data.parts.collate, shuffle=False))
     scores = [evaluate(net, val, data.tasks, torch.device("cpu")) for net in (source.model, float32, quantized)]
-    backend = OnnxRuntimeBackend(threads=1)
-    latency = tuple(backend.time_session(backend.load(str(f)), shape, MIN_RUN_TIME).median_ms for f in (fp32, out))
     result = Int8Result(sum(len(i) for i in images), {key: (scores[0][key], scores[1][key], scores[2][key])
                                                       for key in scores[0]},
-                        latency, (got - eager).abs().max().item())
+                        latency_ms, (got - eager).abs().max().item(),
+                        {kind: len(kinds[kind]) for kind in recipe.float_kinds}, every)
     # the float32 file's nascore.* metadata (the quantizer may drop it), and what int8 did
     proto = onnx.load(str(out))
     present = {prop.key for prop in proto.metadata_props}
@@ -112,6 +209,7 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int
     proto.metadata_props.add(key="nascore.int8", value=json.dumps({
         "quantizer": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, min-max",
         "calibration_images": result.calibration_images,
+        "float_kinds": result.float_kinds, "recipes_ms": [[kinds_, ms] for kinds_, ms in recipe.tried],
         "val": {key: {"float32": f, "int8": q} for key, (_, f, q) in result.metrics.items()}}))
     onnx.save(proto, str(out))
     return result
