@@ -226,6 +226,42 @@ def test_int8_export_scores_both_files(trained, tmp_path, capsys, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["int8.onnx"]
 
 
+def test_int8_recipe_keeps_in_float_the_kinds_that_are_faster_so():
+    """The greedy from all-int8: a kind is kept in float32 when that is faster than the best so far by more than the
+    margin, and stays kept; a gain within the margin (timing noise) is not taken."""
+    from nascore.deploy.quantize import choose_recipe
+
+    gains = {"Mul": 2.0, "Conv 1x1": -1.0, "Add": 0.1, "Conv depthwise": 1.0}
+    recipe = choose_recipe(list(gains), lambda kinds: 10.0 - sum(gains[k] for k in kinds), margin=0.03)
+    assert recipe.float_kinds == ["Mul", "Conv depthwise"] and recipe.latency_ms == 7.0
+    assert recipe.tried == [([], 10.0), (["Mul"], 8.0), (["Mul", "Conv 1x1"], 9.0), (["Mul", "Add"], 7.9),
+                            (["Mul", "Conv depthwise"], 7.0)]
+
+
+def test_int8_nodes_of_a_kind_stay_float(tmp_path, capsys):
+    """``node_kinds`` finds every depth-wise convolution of FBNet-A, and quantizing with them excluded leaves their
+    weights in float32 while the other convolutions read int8 weights."""
+    import onnx
+
+    from nascore.deploy.quantize import node_kinds, prepare, quantize
+
+    fp32, prepared, out = tmp_path / "a.onnx", tmp_path / "prepared.onnx", tmp_path / "int8.onnx"
+    assert main(["export", "fbnet_a", "--format", "onnx", "--out", str(fp32), "--input-size", "32"]) == 0
+    cls = get_registry().get("space", "fbnet")
+    arch = cls.named_archs()["fbnet_a"]
+    model = cls.for_arch(arch, input_size=32).build(arch)
+    depthwise = sum(isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1 for m in model.modules())
+    prepare(fp32, prepared)
+    kinds = node_kinds(prepared)
+    assert len(kinds["Conv depthwise"]) == depthwise and kinds["Conv 1x1"]
+    quantize(prepared, out, [torch.randn(1, 3, 32, 32)], kinds["Conv depthwise"])
+    graph = onnx.load(str(out)).graph
+    made_by = {o: node.op_type for node in graph.node for o in node.output}
+    weights = {node.name: made_by.get(node.input[1], "initializer") for node in graph.node if node.op_type == "Conv"}
+    assert {weights[n] for n in kinds["Conv depthwise"]} == {"initializer"}
+    assert {weights[n] for n in kinds["Conv 1x1"]} == {"DequantizeLinear"}
+
+
 def test_int8_refusals_exit_2_without_a_file(trained, tmp_path, capsys):
     out = tmp_path / "m.onnx"
     for args, named in [([str(arch_file(tmp_path, "fbnet")), "--format", "onnx", "--int8"], "not an arch"),
