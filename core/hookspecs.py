@@ -75,8 +75,8 @@ class Int8Result:
     metrics: dict[str, tuple[float, float, float]]  # key -> (eager, onnx float32, onnx int8), validation split
     latency_ms: tuple[float, float]  # (float32, int8) median, ONNX Runtime, batch 1, one thread
     max_abs_diff: float  # int8 file against eager PyTorch on the check batch
-    #: node kinds kept in float32 because int8 was slower for them on this machine: kind -> nodes
-    float_kinds: dict[str, int] = field(default_factory=dict)
+    #: groups of nodes (kinds, blocks) kept in float32 because int8 was slower for them on this machine: -> nodes
+    kept_float: dict[str, int] = field(default_factory=dict)
     #: the latency of every node quantized (the recipe the search started from), ms
     all_int8_ms: float | None = None
 

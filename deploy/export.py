@@ -295,7 +295,7 @@ def check(run: Callable[[Tensor], list[Tensor]], flat: Flat, x: Tensor) -> tuple
 
 
 def export(source: ExportSource, fmt: str, out: str | Path, batch: int = 1, dynamic_batch: bool = False,
-           int8_batches: int | None = None) -> ExportResult:
+           int8_batches: int | None = None, int8_recipe: str = "measure") -> ExportResult:
     """Write ``source`` as ``fmt`` to ``out`` (atomically) after checking the file against eager PyTorch on a
     seeded batch (and on a second batch size with ``dynamic_batch``); returns what was checked. With
     ``int8_batches`` (ONNX, a trained source), the checked float32 file is quantized to int8 (``quantize``),
@@ -354,12 +354,13 @@ def export(source: ExportSource, fmt: str, out: str | Path, batch: int = 1, dyna
         result = ExportResult(out, flat.names, batches, diff, relative, source.described,
                               f"{source.in_channels}x{source.input_size}x{source.input_size}")
         if int8_batches is not None:
-            result.int8 = int8(source, flat, target, tmp, int8_batches)
+            result.int8 = int8(source, flat, target, tmp, int8_batches, int8_recipe == "measure")
     return result
 
 
 def export_ref(ref: str, fmt: str, out: str | Path, input_size: int | None = None, batch: int = 1,
-               dynamic_batch: bool = False, int8_batches: int | None = None) -> ExportResult:
+               dynamic_batch: bool = False, int8_batches: int | None = None, int8_recipe: str = "measure"
+               ) -> ExportResult:
     """``export`` of ``ref`` (``load_source``), or a plugin's export of it when a plugin claims it
     (``plugin_exporter``)."""
     exporter = plugin_exporter(ref)
@@ -367,7 +368,7 @@ def export_ref(ref: str, fmt: str, out: str | Path, input_size: int | None = Non
         return exporter(fmt=fmt, out=out, input_size=input_size, batch=batch, dynamic_batch=dynamic_batch,
                         calibration_batches=int8_batches)
     source = load_source(ref, input_size)
-    return export(source, fmt, out, batch, dynamic_batch, int8_batches)
+    return export(source, fmt, out, batch, dynamic_batch, int8_batches, int8_recipe)
 
 
 # -- reading exported files back ---------------------------------------------------------------------------------

@@ -6,17 +6,19 @@ activations (ONNX Runtime's default for x86 CPUs), calibrated by min-max on ``K`
 training split. Both files are then scored on the validation split through ONNX Runtime with the tasks' own
 metrics, and timed at batch 1 on one thread.
 
-Which nodes are quantized is measured on this machine (:func:`choose_recipe`): int8 pays for some node kinds and
-costs for others (a depth-wise convolution, a hardswish or SE multiply between QuantizeLinear/DequantizeLinear pairs
-can be slower than in float), so starting from everything quantized, each kind of node (convolutions split into
-depth-wise, 1x1 and kxk; every other op type the quantizer handles by its name) is kept in float32 where that makes
-the file faster by more than the timing noise. The CLI says plainly when even the best recipe is not faster than
+Which nodes are quantized is measured on this machine (:func:`choose_recipe`): int8 pays for some nodes and costs
+for others (a depth-wise convolution, or a block whose hardswish and SE run in float between QuantizeLinear and
+DequantizeLinear pairs, can be slower than in float), so starting from everything quantized, each group of nodes is
+kept in float32 where that makes the file faster by more than the timing noise: first each kind (convolutions split
+into depth-wise, 1x1 and kxk; every other op type the quantizer handles by its name), then each block (the nodes
+under one numbered module of the network, e.g. ``blocks.5``). The CLI says plainly when even the best recipe is not faster than
 float32. ONNX Runtime's path rather than torch.ao's PT2E: the result is a
 plain ONNX file any ONNX Runtime runs, and its quantizer is the one ONNX Runtime maintains for its own kernels.
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import tempfile
@@ -40,8 +42,8 @@ from .network import Data, ExportSource, Flat, flatten, unflatten
 MIN_RUN_TIME = 1.0
 #: a recipe is kept only when it is this much faster than the best so far (the spread of repeated timings here)
 MARGIN = 0.03
-#: interleaved timing rounds of the files compared at the end
-ROUNDS = 3
+#: interleaved timing rounds of the files compared, and seconds of timing per file and round in the search
+ROUNDS, TRIAL_TIME = 3, 0.3
 
 
 class OnnxNetwork(nn.Module):
@@ -103,16 +105,19 @@ def _failed(exc: Exception) -> NascoreError:
     return NascoreError(f"int8 quantization with ONNX Runtime failed: {type(exc).__name__}: {first}")
 
 
-def node_kinds(path: Path) -> dict[str, list[str]]:
-    """The nodes of the ONNX file ``path`` that the QDQ quantizer would quantize, by kind: convolutions as
-    ``Conv depthwise``, ``Conv 1x1`` or ``Conv kxk``, every other node by its op type; kinds in order of first
-    appearance, nodes by name (an unnamed node cannot be excluded and is left out)."""
+def node_groups(path: Path) -> dict[str, list[str]]:
+    """The nodes of the ONNX file ``path`` that the QDQ quantizer would quantize, in groups a recipe keeps in float32
+    together: by kind (convolutions as ``Conv depthwise``, ``Conv 1x1`` or ``Conv kxk``, every other node by its op
+    type; the kinds with most nodes first), then by block (``block <module path>``: the node names' path up to
+    its first numbered module, as PyTorch's exporter names nodes; in graph order). An unnamed node cannot be
+    excluded and is left out."""
     import onnx
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     model = onnx.load(str(path), load_external_data=False)
     weights = {i.name: list(i.dims) for i in model.graph.initializer}
     kinds: dict[str, list[str]] = {}
+    blocks: dict[str, list[str]] = {}
     for node in model.graph.node:
         if not node.name or (node.op_type not in QDQRegistry and node.op_type not in QLinearOpsRegistry):
             continue
@@ -123,34 +128,40 @@ def node_kinds(path: Path) -> dict[str, list[str]]:
             kind = ("Conv depthwise" if group > 1 and dims[1] == 1 else "Conv 1x1" if dims[2:] == [1, 1]
                     else "Conv kxk")
         kinds.setdefault(kind, []).append(node.name)
-    return kinds
+        parts = node.name.split("/")
+        numbered = next((i for i, part in enumerate(parts) if re.fullmatch(r"\w+\.\d+", part)), None)
+        if numbered is not None:
+            blocks.setdefault("block " + "/".join(parts[:numbered + 1]).lstrip("/"), []).append(node.name)
+    return {**dict(sorted(kinds.items(), key=lambda item: -len(item[1]))), **blocks}
 
 
 @dataclass
 class Recipe:
-    """What :func:`choose_recipe` measured: the kinds kept in float32, and each recipe tried with its latency."""
+    """What :func:`choose_recipe` measured: the groups kept in float32, and each recipe tried with its latency (in
+    the unit the search measures, e.g. relative to float32)."""
 
-    float_kinds: list[str]
-    latency_ms: float
+    kept_float: list[str]
+    latency: float
     tried: list[tuple[list[str], float]] = field(default_factory=list)
 
 
-def choose_recipe(kinds: list[str], latency: Callable[[list[str]], float], margin: float = MARGIN) -> Recipe:
-    """Greedy over ``kinds``: everything quantized first (``latency([])``), then each kind in turn kept in float32
-    as well (``latency(float_kinds)``) when that is faster than the best so far by more than ``margin``."""
+def choose_recipe(groups: list[str], latency: Callable[[list[str]], float], margin: float = MARGIN) -> Recipe:
+    """Greedy over ``groups``: everything quantized first (``latency([])``), then each group in turn kept in
+    float32 as well (``latency(kept)``) when that is faster than the best so far by more than ``margin``."""
     best = Recipe([], latency([]))
-    best.tried.append(([], best.latency_ms))
-    for kind in kinds:
-        trial = [*best.float_kinds, kind]
+    best.tried.append(([], best.latency))
+    for group in groups:
+        trial = [*best.kept_float, group]
         ms = latency(trial)
         best.tried.append((trial, ms))
-        if ms < best.latency_ms * (1 - margin):
-            best.float_kinds, best.latency_ms = trial, ms
+        if ms < best.latency * (1 - margin):
+            best.kept_float, best.latency = trial, ms
     return best
 
 
-def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int8Result:
-    """Quantize the checked float32 export ``fp32`` into ``out`` and compare the two on the run's data."""
+def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measure: bool = True) -> Int8Result:
+    """Quantize the checked float32 export ``fp32`` into ``out`` (with ``measure``, keeping in float32 what the
+    recipe search finds faster so; else every node quantized) and compare the two on the run's data."""
     import onnx  # onnx: only when exporting
 
     data = source.data
@@ -159,8 +170,8 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int
     shape = (1, source.in_channels, source.input_size, source.input_size)
     backend = OnnxRuntimeBackend(threads=1)
 
-    def time(path: Path) -> float:
-        return backend.time_session(backend.load(str(path)), shape, MIN_RUN_TIME).median_ms
+    def time(path: Path, seconds: float = MIN_RUN_TIME) -> float:
+        return backend.time_session(backend.load(str(path)), shape, seconds).median_ms
 
     def interleaved(*paths: Path) -> list[float]:  # rounds of each in turn: drift on a busy machine hits all alike
         rounds = [[time(p) for p in paths] for _ in range(ROUNDS)]
@@ -169,25 +180,28 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int
     with tempfile.TemporaryDirectory(prefix="nascore-int8-") as scratch:
         prepared, trial = Path(scratch) / "prepared.onnx", Path(scratch) / "trial.onnx"
         prepare(fp32, prepared)
-        kinds = node_kinds(prepared)
+        groups = node_groups(prepared)
 
-        def nodes(float_kinds: list[str]) -> list[str]:
-            return [n for kind in float_kinds for n in kinds[kind]]
+        def nodes(kept: list[str]) -> list[str]:
+            return sorted({n for group in kept for n in groups[group]})
 
-        def latency(float_kinds: list[str]) -> float:  # the graph decides the speed: one calibration batch
-            quantize(prepared, trial, images[:1], nodes(float_kinds))
-            return time(trial)
+        def latency(kept: list[str]) -> float:
+            """The recipe's latency over float32's, timed in turn (a busy machine's drift cancels); the graph
+            decides the speed, so one calibration batch will do."""
+            quantize(prepared, trial, images[:1], nodes(kept))
+            return statistics.median(time(trial, TRIAL_TIME) / time(fp32, TRIAL_TIME) for _ in range(ROUNDS))
 
-        recipe = choose_recipe(sorted(kinds, key=lambda kind: -len(kinds[kind])), latency)
-        quantize(prepared, out, images, nodes(recipe.float_kinds))
-        every = recipe.tried[0][1]
-        if recipe.float_kinds:  # the search timed each recipe once: the chosen one against all-int8 again
+        recipe = choose_recipe(list(groups), latency) if measure else Recipe([], float("nan"))
+        quantize(prepared, out, images, nodes(recipe.kept_float))
+        if recipe.kept_float:  # the chosen recipe against all-int8 again, at the final timing
             quantize(prepared, trial, images)
             every, chosen = interleaved(trial, out)
             if every <= chosen:
                 shutil.copyfile(trial, out)
-                recipe.float_kinds = []
+                recipe.kept_float = []
         latency_ms = tuple(interleaved(fp32, out))
+        if not recipe.kept_float:
+            every = latency_ms[1]
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         template = source.model(x)
@@ -199,7 +213,7 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int
     result = Int8Result(sum(len(i) for i in images), {key: (scores[0][key], scores[1][key], scores[2][key])
                                                       for key in scores[0]},
                         latency_ms, (got - eager).abs().max().item(),
-                        {kind: len(kinds[kind]) for kind in recipe.float_kinds}, every)
+                        {group: len(groups[group]) for group in recipe.kept_float}, every)
     # the float32 file's nascore.* metadata (the quantizer may drop it), and what int8 did
     proto = onnx.load(str(out))
     present = {prop.key for prop in proto.metadata_props}
@@ -209,7 +223,7 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int) -> Int
     proto.metadata_props.add(key="nascore.int8", value=json.dumps({
         "quantizer": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, min-max",
         "calibration_images": result.calibration_images,
-        "float_kinds": result.float_kinds, "recipes_ms": [[kinds_, ms] for kinds_, ms in recipe.tried],
+        "kept_float": result.kept_float, "recipes_vs_float32": [[kept, r] for kept, r in recipe.tried],
         "val": {key: {"float32": f, "int8": q} for key, (_, f, q) in result.metrics.items()}}))
     onnx.save(proto, str(out))
     return result

@@ -218,6 +218,10 @@ def test_int8_export_scores_both_files(trained, tmp_path, capsys, monkeypatch):
     meta = {p.key[len("nascore."):]: p.value for p in proto.metadata_props}
     int8 = json.loads(meta["int8"])
     assert int8["calibration_images"] == 16 and set(int8["val"]) >= {"classification/top1", "segmentation/miou"}
+    # the recipe search: all-int8 first, then one group more kept in float32 per trial; its choice printed
+    tried = int8["recipes_vs_float32"]
+    assert tried[0][0] == [] and all(len(kept) >= 1 for kept, _ in tried[1:]) and len(tried) > 1
+    assert "every node in int8" in text and ("int8 pays" in text or "int8 does not pay" in text)
     assert Arch.model_validate_json(meta["arch"]).space == "fbnetv5"
     # the written file is the int8 one and runs at any batch
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -233,17 +237,18 @@ def test_int8_recipe_keeps_in_float_the_kinds_that_are_faster_so():
 
     gains = {"Mul": 2.0, "Conv 1x1": -1.0, "Add": 0.1, "Conv depthwise": 1.0}
     recipe = choose_recipe(list(gains), lambda kinds: 10.0 - sum(gains[k] for k in kinds), margin=0.03)
-    assert recipe.float_kinds == ["Mul", "Conv depthwise"] and recipe.latency_ms == 7.0
+    assert recipe.kept_float == ["Mul", "Conv depthwise"] and recipe.latency == 7.0
     assert recipe.tried == [([], 10.0), (["Mul"], 8.0), (["Mul", "Conv 1x1"], 9.0), (["Mul", "Add"], 7.9),
                             (["Mul", "Conv depthwise"], 7.0)]
 
 
 def test_int8_nodes_of_a_kind_stay_float(tmp_path, capsys):
-    """``node_kinds`` finds every depth-wise convolution of FBNet-A, and quantizing with them excluded leaves their
-    weights in float32 while the other convolutions read int8 weights."""
+    """``node_groups`` finds every depth-wise convolution of FBNet-A and groups the nodes by block, and quantizing
+    with the depth-wise convolutions excluded leaves their weights in float32 while the other convolutions read int8
+    weights."""
     import onnx
 
-    from nascore.deploy.quantize import node_kinds, prepare, quantize
+    from nascore.deploy.quantize import node_groups, prepare, quantize
 
     fp32, prepared, out = tmp_path / "a.onnx", tmp_path / "prepared.onnx", tmp_path / "int8.onnx"
     assert main(["export", "fbnet_a", "--format", "onnx", "--out", str(fp32), "--input-size", "32"]) == 0
@@ -252,8 +257,12 @@ def test_int8_nodes_of_a_kind_stay_float(tmp_path, capsys):
     model = cls.for_arch(arch, input_size=32).build(arch)
     depthwise = sum(isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1 for m in model.modules())
     prepare(fp32, prepared)
-    kinds = node_kinds(prepared)
+    kinds = node_groups(prepared)
     assert len(kinds["Conv depthwise"]) == depthwise and kinds["Conv 1x1"]
+    blocks = {g: set(nodes) for g, nodes in kinds.items() if g.startswith("block ")}
+    for node in kinds["Conv depthwise"]:  # each in one block, the block of its module path
+        assert [g for g, nodes in blocks.items() if node in nodes] == [next(g for g in blocks
+                                                                            if node.startswith("/" + g[6:] + "/"))]
     quantize(prepared, out, [torch.randn(1, 3, 32, 32)], kinds["Conv depthwise"])
     graph = onnx.load(str(out)).graph
     made_by = {o: node.op_type for node in graph.node for o in node.output}
@@ -314,8 +323,8 @@ def test_measure_takes_any_onnx_file_and_refuses_broken_ones(tmp_path, capsys):
 def test_measure_an_int8_file(trained, tmp_path, capsys):
     out = tmp_path / "q.onnx"
     assert main(["export", str(trained), "--format", "onnx", "--out", str(out), "--int8",
-                 "--calibration-batches", "1"]) == 0
-    capsys.readouterr()
+                 "--calibration-batches", "1", "--int8-recipe", "all"]) == 0
+    assert "every node in int8" not in capsys.readouterr().out  # no recipe search
     assert main(["measure", str(out), "--batch", "2", "--min-run-time", "0.05"]) == 0  # dynamic batch
     text = capsys.readouterr().out
     assert "quantized (int8)" in text and "batch 2, input 32x32" in text
