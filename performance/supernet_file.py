@@ -38,8 +38,8 @@ def save_supernet(path: Path, parts: Parts, network: dict[str, torch.Tensor], tr
 
 
 def load_supernet(path: Path, parts: Parts) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The network state and the training record of the supernet file ``path``, if it was trained for the space, data and tasks
-    of ``parts``; a NascoreError names the first field that differs."""
+    """The network state and the training record of the supernet file ``path``, if it was trained for the space,
+    data and tasks of ``parts``; a NascoreError names the first field that differs."""
     checkpoint = load_checkpoint(path, map_location=parts.device, what="supernet file")
     if checkpoint.get("format") != FORMAT or checkpoint.get("version") != VERSION:
         raise NascoreError(f"supernet file {path} is not a {FORMAT} file of version {VERSION} (expected the "
