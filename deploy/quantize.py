@@ -11,9 +11,11 @@ for others (a depth-wise convolution, or a block whose hardswish and SE run in f
 DequantizeLinear pairs, can be slower than in float), so starting from everything quantized, each group of nodes is
 kept in float32 where that makes the file faster by more than the timing noise: first each kind (convolutions split
 into depth-wise, 1x1 and kxk; every other op type the quantizer handles by its name), then each block (the nodes
-under one numbered module of the network, e.g. ``blocks.5``). The CLI says plainly when even the best recipe is not faster than
-float32. ONNX Runtime's path rather than torch.ao's PT2E: the result is a
-plain ONNX file any ONNX Runtime runs, and its quantizer is the one ONNX Runtime maintains for its own kernels.
+under one numbered module of the network, e.g. ``blocks.5``). The CLI says plainly when even the best recipe is not
+faster than float32.
+
+ONNX Runtime's path rather than torch.ao's PT2E: the result is a plain ONNX file any ONNX Runtime runs, and its
+quantizer is the one ONNX Runtime maintains for its own kernels.
 """
 from __future__ import annotations
 
