@@ -4,7 +4,9 @@ digit-scenes, exported to ONNX and quantized to int8 with ``nascore export --int
 Per network: export time and largest difference from eager PyTorch (float32 ONNX), ONNX Runtime latency (1 thread,
 batch 1) of float32 and int8 at the training resolution, the validation metric of both, and, for classifiers, the
 latency of both at 224 x 224 (the same weights exported at 224, int8 calibrated on the digit-scenes training images
-resized to 224), where int8 has work enough to pay off.
+resized to 224), where int8 has work enough to pay off, with how often int8's top-1 agrees with float32's there.
+The int8 files are ``nascore export --int8``'s: the groups of nodes int8 makes slower on this machine kept in
+float32, chosen by timing them here (``--int8-recipe all``: every node quantized, no search).
 
     python benchmarks/export.py --out /tmp/export-bench              # train (reused when done), then measure
     python benchmarks/export.py --out /tmp/export-bench --epochs 10  # the training budget of every network
@@ -14,7 +16,7 @@ anything trains; ``--set`` overrides every training's spec. The table is printed
 OUT/export.json. Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
 
     python benchmarks/export.py --out /tmp/export-smoke --only fbnet_a --epochs 1 --set dataset.num_train=16 \
-        --set dataset.num_val=8
+        --set dataset.num_val=8 --int8-recipe all
 """
 from __future__ import annotations
 
@@ -86,22 +88,32 @@ def train_all(out: Path, names: list[str], epochs: int, jobs: int, overrides: li
     return {name: out / name for name in todo}
 
 
-def latency_224(run: Path, scratch: Path) -> tuple[float, float]:
-    """(float32, int8) ONNX Runtime latency at 224 x 224 of a classifier run's weights."""
-    from nascore.costs.timing import OnnxRuntimeBackend
+def latency_224(run: Path, scratch: Path, measure: bool) -> dict:
+    """ONNX Runtime latency at 224 x 224 of a classifier run's weights, float32 and int8 (the recipe measured here,
+    calibrated on the training images resized to 224), and how often int8's top-1 agrees with float32's on the
+    validation images resized to 224."""
+    import onnxruntime
+
+    from nascore.data import loader
     from nascore.deploy.export import export, load_source
-    from nascore.deploy.quantize import MIN_RUN_TIME, calibration_batches, quantize
+    from nascore.deploy.quantize import best_int8, calibration_batches
 
     source = load_source(str(run), input_size=224)
     fp32, int8 = scratch / f"{run.name}-224.onnx", scratch / f"{run.name}-224-int8.onnx"
     export(source, "onnx", fp32, dynamic_batch=True)
     assert source.data is not None
-    images = [F.interpolate(x, size=224, mode="bilinear", align_corners=False)
-              for x in calibration_batches(source.data, 2)]
-    quantize(fp32, int8, images)
-    backend = OnnxRuntimeBackend(threads=1)
-    return tuple(backend.time_session(backend.load(str(f)), (1, 3, 224, 224), MIN_RUN_TIME).median_ms
-                 for f in (fp32, int8))
+
+    def at_224(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=224, mode="bilinear", align_corners=False)
+
+    q = best_int8(fp32, int8, [at_224(x) for x in calibration_batches(source.data, 2)], (1, 3, 224, 224), measure)
+    sessions = [onnxruntime.InferenceSession(str(f), providers=["CPUExecutionProvider"]) for f in (fp32, int8)]
+    agree = total = 0
+    for images, _ in loader(source.data.parts.val_set, 50, source.data.parts.collate, shuffle=False):
+        a, b = (s.run(None, {"input": at_224(images).numpy()})[0].argmax(1) for s in sessions)
+        agree, total = agree + int((a == b).sum()), total + len(a)
+    return {"ms": list(q.latency_ms), "all_int8_ms": q.all_int8_ms, "kept_float": q.kept_float,
+            "top1_agreement": agree / total}
 
 
 def measure_plugin(name: str, run: Path, scratch: Path, exporter) -> dict:
@@ -125,7 +137,7 @@ def measure_plugin(name: str, run: Path, scratch: Path, exporter) -> dict:
             "primary": list(metrics)}
 
 
-def measure(name: str, run: Path, scratch: Path) -> dict:
+def measure(name: str, run: Path, scratch: Path, measure_int8: bool = True) -> dict:
     from nascore.costs.flops import count_macs
     from nascore.deploy.export import export, load_source, plugin_exporter
 
@@ -136,7 +148,8 @@ def measure(name: str, run: Path, scratch: Path) -> dict:
     start = time.perf_counter()
     checked = export(source, "onnx", scratch / f"{name}.onnx")
     seconds = time.perf_counter() - start
-    q = export(source, "onnx", scratch / f"{name}-int8.onnx", int8_batches=8).int8
+    q = export(source, "onnx", scratch / f"{name}-int8.onnx", int8_batches=8,
+               int8_recipe="measure" if measure_int8 else "all").int8
     assert q is not None, "export with int8_batches measures the int8 file"
     x = torch.zeros(1, source.in_channels, source.input_size, source.input_size)
     row = {"name": name, "arch": source.arch.name or "found", "input": source.input_size,
@@ -144,19 +157,21 @@ def measure(name: str, run: Path, scratch: Path) -> dict:
            "latency_ms": list(q.latency_ms), "metrics": {k: [f, i] for k, (_, f, i) in q.metrics.items()},
            "primary": [f"{t.name}/{t.primary_metric}" for t in source.data.tasks]}
     if [t.name for t in source.data.tasks] == ["classification"]:
-        row["latency_224_ms"] = list(latency_224(run, scratch))
+        row["at_224"] = latency_224(run, scratch, measure_int8)
     return row
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| network | input | MACs | export s | max abs diff | ORT fp32 ms | ORT int8 ms | metric fp32 -> int8 "
-             "| 224 px: fp32 ms | int8 ms |", "|---" * 10 + "|"]
+             "| 224 px: fp32 ms | int8 ms (all-int8 ms) | top-1 agreement | kept in float32 |", "|---" * 12 + "|"]
     for r in rows:
         metrics = "; ".join(f"{k} {r['metrics'][k][0]:.3f} -> {_num(r['metrics'][k][1], 3)}" for k in r["primary"])
-        l224 = r.get("latency_224_ms")
+        at = r.get("at_224")
         lines.append(f"| {r['name']} | {r['input']} | {r['macs'] / 1e6:.1f} M | {r['export_s']:.2f} | "
                      f"{r['max_abs_diff']:.1e} | {r['latency_ms'][0]:.3f} | {_num(r['latency_ms'][1], 3)} | {metrics} | "
-                     + (f"{l224[0]:.2f} | {l224[1]:.2f} |" if l224 else "- | - |"))
+                     + (f"{at['ms'][0]:.2f} | {at['ms'][1]:.2f} ({at['all_int8_ms']:.2f}) | {at['top1_agreement']:.3f} | "
+                        f"{', '.join(f'{g} ({n})' for g, n in at['kept_float'].items()) or 'nothing'} |" if at
+                        else "- | - | - | - |"))
     return "\n".join(lines)
 
 
@@ -173,12 +188,14 @@ def main() -> None:
                    help=f"networks to train and measure (default all: {', '.join([*NAMED, *EXAMPLES])})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="spec override of every training (as nascore's --set)")
+    p.add_argument("--int8-recipe", choices=("measure", "all"), default="measure",
+                   help="as nascore export's: measure which nodes int8 pays for here (default), or quantize all")
     args = p.parse_args()
     runs = train_all(args.out, args.only or [*NAMED, *EXAMPLES], args.epochs, args.jobs, args.overrides)
     torch.set_num_threads(1)
     scratch = args.out / "files"
     scratch.mkdir(exist_ok=True)
-    rows = [measure(name, run, scratch) for name, run in runs.items()]
+    rows = [measure(name, run, scratch, args.int8_recipe == "measure") for name, run in runs.items()]
     (args.out / "export.json").write_text(json.dumps(rows, indent=1))
     print(table(rows))
 

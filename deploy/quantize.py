@@ -161,15 +161,23 @@ def choose_recipe(groups: list[str], latency: Callable[[list[str]], float], marg
     return best
 
 
-def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measure: bool = True) -> Int8Result:
-    """Quantize the checked float32 export ``fp32`` into ``out`` (with ``measure``, keeping in float32 what the
-    recipe search finds faster so; else every node quantized) and compare the two on the run's data."""
-    import onnx  # onnx: only when exporting
+@dataclass
+class Quantized:
+    """What :func:`best_int8` wrote and measured."""
 
-    data = source.data
-    assert data is not None, "export() refuses --int8 without the run's data"
-    images = calibration_batches(data, k)
-    shape = (1, source.in_channels, source.input_size, source.input_size)
+    recipe: Recipe
+    #: node count of each group kept in float32
+    kept_float: dict[str, int]
+    #: (float32, int8) median ms, ONNX Runtime, one thread, timed in turn
+    latency_ms: tuple[float, float]
+    #: ms of every node quantized
+    all_int8_ms: float
+
+
+def best_int8(fp32: Path, out: Path, images: list[Tensor], shape: tuple[int, ...], measure: bool = True
+              ) -> Quantized:
+    """Quantize the ONNX file ``fp32`` into ``out``, calibrated on ``images``: with ``measure``, keeping in float32
+    the groups of nodes the recipe search finds faster so on this machine at input ``shape``; else every node."""
     backend = OnnxRuntimeBackend(threads=1)
 
     def time(path: Path, seconds: float = MIN_RUN_TIME) -> float:
@@ -195,6 +203,7 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measur
 
         recipe = choose_recipe(list(groups), latency) if measure else Recipe([], float("nan"))
         quantize(prepared, out, images, nodes(recipe.kept_float))
+        every = None
         if recipe.kept_float:  # the chosen recipe against all-int8 again, at the final timing
             quantize(prepared, trial, images)
             every, chosen = interleaved(trial, out)
@@ -202,8 +211,20 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measur
                 shutil.copyfile(trial, out)
                 recipe.kept_float = []
         latency_ms = tuple(interleaved(fp32, out))
-        if not recipe.kept_float:
-            every = latency_ms[1]
+    return Quantized(recipe, {group: len(groups[group]) for group in recipe.kept_float}, latency_ms,
+                     latency_ms[1] if every is None or not recipe.kept_float else every)
+
+
+def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measure: bool = True) -> Int8Result:
+    """Quantize the checked float32 export ``fp32`` into ``out`` (:func:`best_int8`) and compare the two on the
+    run's data."""
+    import onnx  # onnx: only when exporting
+
+    data = source.data
+    assert data is not None, "export() refuses --int8 without the run's data"
+    images = calibration_batches(data, k)
+    shape = (1, source.in_channels, source.input_size, source.input_size)
+    q = best_int8(fp32, out, images, shape, measure)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         template = source.model(x)
@@ -214,8 +235,7 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measur
     scores = [evaluate(net, val, data.tasks, torch.device("cpu")) for net in (source.model, float32, quantized)]
     result = Int8Result(sum(len(i) for i in images), {key: (scores[0][key], scores[1][key], scores[2][key])
                                                       for key in scores[0]},
-                        latency_ms, (got - eager).abs().max().item(),
-                        {group: len(groups[group]) for group in recipe.kept_float}, every)
+                        q.latency_ms, (got - eager).abs().max().item(), q.kept_float, q.all_int8_ms)
     # the float32 file's nascore.* metadata (the quantizer may drop it), and what int8 did
     proto = onnx.load(str(out))
     present = {prop.key for prop in proto.metadata_props}
@@ -225,7 +245,7 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measur
     proto.metadata_props.add(key="nascore.int8", value=json.dumps({
         "quantizer": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, min-max",
         "calibration_images": result.calibration_images,
-        "kept_float": result.kept_float, "recipes_vs_float32": [[kept, r] for kept, r in recipe.tried],
+        "kept_float": result.kept_float, "recipes_vs_float32": [[kept, r] for kept, r in q.recipe.tried],
         "val": {key: {"float32": f, "int8": q} for key, (_, f, q) in result.metrics.items()}}))
     onnx.save(proto, str(out))
     return result

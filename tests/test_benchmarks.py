@@ -78,7 +78,7 @@ SMOKES: dict[str, Smoke] = {
          "--block-seconds", "0.01"),
         line=r"single path: nascore / standalone child .* (PASS|MISS)$"),
     "export.py": Smoke(
-        ("--out", "{tmp}/export", "--only", "fbnet_a", "--epochs", "1", *sets(*FEW_IMAGES)),
+        ("--out", "{tmp}/export", "--only", "fbnet_a", "--epochs", "1", *sets(*FEW_IMAGES), "--int8-recipe", "all"),
         files=("export/export.json",), line=r"^\| fbnet_a \| 32 \|"),
     "fbnetv2_masking.py": Smoke(("--smoke",), line=r"^whole supernet, resolution options per block"),
     "gpu_paths.py": Smoke(
