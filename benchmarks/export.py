@@ -169,7 +169,7 @@ def table(rows: list[dict]) -> str:
         at = r.get("at_224")
         lines.append(f"| {r['name']} | {r['input']} | {r['macs'] / 1e6:.1f} M | {r['export_s']:.2f} | "
                      f"{r['max_abs_diff']:.1e} | {r['latency_ms'][0]:.3f} | {_num(r['latency_ms'][1], 3)} | {metrics} | "
-                     + (f"{at['ms'][0]:.2f} | {at['ms'][1]:.2f} ({at['all_int8_ms']:.2f}) | {at['top1_agreement']:.3f} | "
+                     + (f"{at['ms'][0]:.2f} | {at['ms'][1]:.2f} ({_num(at['all_int8_ms'], 2)}) | {at['top1_agreement']:.3f} | "
                         f"{', '.join(f'{g} ({n})' for g, n in at['kept_float'].items()) or 'nothing'} |" if at
                         else "- | - | - | - |"))
     return "\n".join(lines)

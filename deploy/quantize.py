@@ -170,8 +170,8 @@ class Quantized:
     kept_float: dict[str, int]
     #: (float32, int8) median ms, ONNX Runtime, one thread, timed in turn
     latency_ms: tuple[float, float]
-    #: ms of every node quantized
-    all_int8_ms: float
+    #: ms of every node quantized (None: no recipe was searched)
+    all_int8_ms: float | None
 
 
 def best_int8(fp32: Path, out: Path, images: list[Tensor], shape: tuple[int, ...], measure: bool = True
@@ -211,8 +211,8 @@ def best_int8(fp32: Path, out: Path, images: list[Tensor], shape: tuple[int, ...
                 shutil.copyfile(trial, out)
                 recipe.kept_float = []
         latency_ms = tuple(interleaved(fp32, out))
-    return Quantized(recipe, {group: len(groups[group]) for group in recipe.kept_float}, latency_ms,
-                     latency_ms[1] if every is None or not recipe.kept_float else every)
+    every = None if not measure else latency_ms[1] if every is None or not recipe.kept_float else every
+    return Quantized(recipe, {group: len(groups[group]) for group in recipe.kept_float}, latency_ms, every)
 
 
 def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measure: bool = True) -> Int8Result:
