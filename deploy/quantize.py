@@ -180,17 +180,19 @@ def best_int8(fp32: Path, out: Path, images: list[Tensor], shape: tuple[int, ...
     the groups of nodes the recipe search finds faster so on this machine at input ``shape``; else every node."""
     backend = OnnxRuntimeBackend(threads=1)
 
-    def time(path: Path, seconds: float = MIN_RUN_TIME) -> float:
-        return backend.time_session(backend.load(str(path)), shape, seconds).median_ms
+    def time(session: Any, seconds: float = MIN_RUN_TIME) -> float:
+        return backend.time_session(session, shape, seconds).median_ms
 
     def interleaved(*paths: Path) -> list[float]:  # rounds of each in turn: drift on a busy machine hits all alike
-        rounds = [[time(p) for p in paths] for _ in range(ROUNDS)]
+        sessions = [backend.load(str(p)) for p in paths]
+        rounds = [[time(session) for session in sessions] for _ in range(ROUNDS)]
         return [statistics.median(r[i] for r in rounds) for i in range(len(paths))]
 
     with tempfile.TemporaryDirectory(prefix="nascore-int8-") as scratch:
         prepared, trial = Path(scratch) / "prepared.onnx", Path(scratch) / "trial.onnx"
         prepare(fp32, prepared)
         groups = node_groups(prepared)
+        float32 = backend.load(str(fp32))
 
         def nodes(kept: list[str]) -> list[str]:
             return sorted({n for group in kept for n in groups[group]})
@@ -199,11 +201,11 @@ def best_int8(fp32: Path, out: Path, images: list[Tensor], shape: tuple[int, ...
             """The recipe's latency over float32's, timed in turn (a busy machine's drift cancels); the graph
             decides the speed, so one calibration batch will do."""
             quantize(prepared, trial, images[:1], nodes(kept))
-            return statistics.median(time(trial, TRIAL_TIME) / time(fp32, TRIAL_TIME) for _ in range(ROUNDS))
+            session = backend.load(str(trial))
+            return statistics.median(time(session, TRIAL_TIME) / time(float32, TRIAL_TIME) for _ in range(ROUNDS))
 
         recipe = choose_recipe(list(groups), latency) if measure else Recipe([], float("nan"))
         quantize(prepared, out, images, nodes(recipe.kept_float))
-        every = None
         if recipe.kept_float:  # the chosen recipe against all-int8 again, at the final timing
             quantize(prepared, trial, images)
             every, chosen = interleaved(trial, out)
@@ -211,8 +213,9 @@ def best_int8(fp32: Path, out: Path, images: list[Tensor], shape: tuple[int, ...
                 shutil.copyfile(trial, out)
                 recipe.kept_float = []
         latency_ms = tuple(interleaved(fp32, out))
-    every = None if not measure else latency_ms[1] if every is None or not recipe.kept_float else every
-    return Quantized(recipe, {group: len(groups[group]) for group in recipe.kept_float}, latency_ms, every)
+    # all-int8's latency: the written file's unless the search kept groups in float32
+    all_int8 = None if not measure else every if recipe.kept_float else latency_ms[1]
+    return Quantized(recipe, {group: len(groups[group]) for group in recipe.kept_float}, latency_ms, all_int8)
 
 
 def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measure: bool = True) -> Int8Result:
@@ -246,7 +249,7 @@ def int8(source: ExportSource, flat: Flat, fp32: Path, out: Path, k: int, measur
         "quantizer": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, min-max",
         "calibration_images": result.calibration_images,
         "kept_float": result.kept_float, "recipes_vs_float32": [[kept, r] for kept, r in q.recipe.tried],
-        "val": {key: {"float32": f, "int8": q} for key, (_, f, q) in result.metrics.items()}}))
+        "val": {key: {"float32": f, "int8": i} for key, (_, f, i) in result.metrics.items()}}))
     onnx.save(proto, str(out))
     return result
 
