@@ -3,7 +3,11 @@
 The float32 file (dynamic batch axis, checked against eager PyTorch) is pre-processed (shape inference and graph
 optimisation, ``quant_pre_process``) and quantized in QDQ format with per-channel int8 weights and uint8
 activations (ONNX Runtime's default for x86 CPUs), calibrated by min-max on ``K`` shuffled batches of the run's
-training split. Both files are then scored on the validation split through ONNX Runtime with the tasks' own
+training split. Two exact graph rewrites let uint8 kernels run what otherwise runs in float between a
+DequantizeLinear and a QuantizeLinear: the spatial ``ReduceMean`` of squeeze-excite and heads becomes the
+``GlobalAveragePool`` it equals, and each quantized ``HardSigmoid`` (hardswish and the SE gate) becomes a
+DequantizeLinear with its slope folded into the scale plus an ``Add`` (one ``QLinearAdd``; the clip is the
+QuantizeLinear's saturation). Both files are then scored on the validation split through ONNX Runtime with the tasks' own
 metrics, and timed at batch 1 on one thread.
 
 Which nodes are quantized is measured on this machine (:func:`choose_recipe`): int8 pays for some nodes and costs
@@ -79,6 +83,7 @@ def prepare(fp32: Path, prepared: Path) -> None:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     except Exception as exc:  # noqa: BLE001 - the quantizer rejects the graph: say so, write nothing
         raise _failed(exc) from None
+    _rewrite(prepared, _pool_as_global)
 
 
 def quantize(prepared: Path, out: Path, images: list[Tensor], exclude: list[str] = ()) -> None:
@@ -100,6 +105,98 @@ def quantize(prepared: Path, out: Path, images: list[Tensor], exclude: list[str]
                         nodes_to_exclude=list(exclude))
     except Exception as exc:  # noqa: BLE001 - as above
         raise _failed(exc) from None
+    _rewrite(out, _hardsigmoid_as_add)
+
+
+def _rewrite(path: Path, rewrite: Callable[[Any], int]) -> None:
+    """Apply the graph rewrite ``rewrite`` (it returns how many nodes it replaced) to the ONNX file ``path``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if rewrite(model.graph):
+        onnx.save(model, str(path))
+
+
+def _scalar(graph: Any, name: str) -> float | None:
+    from onnx import numpy_helper
+
+    tensor = next((t for t in graph.initializer if t.name == name), None)
+    return None if tensor is None or numpy_helper.to_array(tensor).size != 1 else numpy_helper.to_array(tensor).item()
+
+
+def _pool_as_global(graph: Any) -> int:
+    """``ReduceMean`` over the two spatial axes, keeping them (squeeze-excite's and the heads' pooling, as PyTorch
+    exports ``x.mean((2, 3), keepdim=True)``), as the ``GlobalAveragePool`` it equals: ONNX Runtime runs that one
+    in uint8 (``QLinearGlobalAveragePool``), where a ReduceMean runs in float between a DequantizeLinear of the
+    whole feature map and a QuantizeLinear."""
+    from onnx import helper, numpy_helper
+
+    shapes = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.input]}
+    initializers = {t.name: t for t in graph.initializer}
+    done = 0
+    for i, node in enumerate(graph.node):
+        if node.op_type != "ReduceMean" or shapes.get(node.input[0]) != 4:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1] in initializers:  # opset 18: axes an input
+            axes = numpy_helper.to_array(initializers[node.input[1]]).tolist()
+        if attrs.get("keepdims", 1) != 1 or sorted(int(a) % 4 for a in axes or []) != [2, 3]:
+            continue
+        graph.node.remove(node)
+        graph.node.insert(i, helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output),
+                                              name=node.name))
+        done += 1
+    return done
+
+
+def _hardsigmoid_as_add(graph: Any) -> int:
+    """Each ``DequantizeLinear(x; s, z) -> HardSigmoid(alpha, beta) -> QuantizeLinear(h)`` of a QDQ file as
+    ``DequantizeLinear(x; alpha * s, z) + beta -> QuantizeLinear(h)``, which ONNX Runtime runs as one uint8
+    ``QLinearAdd`` (hardswish and the squeeze-excite gate have no uint8 kernel: they ran in float between the two
+    conversions). Equal up to rounding: HardSigmoid is ``clip(alpha * x + beta, 0, 1)``, and the clip is the
+    QuantizeLinear's own saturation where its range is within [0, 1] (zero point 0, ``255 * scale <= 1``), the only
+    case rewritten."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    made_by = {o: node for node in graph.node for o in node.output}
+    read_by: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            read_by.setdefault(name, []).append(node)
+    done = 0
+    for node in list(graph.node):
+        if node.op_type != "HardSigmoid":
+            continue
+        dq, readers = made_by.get(node.input[0]), read_by.get(node.output[0], [])
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+        if (dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or len(readers) != 1
+                or readers[0].op_type != "QuantizeLinear" or len(readers[0].input) < 3 or alpha <= 0 or beta <= 0):
+            continue
+        x_scale, q_scale, q_zero = (_scalar(graph, n) for n in (dq.input[1], *readers[0].input[1:3]))
+        if x_scale is None or q_scale is None or q_zero != 0 or 255 * q_scale > 1 + 1e-6:
+            continue
+        name = node.name or node.output[0]
+        graph.initializer.extend([numpy_helper.from_array(numpy_helper.to_array(
+            next(t for t in graph.initializer if t.name == dq.input[1])) * alpha, f"{name}/alpha_scale"),
+            helper.make_tensor(f"{name}/beta_q", TensorProto.UINT8, [], [1]),
+            helper.make_tensor(f"{name}/beta_scale", TensorProto.FLOAT, [], [beta]),
+            helper.make_tensor(f"{name}/beta_zero", TensorProto.UINT8, [], [0])])
+        i = list(graph.node).index(node)
+        graph.node.remove(node)
+        for j, new in enumerate([
+                helper.make_node("DequantizeLinear", [dq.input[0], f"{name}/alpha_scale", dq.input[2]],
+                                 [f"{name}/alpha_x"], name=f"{name}/alpha_x"),
+                helper.make_node("DequantizeLinear", [f"{name}/beta_q", f"{name}/beta_scale", f"{name}/beta_zero"],
+                                 [f"{name}/beta"], name=f"{name}/beta"),
+                helper.make_node("Add", [f"{name}/alpha_x", f"{name}/beta"], list(node.output), name=name)]):
+            graph.node.insert(i + j, new)
+        read_by[dq.output[0]].remove(node)
+        if not read_by[dq.output[0]] and dq.output[0] not in {o.name for o in graph.output}:
+            graph.node.remove(dq)
+        done += 1
+    return done
 
 
 def _failed(exc: Exception) -> NascoreError:

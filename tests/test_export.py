@@ -7,6 +7,7 @@ import random
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -269,6 +270,59 @@ def test_int8_nodes_of_a_kind_stay_float(tmp_path, capsys):
     weights = {node.name: made_by.get(node.input[1], "initializer") for node in graph.node if node.op_type == "Conv"}
     assert {weights[n] for n in kinds["Conv depthwise"]} == {"initializer"}
     assert {weights[n] for n in kinds["Conv 1x1"]} == {"DequantizeLinear"}
+
+
+class _Gated(torch.nn.Module):
+    """A convolution, a squeeze-excite style pooling (and a channel mean, which is not one) and a hard-sigmoid
+    gate: the graph the int8 rewrites are for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.project = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.conv(x)
+        return self.project(torch.nn.functional.hardsigmoid(y * y.mean((2, 3), keepdim=True))), y.mean(1, keepdim=True)
+
+
+def _ort(path: Path, x: torch.Tensor, also: str | None = None) -> list:
+    """The ONNX file's outputs for ``x`` (and the tensor named ``also``, made an output too)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    if also is not None:
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(also))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x.numpy()})
+
+
+def test_int8_pooling_and_hard_sigmoid_run_in_uint8(tmp_path, monkeypatch):
+    """``prepare`` turns the spatial mean into the GlobalAveragePool it equals (the channel mean stays a ReduceMean;
+    same outputs), and ``quantize`` runs each quantized HardSigmoid as a DequantizeLinear + Add, which gives the gate
+    of the file quantized without that rewrite to within one step of its uint8 output."""
+    import onnx
+
+    from nascore.deploy import quantize as q
+
+    fp32, prepared = tmp_path / "f.onnx", tmp_path / "prepared.onnx"
+    torch.onnx.export(_Gated().eval(), (torch.randn(1, 3, 8, 8),), str(fp32), input_names=["input"], dynamo=False)
+    q.prepare(fp32, prepared)
+    ops = [node.op_type for node in onnx.load(str(prepared)).graph.node]
+    assert ops.count("GlobalAveragePool") == 1 and ops.count("ReduceMean") == 1 and "HardSigmoid" in ops
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for a, b in zip(_ort(fp32, x[:1]), _ort(prepared, x[:1])):
+        assert abs(a - b).max() <= 1e-5 * max(1.0, abs(a).max())
+    rewritten, plain = tmp_path / "rewritten.onnx", tmp_path / "plain.onnx"
+    q.quantize(prepared, rewritten, list(x.split(1)))
+    assert "HardSigmoid" not in [node.op_type for node in onnx.load(str(rewritten)).graph.node]
+    monkeypatch.setattr(q, "_hardsigmoid_as_add", lambda graph: 0)
+    q.quantize(prepared, plain, list(x.split(1)))
+    assert "HardSigmoid" in [node.op_type for node in onnx.load(str(plain)).graph.node]
+    gate = next(node.output[0] for node in onnx.load(str(plain)).graph.node if node.op_type == "QuantizeLinear"
+                and node.input[0] == "/HardSigmoid_output_0")
+    got, want = _ort(rewritten, x[:1], gate)[-1], _ort(plain, x[:1], gate)[-1]
+    assert got.dtype == want.dtype == np.uint8 and np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
 def test_int8_refusals_exit_2_without_a_file(trained, tmp_path, capsys):
