@@ -32,6 +32,15 @@ def test_temperature_schedule():
     assert DNAS().config.arch_fraction == 0.2
 
 
+def test_temperature_falls_to_final_over_the_architecture_epochs():
+    t = Temperature(initial=4.0, final=0.25)
+    assert [t.at(e, warmup=2, epochs=7) for e in (0, 1, 2)] == [4.0, 4.0, 4.0]
+    assert [t.at(e, warmup=2, epochs=7) for e in (3, 4, 5, 6)] == pytest.approx([2.0, 1.0, 0.5, 0.25])
+    assert t.at(1, warmup=1, epochs=2) == pytest.approx(0.25) and t.at(0, warmup=0, epochs=1) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="decay .* or final .*, not both"):
+        Temperature(initial=4.0, final=0.25, decay=0.1)
+
+
 # -- fixtures ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -227,6 +236,15 @@ def test_top_choices_in_the_metrics_are_the_derived_arch(data, splits):
         theta[5] = torch.nextafter(torch.tensor(0.01), torch.tensor(1.0))  # larger, by one float32 ulp
     assert strategy.derive()[SHARED]["layer01"] == "k5_e1_g2"
     assert strategy._distribution_stats()["top_choices"] == strategy.derive()[SHARED]
+
+
+def test_top_probability_is_the_mean_probability_of_the_derived_choices(data, splits):
+    strategy = make_dnas(make_ctx(data, splits))
+    n = len(strategy.decisions)
+    assert strategy._distribution_stats()["top_probability"] == pytest.approx(1 / 9)
+    with torch.no_grad():
+        strategy.theta["layer01"][2] = 100.0  # one decision all but certain
+    assert strategy._distribution_stats()["top_probability"] == pytest.approx((1 + (n - 1) / 9) / n)
 
 
 def test_state_dict_round_trip(searched, data, splits, table):
