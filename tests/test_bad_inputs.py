@@ -119,7 +119,7 @@ CASES: dict[str, Case] = {
                                                        "mean 'width'?",
                                {"s.yaml": spec_file(space__widht=0.5)}),
     "spec-nested-typo": Case(["validate", "s.yaml"], "  strategy.temperature.inital: unknown field; expected one "
-                                                     "of: initial, decay. Did you mean 'initial'?",
+                                                     "of: initial, final, decay. Did you mean 'initial'?",
                              {"s.yaml": spec_file(strategy__temperature={"inital": 2})}),
     "spec-unknown-loss-form": Case(["validate", "s.yaml"], "  cost.loss: Input tag 'hinge' found using 'form' does "
                                                            "not match any of the expected tags: 'multiplicative', "

@@ -24,12 +24,14 @@ CONFIG = {"epochs": 3, "warmup_epochs": 1, "batch_size": 8, "max_steps": 1}
 # -- temperature -------------------------------------------------------------------------------
 def test_temperature_schedule():
     t = DNAS().config.temperature
-    assert (t.initial, t.decay) == (5.0, 0.045)
+    assert (t.initial, t.final, t.decay) == (5.0, 0.5, None)
+    assert [t.at(e, warmup=10, epochs=90) for e in (0, 10)] == [5.0, 5.0] and t.at(89, 10, 90) == pytest.approx(0.5)
+    paper = Temperature(decay=0.045)  # FBNet's schedule, one option away
     for epoch in range(0, 91, 7):
-        assert t.at(epoch) == pytest.approx(5.0 * math.exp(-0.045 * epoch), rel=1e-12)
+        assert paper.at(epoch, warmup=10, epochs=90) == pytest.approx(5.0 * math.exp(-0.045 * epoch), rel=1e-12)
     assert Temperature(initial=2.0, decay=0.0).at(50) == 2.0
     assert DNAS().config.warmup_epochs == 10 and DNAS().config.epochs == 90
-    assert DNAS().config.arch_fraction == 0.2
+    assert DNAS().config.arch_fraction == 0.2 and DNAS().config.arch.lr == 0.2
 
 
 def test_temperature_falls_to_final_over_the_architecture_epochs():
@@ -128,7 +130,7 @@ def test_search_epoch_changes_theta(searched):
     changed = [k for k in t1 if not torch.equal(t1[k], t2[k])]
     assert len(changed) == len(t1)  # every decision got a gradient
     row1 = searched["rows"][1]
-    assert row1["temperature"] == pytest.approx(5.0 * math.exp(-0.045))
+    assert row1["temperature"] == 5.0  # the first architecture epoch: initial; epoch 2 (the last) would be final
     assert row1["entropy"] < math.log(9)
 
 

@@ -54,13 +54,14 @@ def test_run_writes_every_output(first_run):
     arch = Arch.load(out / "arch.json")
     assert arch.space == "fbnet" and len(arch.choices) == 22 and arch.config["width"] == 0.25
     resolved = yaml.safe_load((out / "spec.yaml").read_text())
-    assert resolved["strategy"]["temperature"] == {"initial": 5.0, "decay": 0.045}  # defaults filled in
+    assert resolved["strategy"]["temperature"] == {"initial": 5.0, "final": 0.5, "decay": None}  # defaults filled in
     search = [r for r in rows(out) if r["phase"] == "search"]
     train = [r for r in rows(out) if r["phase"] == "train"]
     assert [r["epoch"] for r in search] == [0, 1, 2] and [r["epoch"] for r in train] == [0, 1]
     assert "arch_loss" not in search[0] and "arch_loss" in search[1]  # warm-up trains weights only
     for r in search:
-        assert {"temperature", "entropy", "top_choices", "weight_loss", "val/classification/top1"} <= set(r)
+        assert {"temperature", "entropy", "top_probability", "top_choices", "weight_loss",
+                "val/classification/top1"} <= set(r)
     assert search[1]["expected_cost"] > 0 and search[2]["top_choices"] == arch.choices
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pareto"]["files"] == ["pareto.csv", "pareto.png"] and summary["pareto"]["archs"] >= 2
