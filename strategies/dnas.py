@@ -30,21 +30,25 @@ class Temperature(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     initial: float = Field(5.0, gt=0)
-    final: float = Field(0.5, gt=0, description=(
-        "the temperature at the last epoch, reached geometrically from initial over the architecture epochs"))
+    final: float | None = Field(None, gt=0, description=(
+        "the temperature at the last epoch, reached geometrically from initial over the architecture epochs "
+        "(0.5 unless decay is given)"))
     decay: float | None = Field(None, ge=0, description=(
         "the paper's schedule instead of final: the temperature multiplied by exp(-decay) every epoch (FBNet: "
         "0.045, which over its 90 epochs ends at 0.09, over a CPU-sized search of a few epochs near 5)"))
 
     @model_validator(mode="after")
     def _one_schedule(self) -> Temperature:
-        if self.decay is not None and "final" in self.model_fields_set:
+        if self.final is not None and self.decay is not None:
             raise ValueError("give decay (a factor per epoch) or final (the last epoch's temperature), not both")
+        if self.decay is None and self.final is None:
+            self.final = 0.5  # written back so: a resolved spec names its schedule and loads again as it is
         return self
 
     def at(self, epoch: int, warmup: int = 0, epochs: int | None = None) -> float:
         if self.decay is not None:
             return self.initial * math.exp(-self.decay * epoch)
+        assert self.final is not None  # _one_schedule: final or decay
         searched = (epochs or 1) - warmup - 1
         progress = 1.0 if searched <= 0 else min(max(epoch - warmup, 0) / searched, 1.0)
         return self.initial * (self.final / self.initial) ** progress

@@ -41,6 +41,9 @@ def test_temperature_falls_to_final_over_the_architecture_epochs():
     assert t.at(1, warmup=1, epochs=2) == pytest.approx(0.25) and t.at(0, warmup=0, epochs=1) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="decay .* or final .*, not both"):
         Temperature(initial=4.0, final=0.25, decay=0.1)
+    for given in ({}, {"final": 0.25}, {"decay": 0.045}):  # what a run's resolved spec.yaml writes loads again
+        t = Temperature(**given)
+        assert Temperature(**t.model_dump()) == t and (t.final is None) != (t.decay is None)
 
 
 # -- fixtures ----------------------------------------------------------------------------------
