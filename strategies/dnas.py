@@ -45,11 +45,12 @@ class Temperature(BaseModel):
             self.final = 0.5  # written back so: a resolved spec names its schedule and loads again as it is
         return self
 
-    def at(self, epoch: int, warmup: int = 0, epochs: int | None = None) -> float:
+    def at(self, epoch: int, warmup: int, epochs: int) -> float:
+        """The temperature of ``epoch`` in a search of ``epochs`` epochs whose first ``warmup`` train weights only."""
         if self.decay is not None:
             return self.initial * math.exp(-self.decay * epoch)
         assert self.final is not None  # _one_schedule: final or decay
-        searched = (epochs or 1) - warmup - 1
+        searched = epochs - warmup - 1
         progress = 1.0 if searched <= 0 else min(max(epoch - warmup, 0) / searched, 1.0)
         return self.initial * (self.final / self.initial) ** progress
 

@@ -29,7 +29,7 @@ def test_temperature_schedule():
     paper = Temperature(decay=0.045)  # FBNet's schedule, one option away
     for epoch in range(0, 91, 7):
         assert paper.at(epoch, warmup=10, epochs=90) == pytest.approx(5.0 * math.exp(-0.045 * epoch), rel=1e-12)
-    assert Temperature(initial=2.0, decay=0.0).at(50) == 2.0
+    assert Temperature(initial=2.0, decay=0.0).at(50, warmup=10, epochs=90) == 2.0
     assert DNAS().config.warmup_epochs == 10 and DNAS().config.epochs == 90
     assert DNAS().config.arch_fraction == 0.2 and DNAS().config.arch.lr == 0.2
 
