@@ -134,7 +134,7 @@ def _pool_as_global(graph: Any) -> int:
     shapes = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.input]}
     initializers = {t.name: t for t in graph.initializer}
     done = 0
-    for i, node in enumerate(graph.node):
+    for i, node in enumerate(list(graph.node)):  # each replaced in place: the indices hold
         if node.op_type != "ReduceMean" or shapes.get(node.input[0]) != 4:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
