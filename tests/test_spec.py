@@ -113,7 +113,7 @@ def test_every_error_is_reported_at_once_in_spec_order(tmp_path, capsys):
     data["dataset"]["num_val"] = 0
     data["tasks"][0]["label_smoothing"] = -1
     data["space"]["name"] = "fbnett"
-    data["strategy"]["temperature"]["initial"] = 0
+    data["strategy"]["temperature"] = {"initial": 0}  # after warmup_epochs in the mapping, as in spec order below
     data["strategy"]["warmup_epochs"] = -1
     data["cost"]["loss"]["alpha"] = 0
     data["train"]["lr"] = 0
