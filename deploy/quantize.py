@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -117,11 +118,12 @@ def _rewrite(path: Path, rewrite: Callable[[Any], int]) -> None:
         onnx.save(model, str(path))
 
 
-def _scalar(graph: Any, name: str) -> float | None:
+def _scalar(initializers: dict[str, Any], name: str) -> Any:
+    """The initializer ``name`` as a NumPy scalar of its own dtype; None if it is not one value."""
     from onnx import numpy_helper
 
-    tensor = next((t for t in graph.initializer if t.name == name), None)
-    return None if tensor is None or numpy_helper.to_array(tensor).size != 1 else numpy_helper.to_array(tensor).item()
+    value = numpy_helper.to_array(initializers[name]) if name in initializers else None
+    return None if value is None or value.size != 1 else value.reshape(())[()]
 
 
 def _pool_as_global(graph: Any) -> int:
@@ -160,6 +162,8 @@ def _hardsigmoid_as_add(graph: Any) -> int:
     from onnx import TensorProto, helper, numpy_helper
 
     made_by = {o: node for node in graph.node for o in node.output}
+    initializers = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
     read_by: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
@@ -174,12 +178,12 @@ def _hardsigmoid_as_add(graph: Any) -> int:
         if (dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or len(readers) != 1
                 or readers[0].op_type != "QuantizeLinear" or len(readers[0].input) < 3 or alpha <= 0 or beta <= 0):
             continue
-        x_scale, q_scale, q_zero = (_scalar(graph, n) for n in (dq.input[1], *readers[0].input[1:3]))
+        x_scale, q_scale, q_zero = (_scalar(initializers, n) for n in (dq.input[1], *readers[0].input[1:3]))
         if x_scale is None or q_scale is None or q_zero != 0 or 255 * q_scale > 1 + 1e-6:
             continue
         name = node.name or node.output[0]
-        graph.initializer.extend([numpy_helper.from_array(numpy_helper.to_array(
-            next(t for t in graph.initializer if t.name == dq.input[1])) * alpha, f"{name}/alpha_scale"),
+        graph.initializer.extend([
+            numpy_helper.from_array(np.asarray(x_scale * np.float32(alpha)), f"{name}/alpha_scale"),
             helper.make_tensor(f"{name}/beta_q", TensorProto.UINT8, [], [1]),
             helper.make_tensor(f"{name}/beta_scale", TensorProto.FLOAT, [], [beta]),
             helper.make_tensor(f"{name}/beta_zero", TensorProto.UINT8, [], [0])])
@@ -193,7 +197,7 @@ def _hardsigmoid_as_add(graph: Any) -> int:
                 helper.make_node("Add", [f"{name}/alpha_x", f"{name}/beta"], list(node.output), name=name)]):
             graph.node.insert(i + j, new)
         read_by[dq.output[0]].remove(node)
-        if not read_by[dq.output[0]] and dq.output[0] not in {o.name for o in graph.output}:
+        if not read_by[dq.output[0]] and dq.output[0] not in outputs:
             graph.node.remove(dq)
         done += 1
     return done
