@@ -14,9 +14,10 @@ Which nodes are quantized is measured on this machine (:func:`choose_recipe`): i
 for others (a depth-wise convolution, or a block whose hardswish and SE run in float between QuantizeLinear and
 DequantizeLinear pairs, can be slower than in float), so starting from everything quantized, each group of nodes is
 kept in float32 where that makes the file faster by more than the timing noise: first each kind (convolutions split
-into depth-wise, 1x1 and kxk; every other op type the quantizer handles by its name), then each block (the nodes
-under one numbered module of the network, e.g. ``blocks.5``). The CLI says plainly when even the best recipe is not
-faster than float32.
+into depth-wise, 1x1 and kxk; every other op type the quantizer handles by its name), then the leading blocks as one
+run (the stem and the first blocks, at high resolution: each block kept alone adds a conversion at either end), then
+each later block (the nodes under one numbered module of the network, e.g. ``blocks.5``, activations included).
+The CLI says plainly when even the best recipe is not faster than float32.
 
 ONNX Runtime's path rather than torch.ao's PT2E: the result is a plain ONNX file any ONNX Runtime runs, and its
 quantizer is the one ONNX Runtime maintains for its own kernels.
@@ -49,6 +50,8 @@ from .network import Data, ExportSource, Flat, flatten, unflatten
 MIN_RUN_TIME = 1.0
 #: a recipe is kept only when it is this much faster than the best so far (the spread of repeated timings here)
 MARGIN = 0.03
+#: leading-block recipes tried past the best one before the search stops lengthening them
+PATIENCE = 3
 #: interleaved timing rounds of the files compared, and seconds of timing per file and round in the search
 ROUNDS, TRIAL_TIME = 3, 0.3
 
@@ -84,6 +87,7 @@ def prepare(fp32: Path, prepared: Path) -> None:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     except Exception as exc:  # noqa: BLE001 - the quantizer rejects the graph: say so, write nothing
         raise _failed(exc) from None
+    _rewrite(prepared, _name_nodes)
     _rewrite(prepared, _pool_as_global)
 
 
@@ -124,6 +128,43 @@ def _scalar(initializers: dict[str, Any], name: str) -> Any:
 
     value = numpy_helper.to_array(initializers[name]) if name in initializers else None
     return None if value is None or value.size != 1 else value.reshape(())[()]
+
+
+def _name_nodes(graph: Any) -> int:
+    """Name each unnamed node after the module call it computes, so a recipe can keep it in float32 with its
+    block: the exporter leaves unnamed the nodes it inlines from a function (hardswish's ``HardSigmoid`` and ``Mul``);
+    the call's name is their output's (``/model/.../act/HardSwish_output_0``) or, for an intermediate, the name of
+    the node reading it. The op type is appended, and a count where that name is taken."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    calls: dict[int, str] = {}
+
+    def call(node: Any) -> str:
+        if node.name:
+            return node.name
+        if id(node) not in calls:
+            calls[id(node)] = ""  # a cycle cannot occur in a valid graph; this guards a hostile one
+            path = next((re.sub(r"_output_\d+$", "", o) for o in node.output if o.startswith("/")), None)
+            reader = next((r for o in node.output for r in readers.get(o, [])), None)
+            calls[id(node)] = path if path is not None else call(reader) if reader is not None else ""
+        return calls[id(node)]
+
+    taken = {node.name for node in graph.node}
+    done = 0
+    for node in graph.node:
+        if node.name:
+            continue
+        base = f"{call(node)}/{node.op_type}"
+        name, count = base, 1
+        while name in taken:
+            count += 1
+            name = f"{base}_{count}"
+        node.name = name
+        taken.add(name)
+        done += 1
+    return done
 
 
 def _pool_as_global(graph: Any) -> int:
@@ -211,16 +252,17 @@ def _failed(exc: Exception) -> NascoreError:
 def node_groups(path: Path) -> dict[str, list[str]]:
     """The nodes of the ONNX file ``path`` that the QDQ quantizer would quantize, in groups a recipe keeps in float32
     together: by kind (convolutions as ``Conv depthwise``, ``Conv 1x1`` or ``Conv kxk``, every other node by its op
-    type; the kinds with most nodes first), then by block (``block <module path>``: the node names' path up to
-    its first numbered module, as PyTorch's exporter names nodes; in graph order). An unnamed node cannot be
-    excluded and is left out."""
+    type; the kinds with most nodes first), then by block (``block <module path>``, in graph order: the node
+    names' path, as PyTorch's exporter names nodes, to the depth of the first numbered module, e.g. ``blocks.5``;
+    the modules beside those, such as a stem or a head, are blocks too). An unnamed node cannot be excluded and is
+    left out (:func:`prepare` names them)."""
     import onnx
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     model = onnx.load(str(path), load_external_data=False)
     weights = {i.name: list(i.dims) for i in model.graph.initializer}
     kinds: dict[str, list[str]] = {}
-    blocks: dict[str, list[str]] = {}
+    paths: list[tuple[str, list[str]]] = []
     for node in model.graph.node:
         if not node.name or (node.op_type not in QDQRegistry and node.op_type not in QLinearOpsRegistry):
             continue
@@ -231,10 +273,14 @@ def node_groups(path: Path) -> dict[str, list[str]]:
             kind = ("Conv depthwise" if group > 1 and dims[1] == 1 else "Conv 1x1" if dims[2:] == [1, 1]
                     else "Conv kxk")
         kinds.setdefault(kind, []).append(node.name)
-        parts = node.name.split("/")
-        numbered = next((i for i, part in enumerate(parts) if re.fullmatch(r"\w+\.\d+", part)), None)
-        if numbered is not None:
-            blocks.setdefault("block " + "/".join(parts[:numbered + 1]).lstrip("/"), []).append(node.name)
+        paths.append((node.name, node.name.split("/")))
+
+    depth = next((i for _, parts in paths for i, part in enumerate(parts) if re.fullmatch(r"\w+\.\d+", part)),
+                 None)
+    blocks: dict[str, list[str]] = {}
+    for name, parts in paths:
+        if depth is not None and len(parts) > depth + 1:  # a module at that depth holds the node
+            blocks.setdefault("block " + "/".join(parts[:depth + 1]).lstrip("/"), []).append(name)
     return {**dict(sorted(kinds.items(), key=lambda item: -len(item[1]))), **blocks}
 
 
@@ -248,17 +294,40 @@ class Recipe:
     tried: list[tuple[list[str], float]] = field(default_factory=list)
 
 
-def choose_recipe(groups: list[str], latency: Callable[[list[str]], float], margin: float = MARGIN) -> Recipe:
-    """Greedy over ``groups``: everything quantized first (``latency([])``), then each group in turn kept in
-    float32 as well (``latency(kept)``) when that is faster than the best so far by more than ``margin``."""
+def choose_recipe(kinds: list[str], blocks: list[str], latency: Callable[[list[str]], float],
+                  margin: float = MARGIN, patience: int = PATIENCE) -> Recipe:
+    """Which groups of nodes to keep in float32, by the latency each recipe measures (``latency(kept)``), starting
+    from everything quantized (``latency([])``): greedy over ``kinds``, each kept as well when that is faster than
+    the best so far by more than ``margin``; then the leading ``blocks`` together (the first one, two, ... blocks,
+    until ``patience`` more in a row bring no new best; the best of them taken if it beats the best so far by the
+    margin): int8 pays least in the first, high-resolution blocks, and one of them kept alone adds a conversion at
+    each end where a run of them adds one; then each later block alone, greedy as the kinds."""
     best = Recipe([], latency([]))
     best.tried.append(([], best.latency))
-    for group in groups:
-        trial = [*best.kept_float, group]
-        ms = latency(trial)
-        best.tried.append((trial, ms))
-        if ms < best.latency * (1 - margin):
-            best.kept_float, best.latency = trial, ms
+
+    def trial(kept: list[str]) -> float:
+        ms = latency(kept)
+        best.tried.append((kept, ms))
+        return ms
+
+    def greedy(groups: list[str]) -> None:
+        for group in groups:
+            kept = [*best.kept_float, group]
+            if (ms := trial(kept)) < best.latency * (1 - margin):
+                best.kept_float, best.latency = kept, ms
+
+    greedy(kinds)
+    lead, lead_ms, since = 0, float("inf"), 0
+    for k in range(1, len(blocks) + 1):
+        if (ms := trial([*best.kept_float, *blocks[:k]])) < lead_ms:
+            lead, lead_ms, since = k, ms, 0
+        elif (since := since + 1) >= patience:
+            break
+    if lead and lead_ms < best.latency * (1 - margin):
+        best.kept_float, best.latency = [*best.kept_float, *blocks[:lead]], lead_ms
+    else:
+        lead = 0
+    greedy(blocks[lead + 1:])  # the next block kept as well was the leading run one longer, tried above
     return best
 
 
@@ -305,7 +374,9 @@ def best_int8(fp32: Path, out: Path, images: list[Tensor], shape: tuple[int, ...
             session = backend.load(str(trial))
             return statistics.median(time(session, TRIAL_TIME) / time(float32, TRIAL_TIME) for _ in range(ROUNDS))
 
-        recipe = choose_recipe(list(groups), latency) if measure else Recipe([], float("nan"))
+        kinds = [group for group in groups if not group.startswith("block ")]
+        blocks = [group for group in groups if group.startswith("block ")]
+        recipe = choose_recipe(kinds, blocks, latency) if measure else Recipe([], float("nan"))
         quantize(prepared, out, images, nodes(recipe.kept_float))
         if recipe.kept_float:  # the chosen recipe against all-int8 again, at the final timing
             quantize(prepared, trial, images)

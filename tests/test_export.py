@@ -237,10 +237,33 @@ def test_int8_recipe_keeps_in_float_the_kinds_that_are_faster_so():
     from nascore.deploy.quantize import choose_recipe
 
     gains = {"Mul": 2.0, "Conv 1x1": -1.0, "Add": 0.1, "Conv depthwise": 1.0}
-    recipe = choose_recipe(list(gains), lambda kinds: 10.0 - sum(gains[k] for k in kinds), margin=0.03)
+    recipe = choose_recipe(list(gains), [], lambda kinds: 10.0 - sum(gains[k] for k in kinds), margin=0.03)
     assert recipe.kept_float == ["Mul", "Conv depthwise"] and recipe.latency == 7.0
     assert recipe.tried == [([], 10.0), (["Mul"], 8.0), (["Mul", "Conv 1x1"], 9.0), (["Mul", "Add"], 7.9),
                             (["Mul", "Conv depthwise"], 7.0)]
+
+
+def test_int8_recipe_keeps_the_leading_blocks_in_float_together():
+    """Blocks kept in float32 cost a conversion at each end of every run of them: the first blocks, each a loss
+    alone, pay as one run and are kept together (the best run found, lengthened until ``patience`` more bring no
+    new best); a later block is then kept alone where it pays even so."""
+    from nascore.deploy.quantize import choose_recipe
+
+    gains = {"b0": 0.8, "b1": 0.8, "b2": 0.6, "b3": -0.2, "b4": -0.5, "b5": -0.1, "b6": 2.0, "b7": 0.1}
+    order = list(gains)
+
+    def latency(kept: list[str]) -> float:
+        where = sorted(order.index(g) for g in kept if g in gains)
+        runs = sum(1 for i, at in enumerate(where) if i == 0 or where[i - 1] != at - 1)
+        return 10.0 - sum(gains[g] for g in kept if g in gains) + 1.0 * runs
+
+    recipe = choose_recipe(["Conv 1x1"], order, latency, margin=0.03, patience=3)
+    assert recipe.kept_float == ["b0", "b1", "b2", "b6"] and recipe.latency == pytest.approx(7.8)
+    leading = [kept for kept, _ in recipe.tried if kept and kept == order[:len(kept)]]
+    assert leading == [order[:k] for k in range(1, 7)]  # b0..b2 the best run; three longer ones, then stop
+    assert (["b0", "b1", "b2", "b5"], pytest.approx(9.9)) in recipe.tried  # b5 alone costs its conversions
+    assert recipe.tried[-1] == (["b0", "b1", "b2", "b6", "b7"], pytest.approx(7.7))  # within the margin
+    assert ["b1"] not in [kept for kept, _ in recipe.tried]
 
 
 def test_int8_nodes_of_a_kind_stay_float(tmp_path, capsys):
@@ -270,6 +293,33 @@ def test_int8_nodes_of_a_kind_stay_float(tmp_path, capsys):
     weights = {node.name: made_by.get(node.input[1], "initializer") for node in graph.node if node.op_type == "Conv"}
     assert {weights[n] for n in kinds["Conv depthwise"]} == {"initializer"}
     assert {weights[n] for n in kinds["Conv 1x1"]} == {"DequantizeLinear"}
+
+
+def test_int8_hardswish_nodes_belong_to_their_block(tmp_path):
+    """ONNX Runtime's pre-processing leaves hardswish's inlined nodes unnamed; ``prepare`` names them after their
+    module, so ``node_groups`` puts each with its block (a block kept in float32 keeps its activations), and the
+    stem, outside the numbered blocks, is a block of its own, the first."""
+    import onnx
+
+    from nascore.deploy.quantize import node_groups, prepare
+
+    fp32, prepared = tmp_path / "f1.onnx", tmp_path / "prepared.onnx"
+    assert main(["export", "fbnetv2_f1", "--format", "onnx", "--out", str(fp32), "--input-size", "32"]) == 0
+    prepare(fp32, prepared)
+    graph = onnx.load(str(prepared)).graph
+    names = [node.name for node in graph.node]
+    assert all(names) and len(set(names)) == len(names)
+    groups = node_groups(prepared)
+    blocks = {name: group for group, nodes in groups.items() if group.startswith("block ") for name in nodes}
+    made_by = {o: node for node in graph.node for o in node.output}
+    hardswish = [node for node in graph.node if node.op_type == "Mul"
+                 and {made_by[i].op_type for i in node.input if i in made_by} == {"Conv", "HardSigmoid"}]
+    assert hardswish
+    for mul in hardswish:  # in the block of the convolution it follows
+        conv = next(made_by[i] for i in mul.input if made_by.get(i) is not None and made_by[i].op_type == "Conv")
+        assert blocks[mul.name] == blocks[conv.name]
+    first_conv = next(node.name for node in graph.node if node.op_type == "Conv")
+    assert blocks[first_conv] == next(g for g in groups if g.startswith("block ")) and "blocks." not in first_conv
 
 
 class _Gated(torch.nn.Module):
