@@ -253,8 +253,8 @@ def node_groups(path: Path) -> dict[str, list[str]]:
     """The nodes of the ONNX file ``path`` that the QDQ quantizer would quantize, in groups a recipe keeps in float32
     together: by kind (convolutions as ``Conv depthwise``, ``Conv 1x1`` or ``Conv kxk``, every other node by its op
     type; the kinds with most nodes first), then by block (``block <module path>``, in graph order: the node
-    names' path, as PyTorch's exporter names nodes, to the depth of the first numbered module, e.g. ``blocks.5``;
-    the modules beside those, such as a stem or a head, are blocks too). An unnamed node cannot be excluded and is
+    names' path, as PyTorch's exporter names nodes, to the depth of the outermost numbered modules, e.g.
+    ``blocks.5``; the modules beside those, such as a stem or a head, are blocks too). An unnamed node cannot be excluded and is
     left out (:func:`prepare` names them)."""
     import onnx
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
@@ -275,8 +275,8 @@ def node_groups(path: Path) -> dict[str, list[str]]:
         kinds.setdefault(kind, []).append(node.name)
         paths.append((node.name, node.name.split("/")))
 
-    depth = next((i for _, parts in paths for i, part in enumerate(parts) if re.fullmatch(r"\w+\.\d+", part)),
-                 None)
+    depth = min((i for _, parts in paths for i, part in enumerate(parts) if re.fullmatch(r"\w+\.\d+", part)),
+                default=None)
     blocks: dict[str, list[str]] = {}
     for name, parts in paths:
         if depth is not None and len(parts) > depth + 1:  # a module at that depth holds the node

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import warnings
 from pathlib import Path
 
@@ -284,6 +285,9 @@ def test_int8_nodes_of_a_kind_stay_float(tmp_path, capsys):
     kinds = node_groups(prepared)
     assert len(kinds["Conv depthwise"]) == depthwise and kinds["Conv 1x1"]
     blocks = {g: set(nodes) for g, nodes in kinds.items() if g.startswith("block ")}
+    # blocks at the outermost numbered modules (layers.N), the stem (a Sequential, stem.0 ...) one of them
+    assert next(iter(blocks)) == "block model/backbone/stem"
+    assert all(re.fullmatch(r"block model/backbone/layers\.\d+", g) for g in list(blocks)[1:] if "/backbone/" in g)
     for node in kinds["Conv depthwise"]:  # each in one block, the block of its module path
         assert [g for g, nodes in blocks.items() if node in nodes] == [next(g for g in blocks
                                                                             if node.startswith("/" + g[6:] + "/"))]
