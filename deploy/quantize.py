@@ -16,8 +16,8 @@ DequantizeLinear pairs, can be slower than in float), so starting from everythin
 kept in float32 where that makes the file faster by more than the timing noise: first each kind (convolutions split
 into depth-wise, 1x1 and kxk; every other op type the quantizer handles by its name), then the leading blocks as one
 run (the stem and the first blocks, at high resolution: each block kept alone adds a conversion at either end), then
-each later block (the nodes under one numbered module of the network, e.g. ``blocks.5``, activations included).
-The CLI says plainly when even the best recipe is not faster than float32.
+each later block (the nodes under one numbered module of the network, e.g. ``blocks.5``, activations included);
+each group kept is then timed again with and without it, and dropped unless it still pays. The CLI says plainly when even the best recipe is not faster than float32.
 
 ONNX Runtime's path rather than torch.ao's PT2E: the result is a plain ONNX file any ONNX Runtime runs, and its
 quantizer is the one ONNX Runtime maintains for its own kernels.
@@ -301,9 +301,12 @@ def choose_recipe(kinds: list[str], blocks: list[str], latency: Callable[[list[s
     the best so far by more than ``margin``; then the leading ``blocks`` together (the first one, two, ... blocks,
     until ``patience`` more in a row bring no new best; the best of them taken if it beats the best so far by the
     margin): int8 pays least in the first, high-resolution blocks, and one of them kept alone adds a conversion at
-    each end where a run of them adds one; then each later block alone, greedy as the kinds."""
+    each end where a run of them adds one; then each later block alone, greedy as the kinds. Last, each unit kept
+    (a kind, the leading run, a later block), the last kept first, is timed again with and without it and dropped
+    unless it still pays by the margin: of many noisy trials, some beat the margin by luck."""
     best = Recipe([], latency([]))
     best.tried.append(([], best.latency))
+    units: list[list[str]] = []
 
     def trial(kept: list[str]) -> float:
         ms = latency(kept)
@@ -315,6 +318,7 @@ def choose_recipe(kinds: list[str], blocks: list[str], latency: Callable[[list[s
             kept = [*best.kept_float, group]
             if (ms := trial(kept)) < best.latency * (1 - margin):
                 best.kept_float, best.latency = kept, ms
+                units.append([group])
 
     greedy(kinds)
     lead, lead_ms, since = 0, float("inf"), 0
@@ -325,9 +329,17 @@ def choose_recipe(kinds: list[str], blocks: list[str], latency: Callable[[list[s
             break
     if lead and lead_ms < best.latency * (1 - margin):
         best.kept_float, best.latency = [*best.kept_float, *blocks[:lead]], lead_ms
+        units.append(blocks[:lead])
     else:
         lead = 0
     greedy(blocks[lead + 1:])  # the next block kept as well was the leading run one longer, tried above
+    for unit in reversed(units):
+        without = [group for group in best.kept_float if group not in unit]
+        kept_ms, without_ms = trial(best.kept_float), trial(without)
+        if kept_ms < without_ms * (1 - margin):
+            best.latency = kept_ms
+        else:
+            best.kept_float, best.latency = without, without_ms
     return best
 
 
