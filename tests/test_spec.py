@@ -59,6 +59,15 @@ def test_examples_validate(capsys, example):
     assert (code, out, err) == (0, "ok\n", "")
 
 
+@pytest.mark.parametrize("spec", sorted([*(REPO / "benchmarks" / "search").glob("*.yaml"),
+                                         *(REPO / "benchmarks" / "perfdata").glob("*.yaml")]),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_benchmark_specs_validate(capsys, spec):
+    """The specs the benchmarks' commands name still load as the spec schema changes."""
+    code, out, err = cli(capsys, "validate", spec)
+    assert (code, out, err) == (0, "ok\n", "")
+
+
 def test_blocks_become_component_configs():
     spec = load_spec(QUICKSTART)
     assert spec.space.cls is FBNetSpace and isinstance(spec.space.config, FBNetSpace.Config)
