@@ -17,7 +17,8 @@ kept in float32 where that makes the file faster by more than the timing noise: 
 into depth-wise, 1x1 and kxk; every other op type the quantizer handles by its name), then the leading blocks as one
 run (the stem and the first blocks, at high resolution: each block kept alone adds a conversion at either end), then
 each later block (the nodes under one numbered module of the network, e.g. ``blocks.5``, activations included);
-each group kept is then timed again with and without it, and dropped unless it still pays. The CLI says plainly when even the best recipe is not faster than float32.
+each group kept is then timed again with and without it, and dropped unless it still pays. The CLI says plainly
+when even the best recipe is not faster than float32.
 
 ONNX Runtime's path rather than torch.ao's PT2E: the result is a plain ONNX file any ONNX Runtime runs, and its
 quantizer is the one ONNX Runtime maintains for its own kernels.
@@ -254,8 +255,8 @@ def node_groups(path: Path) -> dict[str, list[str]]:
     together: by kind (convolutions as ``Conv depthwise``, ``Conv 1x1`` or ``Conv kxk``, every other node by its op
     type; the kinds with most nodes first), then by block (``block <module path>``, in graph order: the node
     names' path, as PyTorch's exporter names nodes, to the depth of the outermost numbered modules, e.g.
-    ``blocks.5``; the modules beside those, such as a stem or a head, are blocks too). An unnamed node cannot be excluded and is
-    left out (:func:`prepare` names them)."""
+    ``blocks.5``; the modules beside those, such as a stem or a head, are blocks too). An unnamed node cannot be
+    excluded and is left out (:func:`prepare` names them)."""
     import onnx
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
