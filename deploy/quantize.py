@@ -7,8 +7,8 @@ training split. Two exact graph rewrites let uint8 kernels run what otherwise ru
 DequantizeLinear and a QuantizeLinear: the spatial ``ReduceMean`` of squeeze-excite and heads becomes the
 ``GlobalAveragePool`` it equals, and each quantized ``HardSigmoid`` (hardswish and the SE gate) becomes a
 DequantizeLinear with its slope folded into the scale plus an ``Add`` (one ``QLinearAdd``; the clip is the
-QuantizeLinear's saturation). Both files are then scored on the validation split through ONNX Runtime with the tasks' own
-metrics, and timed at batch 1 on one thread.
+QuantizeLinear's saturation). Both files are then scored on the validation split through ONNX Runtime with the
+tasks' own metrics, and timed at batch 1 on one thread.
 
 Which nodes are quantized is measured on this machine (:func:`choose_recipe`): int8 pays for some nodes and costs
 for others (a depth-wise convolution, or a block whose hardswish and SE run in float between QuantizeLinear and
