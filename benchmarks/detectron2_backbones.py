@@ -9,7 +9,7 @@ Each trains from scratch with the same budget (``--iters`` SimpleTrainer iterati
 median of the training steps after the first 10 (of all, in a run of 10 or fewer; data loading included),
 ``--threads`` threads.
 
-    python benchmarks/detectron2_backbones.py --searched runs/fbnetv5-quality/search3/arch_detection.json
+    python benchmarks/detectron2_backbones.py --searched runs/fbnetv5-quality/search3_seed0/arch_detection.json
 
 Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless; a named arch stands in for the searched one):
 

@@ -7,7 +7,7 @@ Each trains from scratch with the same budget (``--epochs`` over the train split
 classes) on the validation split; multiply-adds by ``torch.utils.flop_counter`` over one image, encoder
 alone and whole model; seconds per training step (median).
 
-    python benchmarks/smp_encoders.py --searched runs/fbnetv5-quality/search_segmentation/arch_segmentation.json
+    python benchmarks/smp_encoders.py --searched runs/fbnetv5-quality/search3_seed0/arch_segmentation.json
 
 Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless; a named arch stands in for the searched one):
 

@@ -86,10 +86,10 @@ SMOKES: dict[str, Smoke] = {
          "{tmp}/gpu_paths.json"),
         files=("gpu_paths.json",), line=r"^\[latency\] ok in"),
     "fbnetv5_quality.py": Smoke(
-        ("--out", "{tmp}/v5", "--epochs", "1", "--random", "1", "--tolerance", "1", "--train-batch", "4",
-         *sets("dataset.image_size=32", "space.input_size=32", "dataset.num_train=10", "dataset.num_val=4",
-               "strategy.epochs=1", "strategy.warmup_epochs=0", "strategy.batch_size=4")),
-        files=("v5/search3/summary.json",), line=r"^\| random mean \+- sd \|"),
+        ("--out", "{tmp}/v5", "--seeds", "0", "--random", "1", "--tolerance", "1",
+         *sets("dataset.num_train=10", "dataset.num_val=4", "strategy.epochs=1", "strategy.warmup_epochs=0",
+               "strategy.batch_size=4", "train.epochs=1", "train.batch_size=4")),
+        files=("v5/search3_seed0/summary.json",), line=r"^\| all \| \d\.\d{3} \+- "),
     "fbnetv5_step.py": Smoke(
         ("--threads", "1", "--rounds", "1", "--steps", "1", "--warmup", "0",
          *sets("dataset.image_size=32", "space.input_size=32", "dataset.num_train=10", "dataset.num_val=4",
