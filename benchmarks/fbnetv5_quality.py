@@ -127,8 +127,8 @@ def main() -> None:
     for task in tasks:
         key = f"val/{task}/{METRIC[task]}"
         print(f"\n{task} (val {METRIC[task]})\n")
-        print(f"| search seed | searched | backbone M MACs | random of its MACs: mean +- sd | best | "
-              f"searched - mean, in sds |")
+        print("| search seed | searched | backbone M MACs | random of its MACs: mean +- sd | best | "
+              "searched - mean, in sds |")
         print("|---|---|---|---|---|---|")
         for seed, (searched, randoms) in rows[task].items():
             values = [r[key] for r in randoms]

@@ -47,11 +47,19 @@ class Precision:
     def step(self, loss: Tensor, optimizer: torch.optim.Optimizer, inputs: Sequence[Tensor] | None = None) -> None:
         """Backward of ``loss`` (into ``inputs`` only, when given) and ``optimizer``'s step, scaled under fp16."""
         optimizer.zero_grad(set_to_none=True)
+        self.backward(loss, inputs)
+        self.update(optimizer)
+
+    def backward(self, loss: Tensor, inputs: Sequence[Tensor] | None = None) -> None:
+        """Backward of ``loss``, scaled under fp16: several calls accumulate gradients for one ``update``."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward(inputs=inputs)
+
+    def update(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer``'s step on the gradients accumulated by ``backward`` (unscaled, and skipped when they
+        overflowed, under fp16)."""
         if self.scaler is None:
-            loss.backward(inputs=inputs)
             optimizer.step()
             return
-        self.scaler.scale(loss).backward(inputs=inputs)
         self.scaler.step(optimizer)
         self.scaler.update()
 

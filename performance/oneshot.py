@@ -36,6 +36,7 @@ from nascore.errors import NascoreError
 from nascore.fileio import load_checkpoint
 from nascore.loops import check_finite, cosine_lr, set_lr, weight_optimizer
 from nascore.parts import Parts
+from nascore.precision import FULL, Precision
 from nascore.progress import Reporter
 from nascore.spec_model import RunSpec, TrainBudget
 from nascore.supernet import Decision, Supernet
@@ -112,25 +113,28 @@ def distillation(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 def oneshot_step(network: nn.Module, supernet: Supernet, task: Task, paths: list[dict[str, str]], images: Any,
-                 targets: Any, optimizer: torch.optim.Optimizer, rule: OneShot, epoch: int, step: int) -> float:
+                 targets: Any, optimizer: torch.optim.Optimizer, rule: OneShot, epoch: int, step: int,
+                 precision: Precision = FULL) -> float:
     """One update from ``paths`` of ``supernet`` (the backbone of ``network``, which may be wrapped in DDP; their
-    gradients summed; with sandwich distillation, every path after the first learns from the first's output);
-    returns the labels' loss of the first path."""
+    gradients summed; with sandwich distillation, every path after the first learns from the first's output), in
+    ``precision``'s autocast, loss scaling and memory format; returns the labels' loss of the first path."""
     optimizer.zero_grad(set_to_none=True)
+    images = precision.images(images)
     teacher, first = None, 0.0
     for i, path in enumerate(paths):
         supernet.set_choices(path)
-        output = network(images)[task.name]
-        if i and teacher is not None:
-            loss = distillation(output, teacher)
-        else:
-            loss = task.loss(output, targets)
-            if i == 0:
-                first = loss.item()
-                teacher = output.detach() if rule.rule == "sandwich" and rule.distill else None
+        with precision.autocast():
+            output = network(images)[task.name]
+            if i and teacher is not None:
+                loss = distillation(output, teacher)
+            else:
+                loss = task.loss(output, targets)
+        if not i:
+            first = loss.item()
+            teacher = output.detach() if rule.rule == "sandwich" and rule.distill else None
         check_finite(loss, epoch, step)
-        loss.backward()
-    optimizer.step()
+        precision.backward(loss)
+    precision.update(optimizer)
     return first
 
 
@@ -185,7 +189,8 @@ def train_supernet(spec: RunSpec, parts: Parts, path: Path, epochs: int, reporte
     torch.manual_seed(parts.seed)
     supernet = parts.space.supernet().to(device)
     task = parts.tasks[0]
-    network = build_network(supernet, [task], parts.info).to(device)
+    precision = parts.precision()
+    network = precision.network(build_network(supernet, [task], parts.info).to(device))
     optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     decisions = supernet.decisions()
     largest = smallest = None
@@ -200,16 +205,18 @@ def train_supernet(spec: RunSpec, parts: Parts, path: Path, epochs: int, reporte
         for step, (images, targets) in enumerate(batches(parts, cfg, epoch, DATA)):
             images, targets = to_device(images, device), to_device(targets, device)
             total += oneshot_step(network, supernet, task, sampler.step(), images, targets, optimizer, rule, epoch,
-                                  step)
+                                  step, precision)
             steps += 1
         return {"lr": optimizer.param_groups[0]["lr"], "loss": total / max(steps, 1)}
 
     def load(state: dict[str, Any]) -> None:
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state.get("precision", {}))
 
     loop = SharedPhaseLoop(path, "supernet", supernet_fingerprint(spec, epochs, rule), epochs, parts,
-                           lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict()}, load,
+                           lambda: {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "precision": precision.state_dict()}, load,
                            reporter)
     loop(run_epoch)
     return network, loop.seconds

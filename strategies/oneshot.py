@@ -107,7 +107,7 @@ class OneShotSearch(EvolutionSearch):
             for step, (images, targets) in enumerate(data):
                 images, targets = to_device(images, parts.device), to_device(targets, parts.device)
                 total += oneshot_step(self.weight_net, ctx.supernet, self.task, sampler.step(), images, targets,
-                                      self.optimizer, self.config.one_shot, epoch, step)
+                                      self.optimizer, self.config.one_shot, epoch, step, ctx.precision)
                 steps += 1
                 advance()
         return {"lr": self.optimizer.param_groups[0]["lr"], "supernet_loss": total / max(steps, 1)}

@@ -84,6 +84,48 @@ def test_plain_precision_changes_nothing():
     assert precision.images(x) is x and precision.scaler is None and precision.state_dict() == {}
 
 
+class Paths:
+    """Stands for a supernet: records the paths a step sets."""
+
+    def __init__(self):
+        self.set: list[dict[str, str]] = []
+
+    def set_choices(self, choices):
+        self.set.append(choices)
+
+
+SANDWICH = [{"layer": "largest"}, {"layer": "smallest"}]
+
+
+def test_a_one_shot_step_runs_every_path_in_the_precision():
+    """``oneshot_step`` (the supernet training of ``oneshot`` and ``bench supernet-rank``): every path's forward
+    under autocast, on NHWC images, one step from their gradients."""
+    from nascore.performance.oneshot import OneShot, oneshot_step
+
+    net, (x, y), supernet = Net(), batch(), Paths()
+    precision = Precision(AmpConfig(dtype="bf16"), channels_last=True)
+    precision.network(net)
+    before = net.conv.weight.detach().clone()
+    oneshot_step(net, supernet, Task(), SANDWICH, x, y, torch.optim.SGD(net.parameters(), lr=0.1),
+                 OneShot(rule="sandwich"), 0, 0, precision)
+    assert supernet.set == SANDWICH and net.seen == [(torch.bfloat16, True)] * 2
+    assert not torch.equal(before, net.conv.weight)
+
+
+def test_a_one_shot_step_is_skipped_when_its_scaled_gradients_overflow():
+    from nascore.performance.oneshot import OneShot, oneshot_step
+
+    net, (x, y) = Net(), batch()
+    precision = Precision(AmpConfig(dtype="fp16"))
+    precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
+    before = [p.detach().clone() for p in net.parameters()]
+    oneshot_step(net, Paths(), Task(), SANDWICH, x, y, torch.optim.SGD(net.parameters(), lr=0.1),
+                 OneShot(rule="sandwich"), 0, 0, precision)
+    assert net.seen == [(torch.float16, False)] * 2
+    assert all(torch.equal(b, p) for b, p in zip(before, net.parameters()))
+    assert precision.state_dict()["scale"] < 2.0**100
+
+
 @pytest.fixture(scope="module")
 def spec_file(tmp_path_factory):
     from tiny import dnas_spec
