@@ -1,5 +1,5 @@
-"""What the benchmarks that chain several ``nascore`` runs share (``fbnetv5_quality``, ``bmtas_sweep``); imported
-as a sibling module, since the scripts run as ``python benchmarks/<name>.py``."""
+"""What the benchmarks that chain several ``nascore`` runs share (``fbnetv5_quality``, ``bmtas_sweep``,
+``bmtas_random``); imported as a sibling module, since the scripts run as ``python benchmarks/<name>.py``."""
 from __future__ import annotations
 
 import json

@@ -17,7 +17,8 @@ overestimates from the second layer on.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -97,6 +98,41 @@ def canonical(config: Sequence[Sequence[int]]) -> list[list[int]]:
                 new[t] = c
         out.append(new)
     return out
+
+
+def partitions(items: tuple[int, ...]) -> Iterator[list[tuple[int, ...]]]:
+    """Every set partition of ``items``."""
+    if len(items) == 1:
+        yield [items]
+        return
+    first, rest = items[0], items[1:]
+    for smaller in partitions(rest):
+        yield [(first,), *smaller]
+        for i, block in enumerate(smaller):
+            yield [*smaller[:i], (first, *block), *smaller[i + 1:]]
+
+
+def random_tree(layers: int, tasks: int, rng: random.Random) -> list[list[int]]:
+    """A branch config (``config[l][t]``: the copy task ``t`` runs at layer ``l``) drawn top-down: a group of tasks
+    stays together from where it starts up to a split layer drawn uniformly from there to the end (the end: it
+    never splits), then splits into a partition drawn uniformly from those of two or more parts, each part drawn
+    the same way from the split layer on. Every tree, fully shared and fully task-specific included, can be drawn."""
+    group_of = [[0] * tasks for _ in range(layers)]
+    labels = iter(range(1, 2 * tasks))
+
+    def grow(group: tuple[int, ...], start: int, label: int) -> None:
+        split = rng.randint(start, layers) if len(group) > 1 else layers
+        for layer in range(start, split):
+            for t in group:
+                group_of[layer][t] = label
+        if split < layers:
+            for part in rng.choice([p for p in partitions(group) if len(p) > 1]):
+                grow(part, split, next(labels))
+
+    grow(tuple(range(tasks)), 0, 0)
+    # the copy a task runs at a layer: its group's rank there (tasks in one group share it, different groups differ)
+    config = [[sorted(set(row)).index(g) for g in row] for row in group_of]
+    return canonical(config)
 
 
 @dataclass

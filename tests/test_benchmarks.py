@@ -61,6 +61,12 @@ SMOKES: dict[str, Smoke] = {
          "--seeds", "1", "--labels", "5", "--base-set", "epochs=1", *sets("fine_tune_epochs=1", "adapter_epochs=1"),
          "--scratch", "epochs=1", "--json", "{tmp}/aiop_transfer.json"),
         files=("aiop_transfer.json",), line=r"^\| fbnetv2 -> fbnet .* \| aio-p transfer, heads\+adapters, K=1 \|"),
+    "bmtas_random.py": Smoke(
+        ("--threads", "1", "--seeds", "0", "--random", "1", "--tolerance", "1", "--out", "{tmp}/tree",
+         *sets("dataset.num_train=10", "dataset.num_val=4", "strategy.epochs=2", "strategy.batch_size=4",
+               "train.epochs=1", "train.batch_size=4")),
+        files=("tree/search_seed0/summary.json", "tree/train_seed0_random1/summary.json"),
+        line=r"^relative performance: BMTAS [+-]\d"),
     "bmtas_sweep.py": Smoke(
         ("--threads", "1", "--lambdas", "0", "1", "--out", "{tmp}/sweep",
          *sets("dataset.image_size=32", "space.input_size=32", "dataset.num_train=10", "dataset.num_val=4",
@@ -124,7 +130,7 @@ SMOKES: dict[str, Smoke] = {
         files=("rows.json",), line=r"^\| fixed \| "),
 }
 #: modules the scripts import, run through them
-HELPERS = {"resumable.py": ("bmtas_sweep.py", "fbnetv5_quality.py")}
+HELPERS = {"resumable.py": ("bmtas_random.py", "bmtas_sweep.py", "fbnetv5_quality.py")}
 
 
 def test_every_benchmark_has_a_smoke_run():

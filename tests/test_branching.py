@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from nascore.spaces.branching import canonical, expected_groups, groups_of
+from nascore.spaces.branching import canonical, expected_groups, groups_of, partitions, random_tree
 
 
 def brute_force(probs: torch.Tensor) -> torch.Tensor:
@@ -148,3 +148,26 @@ def test_canonical_numbers_copies_by_sharing():
             assert all(len({row[t] for t in g}) == 1 for g in groups)
     # layer 2: tasks 0 and 2 both pick copy 1 under different parents; the later group moves to a free copy
     assert canonical([[0, 0, 0], [0, 0, 1], [1, 0, 1]]) == [[0, 0, 0], [0, 0, 1], [1, 0, 2]]
+
+
+def test_partitions_are_every_set_partition():
+    assert sorted(sorted(p) for p in partitions((0, 1, 2))) == [
+        [(0,), (1,), (2,)], [(0,), (1, 2)], [(0, 1), (2,)], [(0, 1, 2)], [(0, 2), (1,)]]
+    assert len(list(partitions(tuple(range(4))))) == 15  # Bell number B4
+
+
+def test_random_tree_draws_every_tree():
+    """``random_tree`` (BMTAS's random baseline): canonical configs, and every tree of 3 tasks over 3 layers drawn
+    (a tree: the task groups at each layer; fully shared and fully task-specific included)."""
+    def tree(config):
+        return tuple(tuple(layer) for layer in groups_of(config, 3))
+
+    every = {tree(rows) for rows in itertools.product(itertools.product(range(3), repeat=3), repeat=3)}
+    rng = random.Random(0)
+    drawn = set()
+    for _ in range(3000):
+        config = random_tree(3, 3, rng)
+        assert canonical(config) == config
+        drawn.add(tree(config))
+    assert drawn == every
+    assert tree([[0, 0, 0]] * 3) in drawn and tree([[0, 1, 2]] * 3) in drawn

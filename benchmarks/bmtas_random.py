@@ -1,0 +1,147 @@
+"""BMTAS against random trees: per search seed, the branched network BMTAS finds against random trees of its
+multiply-adds, each trained from scratch with the spec's ``train:`` block, on digit-scenes.
+
+1. ``nascore run`` on ``--spec`` (default ``benchmarks/search/bmtas.yaml``) once per ``--seeds`` seed: the search,
+   then the found ``branch_config.json`` trained; seed 0's run also trains the fully task-specific and the
+   fully shared networks (the baseline of the relative performance, and two fixed trees);
+2. per seed, ``--random`` trees drawn top-down (``random_tree``) and kept when their encoder multiply-adds are within
+   ``--tolerance`` of the found tree's (rejection sampling over the space's cost table);
+3. ``nascore train TREE --spec`` for every random tree.
+
+Relative performance = the mean over tasks of the primary metric's relative change against the fully task-specific
+network (as ``nascore run`` reports it). Every run lands in ``--out`` (default ``runs/bmtas-random``); a run whose
+``summary.json`` exists is not repeated, so an interrupted benchmark resumes, and two processes given different
+``--seeds`` fill one ``--out`` side by side (a last call with every seed prints the whole table).
+
+    python benchmarks/bmtas_random.py [--spec SPEC] [--out DIR] [--seeds 0 1 2] [--random 3] [--threads 1]
+
+Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
+
+    python benchmarks/bmtas_random.py --out /tmp/bmtas-random --seeds 0 --random 1 --tolerance 1 \
+        --set dataset.num_train=10 --set dataset.num_val=4 --set strategy.epochs=2 --set strategy.batch_size=4 \
+        --set train.epochs=1 --set train.batch_size=4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+from pathlib import Path
+
+import torch
+import yaml
+from resumable import run_once  # sibling module (the scripts run from benchmarks/)
+
+from nascore.arch import Arch
+from nascore.costs.flops import FlopsCost
+from nascore.spaces.branching import choices_of, random_tree
+from nascore.spec import apply_overrides, load_spec, read_spec_file
+from nascore.train import relative_performance
+
+SPEC = Path(__file__).resolve().parent / "search" / "bmtas.yaml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, default=SPEC, help="a bmtas search spec with a train: block")
+    parser.add_argument("--out", type=Path, default=Path("runs/bmtas-random"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds (spec's seed:)")
+    parser.add_argument("--random", type=int, default=3, help="random trees per search")
+    parser.add_argument("--tolerance", type=float, default=0.05, help="relative MAC tolerance of random trees")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override of the spec (as nascore's --set), in every run")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out: Path = args.out
+    base = apply_overrides(read_spec_file(args.spec), args.overrides)
+    if "train" not in base:
+        raise SystemExit(f"{args.spec}: needs a train: block (the training of every tree)")
+    base["pareto"] = {"samples": 0}
+    spec_file = out / "specs" / "search.yaml"
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(yaml.safe_dump(base, sort_keys=False))
+    spec = load_spec(spec_file)
+    tasks = [t.create() for t in spec.tasks]
+    space = spec.space.create()
+    table = space.supernet().price(FlopsCost({}), space.input_size, 3)
+    names = [t.name for t in tasks]
+    keys = [f"val/{t.name}/{t.primary_metric}" for t in tasks]
+
+    def tree_macs(choices: dict[str, str]) -> float:
+        return table.of_choices(choices)
+
+    # rows[seed] = (found tree's result, [random trees' results]); a result carries its encoder MACs
+    rows: dict[int, tuple[dict, list[dict]]] = {}
+    for seed in args.seeds:
+        summary = run_once(["run", str(spec_file), "--set", f"seed={seed}",
+                            "--set", f"train.references={'true' if seed == 0 else 'false'}"],
+                           out / f"search_seed{seed}")
+        entry = summary["archs"]["shared"]
+        found = Arch.load(out / f"search_seed{seed}" / "branch_config.json")
+        target = tree_macs(found.choices)
+        rng, trees = random.Random(seed), []
+        for _ in range(200000):
+            choices = choices_of(random_tree(len(table.layer_names), len(names), rng), table.layer_names, names)
+            if abs(tree_macs(choices) / target - 1) <= args.tolerance and choices != found.choices \
+                    and choices not in trees:
+                trees.append(choices)
+                if len(trees) == args.random:
+                    break
+        else:
+            raise SystemExit(f"found only {len(trees)} random trees within {args.tolerance:.0%} of "
+                             f"{target / 1e6:.1f}M MACs")
+        train_spec = out / "specs" / "train.yaml"
+        train_spec.write_text(yaml.safe_dump({**base, "train": {**base["train"], "references": False}},
+                                             sort_keys=False))
+        results = []
+        for i, choices in enumerate(trees):
+            tree = Arch(space=found.space, config=found.config, choices=choices)
+            tree_file = out / "trees" / f"seed{seed}_random{i + 1}.json"
+            tree_file.parent.mkdir(parents=True, exist_ok=True)
+            tree.save(tree_file)
+            trained = run_once(["train", str(tree_file), "--spec", str(train_spec)],
+                               out / f"train_seed{seed}_random{i + 1}")
+            results.append({**trained["archs"]["shared"]["train"], "encoder_macs": tree_macs(choices),
+                            "described": space.describe(tree)})
+        rows[seed] = ({**entry["train"], "encoder_macs": target, "described": entry["described"]}, results)
+    seed0 = out / "search_seed0" / "summary.json"
+    if not seed0.is_file():
+        raise SystemExit(f"{seed0} missing: seed 0's run trains the reference networks; run with seed 0 too")
+    references = json.loads(seed0.read_text())["archs"]["shared"]["references"]
+    baseline = references["task_specific"]
+
+    def relative(result: dict) -> float:
+        return 100 * relative_performance(result, baseline, tasks)
+
+    def cells(result: dict) -> str:
+        return " | ".join(f"{result[k]:.3f}" for k in keys) + f" | {relative(result):+.1f}%"
+
+    print(f"training: {base['train']}; digit-scenes {base['dataset']['image_size']} px "
+          f"({base['dataset']['num_train']} train / {base['dataset']['num_val']} val); {args.random} random trees "
+          f"per search within {args.tolerance:.0%} of its encoder multiply-adds\n")
+    print("| network | encoder M MACs | " + " | ".join(k[4:] for k in keys) + " | relative |")
+    print("|---|---:|" + "---:|" * len(keys) + "---:|")
+    for seed, (found, randoms) in rows.items():
+        print(f"| BMTAS seed {seed} | {found['encoder_macs'] / 1e6:.1f} | {cells(found)} |")
+        for i, r in enumerate(randoms):
+            print(f"| random tree {i + 1} of seed {seed} | {r['encoder_macs'] / 1e6:.1f} | {cells(r)} |")
+    for name, r in references.items():
+        print(f"| {name.replace('_', ' ')} | {tree_macs(space.reference_archs()[name]) / 1e6:.1f} | {cells(r)} |")
+    found_rel = [relative(f) for f, _ in rows.values()]
+    random_rel = [relative(r) for _, randoms in rows.values() for r in randoms]
+
+    def mean_sd(values: list[float]) -> str:
+        return f"{statistics.mean(values):+.1f}% +- {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+
+    print(f"\nrelative performance: BMTAS {mean_sd(found_rel)} ({len(found_rel)} searches), random trees of equal "
+          f"cost {mean_sd(random_rel)} ({len(random_rel)} trees)")
+    for seed, (found, randoms) in rows.items():
+        print(f"seed {seed}: BMTAS " + "; ".join(f"{layer} {groups}" for layer, groups in found["described"]))
+        for i, r in enumerate(randoms):
+            print(f"seed {seed}: random {i + 1} " + "; ".join(f"{layer} {groups}" for layer, groups in r["described"]))
+
+
+if __name__ == "__main__":
+    main()
