@@ -6,7 +6,7 @@ multiply-adds, each trained from scratch with the spec's ``train:`` block, on di
    fully shared networks (the baseline of the relative performance, and two fixed trees);
 2. per seed, ``--random`` trees drawn top-down (``random_tree``) and kept when their encoder multiply-adds are within
    ``--tolerance`` of the found tree's (rejection sampling over the space's cost table);
-3. ``nascore train TREE --spec`` for every random tree.
+3. ``nascore train TREE --spec`` for every random tree, with the search's seed (as its run trained the found tree).
 
 Relative performance = the mean over tasks of the primary metric's relative change against the fully task-specific
 network (as ``nascore run`` reports it). Every run lands in ``--out`` (default ``runs/bmtas-random``); a run whose
@@ -92,8 +92,9 @@ def main() -> None:
         else:
             raise SystemExit(f"found only {len(trees)} random trees within {args.tolerance:.0%} of "
                              f"{target / 1e6:.1f}M MACs")
-        train_spec = out / "specs" / "train.yaml"
-        train_spec.write_text(yaml.safe_dump({**base, "train": {**base["train"], "references": False}},
+        # the random trees trained as the search's run trained its tree: the same train: block and seed
+        train_spec = out / "specs" / f"train_seed{seed}.yaml"
+        train_spec.write_text(yaml.safe_dump({**base, "seed": seed, "train": {**base["train"], "references": False}},
                                              sort_keys=False))
         results = []
         for i, choices in enumerate(trees):

@@ -104,7 +104,9 @@ def main() -> None:
     # rows[task][seed] = (searched arch's result, [random archs' results]); a result carries its backbone MACs
     rows: dict[str, dict[int, tuple[dict, list[dict]]]] = {t: {} for t in tasks}
     for seed in args.seeds:
-        search_spec = write_spec(dict(base, seed=seed), out / "specs" / f"search3_seed{seed}.yaml")
+        # no train: block in the search's spec: `nascore run` would train the found archs too, as step 3 does
+        search = {k: v for k, v in base.items() if k != "train"}
+        search_spec = write_spec(dict(search, seed=seed), out / "specs" / f"search3_seed{seed}.yaml")
         run_once(["run", str(search_spec)], out / f"search3_seed{seed}")
         for index, task in enumerate(tasks):
             train_spec = write_spec(dict(base, tasks=[t for t in base["tasks"] if task_name(t) == task]),
