@@ -10,7 +10,8 @@ archs of the same space trained with the same data and budget (seed 0):
     nascore compare benchmarks/search/predictor.yaml --seeds 3 --out cmp_b
     python benchmarks/search_vs_random.py cmp_a cmp_b --collection perf/fbnet_12ep
 
-On a task without a collection (saliency), the archs the ``random`` searches trained are the pool:
+On a task without a collection (saliency), the archs the ``random`` searches trained are the pool (one or more
+compare folders of random specs):
 
     python benchmarks/search_vs_random.py cmp_e cmp_f --random-runs cmp_e/saliency_random --task saliency
 
@@ -48,9 +49,11 @@ def backbone_macs(spec_path: str, choices: dict[str, str]) -> float:
     return space.supernet().price(FlopsCost(), space.input_size, info.in_channels).of_choices(choices)
 
 
-def best_of_k(labels: list[float], k: int, draws: int = 10_000, seed: int = 0) -> tuple[float, float]:
+def best_of_k(labels: list[float], k: int, draws: int = 10_000, seed: int = 0) -> tuple[float, float] | None:
     """Mean and standard deviation of the best of ``k`` labels drawn without replacement (of all, when ``k`` is
-    more than there are)."""
+    more than there are); None without labels."""
+    if not labels:
+        return None
     if k >= len(labels):
         return max(labels), 0.0
     g = torch.Generator().manual_seed(seed)
@@ -59,15 +62,15 @@ def best_of_k(labels: list[float], k: int, draws: int = 10_000, seed: int = 0) -
     return statistics.fmean(best), statistics.stdev(best)
 
 
-def random_pool(collection: Path | None, runs: Path | None, task: str) -> list[tuple[float, float]]:
+def random_pool(collection: Path | None, runs: list[Path], task: str) -> list[tuple[float, float]]:
     """(backbone MACs, label) of random archs trained with the searches' data and budget: a collection's records,
-    or the archs a ``random`` search trained (its metrics.jsonl rows; the searches' cost model is ``flops``)."""
+    or the archs ``random`` searches trained (their metrics.jsonl rows; the searches' cost model is ``flops``)."""
     if collection is not None:
         return [(r.macs, r.tasks[task].label) for r in PerfDataset.read(collection).records
                 if task in r.tasks and r.tasks[task].label is not None]
     key = f"trained/{task}/{get_registry().get('task', task).primary_metric}"
     pool = []
-    for metrics in sorted(runs.glob("seed*/metrics.jsonl")):
+    for metrics in sorted(m for folder in runs for m in folder.glob("seed*/metrics.jsonl")):
         for line in metrics.read_text().splitlines():
             row = json.loads(line)
             if row["phase"] == "search" and key in row:
@@ -80,8 +83,8 @@ def main() -> None:
     p.add_argument("compare_dirs", nargs="+", type=Path)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--collection", type=Path, help="performance dataset of random archs (same data, budget)")
-    where.add_argument("--random-runs", type=Path, help="or: the folder of a random spec's compare runs, whose "
-                                                        "trained archs (every seed's) are the random pool")
+    where.add_argument("--random-runs", type=Path, nargs="+", help="or: the folders of random specs' compare runs, "
+                                                                   "whose trained archs (every seed's) are the pool")
     p.add_argument("--task", default="classification")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -107,12 +110,12 @@ def main() -> None:
             under = [label for m, label in pool if m <= target]
             # every arch trained for the search: in it, and the ones its predictor was fitted on
             k = max(1, round(statistics.fmean(r["archs_trained"] for r in rows))) + (entries[0]["labelled_archs"] or 0)
-            mean_best, std_best = best_of_k(under, k)
+            best = best_of_k(under, k)
             values = [r["value"] for r in rows]
             out[name if name not in out else f"{name} ({folder.name})"] = {"runs": rows, "mean": statistics.fmean(values),
                          "std": statistics.stdev(values) if len(values) > 1 else 0.0, "target_macs": target,
-                         "random_under_target": len(under), "best_random_under_target": max(under),
-                         f"random_best_of_{k}": {"k": k, "mean": mean_best, "std": std_best}}
+                         "random_under_target": len(under), "best_random_under_target": max(under, default=None),
+                         f"random_best_of_{k}": {"k": k, "mean": best[0], "std": best[1]} if best else {"k": k}}
     print(f"| strategy | {args.task} metric (seeds) | mean +- std | backbone M MACs | best random arch of <= MACs | "
           "random best-of-k within budget | search min |")
     print("|---|---|---|---|---|---|---|")
@@ -124,8 +127,9 @@ def main() -> None:
         cheaper = ", ".join("-" if x["best_cheaper_random"] is None else f"{x['best_cheaper_random']:.3f}"
                             for x in r["runs"])
         spent = f"{statistics.fmean(minutes):.1f}" if minutes else "-"
-        print(f"| {name} | {values} | {r['mean']:.3f} +- {r['std']:.3f} | {macs} | {cheaper} | "
-              f"k={rb['k']}: {rb['mean']:.3f} +- {rb['std']:.3f} | {spent} |")
+        best = f"{rb['mean']:.3f} +- {rb['std']:.3f}" if "mean" in rb else "none within it"
+        print(f"| {name} | {values} | {r['mean']:.3f} +- {r['std']:.3f} | {macs} | {cheaper} | k={rb['k']}: {best} | "
+              f"{spent} |")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
 
