@@ -138,6 +138,12 @@ def main() -> None:
 
     print(f"\nrelative performance: BMTAS {mean_sd(found_rel)} ({len(found_rel)} searches), random trees of equal "
           f"cost {mean_sd(random_rel)} ({len(random_rel)} trees)")
+    for k in keys:
+        found_k = [f[k] for f, _ in rows.values()]
+        random_k = [r[k] for _, randoms in rows.values() for r in randoms]
+        print(f"{k[4:]}: BMTAS {statistics.mean(found_k):.3f} ({', '.join(f'{v:.3f}' for v in found_k)}), random "
+              f"trees {statistics.mean(random_k):.3f} +- {statistics.stdev(random_k) if len(random_k) > 1 else 0:.3f} "
+              f"({min(random_k):.3f}-{max(random_k):.3f})")
     for seed, (found, randoms) in rows.items():
         print(f"seed {seed}: BMTAS " + "; ".join(f"{layer} {groups}" for layer, groups in found["described"]))
         for i, r in enumerate(randoms):
