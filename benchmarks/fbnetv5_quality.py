@@ -14,7 +14,11 @@ side by side (a last call with every seed prints the whole table). Prints, per t
 random archs of its multiply-adds (mean, sd, best, and how many sds above their mean), then the searched archs'
 mean +- sd over seeds against every random arch's.
 
-    python benchmarks/fbnetv5_quality.py [--spec SPEC] [--out DIR] [--seeds 0 1 2] [--random 3] [--threads 1]
+    python benchmarks/fbnetv5_quality.py [--spec SPEC] [--out DIR] [--seeds 0 1 2] [--tasks T ...] [--random 3]
+
+``--tasks`` trains and compares some of the tasks only (the random archs drawn are the same as in a full run), e.g.
+one task again with another training recipe, the searches copied or reused: ``--tasks detection --set
+train.lr=0.05``.
 
 Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless): ``--set`` overrides the spec of every run:
 
@@ -88,6 +92,7 @@ def main() -> None:
     parser.add_argument("--spec", type=Path, default=SPEC, help="the three-task search spec, with a train: block")
     parser.add_argument("--out", type=Path, default=Path("runs/fbnetv5-quality"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds (spec's seed:)")
+    parser.add_argument("--tasks", nargs="+", help="train and compare these of the spec's tasks only (default: all)")
     parser.add_argument("--random", type=int, default=3, help="random archs per task and search")
     parser.add_argument("--tolerance", type=float, default=0.05, help="relative MAC tolerance of random archs")
     parser.add_argument("--threads", type=int, default=1)
@@ -100,7 +105,10 @@ def main() -> None:
     if "train" not in base:
         raise SystemExit(f"{args.spec}: needs a train: block (the training of every arch)")
     base["pareto"] = {"samples": 0}
-    tasks = [task_name(t) for t in base["tasks"]]
+    every = [task_name(t) for t in base["tasks"]]
+    if args.tasks and not set(args.tasks) <= set(every):
+        raise SystemExit(f"--tasks {args.tasks}: the spec's tasks are {every}")
+    tasks = args.tasks or every
     # rows[task][seed] = (searched arch's result, [random archs' results]); a result carries its backbone MACs
     rows: dict[str, dict[int, tuple[dict, list[dict]]]] = {t: {} for t in tasks}
     for seed in args.seeds:
@@ -108,11 +116,11 @@ def main() -> None:
         search = {k: v for k, v in base.items() if k != "train"}
         search_spec = write_spec(dict(search, seed=seed), out / "specs" / f"search3_seed{seed}.yaml")
         run_once(["run", str(search_spec)], out / f"search3_seed{seed}")
-        for index, task in enumerate(tasks):
+        for task in tasks:
             train_spec = write_spec(dict(base, tasks=[t for t in base["tasks"] if task_name(t) == task]),
                                     out / "specs" / f"train_{task}.yaml")
             searched = Arch.load(out / f"search3_seed{seed}" / f"arch_{task}.json")
-            randoms = random_archs(searched, args.random, args.tolerance, seed=1000 * seed + index)
+            randoms = random_archs(searched, args.random, args.tolerance, seed=1000 * seed + every.index(task))
             results = []
             for key, arch in [("searched", searched)] + [(f"random{i + 1}", a) for i, a in enumerate(randoms)]:
                 arch_file = out / "archs" / f"{task}_seed{seed}_{key}.json"
