@@ -23,42 +23,27 @@ Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
 from pathlib import Path
 
-import torch
 import yaml
-from resumable import run_once  # sibling module (the scripts run from benchmarks/)
+from resumable import against_random_parser, base_spec, run_once  # sibling module (scripts run from benchmarks/)
 
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
 from nascore.spaces.branching import choices_of, random_tree
-from nascore.spec import apply_overrides, load_spec, read_spec_file
+from nascore.spec import load_spec
 from nascore.train import relative_performance
 
 SPEC = Path(__file__).resolve().parent / "search" / "bmtas.yaml"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=SPEC, help="a bmtas search spec with a train: block")
-    parser.add_argument("--out", type=Path, default=Path("runs/bmtas-random"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds (spec's seed:)")
-    parser.add_argument("--random", type=int, default=3, help="random trees per search")
-    parser.add_argument("--tolerance", type=float, default=0.05, help="relative MAC tolerance of random trees")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override of the spec (as nascore's --set), in every run")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = against_random_parser(__doc__, SPEC, "runs/bmtas-random", "trees").parse_args()
     out: Path = args.out
-    base = apply_overrides(read_spec_file(args.spec), args.overrides)
-    if "train" not in base:
-        raise SystemExit(f"{args.spec}: needs a train: block (the training of every tree)")
-    base["pareto"] = {"samples": 0}
+    base = base_spec(args)
     spec_file = out / "specs" / "search.yaml"
     spec_file.parent.mkdir(parents=True, exist_ok=True)
     spec_file.write_text(yaml.safe_dump(base, sort_keys=False))

@@ -28,17 +28,15 @@ Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless): ``--set``
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 import torch
 import yaml
-from resumable import run_once  # sibling module (the scripts run from benchmarks/)
+from resumable import against_random_parser, base_spec, run_once  # sibling module (scripts run from benchmarks/)
 
 from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
-from nascore.spec import apply_overrides, read_spec_file
 from nascore.supernet import random_choices
 
 SPEC = Path(__file__).resolve().parent / "search" / "fbnetv5.yaml"
@@ -88,23 +86,11 @@ def mean_sd(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=SPEC, help="the three-task search spec, with a train: block")
-    parser.add_argument("--out", type=Path, default=Path("runs/fbnetv5-quality"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds (spec's seed:)")
+    parser = against_random_parser(__doc__, SPEC, "runs/fbnetv5-quality", "archs")
     parser.add_argument("--tasks", nargs="+", help="train and compare these of the spec's tasks only (default: all)")
-    parser.add_argument("--random", type=int, default=3, help="random archs per task and search")
-    parser.add_argument("--tolerance", type=float, default=0.05, help="relative MAC tolerance of random archs")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override of the spec (as nascore's --set), in every run")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     out: Path = args.out
-    base = apply_overrides(read_spec_file(args.spec), args.overrides)
-    if "train" not in base:
-        raise SystemExit(f"{args.spec}: needs a train: block (the training of every arch)")
-    base["pareto"] = {"samples": 0}
+    base = base_spec(args)
     every = [task_name(t) for t in base["tasks"]]
     if args.tasks and not set(args.tasks) <= set(every):
         raise SystemExit(f"--tasks {args.tasks}: the spec's tasks are {every}")
