@@ -10,7 +10,7 @@ FBNetV2-F1..F4 and L1/L2 ship as named archs (mobile-vision's ``fbnet_modeldef_c
 """
 # no `from __future__ import annotations`: the built model's forward must fx-trace and script (features.Backbone)
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
@@ -41,7 +41,7 @@ from .fbnetv2_blocks import (
 )
 from .fbnetv2_cost import built_operations, price
 from .fbnetv2_named import named_archs
-from .fbnetv2_plan import BlockPlan, FBNetV2Config, decisions_of, feature_levels, plan
+from .fbnetv2_plan import BlockPlan, FBNetV2Config, decisions_of, feature_levels, plan, rate_label
 
 
 # -- one searchable block -------------------------------------------------------------------------------
@@ -214,6 +214,21 @@ class FBNetV2Supernet(Supernet):
 
     def decisions(self) -> list[Decision]:
         return self._decisions
+
+    def canonical(self, choices: Mapping[str, str]) -> dict[str, str]:
+        """One spelling per built network: expansion rates that round to the same hidden width at the chosen input
+        width are one arch, spelt with the first such rate; a skip block's expansion, and the resolution of a skip
+        that is the identity, build nothing and are spelt with their first option."""
+        out = dict(choices)
+        for p in self._plans:
+            skip = TYPES[choices[p.type] if p.type else p.types[0]] is None
+            if p.expansion:
+                row = p.mid.table[p.cin.values.index(chosen_width(p.cin, choices))]
+                rate = 0 if skip else row.index(row[p.expansions.index(float(choices[p.expansion]))])
+                out[p.expansion] = rate_label(p.expansions[rate])
+            if p.resolution and skip and p.residual:
+                out[p.resolution] = str(p.resolutions[0])
+        return out
 
     def fixed_modules(self) -> dict[str, nn.Module]:
         return {"stem": self.stem}

@@ -134,7 +134,8 @@ def _scaled(channels: list[int], width: float, divisor: int) -> tuple[int, ...]:
     return tuple(sorted({max(divisor, int(c * width / divisor + 0.5) * divisor) for c in channels}))
 
 
-def _label(e: float) -> str:
+def rate_label(e: float) -> str:
+    """An expansion rate as its decision spells it."""
     return f"{e:g}"
 
 
@@ -172,7 +173,7 @@ def decisions_of(blocks: list[BlockPlan]) -> list[Decision]:
         if p.cout.decision is not None and p.cout.decision not in seen:
             seen.add(p.cout.decision)
             out.append(Decision(p.cout.decision, tuple(str(c) for c in p.cout.values)))
-        for name, options in ((p.type, p.types), (p.expansion, tuple(_label(e) for e in p.expansions)),
+        for name, options in ((p.type, p.types), (p.expansion, tuple(rate_label(e) for e in p.expansions)),
                               (p.resolution, tuple(str(r) for r in p.resolutions))):
             if name is not None:
                 out.append(Decision(name, options))

@@ -175,6 +175,35 @@ def test_supernet_under_a_one_hot_mix_equals_the_built_child(seed):
         assert s[:, c:].abs().sum() == 0 and m[:, c:].abs().sum() == 0
 
 
+def test_canonical_spells_each_built_network_once():
+    """Two spellings have one canonical form exactly when they build the same network: rates that round to one
+    hidden width (2.25 and 3 of 8 input channels: 24), a skip's unused expansion, an identity skip's resolution.
+    Each arch is compared with every arch one decision away, on the supernet's weights."""
+    space = small()
+    supernet = space.supernet().eval()
+    randomize_bn(supernet)
+    x = torch.randn(2, 3, 30, 30)
+
+    def outputs(choices):
+        with torch.no_grad():
+            return supernet.extract(choices).eval()(x)
+
+    twins = set()
+    rounded = {**random_choices(space, 0, avoid_skip=True), "s1.channels": "8", "s2.b1.expansion": "2.25"}
+    for base in [rounded, *(random_choices(space, seed) for seed in range(4))]:
+        expected = outputs(base)
+        for d in space.decisions():
+            for option in set(d.options) - {base[d.name]}:
+                other = {**base, d.name: option}
+                got = outputs(other)
+                same = all(a.shape == b.shape and torch.allclose(a, b) for a, b in zip(expected, got, strict=True))
+                assert (supernet.canonical(other) == supernet.canonical(base)) == same, (d.name, option)
+                assert supernet.canonical(supernet.canonical(other)) == supernet.canonical(other)
+                if same:
+                    twins.add((d.name.rsplit(".", 1)[1], other[d.name.rsplit(".", 1)[0] + ".type"] == "skip"))
+    assert twins == {("expansion", False), ("expansion", True), ("resolution", True)}  # each kind met
+
+
 def test_the_sampled_path_computes_only_the_chosen_widths():
     space = small()
     supernet = space.supernet().eval()

@@ -73,8 +73,8 @@ def test_canonical_choices_are_one_spelling_of_the_same_arch(name):
     for choices in random_archs(supernet.decisions(), 5, seed=1):
         canonical = supernet.canonical(choices)
         assert set(canonical) == set(choices) and supernet.canonical(canonical) == canonical
-        if name != "branched":
-            assert canonical == choices  # every arch has one spelling
+        if name not in ("branched", "fbnetv2"):
+            assert canonical == choices  # every arch has one spelling (fbnetv2: tests/test_fbnetv2.py)
 
 
 def test_branched_canonical_choices_number_copies_so_that_equal_means_shared():
