@@ -121,6 +121,16 @@ SMOKES: dict[str, Smoke] = {
         ("--searched", "fbnet_a", "--epochs", "1", "--batch", "4", "--size", "32", "--num-train", "10", "--num-val",
          "4", "--threads", "1"),
         line=r"^\| timm mobilenetv3_large_100 .*\| \d\.\d{3} \|", needs=("segmentation_models_pytorch",)),
+    "supernet_budgets.py": Smoke(
+        ("benchmarks/search/oneshot_dmasking.yaml", "benchmarks/search/random_dmasking.yaml", "--budgets", "6.0e5",
+         "--seeds", "1", "--out", "{tmp}/budgets", "--json", "{tmp}/budgets.json",
+         *sets(*FEW_IMAGES, "train.epochs=1", "train.batch_size=8"),
+         *sets("strategy.supernet.epochs=1", "strategy.supernet.batch_size=8", "strategy.population=2",
+               "strategy.sample_size=2", "strategy.cycles=2", "strategy.top_k=1", "strategy.train.epochs=1",
+               "strategy.train.batch_size=8", "strategy.bn_batches=1", flag="--search-set"),
+         *sets("strategy.archs=1", "strategy.train.epochs=1", "strategy.train.batch_size=8", flag="--random-set")),
+        files=("budgets.json", "budgets/reuse/600000/seed0/summary.json", "budgets/retrain/found/600000/seed0/summary.json"),
+        line=r"^\| 0\.60 \| \d\.\d{3} \(.*\| \d+ \|$"),
     "supernet_cost.py": Smoke(
         ("benchmarks/perfdata/fbnet_12ep.yaml", "{perf}/fbnet_12ep", "--archs", "1", "--epochs", "1",
          *sets(*FEW_IMAGES, "train.epochs=1"), "--json", "{tmp}/cost.json"),
@@ -130,7 +140,7 @@ SMOKES: dict[str, Smoke] = {
         files=("rows.json",), line=r"^\| fixed \| "),
 }
 #: modules the scripts import, run through them
-HELPERS = {"resumable.py": ("bmtas_random.py", "bmtas_sweep.py", "fbnetv5_quality.py")}
+HELPERS = {"resumable.py": ("bmtas_random.py", "bmtas_sweep.py", "fbnetv5_quality.py", "supernet_budgets.py")}
 
 
 def test_every_benchmark_has_a_smoke_run():
