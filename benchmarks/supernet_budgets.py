@@ -88,8 +88,10 @@ def main() -> None:
     except NascoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if spec.strategy.name != "oneshot" or spec.objective.target is None:
-        raise SystemExit(f"{args.search}: needs strategy oneshot and a cost.loss budget (target)")
+    if spec.strategy.name != "oneshot" or spec.objective.target is None or spec.cost is None \
+            or spec.cost.name != "flops":
+        raise SystemExit(f"{args.search}: needs strategy oneshot and a cost.loss budget (target) of cost flops (the "
+                         "random archs' costs are compared with the found archs' multiply-adds)")
     task = spec.tasks[0]
     metric = f"val/{task.name}/{get_registry().get('task', task.name).primary_metric}"
     own = spec.objective.target
@@ -97,7 +99,6 @@ def main() -> None:
     label = {b: f"{b:g}" for b in budgets}
 
     searched = {own: compare(args.search, args.seeds, args.out / "search", search_sets)}
-    supernet_seconds = {s: search_seconds(e["run"]) for s, e in searched[own].items()}
     for b in budgets:
         if b == own:
             continue
@@ -126,14 +127,14 @@ def main() -> None:
         out[label[b]] = {"found": values, "found_macs": macs, "found_retrained": again, "best_random_cheaper": cheaper,
                          "random_search": random_values, "random_retrained": again_random,
                          "search_seconds": seconds, "reused_supernet": b != own}
-        rows.append(f"| {b / 1e6:.2f}{' (its own)' if b == own else ''} | {', '.join(f'{v:.3f}' for v in values)} "
+        rows.append(f"| {b / 1e6:.2f}{' (the supernet search)' if b == own else ''} | {', '.join(f'{v:.3f}' for v in values)} "
                     f"({mean_sd(values)}) | {', '.join(f'{m / 1e6:.2f}' for m in macs)} | "
                     f"{', '.join('-' if c is None else f'{c:.3f}' for c in cheaper)} | "
                     f"{mean_sd(random_values)} | {mean_sd(again)} | {mean_sd(again_random)} | "
                     f"{statistics.fmean(seconds):.0f} |")
-    print(f"{len(pool)} random archs trained (all budgets); the whole search with its supernet took "
-          f"{statistics.fmean(supernet_seconds.values()):.0f} s per seed")
-    print(f"| budget (M) | found {metric} per seed (mean +- sd) | found M | best random arch of <= its cost | "
+    print(f"{len(pool)} random archs trained (all budgets); search s: a reused supernet's evolution and trainings, "
+          "or the whole search with its supernet")
+    print(f"| budget (M MACs) | found {metric} per seed (mean +- sd) | found M | best random arch of <= its cost | "
           "random search at the budget | found, retrained | random search's winners, retrained | search s |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
