@@ -37,16 +37,17 @@ import torch
 
 from nascore.costs.flops import FlopsCost
 from nascore.performance.perfdata import PerfDataset
+from nascore.protocols import CostEstimate
 from nascore.registry import get_registry
 from nascore.spec import load_spec
+from nascore.spec_model import RunSpec
 
 
-def backbone_macs(spec_path: str, choices: dict[str, str]) -> float:
-    """Backbone multiply-adds of one arch, as the collection's records count them (the supernet's price table)."""
-    spec = load_spec(spec_path)
+def macs_table(spec: RunSpec) -> CostEstimate:
+    """The spec's supernet priced in multiply-adds: an arch's backbone MACs as the collection's records count them
+    (``.of_choices(choices)``). Built once per spec: pricing a supernet takes seconds."""
     space = spec.space.create()
-    info = spec.dataset.create().info()
-    return space.supernet().price(FlopsCost(), space.input_size, info.in_channels).of_choices(choices)
+    return space.supernet().price(FlopsCost(), space.input_size, spec.dataset.create().info().in_channels)
 
 
 def best_of_k(labels: list[float], k: int, draws: int = 10_000, seed: int = 0) -> tuple[float, float] | None:
@@ -98,10 +99,10 @@ def main() -> None:
         for name, entries in by_spec.items():
             spec_path = next((folder / name).glob("seed*/spec.yaml"))
             spec = load_spec(spec_path)
-            target = spec.objective.target
+            target, table = spec.objective.target, macs_table(spec)
             rows = []
             for e in entries:
-                macs = backbone_macs(str(spec_path), e["choices"])
+                macs = table.of_choices(e["choices"])
                 cheaper = [label for m, label in pool if m <= macs]
                 rows.append({"seed": e["seed"], "value": e["value"], "backbone_macs": macs,
                              "best_cheaper_random": max(cheaper) if cheaper else None,

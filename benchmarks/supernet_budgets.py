@@ -27,12 +27,11 @@ from pathlib import Path
 
 import torch
 from resumable import run_once
-from search_vs_random import backbone_macs, random_pool
+from search_vs_random import macs_table, random_pool
 
 from nascore.analysis.compare import search_seconds
 from nascore.cli import main as nascore
 from nascore.errors import NascoreError
-from nascore.registry import get_registry
 from nascore.spec import load_spec
 
 
@@ -93,7 +92,8 @@ def main() -> None:
         raise SystemExit(f"{args.search}: needs strategy oneshot and a cost.loss budget (target) of cost flops (the "
                          "random archs' costs are compared with the found archs' multiply-adds)")
     task = spec.tasks[0]
-    metric = f"val/{task.name}/{get_registry().get('task', task.name).primary_metric}"
+    metric = f"val/{task.name}/{task.cls.primary_metric}"
+    table = macs_table(spec)  # the space of every run here (a reused supernet refuses another)
     own = spec.objective.target
     budgets = sorted({own, *args.budgets})
     label = {b: f"{b:g}" for b in budgets}
@@ -120,7 +120,7 @@ def main() -> None:
         again_random = [retrain(theirs[s], args.random, args.retrain_seed,
                                 args.out / "retrain" / "random" / label[b] / f"seed{s}", random_sets, metric)
                         for s in seeds]
-        macs = [backbone_macs(str(mine[s]["run"] / "spec.yaml"), mine[s]["choices"]) for s in seeds]
+        macs = [table.of_choices(mine[s]["choices"]) for s in seeds]
         cheaper = [max((v for m, v in pool if m <= c), default=None) for c in macs]
         seconds = [search_seconds(mine[s]["run"]) for s in seeds]
         values, random_values = [mine[s]["value"] for s in seeds], [theirs[s]["value"] for s in seeds]
