@@ -93,7 +93,7 @@ def main() -> None:
     base = base_spec(args)
     every = [task_name(t) for t in base["tasks"]]
     if args.tasks and not set(args.tasks) <= set(every):
-        raise SystemExit(f"--tasks {args.tasks}: the spec's tasks are {every}")
+        parser.error(f"--tasks {args.tasks}: the spec's tasks are {every}")
     tasks = args.tasks or every
     # rows[task][seed] = (searched arch's result, [random archs' results]); a result carries its backbone MACs
     rows: dict[str, dict[int, tuple[dict, list[dict]]]] = {t: {} for t in tasks}

@@ -1,11 +1,12 @@
 """What the benchmarks that chain several ``nascore`` runs share (``fbnetv5_quality``, ``bmtas_sweep``,
-``bmtas_random``); imported as a sibling module, since the scripts run as ``python benchmarks/<name>.py``."""
+``bmtas_random``, ``supernet_budgets``); imported as a sibling module, since the scripts run as ``python benchmarks/<name>.py``."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -20,9 +21,22 @@ def run_once(argv: list[str], out: Path) -> dict:
     summary = out / "summary.json"
     if not summary.is_file():
         args = argv + ["--out", str(out)] + (["--resume"] if (out / "spec.yaml").is_file() else [])
-        if nascore(args) != 0:
-            raise SystemExit(f"nascore {' '.join(args)} failed")
+        nascore_or_exit(args)
     return json.loads(summary.read_text())
+
+
+def nascore_or_exit(args: list[str]) -> None:
+    """``nascore args``; a failure ends the script with nascore's exit status (2: bad input, its message printed)."""
+    status = nascore(args)
+    if status != 0:
+        print(f"error: nascore {' '.join(args)} failed", file=sys.stderr)
+        raise SystemExit(status)
+
+
+def refuse(message: str) -> NoReturn:
+    """Bad input (a spec, an option): its message and exit status 2, as nascore's own commands."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def against_random_parser(doc: str, spec: Path, out: str, what: str) -> argparse.ArgumentParser:
@@ -47,9 +61,8 @@ def base_spec(args: argparse.Namespace) -> dict:
     try:
         base = apply_overrides(read_spec_file(args.spec), args.overrides)
     except NascoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        refuse(str(exc))
     if "train" not in base:
-        raise SystemExit(f"{args.spec}: needs a train: block (the training of every arch)")
+        refuse(f"{args.spec}: needs a train: block (the training of every arch)")
     base["pareto"] = {"samples": 0}
     return base

@@ -22,23 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
-from resumable import run_once
+from resumable import nascore_or_exit, refuse, run_once
 from search_vs_random import macs_table, random_pool
 
 from nascore.analysis.compare import search_seconds
-from nascore.cli import main as nascore
 from nascore.errors import NascoreError
 from nascore.spec import load_spec
 
 
 def compare(spec: Path, seeds: int, out: Path, overrides: list[str]) -> dict[int, dict]:
     """``nascore compare`` of one spec over seeds 0 to ``seeds`` - 1 (finished ones reused); seed -> its entry."""
-    if nascore(["compare", str(spec), "--seeds", str(seeds), "--out", str(out), *overrides]) != 0:
-        raise SystemExit(f"nascore compare {spec} --out {out} failed")
+    nascore_or_exit(["compare", str(spec), "--seeds", str(seeds), "--out", str(out), *overrides])
     results = json.loads((out / "compare.json").read_text())
     return {s: results[f"{spec.stem}/seed{s}"]["entries"][0] | {"run": out / spec.stem / f"seed{s}"}
             for s in range(seeds)}
@@ -85,12 +82,11 @@ def main() -> None:
         spec = load_spec(args.search, args.overrides + args.search_set)
         load_spec(args.random, args.overrides + args.random_set)
     except NascoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        refuse(str(exc))
     if spec.strategy.name != "oneshot" or spec.objective.target is None or spec.cost is None \
             or spec.cost.name != "flops":
-        raise SystemExit(f"{args.search}: needs strategy oneshot and a cost.loss budget (target) of cost flops (the "
-                         "random archs' costs are compared with the found archs' multiply-adds)")
+        refuse(f"{args.search}: needs strategy oneshot and a cost.loss budget (target) of cost flops (the random "
+               "archs' costs are compared with the found archs' multiply-adds)")
     task = spec.tasks[0]
     metric = f"val/{task.name}/{task.cls.primary_metric}"
     table = macs_table(spec)  # the space of every run here (a reused supernet refuses another)
