@@ -71,6 +71,10 @@ class EvolutionSearch(StandaloneSearch):
     def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
         """One arch's score (``images``: a batch of training images, the same for every arch)."""
 
+    def calibrate(self, population: list[Choices], images: torch.Tensor) -> None:
+        """Called with the initial population before any arch is scored: a score made of several measurements
+        sets their scales here (``oneshot``'s ``proxy``)."""
+
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         if epoch == self.evolution_epoch:
             return self.evolve()
@@ -96,11 +100,11 @@ class EvolutionSearch(StandaloneSearch):
                 self.proposals.append({"choices": choices, "cost": self.cost(choices), "score": scored[key]})
             return scored[key]
 
-        population: list[Choices] = []
         with ctx.progress(c.population + c.cycles, "evolution") as advance:
-            for _ in range(c.population):
-                population.append(self.random_arch(generator))
-                score(population[-1])
+            population = [self.random_arch(generator) for _ in range(c.population)]
+            self.calibrate(population, images)
+            for arch in population:
+                score(arch)
                 advance()
             for _ in range(c.cycles):
                 picks = torch.randperm(len(population), generator=generator)[:c.sample_size].tolist()

@@ -5,6 +5,12 @@ budget scores each arch on the shared weights (its path, BatchNorm re-estimated 
 then the first task's primary metric on the validation split), and the ``top_k`` archs scored best are trained from
 scratch with the ``train`` budget; the found arch is the one of them best on validation.
 
+What scores an arch on the shared weights is the first task's primary metric (``score: metric``) or its validation
+loss (``score: loss``: continuous where top-1 counts images). With ``proxy`` a zero-cost proxy of the untrained arch
+(``nascore.performance.proxies``; NASWOT on the evolution's batch of training images) is a second opinion: each of
+the two is standardised by its mean and standard deviation over the evolution's initial population, and their sum
+is the score (in FBNetV2's masked space the two rank archs better together than either alone: BENCHMARKS.md).
+
 One supernet epoch per search epoch, then the evolution, then one arch trained per epoch: a stopped search resumes
 at the epoch it was in. The trained supernet is kept as ``<run>/supernet.pt`` (``nascore.performance.supernet_file``);
 a search with ``supernet_file`` (``nascore run SPEC --supernet FILE``) reuses one instead of training, and starts
@@ -17,18 +23,22 @@ supernet computes every path as its standalone arch does: FBNet's ``shared_weigh
 supernet trains (BENCHMARKS.md, "Supernets that rank")."""
 from __future__ import annotations
 
+import math
 import random
+import statistics
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
 from nascore import distributed
+from nascore.arch import Arch
 from nascore.data import epoch_seed, to_device
 from nascore.errors import NascoreError
 from nascore.hookspecs import hookimpl
 from nascore.loops import set_lr, weight_optimizer
+from nascore.performance.proxies import naswot, synflow
 from nascore.performance.oneshot import DATA, PATHS, OneShot, PathSampler, batches, extremes, oneshot_step, scheduled_lr
 from nascore.performance.supernet_file import load_supernet, save_supernet
 from nascore.protocols import Choices
@@ -51,6 +61,11 @@ class OneShotSearch(EvolutionSearch):
         bn_batches: int = Field(8, ge=1, description="training batches that re-estimate BatchNorm statistics on "
                                                      "an arch's path before it is scored")
         cycles: int = Field(100, ge=0, description="children proposed")
+        score: Literal["metric", "loss"] = Field("metric", description=(
+            "what ranks an arch on the shared weights: the first task's primary metric, or its validation loss"))
+        proxy: Literal["naswot", "synflow"] | None = Field(None, description=(
+            "a zero-cost proxy of the untrained arch added to the shared weights' score, each standardised over "
+            "the evolution's initial population"))
         supernet_file: str | None = Field(None, description=(
             "a supernet.pt of an earlier oneshot run (the same space, data and tasks) reused instead of training "
             "one (supernet and one_shot are then unused): the search starts with the evolution"))
@@ -63,7 +78,12 @@ class OneShotSearch(EvolutionSearch):
         super().setup(ctx)
         cfg = self.config.supernet
         self.task = ctx.parts.tasks[0]
-        self.score_sign = 1.0 if self.higher_is_better else -1.0
+        #: +1 when a higher shared-weights score is better
+        self.shared_sign = 1.0 if self.higher_is_better and self.config.score == "metric" else -1.0
+        self.score_sign = 1.0 if self.config.proxy else self.shared_sign
+        #: the proxy's and the shared score's (mean, standard deviation) over the initial population
+        self.scales: tuple[tuple[float, float], tuple[float, float]] | None = None
+        self.measured: dict[str, tuple[float, float]] = {}
         self.optimizer = weight_optimizer(ctx.network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum,
                                           cfg.weight_decay)
         self.weight_net = distributed.wrap(ctx.network, find_unused_parameters=True)  # a path leaves weights out
@@ -112,13 +132,46 @@ class OneShotSearch(EvolutionSearch):
                 advance()
         return {"lr": self.optimizer.param_groups[0]["lr"], "supernet_loss": total / max(steps, 1)}
 
-    def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
-        """The arch's metric on the shared weights, BatchNorm re-estimated on its path (the same batches for every
-        arch)."""
+    def shared_score(self, choices: Choices) -> float:
+        """The arch's metric (or loss) on the shared weights, BatchNorm re-estimated on its path (the same batches
+        for every arch)."""
         c = self.config
         bn = (b for _, b in zip(range(c.bn_batches), batches(self.ctx.parts, c.supernet, 0, BN_STREAM)))
         metrics = evaluate_arch(self.ctx, choices, SHARED, bn, c.supernet.batch_size)
-        return float(metrics[self.key])
+        return float(metrics[self.key if c.score == "metric" else f"{self.task.name}/loss"])
+
+    def proxy_score(self, choices: Choices, images: torch.Tensor) -> float:
+        """The zero-cost proxy of the arch built untrained (seeded, as ``nascore bench collect`` measures archs)."""
+        parts = self.ctx.parts
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(parts.seed)
+            backbone = parts.space.build(Arch(space=parts.space.name, config=parts.space.arch_config(),
+                                              choices=choices)).to(parts.device)
+        if self.config.proxy == "naswot":
+            return naswot(backbone, images)
+        return synflow(backbone, parts.space.input_size, parts.info.in_channels)
+
+    def measure(self, choices: Choices, images: torch.Tensor) -> tuple[float, float]:
+        """The proxy and the shared score made higher-is-better, measured once per arch."""
+        key = self.key_of(choices)
+        if key not in self.measured:
+            self.measured[key] = (self.proxy_score(choices, images), self.shared_sign * self.shared_score(choices))
+        return self.measured[key]
+
+    def calibrate(self, population: list[Choices], images: torch.Tensor) -> None:
+        if self.config.proxy is None:
+            return
+        columns = zip(*(self.measure(a, images) for a in population))
+        finite = [[v for v in column if math.isfinite(v)] for column in columns]
+        self.scales = tuple((statistics.fmean(v), statistics.pstdev(v) or 1.0) if v else (0.0, 1.0) for v in finite)
+
+    def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
+        """The shared weights' score; with ``proxy``, the sum of the two standardised scores (an arch whose
+        proxy is not finite, such as NASWOT's singular kernel, scores lowest)."""
+        if self.config.proxy is None:
+            return self.shared_score(choices)
+        values = self.measure(choices, images)
+        return sum((v - mean) / sd for v, (mean, sd) in zip(values, self.scales, strict=True))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}

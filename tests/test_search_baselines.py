@@ -4,8 +4,10 @@ and ``nascore compare``. Kill-and-resume of both strategies is in test_resume.py
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ import yaml
 
 from nascore.arch import Arch
 from nascore.cli import main
+from nascore.data import loader
 from nascore.performance.oneshot import batches
+from nascore.performance.proxies import naswot
 from nascore.rundir import build_run
 from nascore.spec import validate_spec
 from nascore.strategies.evolution import PredictorSearch
@@ -270,9 +274,60 @@ def test_oneshot_scores_an_arch_as_its_path_on_the_shared_weights(tmp_path, cach
     images = torch.zeros(1)
     first = [search.score_arch(a, images) for a in archs]
     assert search.score_arch(archs[0], images) == first[0]
-    metrics = [evaluate_arch(search.ctx, a, None, batches(run.parts, search.config.supernet, 0, BN_STREAM), 16)
-              for a in archs]
+    metrics = [evaluate_arch(search.ctx, a, None,
+                             itertools.islice(batches(run.parts, search.config.supernet, 0, BN_STREAM), 2), 16)
+               for a in archs]
     assert first == [m["classification/top1"] for m in metrics]
+
+
+def _oneshot(tmp_path: Path, cache: Path, **options: Any) -> tuple[OneShotSearch, Any]:
+    """A oneshot search of the tiny space set up with ``options``, its supernet trained one epoch."""
+    strategy = {"name": "oneshot", "supernet": {"epochs": 1, "batch_size": 16}, "population": 5, "cycles": 0,
+                "sample_size": 2, "top_k": 1, "bn_batches": 2, **options}
+    spec = standalone_spec(cache, strategy)
+    spec["space"] = {**spec["space"], **ONE_SHOT_SPACE}
+    run = build_run(validate_spec(spec), tmp_path / "unused", False)
+    supernet = run.parts.space.supernet()
+    network = build_network(supernet, run.parts.tasks, run.parts.info)
+    search = OneShotSearch(OneShotSearch.Config.model_validate({k: v for k, v in strategy.items() if k != "name"}))
+    cost = run.spec.cost.cls(run.spec.cost.config)
+    table = supernet.price(cost, run.parts.space.input_size, run.parts.info.in_channels)
+    search.setup(SearchContext(run.parts, network, supernet, cost, table, run.spec.objective))
+    search.train_supernet(0)
+    return search, run
+
+
+def test_oneshot_scores_by_the_loss_lowest_first(tmp_path, cache_dir):
+    """``score: loss``: an arch's score is its validation loss on the shared weights, and the evolution ranks the
+    lowest first."""
+    search, run = _oneshot(tmp_path, cache_dir, score="loss")
+    search.evolve()
+    for p in search.proposals:
+        bn = itertools.islice(batches(run.parts, search.config.supernet, 0, BN_STREAM), 2)
+        assert p["score"] == evaluate_arch(search.ctx, p["choices"], None, bn, 16)["classification/loss"]
+    best = min(search.proposals, key=lambda p: p["score"])
+    assert search.run_epoch(search.evolution_epoch + 1)["score"] == best["score"]
+
+
+def test_oneshot_adds_a_zero_cost_proxy_standardised_over_the_initial_population(tmp_path, cache_dir):
+    """``proxy: naswot``: an arch's score is its NASWOT score (the untrained arch built with the run's seed, on the
+    evolution's batch) plus its top-1 on the shared weights, each standardised by its mean and standard deviation
+    over the initial population; so over that population the scores average 0."""
+    search, run = _oneshot(tmp_path, cache_dir, proxy="naswot")
+    search.evolve()
+    archs = [p["choices"] for p in search.proposals]
+    assert len(archs) == 5
+    images, _ = next(iter(loader(run.parts.train_set, 32, run.parts.collate, shuffle=True, seed=run.parts.seed)))
+    proxies, shared = [], []
+    for choices in archs:
+        torch.manual_seed(run.parts.seed)
+        backbone = run.parts.space.build(Arch(space="fbnet", config=run.parts.space.arch_config(), choices=choices))
+        proxies.append(naswot(backbone, images))
+        bn = itertools.islice(batches(run.parts, search.config.supernet, 0, BN_STREAM), 2)
+        shared.append(evaluate_arch(search.ctx, choices, None, bn, 16)["classification/top1"])
+    z = [(torch.tensor(v, dtype=torch.float64) - statistics.fmean(v)) / statistics.pstdev(v) for v in (proxies, shared)]
+    assert [p["score"] for p in search.proposals] == pytest.approx((z[0] + z[1]).tolist(), abs=1e-9)
+    assert statistics.fmean(p["score"] for p in search.proposals) == pytest.approx(0, abs=1e-9)
 
 
 ONE_SHOT = {"name": "oneshot", "supernet": {"epochs": 2, "batch_size": 16, "lr": 0.05}, "population": 6,
