@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,3 +74,12 @@ def naswot(model: nn.Module, images: Tensor) -> float:
     net(images.to(next(net.parameters()).device))
     sign, logdet = torch.linalg.slogdet(kernel)
     return float(logdet) if sign > 0 else float("-inf")
+
+
+def scale(values: Iterable[float]) -> tuple[float, float]:
+    """The mean and standard deviation of the finite ``values`` (1 where they do not vary): what standardises a
+    proxy and another score before they are summed into one (``oneshot``'s ``proxy``, ``bench supernet-rank``)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    return statistics.fmean(finite), statistics.pstdev(finite) or 1.0

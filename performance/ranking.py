@@ -49,6 +49,7 @@ from nascore.train import validate
 from .oneshot import OneShot, batches, checked_supernet, supernet_fingerprint, train_supernet
 from .perfdata import PerfDataset, finite, record_path
 from .predictors.scoring import scores
+from .proxies import PROXIES, scale
 
 SUPERNET_FILE, SCORES, RANKING = "supernet.pt", "scores", "ranking.json"
 SCORE_MAX_BYTES = 1 << 20
@@ -172,7 +173,8 @@ def read_score(path: Path, index: int, supernet: str) -> Score:
 
 def correlations(data: PerfDataset, task: str, supernet: dict[int, float | None]) -> dict[str, dict[str, Any]]:
     """Spearman, Kendall and n of each ranker against the labels of ``task``, over the archs with a label and a
-    value: the supernet's scores, then the records' multiply-adds, parameters, latency and proxies."""
+    value: the supernet's scores, then the records' multiply-adds, parameters, latency and proxies, then the
+    supernet's score plus each proxy (both standardised over the archs, as ``oneshot``'s ``proxy`` sums them)."""
     rankers: dict[str, dict[int, float | None]] = {"supernet": supernet, "macs": {}, "params": {}, "latency_ms": {}}
     labels = {}
     for r in data.records:
@@ -182,6 +184,14 @@ def correlations(data: PerfDataset, task: str, supernet: dict[int, float | None]
         rankers["latency_ms"][r.index] = r.latency_ms
         for name, value in r.proxies.items():
             rankers.setdefault(name, {})[r.index] = value
+    sign = 1.0 if data.manifest.tasks[task].higher_is_better else -1.0  # the proxies: higher is better
+    for name in PROXIES:  # as the oneshot strategy's proxy: each standardised over the archs, summed
+        both = {i: (v, rankers.get(name, {}).get(i)) for i, v in supernet.items() if v is not None}
+        both = {i: pair for i, pair in both.items() if pair[1] is not None}
+        if both:
+            (m1, s1), (m2, s2) = (scale(column) for column in zip(*both.values(), strict=True))
+            rankers[f"supernet+{name}"] = {i: sign * ((a - m1) / s1 + sign * (b - m2) / s2)
+                                           for i, (a, b) in both.items()}
     out = {}
     for name, values in rankers.items():
         common = [i for i in labels if values.get(i) is not None]

@@ -23,9 +23,7 @@ supernet computes every path as its standalone arch does: FBNet's ``shared_weigh
 supernet trains (BENCHMARKS.md, "Supernets that rank")."""
 from __future__ import annotations
 
-import math
 import random
-import statistics
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -38,8 +36,8 @@ from nascore.data import epoch_seed, to_device
 from nascore.errors import NascoreError
 from nascore.hookspecs import hookimpl
 from nascore.loops import set_lr, weight_optimizer
-from nascore.performance.proxies import naswot, synflow
 from nascore.performance.oneshot import DATA, PATHS, OneShot, PathSampler, batches, extremes, oneshot_step, scheduled_lr
+from nascore.performance.proxies import naswot, scale, synflow
 from nascore.performance.supernet_file import load_supernet, save_supernet
 from nascore.protocols import Choices
 from nascore.spec_model import TrainBudget
@@ -161,9 +159,8 @@ class OneShotSearch(EvolutionSearch):
     def calibrate(self, population: list[Choices], images: torch.Tensor) -> None:
         if self.config.proxy is None:
             return
-        columns = zip(*(self.measure(a, images) for a in population))
-        finite = [[v for v in column if math.isfinite(v)] for column in columns]
-        self.scales = tuple((statistics.fmean(v), statistics.pstdev(v) or 1.0) if v else (0.0, 1.0) for v in finite)
+        proxy, shared = zip(*(self.measure(a, images) for a in population), strict=True)
+        self.scales = scale(proxy), scale(shared)
 
     def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
         """The shared weights' score; with ``proxy``, the sum of the two standardised scores (an arch whose

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from torch import nn
 from nascore.cli import main
 from nascore.loops import recalibrate_batchnorm
 from nascore.performance.oneshot import OneShot, PathSampler, extremes
+from nascore.performance.predictors.scoring import scores
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.supernet import Decision
 from test_predictors import tiny_spec
@@ -92,9 +94,19 @@ def test_ranks_a_collection_and_resumes_without_scoring_again(collection, tmp_pa
     assert set(ranking["correlations"]) >= {"supernet", "macs", "params", "naswot"}
     assert all(c["n"] == 4 for c in ranking["correlations"].values())
     assert "supernet" in printed and "naswot" in printed
-    scores = sorted((out / "scores").iterdir())
-    assert [p.name for p in scores] == [f"{i:05d}.json" for i in range(4)]
-    assert all(0 <= json.loads(p.read_text())["score"] <= 1 for p in scores)
+    files = sorted((out / "scores").iterdir())
+    assert [p.name for p in files] == [f"{i:05d}.json" for i in range(4)]
+    assert all(0 <= json.loads(p.read_text())["score"] <= 1 for p in files)
+    # the supernet's score plus NASWOT, each standardised over the archs (oneshot's proxy), ranked as the labels
+    supernet = [json.loads(p.read_text())["score"] for p in files]
+    records = [json.loads(p.read_text()) for p in sorted((data / "archs").iterdir())]
+    proxy = [r["proxies"]["naswot"] for r in records]
+    z = [(torch.tensor(v, dtype=torch.float64) - statistics.fmean(v)) / (statistics.pstdev(v) or 1.0)
+         for v in (supernet, proxy)]
+    labels = [r["tasks"]["classification"]["label"] for r in records]
+    summed, want = ranking["correlations"]["supernet+naswot"], scores((z[0] + z[1]).tolist(), labels)
+    assert summed["n"] == 4 and summed["spearman"] == (None if want["spearman"] is None else
+                                                       pytest.approx(want["spearman"]))
     before = snapshot(out / "scores")
     assert main(args) == 0
     assert snapshot(out / "scores") == before
