@@ -186,8 +186,8 @@ def correlations(data: PerfDataset, task: str, supernet: dict[int, float | None]
             rankers.setdefault(name, {})[r.index] = value
     sign = 1.0 if data.manifest.tasks[task].higher_is_better else -1.0  # the proxies: higher is better
     for name in PROXIES:  # as the oneshot strategy's proxy: each standardised over the archs, summed
-        both = {i: (v, rankers.get(name, {}).get(i)) for i, v in supernet.items() if v is not None}
-        both = {i: pair for i, pair in both.items() if pair[1] is not None}
+        proxy = rankers.get(name, {})
+        both = {i: (v, proxy[i]) for i, v in supernet.items() if v is not None and proxy.get(i) is not None}
         if both:
             (m1, s1), (m2, s2) = (scale(column) for column in zip(*both.values(), strict=True))
             rankers[f"supernet+{name}"] = {i: sign * ((a - m1) / s1 + sign * (b - m2) / s2)

@@ -256,30 +256,6 @@ def test_oneshot_trains_the_supernet_then_evolves_on_it_then_trains_the_best(tmp
     assert top1[trained[-1]["best"]] == max(top1.values())
 
 
-def test_oneshot_scores_an_arch_as_its_path_on_the_shared_weights(tmp_path, cache_dir):
-    """An arch's score is its validation metric on the supernet's weights, BatchNorm re-estimated on its path on the
-    strategy's batches (``evaluate_arch``), the same batches for every arch: scored twice, an arch scores the same
-    even after another arch has set its own statistics."""
-    strategy = {"name": "oneshot", "supernet": {"epochs": 1, "batch_size": 16}, "population": 2, "cycles": 0,
-                "sample_size": 2, "top_k": 1, "bn_batches": 2}
-    spec = standalone_spec(cache_dir, strategy)
-    spec["space"] = {**spec["space"], **ONE_SHOT_SPACE}
-    run = build_run(validate_spec(spec), tmp_path / "unused", False)
-    supernet = run.parts.space.supernet()
-    network = build_network(supernet, run.parts.tasks, run.parts.info)
-    search = OneShotSearch(OneShotSearch.Config.model_validate({k: v for k, v in strategy.items() if k != "name"}))
-    search.setup(SearchContext(run.parts, network, supernet))
-    search.train_supernet(0)
-    archs = [{d.name: d.options[i % len(d.options)] for d in supernet.decisions()} for i in (0, 1)]
-    images = torch.zeros(1)
-    first = [search.score_arch(a, images) for a in archs]
-    assert search.score_arch(archs[0], images) == first[0]
-    metrics = [evaluate_arch(search.ctx, a, None,
-                             itertools.islice(batches(run.parts, search.config.supernet, 0, BN_STREAM), 2), 16)
-               for a in archs]
-    assert first == [m["classification/top1"] for m in metrics]
-
-
 def _oneshot(tmp_path: Path, cache: Path, **options: Any) -> tuple[OneShotSearch, Any]:
     """A oneshot search of the tiny space set up with ``options``, its supernet trained one epoch."""
     strategy = {"name": "oneshot", "supernet": {"epochs": 1, "batch_size": 16}, "population": 5, "cycles": 0,
@@ -297,14 +273,32 @@ def _oneshot(tmp_path: Path, cache: Path, **options: Any) -> tuple[OneShotSearch
     return search, run
 
 
+def _on_shared_weights(search: OneShotSearch, run: Any, choices: dict[str, str]) -> dict[str, float]:
+    """``choices``' validation metrics on the search's supernet, BatchNorm re-estimated on its ``bn_batches`` batches
+    (what the strategy scores)."""
+    bn = itertools.islice(batches(run.parts, search.config.supernet, 0, BN_STREAM), search.config.bn_batches)
+    return evaluate_arch(search.ctx, choices, None, bn, 16)
+
+
+def test_oneshot_scores_an_arch_as_its_path_on_the_shared_weights(tmp_path, cache_dir):
+    """An arch's score is its validation metric on the supernet's weights, BatchNorm re-estimated on its path on the
+    strategy's batches (``evaluate_arch``), the same batches for every arch: scored twice, an arch scores the same
+    even after another arch has set its own statistics."""
+    search, run = _oneshot(tmp_path, cache_dir, population=2)
+    archs = [{d.name: d.options[i % len(d.options)] for d in search.ctx.supernet.decisions()} for i in (0, 1)]
+    images = torch.zeros(1)
+    first = [search.score_arch(a, images) for a in archs]
+    assert search.score_arch(archs[0], images) == first[0]
+    assert first == [_on_shared_weights(search, run, a)["classification/top1"] for a in archs]
+
+
 def test_oneshot_scores_by_the_loss_lowest_first(tmp_path, cache_dir):
     """``score: loss``: an arch's score is its validation loss on the shared weights, and the evolution ranks the
     lowest first."""
     search, run = _oneshot(tmp_path, cache_dir, score="loss")
     search.evolve()
     for p in search.proposals:
-        bn = itertools.islice(batches(run.parts, search.config.supernet, 0, BN_STREAM), 2)
-        assert p["score"] == evaluate_arch(search.ctx, p["choices"], None, bn, 16)["classification/loss"]
+        assert p["score"] == _on_shared_weights(search, run, p["choices"])["classification/loss"]
     best = min(search.proposals, key=lambda p: p["score"])
     assert search.run_epoch(search.evolution_epoch + 1)["score"] == best["score"]
 
@@ -323,8 +317,7 @@ def test_oneshot_adds_a_zero_cost_proxy_standardised_over_the_initial_population
         torch.manual_seed(run.parts.seed)
         backbone = run.parts.space.build(Arch(space="fbnet", config=run.parts.space.arch_config(), choices=choices))
         proxies.append(naswot(backbone, images))
-        bn = itertools.islice(batches(run.parts, search.config.supernet, 0, BN_STREAM), 2)
-        shared.append(evaluate_arch(search.ctx, choices, None, bn, 16)["classification/top1"])
+        shared.append(_on_shared_weights(search, run, choices)["classification/top1"])
     z = [(torch.tensor(v, dtype=torch.float64) - statistics.fmean(v)) / (statistics.pstdev(v) or 1.0)
          for v in (proxies, shared)]  # archs that all score alike on the shared weights: no scale to divide by
     assert [p["score"] for p in search.proposals] == pytest.approx((z[0] + z[1]).tolist(), abs=1e-9)
