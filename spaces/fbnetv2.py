@@ -42,6 +42,7 @@ from .fbnetv2_blocks import (
 from .fbnetv2_cost import built_operations, price
 from .fbnetv2_named import named_archs
 from .fbnetv2_plan import BlockPlan, FBNetV2Config, decisions_of, feature_levels, plan, rate_label
+from .fbnetv2_shared import SharedTypes
 
 
 # -- one searchable block -------------------------------------------------------------------------------
@@ -76,11 +77,17 @@ class SearchBlock(nn.Module):
         self.plan, self.placement = p, cfg.placement
         cin, mid, cout = max(p.cin.values), max(max(row) for row in p.mid.table), max(p.cout.values)
         self.candidates = nn.ModuleDict()
+        computed = [t for t in p.types if TYPES[t] is not None]
+        se_hidden = se_channels(mid, cfg.divisor)
+        self.shared = (SharedTypes(p.types, cin, mid, cout, p.stride, p.has_pw, se_hidden)
+                       if cfg.shared_weights and computed else None)
         for t in p.types:
             spec = TYPES[t]
             if spec is None:
                 if not p.residual:
                     self.candidates[t] = SlimConvBN(cin, cout, 1, p.stride, "relu")
+                continue
+            if self.shared is not None:
                 continue
             kernel, se, act = spec
             parts = nn.ModuleDict()
@@ -88,7 +95,7 @@ class SearchBlock(nn.Module):
                 parts["pw"] = SlimConvBN(cin, mid, 1, 1, act)
             parts["dw"] = SlimConvBN(mid, mid, kernel, p.stride, act, depthwise=True)
             if se:
-                parts["se"] = SlimSE(mid, se_channels(mid, cfg.divisor), act)
+                parts["se"] = SlimSE(mid, se_hidden, act)
             parts["pwl"] = SlimConvBN(mid, cout, 1, 1, None)
             self.candidates[t] = parts
         # 0/1 masks: row (j, k) keeps the first mid(j, k) hidden channels
@@ -99,6 +106,7 @@ class SearchBlock(nn.Module):
                              persistent=False)
         self.state: SlicedPath | MaskedPath | None = None
         self.recompute = cfg.recompute_resolutions
+        self.computes = bool(len(self.candidates)) or self.shared is not None  # not only identity skips
 
     def forward(self, x: Tensor) -> Tensor:
         p, st = self.plan, self.state
@@ -112,7 +120,7 @@ class SearchBlock(nn.Module):
             y = None
             for i in st.resolutions.indices:
                 r = p.resolutions[i]
-                if r > 1 and self.recompute and len(self.candidates) and torch.is_grad_enabled():
+                if r > 1 and self.recompute and self.computes and torch.is_grad_enabled():
                     # keeps x (the block's input, kept anyway) instead of the branch's activations; the state is
                     # passed, not read again in backward, where the supernet may already hold the next mix; the
                     # branch draws no random numbers (no RNG state to keep)
@@ -147,6 +155,10 @@ class SearchBlock(nn.Module):
     def _branch(self, label: str, x: Tensor, st: SlicedPath | MaskedPath) -> Tensor | None:
         """The block's residual branch for one type on (subsampled) ``x``, sliced or masked as ``st`` says;
         None for a skip in a residual block."""
+        if self.shared is not None and TYPES[label] is not None:
+            if isinstance(st, SlicedPath):
+                return self.shared.sliced(label, x, st.mid, st.se, st.out)
+            return self.shared.masked(label, x, st.mid_mask, st.se_mask, st.out_mask)
         if label not in self.candidates:
             return None
         op = self.candidates[label]
@@ -283,12 +295,18 @@ class FBNetV2Supernet(Supernet):
             label = choices[p.type] if p.type else p.types[0]
             if not len(built.layers):
                 continue
-            source = block.candidates[label]
+            source = block.candidates[label] if label in block.candidates else None
             if isinstance(source, SlimConvBN):
                 built.layers[0].copy_from(source)
                 continue
-            for layer, name in zip(built.layers, [n for n in ("pw", "dw", "se", "pwl") if n in source]):
-                layer.copy_from(source[name])
+            if source is None:  # shared weights: the type's parts of them
+                shared = block.shared
+                parts = {"pw": shared.pw, "dw": shared.dw, "se": shared.se if TYPES[label][1] else None,
+                         "pwl": shared.pwl}
+            else:
+                parts = dict(source.items())
+            for layer, name in zip(built.layers, [n for n in ("pw", "dw", "se", "pwl") if parts.get(n) is not None]):
+                layer.copy_from(parts[name])
         return child
 
     def price(self, cost_model, input_size: int, in_channels: int = 3) -> ShapeCostTable:

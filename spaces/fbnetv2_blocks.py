@@ -99,9 +99,12 @@ class SlimConvBN(nn.Module):
 
     @torch.no_grad()
     def copy_from(self, big: SlimConvBN) -> None:
-        """Take this layer's weights from the leading channels of a wider one (a supernet's)."""
+        """Take this layer's weights from the leading channels of a wider one (a supernet's), and the centre of
+        a larger kernel."""
         w = self.conv.weight
-        self.conv.weight.copy_(big.conv.weight[:w.shape[0], :w.shape[1]])
+        trim = (big.conv.kernel_size[0] - self.conv.kernel_size[0]) // 2  # a smaller kernel: the centre
+        source = big.conv.weight[:w.shape[0], :w.shape[1]]
+        self.conv.weight.copy_(source[:, :, trim:-trim, trim:-trim] if trim else source)
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(self.bn, name).copy_(getattr(big.bn, name)[:w.shape[0]])
         self.bn.num_batches_tracked.copy_(big.bn.num_batches_tracked)

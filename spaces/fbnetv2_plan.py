@@ -100,6 +100,10 @@ class FBNetV2Config(SpaceConfig):
         "intersperse", description="how a subsampled block's output goes back to full size")
     cost_grid: int | None = Field(None, ge=2, description="price at most this many widths per layer and "
                                   "interpolate between them (default: every width, exact)")
+    shared_weights: bool = Field(False, description=(
+        "the supernet's block types share one set of weights (k3 the centre of k5; squeeze-excite and the "
+        "activation applied to the same convolutions; skip keeps its own): every step trains what every path "
+        "reads. The supernet's only: archs build the same either way"), json_schema_extra={"arch": False})
     recompute_resolutions: bool = Field(False, description=(
         "a soft mix recomputes each subsampled resolution branch in backward instead of keeping its activations: "
         "less peak memory, more time. The supernet's only: archs build the same either way"),

@@ -151,9 +151,10 @@ def test_decisions():
     assert options["s2.b1.expansion"] == ("0.75", "1.5", "2.25", "3", "3.75", "4.5")  # the paper's rates
 
 
+@pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("seed", range(6))
-def test_supernet_under_a_one_hot_mix_equals_the_built_child(seed):
-    space = small()
+def test_supernet_under_a_one_hot_mix_equals_the_built_child(seed, shared):
+    space = FBNetV2Space({**SMALL, "shared_weights": shared})
     supernet = space.supernet().eval()
     randomize_bn(supernet, seed)
     choices = random_choices(space, seed, avoid_skip=seed % 2 == 0)
