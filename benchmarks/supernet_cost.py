@@ -7,6 +7,9 @@ the machine) and wall seconds, and the supernet's cost in archs trained standalo
 
     python benchmarks/supernet_cost.py benchmarks/perfdata/fbnet_12ep.yaml perf/fbnet_12ep --rule sandwich \\
         --set space.shared_weights=true --archs 10
+    # the supernet alone, stage 2's blocks choosing between k3 and k5 only (its loss per epoch):
+    python benchmarks/supernet_cost.py benchmarks/perfdata/fbnetv2_12ep.yaml perf/fbnetv2_12ep --archs 0 \\
+        --set space.shared_weights=true --set "space.stages.1.types=[k3, k5]"
     # smoke: --archs 1 --epochs 1 --set dataset.num_train=16 --set dataset.num_val=8 --set train.epochs=1
 """
 from __future__ import annotations
@@ -41,7 +44,8 @@ def main() -> None:
     p.add_argument("dataset", type=Path, help="a performance dataset folder of the spec's space (its plan's archs)")
     p.add_argument("--rule", choices=["uniform", "fair", "sandwich"], default="uniform")
     p.add_argument("--epochs", type=int, help="supernet epochs (default: the spec's train.epochs)")
-    p.add_argument("--archs", type=int, default=10, help="archs of the dataset trained standalone")
+    p.add_argument("--archs", type=int, default=10, help="archs of the dataset trained standalone (0: the "
+                   "supernet alone, its loss per epoch printed; the dataset is not read)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, help="write the numbers here too")
@@ -53,6 +57,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _, supernet_cpu, supernet_wall = timed(lambda: train_supernet(
             spec, parts, Path(tmp) / "supernet.pt", epochs, Reporter(), OneShot(rule=args.rule)))
+    if args.archs == 0:
+        print(f"{args.rule} supernet, {epochs} epochs: {supernet_cpu:.1f} CPU s, {supernet_wall:.1f} wall s")
+        return
     manifest = PerfDataset.read(args.dataset).manifest.model_copy(update={"spec": spec.dump()})
     collector = Collector(manifest, parts)
     archs = []
