@@ -71,6 +71,11 @@ class EvolutionSearch(StandaloneSearch):
     def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
         """One arch's score (``images``: a batch of training images, the same for every arch)."""
 
+    def score_parts(self, choices: Choices) -> dict[str, float]:
+        """The measurements a scored arch's score is made of, where there are several (``oneshot``'s ``proxy``);
+        written beside the score of each arch the strategy trains, as ``score/<name>``."""
+        return {}
+
     def calibrate(self, population: list[Choices], images: torch.Tensor) -> None:
         """Called with the initial population before any arch is scored: a score made of several measurements
         sets their scales here (``oneshot``'s ``proxy``)."""
@@ -84,7 +89,8 @@ class EvolutionSearch(StandaloneSearch):
         if pick is None:
             raise NascoreError(f"strategy.top_k {self.config.top_k}: the evolution scored only {len(ranked)} "
                                "distinct archs")
-        return {**self.train(self.config.train, f"top_{rank}", pick["choices"]), "score": pick["score"]}
+        parts = {f"score/{name}": value for name, value in pick.get("parts", {}).items()}  # none in older runs
+        return {**self.train(self.config.train, f"top_{rank}", pick["choices"]), "score": pick["score"], **parts}
 
     # -- the evolution ---------------------------------------------------------------------------
     def evolve(self) -> dict[str, Any]:
@@ -97,7 +103,8 @@ class EvolutionSearch(StandaloneSearch):
             key = self.key_of(choices)
             if key not in scored:
                 scored[key] = self.score_arch(choices, images)
-                self.proposals.append({"choices": choices, "cost": self.cost(choices), "score": scored[key]})
+                self.proposals.append({"choices": choices, "cost": self.cost(choices), "score": scored[key],
+                                       "parts": self.score_parts(choices)})
             return scored[key]
 
         with ctx.progress(c.population + c.cycles, "evolution") as advance:

@@ -170,6 +170,13 @@ class OneShotSearch(EvolutionSearch):
         values = self.measure(choices, images)
         return sum((v - mean) / sd for v, (mean, sd) in zip(values, self.scales, strict=True))
 
+    def score_parts(self, choices: Choices) -> dict[str, float]:
+        """With ``proxy``: the proxy's value and the shared weights' metric (or loss), as measured."""
+        if self.config.proxy is None:
+            return {}
+        proxy, shared = self.measured[self.key_of(choices)]
+        return {self.config.proxy: proxy, "shared": self.shared_sign * shared}
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
 

@@ -300,7 +300,8 @@ def test_oneshot_scores_by_the_loss_lowest_first(tmp_path, cache_dir):
     for p in search.proposals:
         assert p["score"] == _on_shared_weights(search, run, p["choices"])["classification/loss"]
     best = min(search.proposals, key=lambda p: p["score"])
-    assert search.run_epoch(search.evolution_epoch + 1)["score"] == best["score"]
+    row = search.run_epoch(search.evolution_epoch + 1)
+    assert row["score"] == best["score"] and not [k for k in row if k.startswith("score/")]  # one measurement
 
 
 def test_oneshot_adds_a_zero_cost_proxy_standardised_over_the_initial_population(tmp_path, cache_dir):
@@ -322,6 +323,12 @@ def test_oneshot_adds_a_zero_cost_proxy_standardised_over_the_initial_population
          for v in (proxies, shared)]  # archs that all score alike on the shared weights: no scale to divide by
     assert [p["score"] for p in search.proposals] == pytest.approx((z[0] + z[1]).tolist(), abs=1e-9)
     assert statistics.fmean(p["score"] for p in search.proposals) == pytest.approx(0, abs=1e-9)
+    # the two measurements are kept beside the score, and written in the row of an arch the search trains
+    assert [p["parts"]["naswot"] for p in search.proposals] == pytest.approx(proxies, abs=1e-9)
+    assert [p["parts"]["shared"] for p in search.proposals] == pytest.approx(shared, abs=1e-9)
+    best = max(search.proposals, key=lambda p: p["score"])
+    row = search.run_epoch(search.evolution_epoch + 1)
+    assert (row["score/naswot"], row["score/shared"]) == (best["parts"]["naswot"], best["parts"]["shared"])
 
 
 ONE_SHOT = {"name": "oneshot", "supernet": {"epochs": 2, "batch_size": 16, "lr": 0.05}, "population": 6,
