@@ -81,12 +81,12 @@ class SlimConvBN(nn.Module):
                 y = F.conv2d(x, self.conv.weight[:cin], None, self.conv.stride, self.conv.padding, groups=cin)
             else:
                 y = F.conv2d(x, self.conv.weight[:cout, :cin], None, self.conv.stride, self.conv.padding)
-            return self.act(self._batch_norm(y, cout))
+            return self.act(self.normalize(y, cout))
         if mask is None:
             return self.act(self.bn(self.conv(x)))
-        return self.act(self._batch_norm(self.conv(x), full, mask))
+        return self.act(self.normalize(self.conv(x), full, mask))
 
-    def _batch_norm(self, y: Tensor, width: int, mask: Tensor | None = None) -> Tensor:
+    def normalize(self, y: Tensor, width: int, mask: Tensor | None = None) -> Tensor:
         """BatchNorm on the first ``width`` channels (``nascore.batchnorm.sliced_batch_norm``), its scale and shift
         times the (soft) channel mask when one is given."""
         weight, bias = self.bn.weight[:width], self.bn.bias[:width]

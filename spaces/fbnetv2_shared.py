@@ -39,7 +39,7 @@ class SharedTypes(nn.Module):
         f = ACTIVATIONS[act]
         h = f(self.pw(x, cout=mid)) if self.pw is not None else x
         c = h.shape[1]
-        h = f(self.dw._batch_norm(self._depthwise(h, kernel, c), c))
+        h = f(self.dw.normalize(self._depthwise(h, kernel, c), c))
         if has_se:
             s = h.mean((2, 3), keepdim=True)
             reduce, expand = self.se.reduce, self.se.expand
@@ -54,7 +54,7 @@ class SharedTypes(nn.Module):
         f = ACTIVATIONS[act]
         h = f(self.pw(x, mask=mid_mask)) if self.pw is not None else x
         c = h.shape[1]
-        h = f(self.dw._batch_norm(self._depthwise(h, kernel, c), c, mid_mask))
+        h = f(self.dw.normalize(self._depthwise(h, kernel, c), c, mid_mask))
         if has_se:
             s = f(self.se.reduce(h.mean((2, 3), keepdim=True))) * se_mask.view(1, -1, 1, 1)
             h = h * F.hardsigmoid(self.se.expand(s))
