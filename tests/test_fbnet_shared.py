@@ -15,6 +15,7 @@ from nascore.spaces.fbnet import FBNetSpace
 from nascore.spaces.fbnet_blocks import CANDIDATES, IRFBlock
 from nascore.spaces.fbnet_shared import SharedCandidate, SharedLayer
 from nascore.supernet import MixedOp
+from tiny import moves
 
 
 def shared(**config) -> FBNetSpace:
@@ -90,16 +91,7 @@ def test_paths_share_storage_a_step_on_one_moves_another():
         assert all(not list(c.parameters()) for label, c in op.candidates.items() if label != "skip")
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     small, large = ({d.name: label for d in space.decisions()} for label in ("k3_e1", "k5_e6"))
-    supernet.eval().set_choices(large)
-    with torch.no_grad():
-        before = supernet(x)[-1].clone()
-    supernet.train().set_choices(small)
-    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.1)
-    supernet(x)[-1].square().mean().backward()
-    optimizer.step()
-    supernet.eval().set_choices(large)
-    with torch.no_grad():
-        assert not torch.allclose(supernet(x)[-1], before)
+    assert moves(supernet, x, small, large)
 
 
 def test_options_are_priced_as_the_plain_blocks():

@@ -10,6 +10,7 @@ from nascore.costs.flops import FlopsCost
 from nascore.spaces.fbnetv2 import FBNetV2Space
 from nascore.spaces.fbnetv2_shared import SharedTypes
 from test_fbnetv2 import SMALL, random_choices
+from tiny import moves
 
 
 def spaces() -> tuple[FBNetV2Space, FBNetV2Space]:
@@ -30,16 +31,7 @@ def test_types_share_storage_and_a_step_on_one_moves_another():
         assert set(block.candidates) <= {"skip"}  # only the strided 1x1 conv of a skip that changes the shape
     x = torch.randn(4, 3, 30, 30, generator=torch.Generator().manual_seed(0))
     small, large = same_type(on, "k3"), same_type(on, "k5_se_hs")
-    supernet.eval().set_choices(large)
-    with torch.no_grad():
-        before = supernet(x)[-1].clone()
-    supernet.train().set_choices(small)
-    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.1)
-    supernet(x)[-1].square().mean().backward()
-    optimizer.step()
-    supernet.eval().set_choices(large)
-    with torch.no_grad():
-        assert not torch.allclose(supernet(x)[-1], before)
+    assert moves(supernet, x, small, large)
 
 
 def test_a_small_kernel_is_the_centre_of_the_shared_one():

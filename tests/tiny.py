@@ -1,5 +1,6 @@
 """Tiny fixtures shared by the tests: FBNetV5 specs that search in seconds on digit-scenes (space, reinforce
-strategy, dense tasks), an all-keep backbone, a few training steps; the end-to-end tests' DNAS spec."""
+strategy, dense tasks), an all-keep backbone, a few training steps; the end-to-end tests' DNAS spec; whether a step
+on one path of a weight-sharing supernet moves another."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -100,3 +101,18 @@ def standalone_spec(cache: Path, strategy: dict) -> dict:
             "strategy": {"train": budget, **strategy},
             "cost": {"name": "flops", "loss": {"form": "budget", "target": 1.5e6}},
             "train": {**budget, "references": False}}
+
+
+def moves(supernet: torch.nn.Module, x: torch.Tensor, trained: dict[str, str], read: dict[str, str]) -> bool:
+    """Whether one SGD step on the path ``trained`` changes the output of the path ``read`` on ``x`` (in eval
+    mode): true where the two paths share weights."""
+    supernet.eval().set_choices(read)
+    with torch.no_grad():
+        before = supernet(x)[-1].clone()
+    supernet.train().set_choices(trained)
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.1)
+    supernet(x)[-1].square().mean().backward()
+    optimizer.step()
+    supernet.eval().set_choices(read)
+    with torch.no_grad():
+        return not torch.allclose(supernet(x)[-1], before)
