@@ -53,6 +53,13 @@ def activation(name: str | None) -> nn.Module:
     return {"relu": nn.ReLU(), "hswish": nn.Hardswish(), None: nn.Identity()}[name]
 
 
+def centre(weight: Tensor, kernel: int) -> Tensor:
+    """The centre ``kernel`` x ``kernel`` of a convolution weight of a larger (or the same) kernel (BigNAS' centre
+    crop: a small kernel shares a large one's weights)."""
+    trim = (weight.shape[-1] - kernel) // 2
+    return weight[..., trim:-trim, trim:-trim] if trim else weight
+
+
 class SlimConvBN(nn.Module):
     """Conv (no bias) + BatchNorm + activation at the largest width, run sliced or masked.
 
@@ -102,9 +109,7 @@ class SlimConvBN(nn.Module):
         """Take this layer's weights from the leading channels of a wider one (a supernet's), and the centre of
         a larger kernel."""
         w = self.conv.weight
-        trim = (big.conv.kernel_size[0] - self.conv.kernel_size[0]) // 2  # a smaller kernel: the centre
-        source = big.conv.weight[:w.shape[0], :w.shape[1]]
-        self.conv.weight.copy_(source[:, :, trim:-trim, trim:-trim] if trim else source)
+        self.conv.weight.copy_(centre(big.conv.weight[:w.shape[0], :w.shape[1]], self.conv.kernel_size[0]))
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(self.bn, name).copy_(getattr(big.bn, name)[:w.shape[0]])
         self.bn.num_batches_tracked.copy_(big.bn.num_batches_tracked)

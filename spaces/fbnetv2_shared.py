@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fbnetv2_blocks import TYPES, SlimConvBN, SlimSE
+from .fbnetv2_blocks import TYPES, SlimConvBN, SlimSE, centre
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "hswish": F.hardswish}
 
@@ -63,8 +63,4 @@ class SharedTypes(nn.Module):
     def _depthwise(self, h: Tensor, kernel: int, channels: int) -> Tensor:
         """The depth-wise conv of ``kernel`` (the centre of the shared one) on the first ``channels``."""
         conv = self.dw.conv
-        trim = (conv.kernel_size[0] - kernel) // 2
-        w = conv.weight[:channels]
-        if trim:
-            w = w[:, :, trim:-trim, trim:-trim]
-        return F.conv2d(h, w, None, conv.stride, kernel // 2, groups=channels)
+        return F.conv2d(h, centre(conv.weight[:channels], kernel), None, conv.stride, kernel // 2, groups=channels)
