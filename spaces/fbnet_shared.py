@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from nascore.batchnorm import sliced_batch_norm
 from nascore.features import make_divisible
+from nascore.kernels import centre
 
 from .fbnet_blocks import ACTIVATIONS, CANDIDATES, channel_shuffle, conv_bn, make_block
 
@@ -64,10 +65,7 @@ class SharedLayer(nn.Module):
             h = self.act(sliced_batch_norm(self.pw_bn, F.conv2d(x, self.pw.weight[:mid])))
         if groups > 1:
             h = channel_shuffle(h, groups)
-        trim = (self.dw.kernel_size[0] - kernel) // 2
-        w = self.dw.weight[:mid]
-        if trim:
-            w = w[:, :, trim:-trim, trim:-trim]
+        w = centre(self.dw.weight[:mid], kernel)
         h = self.act(sliced_batch_norm(self.dw_bn, F.conv2d(h, w, None, self.stride, kernel // 2, groups=mid)))
         w = self.pwl.weight[:, :mid]
         if groups > 1:  # the block-diagonal of the dense kernel: group g maps its inputs to its outputs

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nascore.batchnorm import sliced_batch_norm
+from nascore.kernels import centre
 
 #: block type label -> (kernel, squeeze-excite, activation); "skip" is an identity or a 1x1 conv
 TYPES: dict[str, tuple[int, bool, str] | None] = {
@@ -51,13 +52,6 @@ def se_channels(mid: int, divisor: int = 8) -> int:
 
 def activation(name: str | None) -> nn.Module:
     return {"relu": nn.ReLU(), "hswish": nn.Hardswish(), None: nn.Identity()}[name]
-
-
-def centre(weight: Tensor, kernel: int) -> Tensor:
-    """The centre ``kernel`` x ``kernel`` of a convolution weight of a larger (or the same) kernel (BigNAS' centre
-    crop: a small kernel shares a large one's weights)."""
-    trim = (weight.shape[-1] - kernel) // 2
-    return weight[..., trim:-trim, trim:-trim] if trim else weight
 
 
 class SlimConvBN(nn.Module):

@@ -16,7 +16,9 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fbnetv2_blocks import TYPES, SlimConvBN, SlimSE, centre
+from nascore.kernels import centre
+
+from .fbnetv2_blocks import TYPES, SlimConvBN, SlimSE
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "hswish": F.hardswish}
 
