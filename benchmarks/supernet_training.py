@@ -30,7 +30,11 @@ Experiments (``--only`` picks some):
 - ``shared-skip-reshape``: the same, skip also drawn in the layers that change the shape (where it is a strided 1x1
   conv of its own);
 - ``shared-e1``: ``shared-uniform`` with k3_e1 and k5_e1 as well (no expansion conv: the depth-wise conv reads the
-  input).
+  input);
+- ``shared-pure-e1``: shared weights, two paths every step: k3_e1 in every layer and k3_e3 in every layer;
+- ``shared-fair-e1-e3``: k3_e1 and k3_e3 both trained every step (fair): two paths that mix them from layer to layer;
+- ``shared-fair-e1-e3-untied``: the same with the expansion's first ``cin`` output channels trained like the others
+  (the supernet before it made them the identity where e1 is a candidate).
 
 Shared-weight supernets start their residual layers at zero scale (``spaces/fbnet_shared.py``); runs of the
 ``shared`` experiments before that (BENCHMARKS.md says which) had unit scale.
@@ -68,7 +72,7 @@ SPEC = Path(__file__).parent / "perfdata" / "fbnet_12ep.yaml"
 EXPERIMENTS = ("fixed", "uniform", "twins", "twins-epoch", "twins-fair", "fair", "shared", "shared-kernel", "shared-fair",
                "shared-fair-e1", "shared-fair-skip", "shared-sandwich", "shared-sandwich-noskip",
                "shared-sandwich-unit-scale", "shared-uniform", "shared-skip-residual", "shared-skip-reshape",
-               "shared-e1")
+               "shared-e1", "shared-pure-e1", "shared-fair-e1-e3", "shared-fair-e1-e3-untied")
 NINE_BUT_SKIP = ["k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6"]
 KERNEL_EXPANSION = ["k3_e3", "k3_e6", "k5_e3", "k5_e6"]
 TWIN = "k3_e1"  # the label whose candidate becomes the second copy of k3_e3 in the twins experiments
@@ -84,6 +88,8 @@ def build(experiment: str, seed: int, overrides: list[str]):
         for op in supernet.mixed_ops():
             op.candidates[TWIN] = copy.deepcopy(op.candidates["k3_e3"])
             op._ops = list(op.candidates.values())
+    if experiment.endswith("-untied"):
+        untie(supernet)
     network = build_network(supernet, parts.tasks, parts.info)
     return spec, parts, supernet, network
 
@@ -95,8 +101,17 @@ def options(experiment: str) -> list[str] | None:
             "shared-fair-skip": ["k3_e3", "k3_e6", "skip"], "shared-sandwich": None,
             "shared-sandwich-unit-scale": None, "shared-sandwich-noskip": NINE_BUT_SKIP,
             "shared-uniform": KERNEL_EXPANSION, "shared-skip-residual": KERNEL_EXPANSION,
-            "shared-skip-reshape": KERNEL_EXPANSION, "shared-e1": [*KERNEL_EXPANSION, "k3_e1", "k5_e1"]
-            }.get(experiment, [TWIN, "k3_e3"])
+            "shared-skip-reshape": KERNEL_EXPANSION, "shared-e1": [*KERNEL_EXPANSION, "k3_e1", "k5_e1"],
+            "shared-pure-e1": ["k3_e1", "k3_e3"], "shared-fair-e1-e3": ["k3_e1", "k3_e3"],
+            "shared-fair-e1-e3-untied": ["k3_e1", "k3_e3"]}.get(experiment, [TWIN, "k3_e3"])
+
+
+def untie(supernet: nn.Module) -> None:
+    """The expansion's first ``cin`` output channels trained like the others (a fresh conv of every channel)."""
+    for m in supernet.modules():
+        if isinstance(m, SharedLayer) and m.pw_identity is not None:
+            m.pw = nn.Conv2d(m.cin, m.pw_bn.num_features, 1, bias=False)
+            m.pw_identity = None
 
 
 def layer_options(experiment: str, supernet, labels: list[str] | None) -> dict[str, list[str]]:
@@ -147,6 +162,8 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
             if experiment in ("twins-fair", "fair") or experiment.startswith("shared-fair"):
                 orders = {d.name: rng.sample(labels, len(labels)) for d in decisions}
                 paths = [{name: order[k] for name, order in orders.items()} for k in range(len(labels))]
+            elif experiment == "shared-pure-e1":
+                paths = [{d.name: label for d in decisions} for label in labels]
             elif extreme is not None:
                 paths = [*extreme, *({name: rng.choice(o) for name, o in drawn.items()} for _ in range(2))]
             elif epoch_path is not None:

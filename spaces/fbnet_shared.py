@@ -7,7 +7,8 @@ what the standalone block of that label computes, with its weights taken from th
 
 - kernel 3 is the centre of kernel 5 (BigNAS' centre crop);
 - expansion e uses the first ``mid(e)`` hidden channels (e1, which has no expansion conv, feeds the input straight
-  into the first ``cin`` depth-wise channels);
+  into the first ``cin`` depth-wise channels; where e1 is a candidate, the expansion's first ``cin`` output channels
+  are the identity, not trained, so that those channels carry the input in every block);
 - the grouped projection (``g2``) is the block-diagonal of the dense projection kernel;
 - BatchNorm uses the first channels of the shared statistics and affine parameters (re-estimate them per path
   before a path is evaluated: ``nascore.loops.recalibrate_batchnorm``).
@@ -41,8 +42,14 @@ class SharedLayer(nn.Module):
         self.cin, self.cout, self.stride, self.divisor, self.act_name = cin, cout, stride, divisor, act
         kernel = max((k for k, _, _ in blocks), default=3)
         mid = max((self.mid(e) for _, e, _ in blocks), default=cin)
-        self.pw = nn.Conv2d(cin, mid, 1, bias=False) if mid > cin else None
+        # with e1 among the candidates, the expansion's first cin output channels are the identity (not trained):
+        # an e1 block feeds its input where the expanded blocks feed their first hidden channels, so a hidden
+        # channel means about the same whichever block a path draws (without it, paths that mix e1 and expanded
+        # blocks from layer to layer do not learn: BENCHMARKS "Supernets that rank")
+        tied = cin if mid > cin and any(e == 1 for _, e, _ in blocks) else 0
+        self.pw = nn.Conv2d(cin, mid - tied, 1, bias=False) if mid > cin else None
         self.pw_bn = nn.BatchNorm2d(mid) if mid > cin else None
+        self.register_buffer("pw_identity", torch.eye(cin).view(cin, cin, 1, 1) if tied else None, persistent=False)
         self.dw = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
         self.dw_bn = nn.BatchNorm2d(mid)
         self.pwl = nn.Conv2d(mid, cout, 1, bias=False)
@@ -57,12 +64,18 @@ class SharedLayer(nn.Module):
         """Hidden width of expansion ``expansion``, as the standalone block rounds it."""
         return self.cin if expansion == 1 else make_divisible(self.cin * expansion, self.divisor)
 
+    def expansion(self, mid: int) -> Tensor:
+        """The first ``mid`` output channels of the expansion conv's kernel."""
+        if self.pw_identity is None:
+            return self.pw.weight[:mid]
+        return torch.cat([self.pw_identity, self.pw.weight[:mid - self.cin]])
+
     def run(self, x: Tensor, kernel: int, expansion: int, groups: int) -> Tensor:
         """The block ``k{kernel}_e{expansion}[_g{groups}]`` on ``x``, computed from the shared weights."""
         mid = self.mid(expansion)
         h = x
         if mid != self.cin:
-            h = self.act(sliced_batch_norm(self.pw_bn, F.conv2d(x, self.pw.weight[:mid])))
+            h = self.act(sliced_batch_norm(self.pw_bn, F.conv2d(x, self.expansion(mid))))
         if groups > 1:
             h = channel_shuffle(h, groups)
         w = centre(self.dw.weight[:mid], kernel)

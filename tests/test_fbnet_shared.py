@@ -43,7 +43,7 @@ def load_block(block: nn.Module, layer: SharedLayer, label: str) -> None:
 
     assert isinstance(block, IRFBlock)
     if mid != layer.cin:
-        block.pw[0].weight.copy_(layer.pw.weight[:mid])
+        block.pw[0].weight.copy_(layer.expansion(mid))
         bn(block.pw[1], layer.pw_bn)
     w = layer.dw.weight[:mid]
     block.dw[0].weight.copy_(w[:, :, trim:w.shape[2] - trim, trim:w.shape[3] - trim])
@@ -127,3 +127,23 @@ def test_every_path_of_a_residual_layer_starts_as_the_identity():
         torch.testing.assert_close(candidate(x), x, msg=label)
     reshaping = next(op for op in supernet.mixed_ops() if op.shared.stride == 2)
     assert not torch.all(reshaping.shared.pwl_bn.weight == 0)
+
+
+@pytest.mark.parametrize("candidates, tied", [(None, True), (["k3_e3", "k3_e6", "k5_e3", "k5_e6"], False)])
+def test_with_e1_the_expansions_first_channels_are_the_input(candidates, tied):
+    # an e1 block feeds its input where the expanded blocks feed their first hidden channels: with e1 among a
+    # layer's candidates those expansion channels are the identity, held by no parameter, so training keeps them
+    space = shared(**({"candidates": candidates} if candidates else {}))
+    supernet = space.supernet()
+    layer = next(op.shared for op in supernet.mixed_ops() if op.shared.pw is not None and op.shared.stride == 2)
+    mid = layer.mid(6)
+    before = layer.expansion(mid).detach().clone()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    largest = {d.name: "k5_e6" for d in space.decisions()}
+    assert moves(supernet, x, largest, largest)
+    after = layer.expansion(mid).detach()
+    eye = torch.eye(layer.cin).view(layer.cin, layer.cin, 1, 1)
+    assert torch.equal(before[:layer.cin], eye) is tied
+    assert torch.equal(after[:layer.cin], before[:layer.cin]) is tied
+    assert not torch.equal(after[layer.cin:], before[layer.cin:])
+    assert sum(p.numel() for p in layer.pw.parameters()) == (mid - layer.cin * tied) * layer.cin
