@@ -34,7 +34,8 @@ Experiments (``--only`` picks some):
 - ``shared-pure-e1``: shared weights, two paths every step: k3_e1 in every layer and k3_e3 in every layer;
 - ``shared-fair-e1-e3``: k3_e1 and k3_e3 both trained every step (fair): two paths that mix them from layer to layer;
 - ``shared-fair-e1-e3-untied``: the same with the expansion's first ``cin`` output channels trained like the others
-  (the supernet before it made them the identity where e1 is a candidate).
+  (the supernet before it made them the identity where e1 is a candidate);
+- ``shared-fair-g2-e3``: k3_e1_g2 and k3_e3 both trained every step, mixed from layer to layer.
 
 Shared-weight supernets start their residual layers at zero scale (``spaces/fbnet_shared.py``); runs of the
 ``shared`` experiments before that (BENCHMARKS.md says which) had unit scale.
@@ -72,7 +73,8 @@ SPEC = Path(__file__).parent / "perfdata" / "fbnet_12ep.yaml"
 EXPERIMENTS = ("fixed", "uniform", "twins", "twins-epoch", "twins-fair", "fair", "shared", "shared-kernel", "shared-fair",
                "shared-fair-e1", "shared-fair-skip", "shared-sandwich", "shared-sandwich-noskip",
                "shared-sandwich-unit-scale", "shared-uniform", "shared-skip-residual", "shared-skip-reshape",
-               "shared-e1", "shared-pure-e1", "shared-fair-e1-e3", "shared-fair-e1-e3-untied")
+               "shared-e1", "shared-pure-e1", "shared-fair-e1-e3", "shared-fair-e1-e3-untied",
+               "shared-fair-g2-e3")
 NINE_BUT_SKIP = ["k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6"]
 KERNEL_EXPANSION = ["k3_e3", "k3_e6", "k5_e3", "k5_e6"]
 TWIN = "k3_e1"  # the label whose candidate becomes the second copy of k3_e3 in the twins experiments
@@ -103,7 +105,8 @@ def options(experiment: str) -> list[str] | None:
             "shared-uniform": KERNEL_EXPANSION, "shared-skip-residual": KERNEL_EXPANSION,
             "shared-skip-reshape": KERNEL_EXPANSION, "shared-e1": [*KERNEL_EXPANSION, "k3_e1", "k5_e1"],
             "shared-pure-e1": ["k3_e1", "k3_e3"], "shared-fair-e1-e3": ["k3_e1", "k3_e3"],
-            "shared-fair-e1-e3-untied": ["k3_e1", "k3_e3"]}.get(experiment, [TWIN, "k3_e3"])
+            "shared-fair-e1-e3-untied": ["k3_e1", "k3_e3"], "shared-fair-g2-e3": ["k3_e1_g2", "k3_e3"]
+            }.get(experiment, [TWIN, "k3_e3"])
 
 
 def untie(supernet: nn.Module) -> None:

@@ -9,7 +9,11 @@ what the standalone block of that label computes, with its weights taken from th
 - expansion e uses the first ``mid(e)`` hidden channels (e1, which has no expansion conv, feeds the input straight
   into the first ``cin`` depth-wise channels; where e1 is a candidate, the expansion's first ``cin`` output channels
   are the identity, not trained, so that those channels carry the input in every block);
-- the grouped projection (``g2``) is the block-diagonal of the dense projection kernel;
+- a grouped block (``g2``: a channel shuffle, then a 2-group projection) runs in the other blocks' channel order:
+  the shuffle is a permutation, which the depth-wise conv and BatchNorm commute with, so it moves into the
+  projection, the dense projection kernel masked to what the shuffled groups connect (the built block's
+  depth-wise and projection weights are the shared ones permuted); a hidden channel then carries the same input
+  channel in every block;
 - BatchNorm uses the first channels of the shared statistics and affine parameters (re-estimate them per path
   before a path is evaluated: ``nascore.loops.recalibrate_batchnorm``).
 
@@ -76,16 +80,27 @@ class SharedLayer(nn.Module):
         h = x
         if mid != self.cin:
             h = self.act(sliced_batch_norm(self.pw_bn, F.conv2d(x, self.expansion(mid))))
-        if groups > 1:
-            h = channel_shuffle(h, groups)
         w = centre(self.dw.weight[:mid], kernel)
         h = self.act(sliced_batch_norm(self.dw_bn, F.conv2d(h, w, None, self.stride, kernel // 2, groups=mid)))
         w = self.pwl.weight[:, :mid]
-        if groups > 1:  # the block-diagonal of the dense kernel: group g maps its inputs to its outputs
-            ci, co = mid // groups, self.cout // groups
-            w = w.reshape(groups, co, groups, ci, 1, 1)[torch.arange(groups), :, torch.arange(groups)].reshape(self.cout, ci, 1, 1)
-        y = sliced_batch_norm(self.pwl_bn, F.conv2d(h, w, groups=groups))
+        if groups > 1:  # the shuffle, a permutation the depth-wise stage commutes with, moves into the projection
+            w = w * shuffled_groups(mid, self.cout, groups, w.device)
+        y = sliced_batch_norm(self.pwl_bn, F.conv2d(h, w))
         return x + y if self.stride == 1 and self.cin == self.cout else y
+
+
+def shuffled_groups(channels: int, cout: int, groups: int, device: torch.device) -> Tensor:
+    """The (output, hidden channel) pairs that a channel shuffle then a ``groups``-group 1x1 conv connect, in the
+    hidden channels' order before the shuffle: a 0/1 mask of the dense projection kernel."""
+    slot_of = torch.empty(channels, dtype=torch.long, device=device)
+    slot_of[shuffle_order(channels, groups, device)] = torch.arange(channels, device=device)
+    outputs = torch.arange(cout, device=device) // (cout // groups)
+    return (outputs[:, None] == (slot_of // (channels // groups))[None, :]).to(torch.float32)[:, :, None, None]
+
+
+def shuffle_order(channels: int, groups: int, device: torch.device | None = None) -> Tensor:
+    """``order[i]``: the channel that a channel shuffle puts at position ``i``."""
+    return channel_shuffle(torch.arange(channels, device=device).view(1, channels, 1, 1), groups).flatten()
 
 
 class SharedCandidate(nn.Module):

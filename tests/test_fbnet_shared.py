@@ -13,7 +13,7 @@ from nascore.arch import Arch
 from nascore.costs.flops import FlopsCost
 from nascore.spaces.fbnet import FBNetSpace
 from nascore.spaces.fbnet_blocks import CANDIDATES, IRFBlock
-from nascore.spaces.fbnet_shared import SharedCandidate, SharedLayer
+from nascore.spaces.fbnet_shared import SharedCandidate, SharedLayer, shuffle_order, shuffled_groups
 from nascore.supernet import MixedOp
 from tiny import moves
 
@@ -37,18 +37,21 @@ def load_block(block: nn.Module, layer: SharedLayer, label: str) -> None:
     kernel, expansion, groups = CANDIDATES[label]
     mid, trim = layer.mid(expansion), (layer.dw.kernel_size[0] - kernel) // 2
 
-    def bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d) -> None:
+    def bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, order: torch.Tensor | None = None) -> None:
         for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(dst, name).copy_(getattr(src, name)[:dst.num_features])
+            values = getattr(src, name)[:dst.num_features]
+            getattr(dst, name).copy_(values if order is None else values[order])
 
     assert isinstance(block, IRFBlock)
     if mid != layer.cin:
         block.pw[0].weight.copy_(layer.expansion(mid))
         bn(block.pw[1], layer.pw_bn)
-    w = layer.dw.weight[:mid]
+    # a grouped block's depth-wise channels and projection inputs are the shared ones in its shuffle's order
+    order = shuffle_order(mid, groups) if groups > 1 else torch.arange(mid)
+    w = layer.dw.weight[:mid][order]
     block.dw[0].weight.copy_(w[:, :, trim:w.shape[2] - trim, trim:w.shape[3] - trim])
-    bn(block.dw[1], layer.dw_bn)
-    dense, co, ci = layer.pwl.weight[:, :mid], layer.cout // groups, mid // groups
+    bn(block.dw[1], layer.dw_bn, order)
+    dense, co, ci = layer.pwl.weight[:, :mid][:, order], layer.cout // groups, mid // groups
     block.pwl[0].weight.copy_(torch.cat([dense[g * co:(g + 1) * co, g * ci:(g + 1) * ci] for g in range(groups)]))
     bn(block.pwl[1], layer.pwl_bn)
 
@@ -147,3 +150,19 @@ def test_with_e1_the_expansions_first_channels_are_the_input(candidates, tied):
     assert torch.equal(after[:layer.cin], before[:layer.cin]) is tied
     assert not torch.equal(after[layer.cin:], before[layer.cin:])
     assert sum(p.numel() for p in layer.pw.parameters()) == (mid - layer.cin * tied) * layer.cin
+
+
+def test_a_grouped_block_keeps_the_channel_order_of_the_others():
+    # g2's channel shuffle moves into its projection's mask: where the dense projection holds only what the groups
+    # connect, k3_e1_g2 and k3_e1 compute the same, channel for channel
+    layer = SharedLayer(("k3_e1", "k3_e1_g2"), 16, 16, 1, 8, "relu")
+    randomise(layer, 0)
+    with torch.no_grad():
+        layer.pwl.weight.mul_(shuffled_groups(16, 16, 2, layer.pwl.weight.device))
+    plain, grouped = (SharedCandidate(label, layer).eval() for label in ("k3_e1", "k3_e1_g2"))
+    layer.eval()
+    x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(grouped(x), plain(x))
+        layer.pwl.weight.add_(1.0)  # and they differ where the groups do not connect
+        assert not torch.allclose(grouped(x), plain(x))
