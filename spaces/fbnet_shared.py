@@ -84,7 +84,7 @@ class SharedLayer(nn.Module):
         h = self.act(sliced_batch_norm(self.dw_bn, F.conv2d(h, w, None, self.stride, kernel // 2, groups=mid)))
         w = self.pwl.weight[:, :mid]
         if groups > 1:  # the shuffle, a permutation the depth-wise stage commutes with, moves into the projection
-            w = w * shuffled_groups(mid, self.cout, groups, w.device)
+            w = w * shuffled_groups(mid, self.cout, groups, w.device).to(w.dtype)
         y = sliced_batch_norm(self.pwl_bn, F.conv2d(h, w))
         return x + y if self.stride == 1 and self.cin == self.cout else y
 
