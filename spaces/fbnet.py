@@ -35,8 +35,8 @@ class FBNetConfig(SpaceConfig):
     activation: Literal["relu", "relu6"] = Field("relu", description="activation of every conv-BN-act")
     shared_weights: bool = Field(False, description=(
         "the supernet's candidates of a layer share one set of weights (k3 the centre of k5, e1/e3 the first "
-        "channels of e6, g2 the projection masked to its groups): every step trains what every path reads. The supernet's only: "
-        "archs build the same either way"), json_schema_extra={"arch": False})
+        "channels of e6, g2 the projection masked to its groups): every step trains what every path reads. The "
+        "supernet's only: archs build the same either way"), json_schema_extra={"arch": False})
     candidates: list[str] = Field(list(CANDIDATES), min_length=1, description=(
         "the blocks each layer chooses from (FBNet's nine by default). Which archs a search may find, not how an "
         "arch builds: arch files leave it out"), json_schema_extra={"arch": False})

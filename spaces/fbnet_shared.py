@@ -26,6 +26,8 @@ blocks; its costs are those blocks' costs.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -84,18 +86,20 @@ class SharedLayer(nn.Module):
         h = self.act(sliced_batch_norm(self.dw_bn, F.conv2d(h, w, None, self.stride, kernel // 2, groups=mid)))
         w = self.pwl.weight[:, :mid]
         if groups > 1:  # the shuffle, a permutation the depth-wise stage commutes with, moves into the projection
-            w = w * shuffled_groups(mid, self.cout, groups, w.device).to(w.dtype)
+            w = w * shuffled_groups(mid, self.cout, groups, w.device, w.dtype)
         y = sliced_batch_norm(self.pwl_bn, F.conv2d(h, w))
         return x + y if self.stride == 1 and self.cin == self.cout else y
 
 
-def shuffled_groups(channels: int, cout: int, groups: int, device: torch.device) -> Tensor:
+@lru_cache(maxsize=None)  # one mask per layer shape: built once, not at every forward
+def shuffled_groups(channels: int, cout: int, groups: int, device: torch.device,
+                    dtype: torch.dtype = torch.float32) -> Tensor:
     """The (output, hidden channel) pairs that a channel shuffle then a ``groups``-group 1x1 conv connect, in the
-    hidden channels' order before the shuffle: a 0/1 mask of the dense projection kernel."""
+    hidden channels' order before the shuffle: a 0/1 mask of the dense projection kernel (not to be modified)."""
     slot_of = torch.empty(channels, dtype=torch.long, device=device)
     slot_of[shuffle_order(channels, groups, device)] = torch.arange(channels, device=device)
     outputs = torch.arange(cout, device=device) // (cout // groups)
-    return (outputs[:, None] == (slot_of // (channels // groups))[None, :]).to(torch.float32)[:, :, None, None]
+    return (outputs[:, None] == (slot_of // (channels // groups))[None, :]).to(dtype)[:, :, None, None]
 
 
 def shuffle_order(channels: int, groups: int, device: torch.device | None = None) -> Tensor:
