@@ -5,8 +5,8 @@ sorted by MACs and cut into N equal strata, one arch drawn from each, and the N 
 short still covers the range). Each arch is trained from scratch with the spec's ``train`` block on each of the
 spec's tasks on its own (a network of the arch's backbone and that task's head, seeded by the spec's seed, as
 ``nascore train`` trains), and its record is written atomically when every task is done. A collection that is
-stopped resumes from its records: the plan is in ``dataset.json``, and the same spec, seed and count give the
-same plan. Archs train where the executor says (``nascore.executor``: in this process, in ``--workers`` processes
+stopped resumes from its records and the plan stored in ``dataset.json`` (the same spec, seed and count give
+the same plan; a nascore whose draw changed since resumes the stored one). Archs train where the executor says (``nascore.executor``: in this process, in ``--workers`` processes
 or as Ray tasks); each record is written here as its arch finishes.
 """
 from __future__ import annotations
@@ -188,18 +188,36 @@ def collect_one(collector: Collector, index: int) -> Record:
     return collector.record(index)
 
 
-def open_collection(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed: int) -> tuple[Manifest, list[int]]:
+def check_plan(manifest: Manifest, parts: Parts, path: Path) -> None:
+    """Every plan entry of ``manifest`` (read from ``path``) an arch of the space, indexed 0 to N - 1."""
+    if [e.index for e in manifest.plan] != list(range(manifest.archs)):
+        raise NascoreError(f"{path}: plan: expected entries indexed 0 to {manifest.archs - 1} in order")
+    for entry in manifest.plan:
+        try:
+            parts.space.check_arch(Arch(space=parts.space.name, config=manifest.space.config, choices=entry.choices))
+        except NascoreError as exc:
+            raise NascoreError(f"{path}: plan[{entry.index}].{exc}") from None
+
+
+def open_collection(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed: int, reporter: Reporter
+                    ) -> tuple[Manifest, list[int]]:
     """The manifest of the collection in ``out_dir`` (written if new) and the plan indices still to collect.
 
-    An existing ``dataset.json`` must hold the same plan (same spec, seed and count), else nothing is touched."""
+    An existing ``dataset.json`` must be of the same spec, seed and count, else nothing is touched; its stored plan
+    is resumed."""
     manifest = plan_manifest(spec, parts, n, seed)
     if (out_dir / MANIFEST).exists() or (out_dir / MANIFEST).is_symlink():
         existing = read_manifest(out_dir)
-        if existing.model_dump() != manifest.model_dump():
-            differs = [k for k in ("seed", "archs", "space", "tasks", "spec", "plan")
-                       if getattr(existing, k) != getattr(manifest, k)]
+        differs = [k for k in ("seed", "archs", "space", "tasks", "spec") if getattr(existing, k) != getattr(manifest, k)]
+        if differs:
             raise NascoreError(f"{out_dir / MANIFEST} is a collection of another plan (its {', '.join(differs)} "
                                "differ); pass another --out, or the same spec, --seed and --archs to resume it")
+        # the stored plan is the collection's: a nascore whose draw changed since (another sampling of the same
+        # spec and seed) resumes it as planned, once every entry is checked to be an arch of the space
+        check_plan(existing, parts, out_dir / MANIFEST)
+        if existing.plan != manifest.plan:
+            reporter.log(f"{out_dir / MANIFEST}: its plan differs from this nascore's draw for the same spec and "
+                         "seed; resuming the stored plan")
         done = {r.index for r in PerfDataset.read(out_dir).records}
         return existing, [i for i in range(n) if i not in done]
     if out_dir.exists() and (not out_dir.is_dir() or any(p.name != LOCK_FILE for p in out_dir.iterdir())):
@@ -220,7 +238,7 @@ def collect(spec: RunSpec, out_dir: Path, n: int, seed: int, executor: Executor 
         raise NascoreError(f"--out {out_dir} holds pseudo-labels (nascore bench pseudo-label, {PSEUDO_LABELS}); "
                            "trained labels go in another folder")
     parts = Parts.build(spec)
-    manifest, todo = open_collection(spec, parts, out_dir, n, seed)
+    manifest, todo = open_collection(spec, parts, out_dir, n, seed, reporter)
     if len(todo) < n:
         reporter.log(f"resuming {out_dir}: {n - len(todo)} of {n} archs collected already")
     return run_plan(Collector(manifest, parts), out_dir, todo, executor, reporter)

@@ -386,8 +386,8 @@ def finetune_and_evaluate(spec: RunSpec, parts: Parts, network: Network, task: T
 
 
 # -- the command ---------------------------------------------------------------------------------------------
-def open_pseudo_labels(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed: int, options: Options
-                       ) -> tuple[Manifest, list[int]]:
+def open_pseudo_labels(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed: int, options: Options,
+                       reporter: Reporter) -> tuple[Manifest, list[int]]:
     """Check ``out_dir`` (new, or pseudo-labels of the same plan and options), write its manifest and info if new;
     returns the manifest and the plan indices still to label."""
     if (out_dir / MANIFEST).exists() or (out_dir / MANIFEST).is_symlink():
@@ -401,7 +401,7 @@ def open_pseudo_labels(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed:
         elif (out_dir / RECORDS).is_dir() and any((out_dir / RECORDS).iterdir()):
             raise NascoreError(f"--out {out_dir} is a collection of trained labels (bench collect, no "
                                f"{PSEUDO_LABELS}); pseudo-labels go in another folder")
-    manifest, todo = open_collection(spec, parts, out_dir, n, seed)
+    manifest, todo = open_collection(spec, parts, out_dir, n, seed, reporter)
     if not (out_dir / PSEUDO_LABELS).exists():
         write_info(out_dir, Info(format=INFO_FORMAT, version=1, method=_method(options),
                                  pretrain_task=parts.tasks[0].name, options=asdict(options), depth_bins=[],
@@ -433,7 +433,7 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
     adopted = None if supernet_from is None else checked_supernet(supernet_from, spec, options.supernet_epochs,
                                                                    options.one_shot())
     parts = Parts.build(spec)
-    manifest, todo = open_pseudo_labels(spec, parts, out_dir, n, seed, options)
+    manifest, todo = open_pseudo_labels(spec, parts, out_dir, n, seed, options, reporter)
     if first is not None:
         todo = [i for i in todo if i < first]
     collector = Collector(manifest, parts)

@@ -226,6 +226,36 @@ def test_same_command_again_collects_nothing_and_another_plan_is_refused(collect
     assert snapshot(data) == before
 
 
+@pytest.mark.parametrize("entry", ["another-draw", "not-an-arch"])
+def test_resume_follows_the_stored_plan(entry, collected, tmp_path, capsys):
+    """A collection planned by a nascore whose draw differed (same spec, seed and count) resumes its stored plan;
+    a stored entry that is no arch of the space is refused, naming the entry, nothing written."""
+    import shutil
+
+    spec, source = collected
+    data = tmp_path / "data"
+    shutil.copytree(source, data)
+    (data / "archs" / "00005.json").unlink()
+    resolved = validate_spec(yaml.safe_load(spec.read_text()))
+    stored = json.loads((data / "dataset.json").read_text())["plan"][5]["choices"]
+    if entry == "another-draw":
+        planned = next(c for c in draw(Parts.build(resolved), 20, 7) if c != stored)
+    else:
+        planned = {**stored, next(iter(stored)): "k7_e9"}
+    _rewrite(data / "dataset.json", lambda d: d["plan"][5].update(choices=planned))
+    before = snapshot(data)
+    code = main(["bench", "collect", str(spec), "--archs", "6", "--out", str(data)])
+    out, err = capsys.readouterr()
+    if entry == "not-an-arch":
+        assert code == 2 and f"plan[5].choices.{next(iter(stored))}" in err and "k7_e9" in err
+        assert snapshot(data) == before
+        return
+    assert code == 0 and "resuming the stored plan" in out + err
+    ds = PerfDataset.read(data)
+    assert [r.index for r in ds.records] == list(range(6))
+    assert ds.records[5].arch.choices == planned != stored
+
+
 @pytest.mark.slow
 def test_killed_collection_resumes_where_it_stopped(tmp_path, cache_dir):
     spec = tmp_path / "spec.yaml"
