@@ -35,7 +35,14 @@ Experiments (``--only`` picks some):
 - ``shared-fair-e1-e3``: k3_e1 and k3_e3 both trained every step (fair): two paths that mix them from layer to layer;
 - ``shared-fair-e1-e3-untied``: the same with the expansion's first ``cin`` output channels trained like the others
   (the supernet before it made them the identity where e1 is a candidate);
-- ``shared-fair-g2-e3``: k3_e1_g2 and k3_e3 both trained every step, mixed from layer to layer.
+- ``shared-fair-g2-e3``: k3_e1_g2 and k3_e3 both trained every step, mixed from layer to layer;
+- ``shared-fair-e1-e6``, ``shared-fair-e3-e6``: two options both trained every step, mixed from layer to layer
+  (the narrow option a sixth, or half, of the wide one's hidden width);
+- ``shared-fair-nine``: the nine options, all trained every step (nine paths, their gradients summed: at the
+  spec's lr 0.2 each step moves the shared weights about nine single-path steps' worth; ``--set train.lr=0.02``);
+- ``shared-progressive``: once-for-all's progressive shrinking, one uniform path per step from the options of the
+  current phase, the steps cut into four phases: k5_e6 only (the largest path), then k3/k5 x e6, then k3/k5 x
+  e3/e6, then all nine (the loss of an epoch is its paths' loss, whatever phase).
 
 Shared-weight supernets start their residual layers at zero scale (``spaces/fbnet_shared.py``); runs of the
 ``shared`` experiments before that (BENCHMARKS.md says which) had unit scale.
@@ -74,9 +81,11 @@ EXPERIMENTS = ("fixed", "uniform", "twins", "twins-epoch", "twins-fair", "fair",
                "shared-fair-e1", "shared-fair-skip", "shared-sandwich", "shared-sandwich-noskip",
                "shared-sandwich-unit-scale", "shared-uniform", "shared-skip-residual", "shared-skip-reshape",
                "shared-e1", "shared-pure-e1", "shared-fair-e1-e3", "shared-fair-e1-e3-untied",
-               "shared-fair-g2-e3")
+               "shared-fair-g2-e3", "shared-fair-e1-e6", "shared-fair-e3-e6", "shared-fair-nine", "shared-progressive")
 NINE_BUT_SKIP = ["k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6"]
 KERNEL_EXPANSION = ["k3_e3", "k3_e6", "k5_e3", "k5_e6"]
+#: shared-progressive's phases: the options each draws from (None: all nine)
+PHASES = (["k5_e6"], ["k3_e6", "k5_e6"], KERNEL_EXPANSION, None)
 TWIN = "k3_e1"  # the label whose candidate becomes the second copy of k3_e3 in the twins experiments
 
 
@@ -105,7 +114,9 @@ def options(experiment: str) -> list[str] | None:
             "shared-uniform": KERNEL_EXPANSION, "shared-skip-residual": KERNEL_EXPANSION,
             "shared-skip-reshape": KERNEL_EXPANSION, "shared-e1": [*KERNEL_EXPANSION, "k3_e1", "k5_e1"],
             "shared-pure-e1": ["k3_e1", "k3_e3"], "shared-fair-e1-e3": ["k3_e1", "k3_e3"],
-            "shared-fair-e1-e3-untied": ["k3_e1", "k3_e3"], "shared-fair-g2-e3": ["k3_e1_g2", "k3_e3"]
+            "shared-fair-e1-e3-untied": ["k3_e1", "k3_e3"], "shared-fair-g2-e3": ["k3_e1_g2", "k3_e3"],
+            "shared-fair-e1-e6": ["k3_e1", "k3_e6"], "shared-fair-e3-e6": ["k3_e3", "k3_e6"],
+            "shared-fair-nine": [*NINE_BUT_SKIP, "skip"], "shared-progressive": None,
             }.get(experiment, [TWIN, "k3_e3"])
 
 
@@ -154,6 +165,8 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
     epoch_path, extreme = None, None
     if "sandwich" in experiment:
         extreme = sandwich(experiment, supernet, parts)
+    steps_in_all = epochs * len(loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True))
+    step_count = 0
     for epoch in range(epochs):
         set_lr(optimizer, cosine_lr(cfg.lr, epoch, epochs))
         network.train()
@@ -171,6 +184,10 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
                 paths = [*extreme, *({name: rng.choice(o) for name, o in drawn.items()} for _ in range(2))]
             elif epoch_path is not None:
                 paths = [epoch_path]
+            elif experiment == "shared-progressive":
+                phase = PHASES[min(len(PHASES) - 1, step_count * len(PHASES) // steps_in_all)]
+                paths = [{name: rng.choice([o for o in drawn_options if phase is None or o in phase])
+                          for name, drawn_options in drawn.items()}]
             else:
                 paths = [{name: rng.choice(o) for name, o in drawn.items()}]
             optimizer.zero_grad(set_to_none=True)
@@ -193,6 +210,7 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
                 sampled += sum(random_paths) / len(random_paths)
             optimizer.step()
             steps += 1
+            step_count += 1
         losses.append(round((sampled if extreme is not None else total) / steps, 3))
         largest.append(round(total / steps, 3))
     extra = {"largest_path_loss": largest} if extreme is not None else {}
