@@ -6,8 +6,9 @@ short still covers the range). Each arch is trained from scratch with the spec's
 spec's tasks on its own (a network of the arch's backbone and that task's head, seeded by the spec's seed, as
 ``nascore train`` trains), and its record is written atomically when every task is done. A collection that is
 stopped resumes from its records and the plan stored in ``dataset.json`` (the same spec, seed and count give
-the same plan; a nascore whose draw changed since resumes the stored one). Archs train where the executor says (``nascore.executor``: in this process, in ``--workers`` processes
-or as Ray tasks); each record is written here as its arch finishes.
+the same plan; a nascore whose draw changed since resumes the stored one). Archs train where the executor says
+(``nascore.executor``: in this process, in ``--workers`` processes or as Ray tasks); each record is written here
+as its arch finishes.
 """
 from __future__ import annotations
 
@@ -189,9 +190,7 @@ def collect_one(collector: Collector, index: int) -> Record:
 
 
 def check_plan(manifest: Manifest, parts: Parts, path: Path) -> None:
-    """Every plan entry of ``manifest`` (read from ``path``) an arch of the space, indexed 0 to N - 1."""
-    if [e.index for e in manifest.plan] != list(range(manifest.archs)):
-        raise NascoreError(f"{path}: plan: expected entries indexed 0 to {manifest.archs - 1} in order")
+    """Every plan entry of ``manifest`` (read from ``path``, which checked their indices) an arch of the space."""
     for entry in manifest.plan:
         try:
             parts.space.check_arch(Arch(space=parts.space.name, config=manifest.space.config, choices=entry.choices))
@@ -208,7 +207,8 @@ def open_collection(spec: RunSpec, parts: Parts, out_dir: Path, n: int, seed: in
     manifest = plan_manifest(spec, parts, n, seed)
     if (out_dir / MANIFEST).exists() or (out_dir / MANIFEST).is_symlink():
         existing = read_manifest(out_dir)
-        differs = [k for k in ("seed", "archs", "space", "tasks", "spec") if getattr(existing, k) != getattr(manifest, k)]
+        differs = [k for k in ("seed", "archs", "space", "tasks", "spec")
+                   if getattr(existing, k) != getattr(manifest, k)]
         if differs:
             raise NascoreError(f"{out_dir / MANIFEST} is a collection of another plan (its {', '.join(differs)} "
                                "differ); pass another --out, or the same spec, --seed and --archs to resume it")

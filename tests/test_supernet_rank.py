@@ -183,7 +183,8 @@ def test_the_training_benchmark_runs_at_its_smallest(tmp_path):
     out = tmp_path / "rows.json"
     done = subprocess.run([sys.executable, str(script), "--epochs", "1", "--seeds", "0", "--only", "twins", "fair",
                            "shared-sandwich-unit-scale", "shared-pure-e1", "shared-fair-e1-e3-untied",
-                           "shared-progressive", "shared-fair-nine", "--set", "dataset.num_train=64", "--set", "dataset.num_val=16", "--json", str(out)],
+                           "shared-progressive", "shared-fair-nine", "--set", "dataset.num_train=64", "--set",
+                           "dataset.num_val=16", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())
