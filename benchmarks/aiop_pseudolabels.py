@@ -6,6 +6,9 @@ for the same plan (same spec, seed and count: the same archs) into ``--out``, fo
 
     python benchmarks/aiop_pseudolabels.py benchmarks/perfdata/fbnet_12ep.yaml perf/fbnet_12ep --first 60 \\
         --out /tmp/aiop_pl --sampling latent body
+    # FBNet's nine blocks on one supernet that learns (strict fairness, a tenth of the learning rate):
+    python benchmarks/aiop_pseudolabels.py benchmarks/perfdata/fbnet_12ep.yaml perf/fbnet_12ep --first 60 \\
+        --out /tmp/aiop_pl_fair --sampling latent --rule fair --set space.shared_weights=true --set train.lr=0.02
 
 Per sampling (``latent``: AIO-P's latent sampling; ``body``: body swapping, the paper's Table 1 baseline; both use
 the one supernet trained for the first), Spearman and Kendall tau of the pseudo-labels against the trained labels,
@@ -46,6 +49,8 @@ def main() -> None:
     p.add_argument("--supernet-epochs", type=int)
     p.add_argument("--head-epochs", type=int)
     p.add_argument("--finetune-steps", type=int, default=50)
+    p.add_argument("--rule", default="uniform", choices=("uniform", "fair", "sandwich"),
+                   help="the supernet's one-shot rule (as bench pseudo-label's --rule)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="spec override (as nascore's --set); the plan must stay the trained dataset's")
     p.add_argument("--json", default="aiop_pseudolabels.json")
@@ -70,7 +75,7 @@ def main() -> None:
     supernet = None
     for sampling in args.sampling:
         options = Options(task=task, supernet_epochs=args.supernet_epochs, head_epochs=args.head_epochs,
-                          finetune_steps=args.finetune_steps, sampling=sampling)
+                          finetune_steps=args.finetune_steps, sampling=sampling, rule=args.rule)
         result = pseudo_label(spec, out / sampling, m.archs, m.seed, options, first=args.first,
                               supernet_from=supernet)
         supernet = supernet or out / sampling / SUPERNET_FILE

@@ -53,8 +53,8 @@ SMOKES: dict[str, Smoke] = {
         line=r"label noise, classification: Spearman between training seeds n/a, Kendall n/a"),
     "aiop_pseudolabels.py": Smoke(
         ("benchmarks/perfdata/fbnet_12ep.yaml", "{perf}/fbnet_12ep", "--first", "3", "--out", "{tmp}/pl",
-         "--supernet-epochs", "1", "--head-epochs", "1", "--finetune-steps", "1", *sets(*FEW_IMAGES),
-         "--json", "{tmp}/aiop_pseudolabels.json"),
+         "--supernet-epochs", "1", "--head-epochs", "1", "--finetune-steps", "1", "--rule", "fair",
+         *sets(*FEW_IMAGES), "--json", "{tmp}/aiop_pseudolabels.json"),
         files=("aiop_pseudolabels.json",), line=r"^\| body sampling \| 3 \|"),
     "aiop_transfer.py": Smoke(
         ("{perf}/fbnet_12ep", "{perf}/fbnetv2_12ep", "--adapter-data", "{perf}/fbnet", "--adapter-task", "saliency",
