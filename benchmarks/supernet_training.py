@@ -165,8 +165,7 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
     epoch_path, extreme = None, None
     if "sandwich" in experiment:
         extreme = sandwich(experiment, supernet, parts)
-    steps_in_all = epochs * len(loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True))
-    step_count = 0
+    per_epoch = len(loader(parts.train_set, cfg.batch_size, parts.collate, shuffle=True))
     for epoch in range(epochs):
         set_lr(optimizer, cosine_lr(cfg.lr, epoch, epochs))
         network.train()
@@ -185,7 +184,7 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
             elif epoch_path is not None:
                 paths = [epoch_path]
             elif experiment == "shared-progressive":
-                phase = PHASES[min(len(PHASES) - 1, step_count * len(PHASES) // steps_in_all)]
+                phase = PHASES[min(len(PHASES) - 1, (epoch * per_epoch + steps) * len(PHASES) // (epochs * per_epoch))]
                 paths = [{name: rng.choice([o for o in drawn_options if phase is None or o in phase])
                           for name, drawn_options in drawn.items()}]
             else:
@@ -210,7 +209,6 @@ def run(experiment: str, seed: int, epochs: int, overrides: list[str]) -> dict:
                 sampled += sum(random_paths) / len(random_paths)
             optimizer.step()
             steps += 1
-            step_count += 1
         losses.append(round((sampled if extreme is not None else total) / steps, 3))
         largest.append(round(total / steps, 3))
     extra = {"largest_path_loss": largest} if extreme is not None else {}
