@@ -32,6 +32,7 @@ import torch
 
 from nascore.parts import Parts
 from nascore.performance.collect import plan_manifest
+from nascore.performance.oneshot import RULES
 from nascore.performance.perfdata import PerfDataset
 from nascore.performance.predictors.scoring import score_text, scores
 from nascore.performance.pseudolabel import SUPERNET_FILE, Options, pseudo_label
@@ -49,7 +50,7 @@ def main() -> None:
     p.add_argument("--supernet-epochs", type=int)
     p.add_argument("--head-epochs", type=int)
     p.add_argument("--finetune-steps", type=int, default=50)
-    p.add_argument("--rule", default="uniform", choices=("uniform", "fair", "sandwich"),
+    p.add_argument("--rule", default="uniform", choices=RULES,
                    help="the supernet's one-shot rule (as bench pseudo-label's --rule)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="spec override (as nascore's --set); the plan must stay the trained dataset's")

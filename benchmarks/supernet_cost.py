@@ -25,7 +25,7 @@ import torch
 
 from nascore.parts import Parts
 from nascore.performance.collect import Collector
-from nascore.performance.oneshot import OneShot, train_supernet
+from nascore.performance.oneshot import RULES, OneShot, train_supernet
 from nascore.performance.perfdata import PerfDataset
 from nascore.progress import Reporter
 from nascore.spec import load_spec
@@ -42,7 +42,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("spec")
     p.add_argument("dataset", type=Path, help="a performance dataset folder of the spec's space (its plan's archs)")
-    p.add_argument("--rule", choices=["uniform", "fair", "sandwich"], default="uniform")
+    p.add_argument("--rule", choices=RULES, default="uniform")
     p.add_argument("--epochs", type=int, help="supernet epochs (default: the spec's train.epochs)")
     p.add_argument("--archs", type=int, default=10, help="archs of the dataset trained standalone (0: the "
                    "supernet alone, its loss per epoch printed; the dataset is not read)")

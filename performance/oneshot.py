@@ -22,7 +22,7 @@ import json
 import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +46,16 @@ from nascore.task import Network, Task, build_network
 DATA, PATHS, TORCH = 10, 11, 12
 
 
+Rule = Literal["uniform", "fair", "sandwich"]
+#: the rules' names, for command lines (``nascore bench``'s parser spells them too: it loads no torch)
+RULES: tuple[str, ...] = get_args(Rule)
+
+
 class OneShot(BaseModel):
     """Which paths each step of one-shot training trains (the module's docstring)."""
 
     model_config = ConfigDict(extra="forbid")
-    rule: Literal["uniform", "fair", "sandwich"] = "uniform"
+    rule: Rule = "uniform"
     #: sandwich: uniform paths per step besides the largest and the smallest
     paths: int = Field(2, ge=0)
     #: sandwich: the other paths learn from the largest path's output (in-place distillation)

@@ -215,3 +215,19 @@ def test_scores_of_another_supernet_are_not_reused(collection, tmp_path, capsys)
                  "2"]) == 2
     assert "scored on another supernet" in capsys.readouterr().err
     assert not (out / "supernet.pt").exists()
+
+
+def test_the_cli_offers_every_one_shot_rule():
+    """`nascore bench`'s parser spells the rules out (it loads no torch): they are the rules OneShot accepts."""
+    import argparse
+
+    from nascore.cli import _parser
+    from nascore.performance.oneshot import RULES
+
+    def sub(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+    bench = sub(_parser(), "bench")
+    for command in ("pseudo-label", "supernet-rank"):
+        rule = next(a for a in sub(bench, command)._actions if "--rule" in a.option_strings)
+        assert tuple(rule.choices) == RULES, command
