@@ -109,6 +109,14 @@ SMOKES: dict[str, Smoke] = {
         ("--widths", "0.25", "--sizes", "32", "--archs", "3", "--op-time", "0.001", "--model-time", "0.001",
          "--rounds", "2", "--calibrate", "2", "--dir", "{tmp}/luts", "--json", "{tmp}/latency_fidelity.json"),
         files=("latency_fidelity.json",), line=r"^\| onnxruntime \| 0\.25 \| 32 \|"),
+    "option_effects.py": Smoke(
+        ("{tmp}/data", "--scores", "{tmp}/rank", "--labels", "{tmp}/data", "--option", "skip", "--least", "1",
+         "--json", "{tmp}/effects.json"),
+        before=(("bench", "collect", "benchmarks/perfdata/fbnet_12ep.yaml", "--archs", "4", "--out", "{tmp}/data",
+                 "--workers", "1", *sets(*FEW_IMAGES, "train.epochs=1", "train.batch_size=8")),
+                ("bench", "supernet-rank", "benchmarks/perfdata/fbnet_12ep.yaml", "{tmp}/data", "--epochs", "1",
+                 "--out", "{tmp}/rank", *sets(*FEW_IMAGES, "train.epochs=1", "train.batch_size=8"))),
+        files=("effects.json",), line=r"^\| supernet rank \| (n/a|-?\d\.\d{3}) \("),
     "ray_collect.py": Smoke(
         ("--out", "{tmp}/ray", "--archs", "2", "--modes", "ray", *sets(*FEW_IMAGES, "train.epochs=1")),
         files=("ray/ray/dataset.json",), line=r"^\| ray \| \d+\.\d \|", needs=("ray",)),
