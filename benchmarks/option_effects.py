@@ -80,7 +80,7 @@ def main() -> None:
     p.add_argument("data", help="a performance dataset folder: the archs and the reference labels")
     p.add_argument("--scores", action="append", default=[], help="a `nascore bench supernet-rank` --out folder")
     p.add_argument("--labels", action="append", default=[],
-                   help="another performance dataset of the same archs (same index, same choices)")
+                   help="another performance dataset of the same archs (an index both hold: the same choices)")
     p.add_argument("--task", help="the task whose labels are read (default: the dataset's first)")
     p.add_argument("--option", help="print this option's effect per decision")
     p.add_argument("--least", type=int, default=5, help="archs a (decision, option) needs to get an effect")
@@ -92,12 +92,12 @@ def main() -> None:
     columns: dict[str, Column] = {"labels": dataset_labels(data, task)}
     for folder in map(Path, args.scores):
         values, scored = supernet_scores(folder)
-        if any(arch_choices.get(i) != c for i, c in scored.items()):
+        if any(arch_choices.get(i, c) != c for i, c in scored.items()):
             raise SystemExit(f"{folder}: scores of other archs than {args.data}'s")
         columns[f"supernet {folder.name}"] = values
     for folder in args.labels:
         other = PerfDataset.read(folder)
-        if any(arch_choices.get(r.index) != r.arch.choices for r in other.records):
+        if any(arch_choices.get(r.index, r.arch.choices) != r.arch.choices for r in other.records):
             raise SystemExit(f"{folder}: other archs than {args.data}'s")
         columns[f"labels {Path(folder).name}"] = dataset_labels(other, task)
     archs = sorted(set.intersection(*(set(c) for c in columns.values())))
