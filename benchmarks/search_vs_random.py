@@ -18,7 +18,12 @@ compare folders of random specs):
 For each strategy: the found archs' trained top-1 (mean +- std over seeds), backbone multiply-adds, and against
 the collection: the best collection arch of equal or lower backbone MACs, and the expected best of ``k`` random
 archs within the same budget (``k`` = the archs the strategy trained, plus those its predictor was fitted on;
-resampled 10,000 times from the collection's archs under the budget). Prints a Markdown table; ``--json`` writes the numbers.
+resampled 10,000 times from the collection's archs under the budget; ``--k`` sets it). Prints a Markdown table;
+``--json`` writes the numbers. With ``--retrained`` the found archs' values are those of ``nascore train`` runs of
+them (another seed, or another budget: then the collection must be trained with that budget too):
+
+    nascore train cmp_a/dnas/seed0/arch.json --spec benchmarks/search/random.yaml --set seed=10 --out rt/dnas0
+    python benchmarks/search_vs_random.py cmp_a --collection perf/fbnet_12ep --retrained rt/dnas0
 
 Smoke run (tests/test_benchmarks.py; tiny sizes, numbers meaningless):
 
@@ -79,6 +84,16 @@ def random_pool(collection: Path | None, runs: list[Path], task: str) -> list[tu
     return pool
 
 
+def retrained(folders: list[Path], task: str) -> dict[str, float]:
+    """The value of each arch of ``nascore train`` folders (its choices as sorted JSON -> its metric)."""
+    key = f"val/{task}/{get_registry().get('task', task).primary_metric}"
+    out = {}
+    for folder in folders:
+        arch = json.loads((folder / "summary.json").read_text())["archs"]["shared"]
+        out[json.dumps(arch["choices"], sort_keys=True)] = arch["train"][key]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("compare_dirs", nargs="+", type=Path)
@@ -87,9 +102,14 @@ def main() -> None:
     where.add_argument("--random-runs", type=Path, nargs="+", help="or: the folders of random specs' compare runs, "
                                                                    "whose trained archs (every seed's) are the pool")
     p.add_argument("--task", default="classification")
+    p.add_argument("--retrained", type=Path, nargs="+", default=[],
+                   help="`nascore train` folders of found archs trained again (matched by their choices): their "
+                        "values replace the searches', the other archs are left out; train the pool the same way")
+    p.add_argument("--k", type=int, help="random best-of-k with this k (default: the archs each strategy trained)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     pool = random_pool(args.collection, args.random_runs, args.task)
+    again = retrained(args.retrained, args.task)
     out = {}
     for folder in args.compare_dirs:
         results = json.loads((folder / "compare.json").read_text())
@@ -97,6 +117,11 @@ def main() -> None:
         for key, run in results.items():
             by_spec.setdefault(key.split("/")[0], []).extend(run["entries"])
         for name, entries in by_spec.items():
+            if again:
+                entries = [{**e, "value": again[key]} for e in entries
+                           if (key := json.dumps(e["choices"], sort_keys=True)) in again]
+                if not entries:
+                    continue
             spec_path = next((folder / name).glob("seed*/spec.yaml"))
             spec = load_spec(spec_path)
             target, table = spec.objective.target, macs_table(spec)
@@ -110,7 +135,8 @@ def main() -> None:
                              "search_seconds": e["search_seconds"]})
             under = [label for m, label in pool if m <= target]
             # every arch trained for the search: in it, and the ones its predictor was fitted on
-            k = max(1, round(statistics.fmean(r["archs_trained"] for r in rows))) + (entries[0]["labelled_archs"] or 0)
+            k = args.k or max(1, round(statistics.fmean(r["archs_trained"] for r in rows))) + \
+                (entries[0]["labelled_archs"] or 0)
             best = best_of_k(under, k)
             values = [r["value"] for r in rows]
             out[name if name not in out else f"{name} ({folder.name})"] = {"runs": rows, "mean": statistics.fmean(values),

@@ -121,10 +121,13 @@ SMOKES: dict[str, Smoke] = {
         ("--out", "{tmp}/ray", "--archs", "2", "--modes", "ray", *sets(*FEW_IMAGES, "train.epochs=1")),
         files=("ray/ray/dataset.json",), line=r"^\| ray \| \d+\.\d \|", needs=("ray",)),
     "search_vs_random.py": Smoke(
-        ("{tmp}/cmp", "--collection", "{perf}/fbnet_12ep", "--json", "{tmp}/search_vs_random.json"),
+        ("{tmp}/cmp", "--collection", "{perf}/fbnet_12ep", "--retrained", "{tmp}/again", "--k", "3", "--json",
+         "{tmp}/search_vs_random.json"),
         before=(("compare", "benchmarks/search/random.yaml", "--seeds", "1", "--out", "{tmp}/cmp",
-                 *sets(*FEW_IMAGES, "strategy.archs=2", "strategy.train.epochs=1", "train.epochs=1")),),
-        files=("search_vs_random.json",), line=r"^\| random \| "),
+                 *sets(*FEW_IMAGES, "strategy.archs=2", "strategy.train.epochs=1", "train.epochs=1")),
+                ("train", "{tmp}/cmp/random/seed0/arch.json", "--spec", "benchmarks/search/random.yaml", "--out",
+                 "{tmp}/again", *sets(*FEW_IMAGES, "train.epochs=1", "seed=10"))),
+        files=("search_vs_random.json",), line=r"^\| random \| .* \| k=3: "),
     "smp_encoders.py": Smoke(
         ("--searched", "fbnet_a", "--epochs", "1", "--batch", "4", "--size", "32", "--num-train", "10", "--num-val",
          "4", "--threads", "1"),
