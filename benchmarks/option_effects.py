@@ -14,7 +14,7 @@ another budget) is standardised, then:
 Every column is also ranked against the dataset's labels over the archs both have (Spearman, Kendall).
 
     python benchmarks/option_effects.py perf/fbnet_12ep --scores rank/fair --labels perf/fbnet_36ep --option skip
-    # smoke (tests/test_benchmarks.py): a 2-arch supernet-rank folder of the shipped dataset
+    # smoke (tests/test_benchmarks.py): a 4-arch collection of a few images, ranked on a 1-epoch supernet
 """
 from __future__ import annotations
 
@@ -126,6 +126,8 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{effects[n]:+.3f}" for n in names) + " |")
     if args.option:
         decisions = [d for d, o in ref_cells if o == args.option]
+        if not decisions:
+            raise SystemExit(f"--option {args.option}: no decision has it in at least --least {args.least} archs")
         print(f"\n'{args.option}' per decision (mean of the archs choosing it minus the others'):\n")
         print("| column | " + " | ".join(decisions) + " |")
         print("|---|" + "---|" * len(decisions))
