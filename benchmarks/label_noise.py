@@ -29,13 +29,18 @@ from nascore.performance.predictors.scoring import score_text, scores
 from nascore.spec import apply_overrides, validate_spec
 
 
-def trained(source: Manifest, overrides: list[str], seed: int, n: int, out: Path, workers: int) -> PerfDataset:
-    """The first ``n`` archs of ``source``'s plan trained with the overridden spec and training ``seed``."""
+def budget_manifest(source: Manifest, overrides: list[str], seed: int, n: int) -> Manifest:
+    """The first ``n`` entries of ``source``'s plan under its spec with ``overrides`` and training ``seed``."""
     spec = apply_overrides(json.loads(json.dumps(source.spec)), [*overrides, f"seed={seed}"])
     validate_spec(spec)  # a typo in a budget is named before anything trains
     tasks = {t["name"]: source.tasks[t["name"]].model_dump() for t in spec["tasks"]}
-    manifest = Manifest.model_validate({**source.model_dump(), "spec": spec, "archs": n, "tasks": tasks,
-                                        "plan": [e.model_dump() for e in source.plan[:n]]})
+    return Manifest.model_validate({**source.model_dump(), "spec": spec, "archs": n, "tasks": tasks,
+                                    "plan": [e.model_dump() for e in source.plan[:n]]})
+
+
+def trained(source: Manifest, overrides: list[str], seed: int, n: int, out: Path, workers: int) -> PerfDataset:
+    """The first ``n`` archs of ``source``'s plan trained with the overridden spec and training ``seed``."""
+    manifest = budget_manifest(source, overrides, seed, n)
     if (out / "dataset.json").exists():
         if PerfDataset.read(out).manifest != manifest:
             raise SystemExit(f"{out} holds another budget's archs; pass another --out")

@@ -33,7 +33,7 @@ from nascore.protocols import CostEstimate
 from nascore.spec import validate_spec
 from nascore.spec_model import RunSpec
 from nascore.supernet import random_choices
-from nascore.task import build_network
+from nascore.task import Network, Task, build_network
 from nascore.train import train_epoch, validate
 
 from .graph import build_graph, graph_record
@@ -150,20 +150,24 @@ class Collector:
                 "arch": arch.model_dump(mode="json", exclude={"task", "name"}), "latency_ms": latency,
                 **measure_arch(backbone, parts.info.image_size, parts.info.in_channels, images), "tasks": {}}
 
+    def trained(self, index: int, task: Task) -> tuple[Network, list[float]]:
+        """Plan entry ``index`` with ``task``'s head, trained from scratch with the spec's ``train`` block (seeded
+        by the spec's seed), and its mean training loss per epoch; a NonFiniteLossError if the training diverged."""
+        parts, cfg = self.parts, self.spec.train  # plan_manifest refused a spec without one
+        torch.manual_seed(parts.seed)
+        network = build_network(parts.space.build(self.arch(index)), [task], parts.info).to(parts.device)
+        optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        losses = [train_epoch(network, optimizer, [task], parts.train_set, parts.collate, cfg, parts.seed, epoch,
+                              parts.device)[1] for epoch in range(cfg.epochs)]
+        return network, losses
+
     def record(self, index: int) -> Record:
-        parts, m = self.parts, self.manifest
-        arch = self.arch(index)
+        parts, m, cfg = self.parts, self.manifest, self.spec.train
         record = self.measured(index)
-        cfg = self.spec.train  # plan_manifest refused a spec without one
         for task in parts.tasks:
             start = time.perf_counter()
-            torch.manual_seed(parts.seed)
-            network = build_network(parts.space.build(arch), [task], parts.info).to(parts.device)
-            optimizer = weight_optimizer(network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
             try:
-                for epoch in range(cfg.epochs):
-                    train_epoch(network, optimizer, [task], parts.train_set, parts.collate, cfg, parts.seed, epoch,
-                                parts.device)
+                network, _ = self.trained(index, task)
             except NonFiniteLossError as exc:  # the arch is recorded without a label; the collection goes on
                 record["tasks"][task.name] = {"metrics": {}, "label": None,
                                               "seconds": round(time.perf_counter() - start, 3),

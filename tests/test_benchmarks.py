@@ -105,6 +105,9 @@ SMOKES: dict[str, Smoke] = {
         ("{perf}/fbnet_12ep", "--archs", "2", "--workers", "1", "--out", "{tmp}/noise",
          "--budget", "train.epochs=1 " + " ".join(FEW_IMAGES)),
         line=r"^\| train\.epochs=1 .* \| classification \| (n/a|-?\d\.\d{3}) \|"),
+    "label_fit.py": Smoke(
+        ("{perf}/fbnet_12ep", "--archs", "3", "--out", "{tmp}/fit", *sets(*FEW_IMAGES, "train.epochs=1")),
+        line=r"^\| last epoch's training loss \| (n/a|-?\d\.\d{3}) \|"),
     "latency_fidelity.py": Smoke(
         ("--widths", "0.25", "--sizes", "32", "--archs", "3", "--op-time", "0.001", "--model-time", "0.001",
          "--rounds", "2", "--calibrate", "2", "--dir", "{tmp}/luts", "--json", "{tmp}/latency_fidelity.json"),
