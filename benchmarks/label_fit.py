@@ -6,8 +6,9 @@ exactly as the collection trained them (its spec, seed and ``train`` block, with
 correlations of the labels (the new validation metric; with no override they are the collection's own, to the digit)
 with the fit (the training split's metric and the last epoch's training loss), with the generalisation gap (training
 minus validation metric), and of the parameter count with each: a label that follows the fit and not the gap
-measures how fast an arch trains, not how much it overfits. Each arch's result is a JSON file in ``--out`` (a killed
-run resumes); ``--shard i/n`` trains every n-th arch from the i-th, for processes side by side on one ``--out``.
+measures how fast an arch trains, not how much it overfits; and, per epoch, how its mean training loss ranks the
+labels. Each arch's result is a JSON file in ``--out`` (a killed run resumes); ``--shard i/n`` trains every n-th
+arch from the i-th, for processes side by side on one ``--out``.
 
     python benchmarks/label_fit.py perf/fbnet_12ep --archs 24 --out fit                # two processes:
     python benchmarks/label_fit.py perf/fbnet_12ep --archs 24 --out fit --shard 0/2    # and --shard 1/2
@@ -100,6 +101,9 @@ def main() -> None:
         if name not in ("label", "params"):
             print(f"| {name} | {rho(values, labels)} | {rho(values, columns['params'])} |")
     print(f"| params | {rho(columns['params'], labels)} | |")
+    print("\n| epoch | its mean training loss against the label |\n|---|---|")  # when the order appears
+    for epoch in range(len(results[picked[0]]["losses"])):
+        print(f"| {epoch} | {rho([results[i]['losses'][epoch] for i in picked], labels)} |")
 
 
 if __name__ == "__main__":
