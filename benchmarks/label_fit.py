@@ -47,6 +47,14 @@ def spaced(dataset: PerfDataset, task: str, n: int) -> list[int]:
     return [records[round(k * (len(records) - 1) / max(n - 1, 1))].index for k in range(n)]
 
 
+def shard_of(text: str) -> tuple[int, int]:
+    """``--shard i/n`` as (i, n), 0 <= i < n."""
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected i/n with 0 <= i < n, e.g. 0/2; got {text!r}")
+    return int(i), int(n)
+
+
 def fit(collector: Collector, index: int) -> dict[str, object]:
     """Plan entry ``index`` trained as the collection trains it, measured on the validation and training splits."""
     parts, cfg = collector.parts, collector.spec.train
@@ -64,7 +72,7 @@ def main() -> None:
     p.add_argument("--archs", type=int, default=24)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="a spec override (as nascore's)")
     p.add_argument("--out", required=True, help="folder for one JSON file per arch (resumed)")
-    p.add_argument("--shard", default="0/1", help="i/n: train every n-th arch from the i-th")
+    p.add_argument("--shard", type=shard_of, default=(0, 1), help="i/n: train every n-th arch from the i-th")
     args = p.parse_args()
     torch.set_num_threads(1)
     dataset = PerfDataset.read(args.data)
@@ -72,7 +80,7 @@ def main() -> None:
     task = next(iter(source.tasks))
     collector = Collector(budget_manifest(source, args.overrides, source.spec.get("seed", 0), source.archs))
     picked = spaced(dataset, task, args.archs)
-    shard, shards = (int(x) for x in args.shard.split("/"))
+    shard, shards = args.shard
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for index in picked[shard::shards]:
