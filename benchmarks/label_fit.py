@@ -92,21 +92,21 @@ def main() -> None:
     if any(i not in results for i in picked):
         print(f"{sum(i in results for i in picked)} of {len(picked)} archs done; the table when all are")
         return
-    metric = source.tasks[task].label.split("/")[-1]
+    label = source.tasks[task].label  # val/<task>/<metric>; fit() keys the training split's as train/<task>/<metric>
+    on_train = label.replace("val/", "train/", 1)
     records = {r.index: r for r in dataset.records}
+    labels = [results[i]["val"][label] for i in picked]
+    fits = [results[i]["train"][on_train] for i in picked]
     columns = {
-        "label": [results[i]["val"][f"val/{task}/{metric}"] for i in picked],
-        f"train {metric}": [results[i]["train"][f"train/{task}/{metric}"] for i in picked],
+        f"train {label.split('/')[-1]}": fits,
         "last epoch's training loss": [results[i]["losses"][-1] for i in picked],
-        "gap (train - val)": [results[i]["train"][f"train/{task}/{metric}"] - results[i]["val"][f"val/{task}/{metric}"]
-                              for i in picked],
+        "gap (train - val)": [f - v for f, v in zip(fits, labels)],
         "params": [records[i].params for i in picked]}
-    labels = columns["label"]
     same = max(abs(a - records[i].tasks[task].label) for a, i in zip(labels, picked))
     print(f"{len(picked)} archs; label {min(labels):.3f}-{max(labels):.3f}, the collection's labels within {same:.4f}")
     print("| against | label | params |\n|---|---|---|")
     for name, values in columns.items():
-        if name not in ("label", "params"):
+        if name != "params":
             print(f"| {name} | {rho(values, labels)} | {rho(values, columns['params'])} |")
     print(f"| params | {rho(columns['params'], labels)} | |")
     print("\n| epoch | its mean training loss against the label |\n|---|---|")  # when the order appears
