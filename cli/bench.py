@@ -70,7 +70,9 @@ def add(commands: Commands) -> None:
                    help="training batches that re-estimate each path's BatchNorm statistics (default 8)")
     r.add_argument("--first", type=int, metavar="N", help="score only the first N archs of the dataset's plan")
     r.add_argument("--supernet", metavar="FILE", help="a finished supernet.pt of another --out (same spec, --epochs "
-                                                      "and --rule), used instead of training one")
+                                                      "and --rule), or the supernet.pt a oneshot run keeps (its "
+                                                      "space, data and tasks the spec's), used instead of training "
+                                                      "one")
     r.add_argument("--workers", type=int, default=1, help="processes scoring archs at once (default 1)")
     add_overrides(r)
     add_executor(r, "the scoring")
@@ -142,8 +144,9 @@ def _supernet_rank(args: argparse.Namespace) -> int:
     result = supernet_rank(spec, Path(args.dataset), Path(args.out), options,
                            supernet_from=Path(args.supernet) if args.supernet else None, first=args.first,
                            executor=executor(args, spec, args.workers))
-    print(f"supernet: {result['epochs']} epochs, rule {args.rule}, {result['supernet_seconds']:.0f} s "
-          f"(an arch trained standalone: {result['standalone_seconds_per_arch']} s); scoring "
+    trained = f"{result['epochs']} epochs, rule {args.rule}, {result['supernet_seconds']:.0f} s" \
+        if result["supernet"] is None else f"the oneshot run's {result['supernet']}"
+    print(f"supernet: {trained} (an arch trained standalone: {result['standalone_seconds_per_arch']} s); scoring "
           f"{result['scoring_seconds']:.0f} s")
     print(f"{'ranker':<16} {'spearman':>9} {'kendall':>8} {'n':>5}   against {result['label']}")
     for name, c in result["correlations"].items():

@@ -227,12 +227,46 @@ def train_supernet(spec: RunSpec, parts: Parts, path: Path, epochs: int, reporte
     return network, loop.seconds
 
 
-def checked_supernet(source: Path, spec: RunSpec, epochs: int, rule: OneShot = UNIFORM) -> dict[str, Any]:
-    """The checkpoint ``--supernet`` names, if it is a finished supernet of this spec, ``epochs`` and ``rule``."""
-    checkpoint = load_checkpoint(source, what="--supernet checkpoint")
-    if checkpoint.get("fingerprint") != supernet_fingerprint(spec, epochs, rule) or \
-            checkpoint.get("epoch") != epochs - 1:
-        raise NascoreError(f"--supernet {source} is not a supernet trained {epochs} epochs for this spec's data, "
-                           "space, first task, train block and seed under this rule (--supernet-epochs, --rule and "
-                           "the spec must match)")
+def checked_supernet(source: Path, spec: RunSpec, epochs: int, rule: OneShot = UNIFORM,
+                     epochs_flag: str = "--epochs") -> dict[str, Any]:
+    """The checkpoint ``--supernet`` names, if it is a finished supernet of this spec, ``epochs`` and ``rule``; else
+    a NascoreError naming the first field that differs (``epochs_flag``: the command's flag for the epochs)."""
+    return check_fingerprint(load_checkpoint(source, what="--supernet checkpoint"), source, spec, epochs, rule,
+                             epochs_flag)
+
+
+def check_fingerprint(checkpoint: dict[str, Any], source: Path, spec: RunSpec, epochs: int, rule: OneShot,
+                      epochs_flag: str) -> dict[str, Any]:
+    """``checkpoint`` (read from ``source``) if it is a finished supernet of this spec, ``epochs`` and ``rule``."""
+    try:
+        theirs = json.loads(checkpoint.get("fingerprint"))
+    except (TypeError, ValueError):
+        theirs = None
+    if not isinstance(theirs, dict):
+        raise NascoreError(f"--supernet {source} is not the supernet.pt of a bench supernet-rank or pseudo-label "
+                           "folder (it records no fingerprint of what it was trained for)")
+    ours = json.loads(supernet_fingerprint(spec, epochs, rule))
+    for identity in (theirs, ours):  # the default rule is left out of a fingerprint
+        identity.setdefault("rule", UNIFORM.model_dump())
+    field = _first_difference(theirs, ours)
+    if field is not None:
+        key, mine, other = field
+        where = {"epochs": epochs_flag, "rule": "--rule"}.get(key.split(".")[0], f"the spec's {key}")
+        raise NascoreError(f"--supernet {source} was trained with {key} = {other!r}, this command has {mine!r} "
+                           f"({where}); a supernet is scored only for the spec, epochs and rule it was trained with")
+    done = checkpoint.get("epoch")
+    if done != epochs - 1:
+        raise NascoreError(f"--supernet {source} has trained {done + 1 if isinstance(done, int) else 0} of its "
+                           f"{epochs} epochs; finish it (run its command again) first")
     return checkpoint
+
+
+def _first_difference(theirs: Any, ours: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first key path (``train.lr``) at which two JSON values differ, with our value and theirs."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        for k in sorted(set(theirs) | set(ours)):
+            found = _first_difference(theirs.get(k), ours.get(k), f"{key}.{k}" if key else k)
+            if found is not None:
+                return found
+        return None
+    return None if theirs == ours else (key, ours, theirs)

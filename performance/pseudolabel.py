@@ -431,7 +431,7 @@ def pseudo_label(spec: RunSpec, out_dir: Path, n: int, seed: int, options: Optio
     if first is not None and first < 0:
         raise NascoreError(f"first must be at least 0, not {first}")
     adopted = None if supernet_from is None else checked_supernet(supernet_from, spec, options.supernet_epochs,
-                                                                   options.one_shot())
+                                                                   options.one_shot(), "--supernet-epochs")
     parts = Parts.build(spec)
     manifest, todo = open_pseudo_labels(spec, parts, out_dir, n, seed, options, reporter)
     if first is not None:

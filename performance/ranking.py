@@ -9,6 +9,10 @@ metric (``val/<task>/<primary metric>``). Spearman's rho and Kendall's tau of th
 printed beside those of the dataset's own measurements of each arch (multiply-adds, parameters, latency, each
 zero-cost proxy of its records).
 
+``--supernet`` takes the ``supernet.pt`` of another such folder (the same spec, epochs and rule), or the supernet
+file a ``oneshot`` run keeps (trained for the spec's space, data and tasks; its scores are tied to that file's
+digest).
+
 The spec must describe the dataset's archs: its space, the space's config (but options that shape only the
 supernet, such as fbnet's ``shared_weights``), its data (the labels were measured on that val split) and input.
 
@@ -46,14 +50,16 @@ from nascore.spec_model import RunSpec
 from nascore.task import Network, build_network
 from nascore.train import validate
 
-from .oneshot import OneShot, batches, checked_supernet, supernet_fingerprint, train_supernet
+from . import supernet_file
+from .oneshot import OneShot, batches, check_fingerprint, supernet_fingerprint, train_supernet
 from .perfdata import PerfDataset, finite, record_path
 from .predictors.scoring import scores
 from .proxies import PROXIES, scale
 
 SUPERNET_FILE, SCORES, RANKING = "supernet.pt", "scores", "ranking.json"
+ADOPTED = "adopted"  # the key of a checkpoint that holds a oneshot run's supernet file: the file's path
 SCORE_MAX_BYTES = 1 << 20
-_BN = 19  # the random stream (nascore.data.epoch_seed) of the recalibration batches
+BN_STREAM = 19  # the random stream (nascore.data.epoch_seed) of the recalibration batches
 
 
 class Options(BaseModel):
@@ -117,9 +123,10 @@ class Scorer:
     """Scores paths on a trained supernet: in this process, or (an executor's worker, which gets the spec and the
     checkpoint's path alone) built there once."""
 
-    def __init__(self, spec: RunSpec, parts: Parts, network: Network, checkpoint: Path, options: Options):
+    def __init__(self, spec: RunSpec, parts: Parts, network: Network, checkpoint: Path, options: Options,
+                 digest: str | None = None):
         self.spec, self.parts, self.network, self.checkpoint, self.options = spec, parts, network, checkpoint, options
-        self.supernet = supernet_digest(spec, options)
+        self.supernet = digest or supernet_digest(spec, options)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _worker, (json.dumps(self.spec.dump()), str(self.checkpoint), self.options.model_dump_json())
@@ -129,7 +136,7 @@ class Scorer:
         began = time.perf_counter()
         parts, network, cfg = self.parts, self.network, self.spec.train
         network.backbone.set_choices(choices)
-        recalibrate_batchnorm(network, itertools.islice(batches(parts, cfg, 0, _BN), self.options.bn_batches),
+        recalibrate_batchnorm(network, itertools.islice(batches(parts, cfg, 0, BN_STREAM), self.options.bn_batches),
                               parts.device)
         metrics = validate(network, parts.val_set, parts.collate, [parts.tasks[0]], cfg, parts.device)
         return Score(index=index, supernet=self.supernet, choices=choices, score=finite(metrics.get(label)),
@@ -140,9 +147,12 @@ class Scorer:
 def _worker(spec_json: str, checkpoint: str, options_json: str) -> Scorer:
     spec = validate_spec(json.loads(spec_json), source="the ranked spec")
     parts = Parts.build(spec)
-    network = build_network(parts.space.supernet(), [parts.tasks[0]], parts.info).to(parts.device)
-    network.load_state_dict(load_checkpoint(checkpoint, map_location=parts.device, what="supernet")["state"]["network"])
-    return Scorer(spec, parts, network, Path(checkpoint), Options.model_validate_json(options_json))
+    state = load_checkpoint(checkpoint, map_location=parts.device, what="supernet")
+    network = build_network(parts.space.supernet(), parts.tasks if ADOPTED in state else [parts.tasks[0]],
+                            parts.info).to(parts.device)
+    network.load_state_dict(state["state"]["network"])
+    return Scorer(spec, parts, network, Path(checkpoint), Options.model_validate_json(options_json),
+                  state["fingerprint"] if ADOPTED in state else None)
 
 
 def score_one(scorer: Scorer, index: int, choices: dict[str, str], label: str) -> Score:
@@ -154,6 +164,24 @@ def supernet_digest(spec: RunSpec, options: Options) -> str:
     """A short digest of what the supernet is trained for (its checkpoint's fingerprint)."""
     fingerprint = supernet_fingerprint(spec, options.epochs or spec.train.epochs, options.rule)
     return hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+
+
+def adopted_supernet(source: Path, spec: RunSpec, parts: Parts, options: Options
+                     ) -> tuple[dict[str, Any], str | None]:
+    """The checkpoint ``--supernet`` names, checked: the ``supernet.pt`` of another supernet-rank or pseudo-label
+    folder (this spec, epochs and rule; returned with no digest: the spec's), or the supernet file of a ``oneshot``
+    run (its space, data and tasks this spec's), returned in this folder's checkpoint layout with its file's digest."""
+    checkpoint = load_checkpoint(source, map_location=parts.device, what="--supernet checkpoint")
+    if checkpoint.get("format") != supernet_file.FORMAT:
+        epochs = options.epochs or spec.train.epochs
+        return check_fingerprint(checkpoint, source, spec, epochs, options.rule, "--epochs"), None
+    network, trained = supernet_file.checked_file(checkpoint, source, parts)
+    digest = hashlib.sha256()
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {ADOPTED: str(source), "trained": trained, "fingerprint": f"file-{digest.hexdigest()[:16]}",
+            "state": {"network": network}}, f"file-{digest.hexdigest()[:16]}"
 
 
 def read_score(path: Path, index: int, supernet: str) -> Score:
@@ -213,27 +241,40 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
     if first is not None and first < 1:
         raise NascoreError(f"--first must be at least 1, not {first}")
     epochs = options.epochs or spec.train.epochs
-    adopted = None if supernet_from is None else checked_supernet(supernet_from, spec, epochs, options.rule)
     data = PerfDataset.read(dataset)
     parts = Parts.build(spec)
     label = check_dataset(spec, parts, data)
+    adopted, digest = (None, None) if supernet_from is None else \
+        adopted_supernet(supernet_from, spec, parts, options)
     task = parts.tasks[0].name
     if out_dir.exists() and not out_dir.is_dir():
         raise NascoreError(f"--out {out_dir} is not a folder")
-    (out_dir / SCORES).mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / SUPERNET_FILE
+    if digest is not None and checkpoint.exists() and \
+            load_checkpoint(checkpoint, what="supernet").get("fingerprint") != digest:
+        raise NascoreError(f"--out {out_dir} holds another supernet; pass another --out")
+    (out_dir / SCORES).mkdir(parents=True, exist_ok=True)
     if adopted is not None and not checkpoint.exists():
         save_checkpoint(adopted, checkpoint)
     records = [r for r in data.records if first is None or r.index < first]
-    digest = supernet_digest(spec, options)
+    digest = digest or supernet_digest(spec, options)
     done: dict[int, Score] = {}
     for r in records:  # before the supernet trains: a bad score file stops the command at once
         path = out_dir / SCORES / f"{r.index:05d}.json"
         if path.exists() or path.is_symlink():
             done[r.index] = read_score(path, r.index, digest)
-    network, seconds = train_supernet(spec, parts, checkpoint, epochs, reporter, options.rule)
+    if adopted is not None and ADOPTED in adopted:  # a oneshot run's supernet: nothing to train
+        network = build_network(parts.space.supernet(), parts.tasks, parts.info).to(parts.device)
+        try:
+            network.load_state_dict(adopted["state"]["network"])
+        except RuntimeError as exc:  # the identity matched but the tensors do not: a damaged or foreign file
+            raise NascoreError(f"--supernet {supernet_from}: its weights do not fit the spec's supernet "
+                               f"({str(exc).splitlines()[0]})") from None
+        seconds = None
+    else:
+        network, seconds = train_supernet(spec, parts, checkpoint, epochs, reporter, options.rule)
     todo = [(r.index, r.arch.choices, label) for r in records if r.index not in done]
-    scorer = Scorer(spec, parts, network, checkpoint, options)
+    scorer = Scorer(spec, parts, network, checkpoint, options, digest)
     with reporter.progress(len(todo), f"score {len(todo)} archs on the supernet") as advance:
         for _, score in (executor or LocalExecutor()).run(score_one, todo, scorer):
             atomic_write_text(out_dir / SCORES / f"{score.index:05d}.json", score.model_dump_json(indent=1) + "\n")
@@ -242,7 +283,8 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
     ranked = PerfDataset(data.directory, data.manifest, records)
     result = {"format": "nascore-supernet-ranking", "version": 1, "dataset": str(dataset), "task": task,
               "label": label, "options": options.model_dump(mode="json"), "epochs": epochs,
-              "supernet_seconds": round(seconds, 3),
+              "supernet": str(supernet_from) if adopted is not None and ADOPTED in adopted else None,
+              "supernet_seconds": None if seconds is None else round(seconds, 3),
               "scoring_seconds": round(sum(s.seconds for s in done.values()), 3),
               "standalone_seconds_per_arch": _mean([r.tasks[task].seconds for r in records if task in r.tasks]),
               "correlations": correlations(ranked, task, {i: s.score for i, s in done.items()})}

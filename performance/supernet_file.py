@@ -40,7 +40,12 @@ def save_supernet(path: Path, parts: Parts, network: dict[str, torch.Tensor], tr
 def load_supernet(path: Path, parts: Parts) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The network state and the training record of the supernet file ``path``, if it was trained for the space,
     data and tasks of ``parts``; a NascoreError names the first field that differs."""
-    checkpoint = load_checkpoint(path, map_location=parts.device, what="supernet file")
+    return checked_file(load_checkpoint(path, map_location=parts.device, what="supernet file"), path, parts)
+
+
+def checked_file(checkpoint: dict[str, Any], path: Path, parts: Parts
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:func:`load_supernet` of a checkpoint already read from ``path``."""
     if checkpoint.get("format") != FORMAT or checkpoint.get("version") != VERSION:
         raise NascoreError(f"supernet file {path} is not a {FORMAT} file of version {VERSION} (expected the "
                            "supernet.pt a oneshot search writes into its run directory)")
@@ -49,7 +54,7 @@ def load_supernet(path: Path, parts: Parts) -> tuple[dict[str, torch.Tensor], di
                                                (("space", dict), ("dataset", dict), ("tasks", list))):
         raise NascoreError(f"supernet file {path}: its identity (space, dataset, tasks) is missing or malformed")
     for block in ("space", "dataset"):
-        for key in sorted(set(theirs[block]) | set(ours[block])):
+        for key in sorted(set(theirs[block]) | set(ours[block]), key=lambda k: (k != "name", k)):  # name first
             if theirs[block].get(key) != ours[block].get(key):
                 raise NascoreError(f"supernet file {path} was trained with {block}.{key} = "
                                    f"{theirs[block].get(key)!r}; the spec has {ours[block].get(key)!r} (a supernet "

@@ -2,22 +2,31 @@
 recalibration, the ranking of a tiny collection, resuming, and refusals."""
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
 from nascore.cli import main
+from nascore.fileio import load_checkpoint
 from nascore.loops import recalibrate_batchnorm
-from nascore.performance.oneshot import OneShot, PathSampler, extremes
+from nascore.parts import Parts
+from nascore.performance.oneshot import OneShot, PathSampler, batches, distillation, extremes, oneshot_step
 from nascore.performance.predictors.scoring import scores
+from nascore.performance.ranking import BN_STREAM
 from nascore.spaces.fbnet import FBNetSpace
+from nascore.spec import load_spec
 from nascore.supernet import Decision
+from nascore.task import build_network
+from nascore.train import validate
 from test_predictors import tiny_spec
 from workspace import snapshot
 
@@ -113,11 +122,96 @@ def test_ranks_a_collection_and_resumes_without_scoring_again(collection, tmp_pa
     assert json.loads((out / "ranking.json").read_text())["correlations"] == ranking["correlations"]
 
 
+def path_metrics(spec_file: Path, out: Path, choices: dict[str, str], bn_batches: int, recalibrate: bool = True
+                 ) -> dict[str, float]:
+    """The arch ``choices`` evaluated on the supernet ``out/supernet.pt`` holds, as the ranking should score it: its
+    path, BatchNorm re-estimated on its own ``bn_batches`` batches (or not), the val split."""
+    spec = load_spec(spec_file)
+    parts = Parts.build(spec)
+    checkpoint = load_checkpoint(out / "supernet.pt")
+    tasks = parts.tasks if "adopted" in checkpoint else parts.tasks[:1]
+    network = build_network(parts.space.supernet(), tasks, parts.info)
+    network.load_state_dict(checkpoint["state"]["network"])
+    network.backbone.set_choices(choices)
+    if recalibrate:
+        recalibrate_batchnorm(network, itertools.islice(batches(parts, spec.train, 0, BN_STREAM), bn_batches),
+                              parts.device)
+    network.eval()
+    return validate(network, parts.val_set, parts.collate, parts.tasks[:1], spec.train, parts.device)
+
+
+def test_each_arch_is_scored_on_its_own_path_with_its_own_batchnorm_statistics(collection, tmp_path):
+    """The numbers on a tiny dataset: every score is its arch's path on the shared weights, BatchNorm re-estimated
+    on that path (not the statistics training left); the supernet's Spearman and Kendall are those of the scores
+    against the labels; scoring in two worker processes gives the same scores."""
+    spec, data = collection
+    out = tmp_path / "rank"
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--bn-batches", "2"]) == 0
+    files = sorted((out / "scores").iterdir())
+    saved = [json.loads(p.read_text()) for p in files]
+    records = [json.loads(p.read_text()) for p in sorted((data / "archs").iterdir())]
+    unchanged = 0
+    for score, record in zip(saved, records, strict=True):
+        assert score["choices"] == record["arch"]["choices"]
+        assert score["metrics"] == pytest.approx(path_metrics(spec, out, score["choices"], 2), abs=1e-6)
+        unchanged += score["metrics"] == pytest.approx(path_metrics(spec, out, score["choices"], 2, False), abs=1e-6)
+    assert unchanged < len(saved)  # the training's running statistics would have scored them otherwise
+    assert len({s["metrics"]["val/classification/loss"] for s in saved}) == len(saved)  # four paths, four scores
+    labels = [r["tasks"]["classification"]["label"] for r in records]
+    want = scores([s["score"] for s in saved], labels)
+    got = json.loads((out / "ranking.json").read_text())["correlations"]["supernet"]
+    assert got["n"] == 4
+    for key in ("spearman", "kendall"):
+        assert got[key] == (None if want[key] is None else pytest.approx(want[key]))
+    parallel = tmp_path / "parallel"
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(parallel), "--bn-batches", "2",
+                 "--workers", "2", "--supernet", str(out / "supernet.pt")]) == 0
+    again = [json.loads(p.read_text()) for p in sorted((parallel / "scores").iterdir())]
+    assert [(s["score"], s["metrics"]) for s in again] == [(s["score"], s["metrics"]) for s in saved]
+
+
+def test_ranks_on_the_supernet_a_oneshot_run_kept(collection, tmp_path, capsys):
+    """``--supernet`` with the supernet file of a ``oneshot`` run of the spec's data: nothing trains, every arch is
+    scored on that file's weights; a file of another space is refused, the field named, nothing written."""
+    spec, data = collection
+    run = yaml.safe_load(spec.read_text())
+    run["strategy"] = {"name": "oneshot", "supernet": {"epochs": 1, "batch_size": 16, "lr": 0.05}, "population": 2,
+                       "cycles": 1, "sample_size": 2, "top_k": 1, "bn_batches": 1,
+                       "train": {"epochs": 1, "batch_size": 16, "lr": 0.05}}
+    run["cost"] = {"name": "flops", "loss": {"form": "budget", "target": 1.5e6}}
+    run_spec = tmp_path / "oneshot.yaml"
+    run_spec.write_text(yaml.safe_dump(run))
+    assert main(["run", str(run_spec), "--out", str(tmp_path / "run"), "--set", "train=null"]) == 0
+    kept = tmp_path / "run" / "supernet.pt"
+    out = tmp_path / "rank"
+    capsys.readouterr()
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--supernet", str(kept)]) == 0
+    assert f"the oneshot run's {kept}" in capsys.readouterr().out
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["supernet"] == str(kept) and ranking["supernet_seconds"] is None
+    state = load_checkpoint(kept)["network"]
+    assert all(torch.equal(v, state[k]) for k, v in load_checkpoint(out / "supernet.pt")["state"]["network"].items())
+    for p in sorted((out / "scores").iterdir()):
+        score = json.loads(p.read_text())
+        assert score["supernet"].startswith("file-")
+        assert score["metrics"] == pytest.approx(path_metrics(spec, out, score["choices"], 8), abs=1e-6)
+    other = load_checkpoint(kept)
+    other["identity"]["space"]["width"] = 0.5
+    torch.save(other, tmp_path / "other.pt")
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(tmp_path / "x"), "--supernet",
+                 str(tmp_path / "other.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "space.width = 0.5" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("override, field", [
     ("space.width=0.5", "space.config.width"),
     ("dataset.num_val=24", "spec.dataset"),
     ("tasks.0.name=saliency", "no labels of task 'saliency'"),
     ("space.candidates=[k3_e3]", "not an option of the spec's space (k3_e3)"),
+    ("space.input_size=64", "space.config.input_size is 32, the spec's space.input_size is 64"),
+    ("dataset.image_size=64", "input_size 32 x 3 channels, the spec's data 64 x 3"),
 ])
 def test_a_dataset_of_other_archs_is_refused_and_nothing_written(collection, tmp_path, capsys, override, field):
     spec, data = collection
@@ -136,15 +230,38 @@ def test_a_dataset_of_other_archs_is_refused_and_nothing_written(collection, tmp
     assert not out.exists()
 
 
-def test_a_supernet_of_another_spec_is_refused(collection, tmp_path, capsys):
+def test_a_dataset_of_another_space_is_refused_and_nothing_written(collection, tmp_path, capsys):
     spec, data = collection
-    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(tmp_path / "a"), "--first", "1"]) == 0
+    other = tmp_path / "data"
+    shutil.copytree(data, other)
+    manifest = json.loads((other / "dataset.json").read_text())
+    manifest["space"]["name"] = "fbnetv2"
+    (other / "dataset.json").write_text(json.dumps(manifest))
+    out = tmp_path / "rank"
+    assert main(["bench", "supernet-rank", str(spec), str(other), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "space 'fbnetv2' is not the spec's space 'fbnet'" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--rule", "fair"], "rule.rule = 'uniform', this command has 'fair' (--rule)"),
+    (["--epochs", "2"], "epochs = 1, this command has 2 (--epochs)"),
+    (["--set", "train.lr=0.2"], "train.lr = 0.05, this command has 0.2 (the spec's train.lr)"),
+    (["--set", "seed=3"], "seed = 0, this command has 3 (the spec's seed)"),
+])
+def test_a_supernet_of_another_spec_is_refused_the_field_named(collection, tmp_path_factory, tmp_path, capsys, args,
+                                                               field):
+    spec, data = collection
+    trained = tmp_path_factory.getbasetemp() / "rank-one-epoch"
+    if not (trained / "ranking.json").exists():
+        assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(trained), "--first", "1"]) == 0
     capsys.readouterr()
     out = tmp_path / "b"
-    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--rule", "fair",
-                 "--supernet", str(tmp_path / "a" / "supernet.pt")]) == 2
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), *args,
+                 "--supernet", str(trained / "supernet.pt")]) == 2
     err = capsys.readouterr().err
-    assert "--supernet" in err and "supernet.pt" in err and "Traceback" not in err
+    assert f"--supernet {trained / 'supernet.pt'} was trained with {field}" in err and "Traceback" not in err
     assert not out.exists()
 
 
@@ -154,6 +271,57 @@ def test_bad_options_name_their_flag(collection, tmp_path, capsys):
                  "0"]) == 2
     assert "--bn-batches" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+class _Scaled(nn.Module):
+    """A stand-in supernet and network: a linear classifier whose path ("x1", "x3") scales its logits."""
+
+    name = "c"
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.scale = 1.0
+
+    def set_choices(self, choices: dict[str, str]) -> None:
+        self.scale = float(choices["s"][1:])
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"c": self.linear(x) * self.scale}
+
+    @staticmethod
+    def loss(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output, targets)
+
+
+@pytest.mark.parametrize("distill", [True, False])
+def test_sandwich_paths_learn_from_the_largest_paths_output_or_the_labels(distill):
+    """In-place distillation: with it, every path after the first (the largest) learns the first's output on the
+    batch (KL to its softmax, the teacher not trained through), without it the labels; gradients summed."""
+    torch.manual_seed(0)
+    net, x, y = _Scaled(), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    paths = [{"s": "x3"}, {"s": "x1"}]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    first = oneshot_step(net, net, net, paths, x, y, optimizer, OneShot(rule="sandwich", distill=distill), 0, 0)
+    got = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    teacher = net.linear(x) * 3
+    student = net.linear(x)
+    second = F.kl_div(F.log_softmax(student, 1), F.softmax(teacher.detach(), 1), reduction="batchmean") \
+        if distill else F.cross_entropy(student, y)
+    (F.cross_entropy(teacher, y) + second).backward()
+    assert first == pytest.approx(F.cross_entropy(teacher, y).item())
+    assert all(torch.allclose(g, p.grad, atol=1e-6) for g, p in zip(got, net.parameters(), strict=True))
+
+
+def test_distillation_is_kl_for_class_logits_and_squared_error_for_dense_outputs():
+    logits = torch.randn(5, 4)
+    assert distillation(logits, logits).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(5, 4)
+    assert distillation(logits, other).item() == pytest.approx(
+        F.kl_div(F.log_softmax(logits, 1), F.softmax(other, 1), reduction="batchmean").item())
+    dense, target = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    assert distillation(dense, target).item() == pytest.approx(F.mse_loss(dense, target).item())
 
 
 def test_a_module_without_batchnorm_is_left_alone():
