@@ -73,6 +73,9 @@ def add(commands: Commands) -> None:
                                                       "and --rule), or the supernet.pt a oneshot run keeps (its "
                                                       "space, data and tasks the spec's), used instead of training "
                                                       "one")
+    r.add_argument("--labels-again", metavar="DIR",
+                   help="the dataset's archs trained again with another seed (benchmarks/label_noise.py writes one): "
+                        "the labels' agreement with themselves, printed as a ranker, is the ceiling of any ranking")
     r.add_argument("--workers", type=int, default=1, help="processes scoring archs at once (default 1)")
     add_overrides(r)
     add_executor(r, "the scoring")
@@ -143,14 +146,15 @@ def _supernet_rank(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides)
     result = supernet_rank(spec, Path(args.dataset), Path(args.out), options,
                            supernet_from=Path(args.supernet) if args.supernet else None, first=args.first,
-                           executor=executor(args, spec, args.workers))
+                           executor=executor(args, spec, args.workers),
+                           again=Path(args.labels_again) if args.labels_again else None)
     trained = f"{result['epochs']} epochs, rule {args.rule}, {result['supernet_seconds']:.0f} s" \
         if result["supernet"] is None else f"the oneshot run's {result['supernet']}"
     print(f"supernet: {trained} (an arch trained standalone: {result['standalone_seconds_per_arch']} s); scoring "
           f"{result['scoring_seconds']:.0f} s")
-    print(f"{'ranker':<16} {'spearman':>9} {'kendall':>8} {'n':>5}   against {result['label']}")
+    print(f"{'ranker':<20} {'spearman':>9} {'kendall':>8} {'n':>5}   against {result['label']}")
     for name, c in result["correlations"].items():
         rho, tau = (f"{v:.3f}" if v is not None else "-" for v in (c["spearman"], c["kendall"]))
-        print(f"{name:<16} {rho:>9} {tau:>8} {c['n']:>5}")
+        print(f"{name:<20} {rho:>9} {tau:>8} {c['n']:>5}")
     print(f"written to {Path(args.out) / 'ranking.json'}")
     return 0

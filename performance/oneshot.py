@@ -38,6 +38,7 @@ from nascore.loops import check_finite, cosine_lr, set_lr, weight_optimizer
 from nascore.parts import Parts
 from nascore.precision import FULL, Precision
 from nascore.progress import Reporter
+from nascore.spec import spec_changes
 from nascore.spec_model import RunSpec, TrainBudget
 from nascore.supernet import Decision, Supernet
 from nascore.task import Network, Task, build_network
@@ -248,25 +249,15 @@ def check_fingerprint(checkpoint: dict[str, Any], source: Path, spec: RunSpec, e
     ours = json.loads(supernet_fingerprint(spec, epochs, rule))
     for identity in (theirs, ours):  # the default rule is left out of a fingerprint
         identity.setdefault("rule", UNIFORM.model_dump())
-    field = _first_difference(theirs, ours)
-    if field is not None:
-        key, mine, other = field
+    changes = spec_changes(theirs, ours, limit=1)
+    if changes:
+        key = changes[0].split(":")[0]
         where = {"epochs": epochs_flag, "rule": "--rule"}.get(key.split(".")[0], f"the spec's {key}")
-        raise NascoreError(f"--supernet {source} was trained with {key} = {other!r}, this command has {mine!r} "
-                           f"({where}); a supernet is scored only for the spec, epochs and rule it was trained with")
+        raise NascoreError(f"--supernet {source} was trained for other options: {changes[0]} ({where}); a "
+                           "supernet is scored only for the spec, epochs and rule it was trained with")
     done = checkpoint.get("epoch")
     if done != epochs - 1:
         raise NascoreError(f"--supernet {source} has trained {done + 1 if isinstance(done, int) else 0} of its "
                            f"{epochs} epochs; finish it (run its command again) first")
     return checkpoint
 
-
-def _first_difference(theirs: Any, ours: Any, key: str = "") -> tuple[str, Any, Any] | None:
-    """The first key path (``train.lr``) at which two JSON values differ, with our value and theirs."""
-    if isinstance(theirs, dict) and isinstance(ours, dict):
-        for k in sorted(set(theirs) | set(ours)):
-            found = _first_difference(theirs.get(k), ours.get(k), f"{key}.{k}" if key else k)
-            if found is not None:
-                return found
-        return None
-    return None if theirs == ours else (key, ours, theirs)

@@ -13,6 +13,11 @@ zero-cost proxy of its records).
 file a ``oneshot`` run keeps (trained for the spec's space, data and tasks; its scores are tied to that file's
 digest).
 
+The labels' own ceiling: with ``--labels-again`` (a performance dataset of the same archs trained again with
+another seed and otherwise the same spec, as ``benchmarks/label_noise.py`` writes one), the agreement of the two
+seeds' labels is printed as the ranker ``labels, another seed``: no ranker is expected to agree with the labels
+more than they agree with themselves.
+
 The spec must describe the dataset's archs: its space, the space's config (but options that shape only the
 supernet, such as fbnet's ``shared_weights``), its data (the labels were measured on that val split) and input.
 
@@ -45,7 +50,7 @@ from nascore.lock import one_writer
 from nascore.loops import recalibrate_batchnorm
 from nascore.parts import Parts
 from nascore.progress import Reporter
-from nascore.spec import validate_spec
+from nascore.spec import spec_changes, validate_spec
 from nascore.spec_model import RunSpec
 from nascore.task import Network, build_network
 from nascore.train import validate
@@ -57,6 +62,7 @@ from .predictors.scoring import scores
 from .proxies import PROXIES, scale
 
 SUPERNET_FILE, SCORES, RANKING = "supernet.pt", "scores", "ranking.json"
+LABELS_AGAIN = "labels, another seed"  # the ranker that is the labels of --labels-again
 ADOPTED = "adopted"  # the key of a checkpoint that holds a oneshot run's supernet file: the file's path
 SCORE_MAX_BYTES = 1 << 20
 BN_STREAM = 19  # the random stream (nascore.data.epoch_seed) of the recalibration batches
@@ -199,6 +205,26 @@ def read_score(path: Path, index: int, supernet: str) -> Score:
     return score
 
 
+def labels_again(data: PerfDataset, again: Path, task: str) -> dict[int, float | None]:
+    """The labels of ``task`` in ``again``, the archs of ``data`` trained with another seed: a NascoreError names a
+    spec field other than the seed, or an arch, that differs."""
+    other = PerfDataset.read(again)
+    where = other.directory / "dataset.json"
+    theirs, ours = ({k: v for k, v in d.manifest.spec.items() if k != "seed"} for d in (other, data))
+    changes = spec_changes(ours, theirs, limit=1)
+    if changes:
+        raise NascoreError(f"--labels-again {where}: its archs were trained with another spec than the dataset's "
+                           f"({changes[0]}); only the seed may differ")
+    if task not in other.manifest.tasks:
+        raise NascoreError(f"--labels-again {where}: no labels of task '{task}'")
+    archs = {r.index: r.arch.choices for r in data.records}
+    for r in other.records:
+        if r.index in archs and r.arch.choices != archs[r.index]:
+            raise NascoreError(f"--labels-again {record_path(other.directory, r.index)}: arch {r.index} is not the "
+                               "dataset's arch of that index (another plan)")
+    return {r.index: r.tasks[task].label for r in other.records if r.index in archs and task in r.tasks}
+
+
 def correlations(data: PerfDataset, task: str, supernet: dict[int, float | None]) -> dict[str, dict[str, Any]]:
     """Spearman, Kendall and n of each ranker against the labels of ``task``, over the archs with a label and a
     value: the supernet's scores, then the records' multiply-adds, parameters, latency and proxies, then the
@@ -231,9 +257,10 @@ def correlations(data: PerfDataset, task: str, supernet: dict[int, float | None]
 @one_writer("out_dir")
 def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options | None = None,
                   supernet_from: Path | None = None, first: int | None = None, executor: Executor | None = None,
-                  reporter: Reporter | None = None) -> dict[str, Any]:
+                  reporter: Reporter | None = None, again: Path | None = None) -> dict[str, Any]:
     """Train (or resume, or take from ``supernet_from``) the spec's supernet in ``out_dir`` and score the archs of
-    the performance dataset ``dataset`` (the first ``first`` of its plan when given) on it; returns ``ranking.json``'s
+    the performance dataset ``dataset`` (the first ``first`` of its plan when given) on it, beside the agreement of
+    the labels with ``again``'s (the same archs, another training seed) when given; returns ``ranking.json``'s
     contents."""
     reporter, options = reporter or Reporter(), options or Options()
     if spec.train is None:
@@ -244,6 +271,7 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
     data = PerfDataset.read(dataset)
     parts = Parts.build(spec)
     label = check_dataset(spec, parts, data)
+    second = None if again is None else labels_again(data, again, parts.tasks[0].name)
     adopted, digest = (None, None) if supernet_from is None else \
         adopted_supernet(supernet_from, spec, parts, options)
     task = parts.tasks[0].name
@@ -287,7 +315,12 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
               "supernet_seconds": None if seconds is None else round(seconds, 3),
               "scoring_seconds": round(sum(s.seconds for s in done.values()), 3),
               "standalone_seconds_per_arch": _mean([r.tasks[task].seconds for r in records if task in r.tasks]),
+              "labels_again": None if again is None else str(again),
               "correlations": correlations(ranked, task, {i: s.score for i, s in done.items()})}
+    labels = {r.index: r.tasks[task].label for r in records if task in r.tasks and r.tasks[task].label is not None}
+    common = [i for i in labels if second is not None and second.get(i) is not None]
+    if common:
+        result["correlations"][LABELS_AGAIN] = scores([second[i] for i in common], [labels[i] for i in common])
     atomic_write_text(out_dir / RANKING, json.dumps(result, indent=1) + "\n")
     return result
 

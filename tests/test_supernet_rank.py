@@ -170,6 +170,39 @@ def test_each_arch_is_scored_on_its_own_path_with_its_own_batchnorm_statistics(c
     assert [(s["score"], s["metrics"]) for s in again] == [(s["score"], s["metrics"]) for s in saved]
 
 
+def test_the_labels_agreement_with_another_training_seed_is_printed_as_the_ceiling(collection, tmp_path, capsys):
+    """``--labels-again``: the same archs trained with another seed; their labels' Spearman and Kendall against the
+    dataset's are a ranker of the table. Archs of another plan, or trained with another spec, are refused."""
+    spec, data = collection
+    again = tmp_path / "again"
+    assert main(["bench", "collect", str(spec), "--archs", "4", "--seed", "0", "--set", "seed=1",
+                 "--out", str(again)]) == 0
+    out = tmp_path / "rank"
+    capsys.readouterr()
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--labels-again",
+                 str(again)]) == 0
+    assert "labels, another seed" in capsys.readouterr().out
+
+    def labels(folder: Path) -> list[float]:
+        return [json.loads(p.read_text())["tasks"]["classification"]["label"] for p in sorted((folder / "archs").iterdir())]
+
+    want, got = scores(labels(again), labels(data)), json.loads((out / "ranking.json").read_text())
+    assert got["labels_again"] == str(again) and got["correlations"]["labels, another seed"]["n"] == 4
+    for key in ("spearman", "kendall"):
+        assert got["correlations"]["labels, another seed"][key] == \
+            (None if want[key] is None else pytest.approx(want[key]))
+    for name, flags, field in (("lr", ["--seed", "0", "--set", "train.lr=0.2"], "train.lr: 0.05, now 0.2"),
+                               ("plan", ["--seed", "7"], "is not the dataset's arch of that index")):
+        other = tmp_path / name
+        assert main(["bench", "collect", str(spec), "--archs", "1", *flags, "--out", str(other)]) == 0
+        capsys.readouterr()
+        assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(tmp_path / "x"),
+                     "--labels-again", str(other)]) == 2
+        err = capsys.readouterr().err
+        assert "--labels-again" in err and field in err and "Traceback" not in err
+        assert not (tmp_path / "x").exists()
+
+
 def test_ranks_on_the_supernet_a_oneshot_run_kept(collection, tmp_path, capsys):
     """``--supernet`` with the supernet file of a ``oneshot`` run of the spec's data: nothing trains, every arch is
     scored on that file's weights; a file of another space is refused, the field named, nothing written."""
@@ -245,10 +278,10 @@ def test_a_dataset_of_another_space_is_refused_and_nothing_written(collection, t
 
 
 @pytest.mark.parametrize("args, field", [
-    (["--rule", "fair"], "rule.rule = 'uniform', this command has 'fair' (--rule)"),
-    (["--epochs", "2"], "epochs = 1, this command has 2 (--epochs)"),
-    (["--set", "train.lr=0.2"], "train.lr = 0.05, this command has 0.2 (the spec's train.lr)"),
-    (["--set", "seed=3"], "seed = 0, this command has 3 (the spec's seed)"),
+    (["--rule", "fair"], "rule.rule: 'uniform', now 'fair' (--rule)"),
+    (["--epochs", "2"], "epochs: 1, now 2 (--epochs)"),
+    (["--set", "train.lr=0.2"], "train.lr: 0.05, now 0.2 (the spec's train.lr)"),
+    (["--set", "seed=3"], "seed: 0, now 3 (the spec's seed)"),
 ])
 def test_a_supernet_of_another_spec_is_refused_the_field_named(collection, tmp_path_factory, tmp_path, capsys, args,
                                                                field):
@@ -261,7 +294,7 @@ def test_a_supernet_of_another_spec_is_refused_the_field_named(collection, tmp_p
     assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), *args,
                  "--supernet", str(trained / "supernet.pt")]) == 2
     err = capsys.readouterr().err
-    assert f"--supernet {trained / 'supernet.pt'} was trained with {field}" in err and "Traceback" not in err
+    assert f"--supernet {trained / 'supernet.pt'} was trained for other options: {field}" in err and "Traceback" not in err
     assert not out.exists()
 
 
