@@ -45,7 +45,7 @@ def add(commands: Commands) -> None:
     pl.add_argument("--sampling", choices=("latent", "body"), default="latent",
                     help="latent: the head learns from samples over the population (AIO-P); body: body swapping, "
                          "one body per minibatch")
-    pl.add_argument("--rule", choices=("uniform", "fair", "sandwich"), default="uniform",
+    pl.add_argument("--rule", choices=("uniform", "fair", "sandwich", "mixture"), default="uniform",
                     help="the supernet's sampling rule (bench supernet-rank --rule; default uniform)")
     pl.add_argument("--supernet", metavar="FILE", help="a supernet.pt of another pseudo-label folder (same spec and "
                                                        "--supernet-epochs), used instead of training one")
@@ -60,9 +60,12 @@ def add(commands: Commands) -> None:
     r.add_argument("dataset", help="a performance dataset folder (bench collect) of the spec's space and data")
     r.add_argument("--out", required=True, help="folder of the supernet and the scores; an unfinished one is resumed")
     r.add_argument("--epochs", type=int, metavar="E", help="supernet epochs (default: train.epochs)")
-    r.add_argument("--rule", choices=("uniform", "fair", "sandwich"), default="uniform",
+    r.add_argument("--rule", choices=("uniform", "fair", "sandwich", "mixture"), default="uniform",
                    help="paths each step trains: uniform (one random path, SPOS), fair (every option of every "
-                        "decision once, FairNAS), sandwich (largest, smallest and --paths random, BigNAS)")
+                        "decision once, FairNAS), sandwich (largest, smallest and --paths random, BigNAS), mixture "
+                        "(a Gumbel-softmax mix of every option at --temperature, DNAS's warm-up)")
+    r.add_argument("--temperature", type=float, default=5.0, metavar="T",
+                   help="mixture: the Gumbel-softmax temperature (default 5.0)")
     r.add_argument("--paths", type=int, default=2, metavar="N", help="sandwich: random paths per step (default 2)")
     r.add_argument("--no-distill", action="store_true",
                    help="sandwich: the other paths learn from the labels, not from the largest path's output")
@@ -138,7 +141,8 @@ def _supernet_rank(args: argparse.Namespace) -> int:
         raise NascoreError(f"--workers must be at least 1, not {args.workers}")
     try:
         options = Options(epochs=args.epochs, bn_batches=args.bn_batches,
-                          rule=OneShot(rule=args.rule, paths=args.paths, distill=not args.no_distill))
+                          rule=OneShot(rule=args.rule, paths=args.paths, distill=not args.no_distill,
+                                       temperature=args.temperature))
     except ValidationError as exc:
         error = exc.errors()[0]
         flag = "--" + str(error["loc"][-1]).replace("_", "-")

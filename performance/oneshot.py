@@ -11,7 +11,10 @@ The rules (:class:`OneShot`):
   every decision is trained at every step;
 - ``sandwich``: the largest path (each decision's costliest option by multiply-adds), the smallest, and ``paths``
   uniform ones per step, gradients summed (BigNAS; Yu et al. 2020); with ``distill``, every path but the largest
-  learns from the largest's output of the same batch (in-place distillation) instead of the labels.
+  learns from the largest's output of the same batch (in-place distillation) instead of the labels;
+- ``mixture``: one soft mix of every decision's options per step, drawn by Gumbel-softmax at ``temperature`` from
+  uniform logits: the supernet DNAS trains in its warm-up (FBNet; Wu et al. 2019), every candidate weighted in
+  every forward.
 
 A path is evaluated on the shared weights with its BatchNorm statistics re-estimated on that path
 (``nascore.loops.recalibrate_batchnorm``): the running statistics gathered over many paths describe none of them.
@@ -19,6 +22,7 @@ A path is evaluated on the shared weights with its BatchNorm statistics re-estim
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,7 +51,9 @@ from nascore.task import Network, Task, build_network
 DATA, PATHS, TORCH = 10, 11, 12
 
 
-Rule = Literal["uniform", "fair", "sandwich"]
+Rule = Literal["uniform", "fair", "sandwich", "mixture"]
+#: what a step trains: a path (decision -> option), or under ``mixture`` a soft mix (decision -> option weights)
+Draw = Mapping[str, str] | Mapping[str, Tensor]
 #: the rules' names, for command lines (``nascore bench``'s parser spells them too: it loads no torch)
 RULES: tuple[str, ...] = get_args(Rule)
 
@@ -61,6 +67,8 @@ class OneShot(BaseModel):
     paths: int = Field(2, ge=0)
     #: sandwich: the other paths learn from the largest path's output (in-place distillation)
     distill: bool = True
+    #: mixture: the Gumbel-softmax temperature (DNAS's initial 5.0)
+    temperature: float = Field(5.0, gt=0)
 
 
 UNIFORM = OneShot()
@@ -99,7 +107,9 @@ class PathSampler:
         if rule.rule == "sandwich" and (largest is None or smallest is None):
             raise ValueError("the sandwich rule needs the largest and the smallest path")
 
-    def step(self) -> list[dict[str, str]]:
+    def step(self) -> list[Draw]:
+        if self.rule.rule == "mixture":
+            return [{d.name: self.gumbel_mix(len(d.options)) for d in self.decisions}]
         if self.rule.rule == "uniform":
             return [uniform_arch(self.decisions, self.rng)]
         if self.rule.rule == "fair":
@@ -110,6 +120,12 @@ class PathSampler:
                 *(uniform_arch(self.decisions, self.rng) for _ in range(self.rule.paths))]
 
 
+    def gumbel_mix(self, n: int) -> Tensor:
+        """A Gumbel-softmax sample over ``n`` options of equal logits at the rule's temperature."""
+        gumbels = torch.tensor([-math.log(-math.log(self.rng.random() or 1e-300)) for _ in range(n)])
+        return torch.softmax(gumbels / self.rule.temperature, 0)
+
+
 def distillation(student: Tensor, teacher: Tensor) -> Tensor:
     """In-place distillation loss: KL to the teacher's softmax for class logits ``(N, C)``, else mean squared error
     (dense outputs: a teacher's soft classes per pixel are not what every dense task predicts)."""
@@ -118,7 +134,7 @@ def distillation(student: Tensor, teacher: Tensor) -> Tensor:
     return F.mse_loss(student, teacher)
 
 
-def oneshot_step(network: nn.Module, supernet: Supernet, task: Task, paths: list[dict[str, str]], images: Any,
+def oneshot_step(network: nn.Module, supernet: Supernet, task: Task, paths: list[Draw], images: Any,
                  targets: Any, optimizer: torch.optim.Optimizer, rule: OneShot, epoch: int, step: int,
                  precision: Precision = FULL) -> float:
     """One update from ``paths`` of ``supernet`` (the backbone of ``network``, which may be wrapped in DDP; their
@@ -128,7 +144,11 @@ def oneshot_step(network: nn.Module, supernet: Supernet, task: Task, paths: list
     images = precision.images(images)
     teacher, first = None, 0.0
     for i, path in enumerate(paths):
-        supernet.set_choices(path)
+        if rule.rule == "mixture":
+            device = next(network.parameters()).device
+            supernet.set_mix({name: weights.to(device) for name, weights in path.items()})
+        else:
+            supernet.set_choices(path)
         with precision.autocast():
             output = network(images)[task.name]
             if i and teacher is not None:

@@ -63,7 +63,9 @@ from nascore.train import validate
 from .collect import PSEUDO_LABELS, Collector, open_collection
 from .oneshot import (
     DATA,
+    RULES,
     OneShot,
+    Rule,
     SharedPhaseLoop,
     batches,
     checked_supernet,
@@ -228,7 +230,7 @@ class Options:
     per_bin: int = 3
     sampling: Literal["latent", "body"] = "latent"
     #: the supernet's sampling rule (nascore.performance.oneshot)
-    rule: Literal["uniform", "fair", "sandwich"] = "uniform"
+    rule: Rule = "uniform"
     bn_batches: int = 8
 
     def one_shot(self) -> OneShot:
@@ -254,8 +256,8 @@ class Options:
                 raise NascoreError(f"{FLAGS[key]} must be a whole number of at least {low}, not {value!r}")
         if out.sampling not in ("latent", "body"):
             raise NascoreError(f"--sampling must be latent or body, not {out.sampling!r}")
-        if out.rule not in ("uniform", "fair", "sandwich"):
-            raise NascoreError(f"--rule must be uniform, fair or sandwich, not {out.rule!r}")
+        if out.rule not in RULES:
+            raise NascoreError(f"--rule must be one of {', '.join(RULES)}, not {out.rule!r}")
         return out
 
 

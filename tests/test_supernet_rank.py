@@ -61,6 +61,57 @@ def test_sandwich_is_the_largest_the_smallest_and_random_paths():
     assert len(paths) == 5 and paths[0] == largest and paths[1] == smallest
 
 
+def test_mixture_draws_a_gumbel_softmax_mix_of_every_option_per_step():
+    def draws(temperature: float) -> list[dict[str, torch.Tensor]]:
+        sampler = PathSampler(DECISIONS, OneShot(rule="mixture", temperature=temperature), random.Random(0))
+        return [step[0] for step in (sampler.step() for _ in range(50))]
+
+    warm, cold = draws(5.0), draws(0.05)
+    for mix in warm + cold:
+        assert {k: len(v) for k, v in mix.items()} == {"a": 3, "b": 2, "c": 1}
+        assert all(torch.all(v >= 0) and float(v.sum()) == pytest.approx(1.0) for v in mix.values())
+    assert not torch.equal(warm[0]["a"], warm[1]["a"])  # a new draw every step
+    # hot: near uniform; cold: near one option, each option the largest about as often
+    assert min(float(m["a"].min()) for m in warm) > 0.1
+    assert statistics.mean(float(m["a"].max()) for m in cold) > 0.95
+    assert {int(m["a"].argmax()) for m in cold} == {0, 1, 2}
+
+
+class _Classifier(nn.Module):
+    """A supernet with a linear class head: the network ``oneshot_step`` trains (its one task is itself)."""
+
+    name = "c"
+
+    def __init__(self, supernet: nn.Module):
+        super().__init__()
+        self.supernet, self.head = supernet, nn.LazyLinear(3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"c": self.head(self.supernet(x)[-1].mean((2, 3)))}
+
+    @staticmethod
+    def loss(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output, targets)
+
+
+@pytest.mark.parametrize("rule", ["mixture", "uniform"])
+def test_a_mixture_step_trains_every_candidate_a_single_path_its_own(rule):
+    torch.manual_seed(0)
+    supernet = FBNetSpace({"width": 0.25, "input_size": 32, "head_channels": 64}).supernet()
+    network = _Classifier(supernet)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 3, (4,))
+    supernet.set_choices({d.name: d.options[0] for d in supernet.decisions()})
+    network(x)  # the head's shape
+    draw = PathSampler(supernet.decisions(), OneShot(rule=rule), random.Random(0)).step()
+    oneshot_step(network, supernet, network, draw, x, y, torch.optim.SGD(network.parameters(), lr=0.0),
+                 OneShot(rule=rule), 0, 0)
+    for op in supernet.mixed_ops():
+        weighted = {name for name, c in op.candidates.items() if any(True for _ in c.parameters())}
+        moved = {name for name, c in op.candidates.items()
+                 if any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in c.parameters())}
+        assert moved == (weighted if rule == "mixture" else weighted & {draw[0][op.decision]}), op.decision
+
+
 def test_recalibration_changes_batchnorm_statistics_and_nothing_else():
     space = FBNetSpace({"width": 0.25, "input_size": 32, "head_channels": 64, "shared_weights": True})
     supernet = space.supernet()
