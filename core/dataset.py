@@ -29,6 +29,14 @@ class DataInfo:
 class Dataset(Component):
     kind: ClassVar[str] = "dataset"
     splits: ClassVar[tuple[str, ...]] = ("train", "val")
+    #: config fields that say where files are kept, not what the data is (a cache folder): left out wherever two
+    #: datasets are compared (``without_locations``)
+    locations: ClassVar[frozenset[str]] = frozenset()
+
+    def without_locations(self, block: dict[str, Any]) -> dict[str, Any]:
+        """A dump of this dataset's spec block (``{"name": ..., **config}``) without the ``locations`` fields: what
+        the data is."""
+        return {k: v for k, v in block.items() if k not in self.locations}
 
     @abstractmethod
     def info(self) -> DataInfo:

@@ -107,7 +107,8 @@ def check_dataset(spec: RunSpec, parts: Parts, data: PerfDataset) -> str:
     if (manifest.input_size, manifest.in_channels) != (parts.info.image_size, parts.info.in_channels):
         raise NascoreError(f"{where}: input_size {manifest.input_size} x {manifest.in_channels} channels, the spec's "
                            f"data {parts.info.image_size} x {parts.info.in_channels}")
-    if manifest.spec.get("dataset") != spec.dump()["dataset"]:
+    theirs, data_of = manifest.spec.get("dataset"), parts.dataset.without_locations
+    if not isinstance(theirs, dict) or data_of(theirs) != data_of(spec.dump()["dataset"]):
         raise NascoreError(f"{where}: its labels were measured on another dataset than the spec's (spec.dataset "
                            "differs); the supernet is scored on the spec's val split")
     options = {d.name: d.options for d in parts.space.decisions()}
@@ -205,12 +206,13 @@ def read_score(path: Path, index: int, supernet: str) -> Score:
     return score
 
 
-def labels_again(data: PerfDataset, again: Path, task: str) -> dict[int, float | None]:
-    """The labels of ``task`` in ``again``, the archs of ``data`` trained with another seed: a NascoreError names a
-    spec field other than the seed, or an arch, that differs."""
-    other = PerfDataset.read(again)
+def labels_again(data: PerfDataset, again: Path, parts: Parts) -> dict[int, float | None]:
+    """The labels of the first task of ``parts`` in ``again``, the archs of ``data`` trained with another seed: a
+    NascoreError names a spec field other than the seed (or where the data is kept), or an arch, that differs."""
+    other, task = PerfDataset.read(again), parts.tasks[0].name
     where = other.directory / "dataset.json"
-    theirs, ours = ({k: v for k, v in d.manifest.spec.items() if k != "seed"} for d in (other, data))
+    theirs, ours = ({k: parts.dataset.without_locations(v) if k == "dataset" and isinstance(v, dict) else v
+                     for k, v in d.manifest.spec.items() if k != "seed"} for d in (other, data))
     changes = spec_changes(ours, theirs, limit=1)
     if changes:
         raise NascoreError(f"--labels-again {where}: its archs were trained with another spec than the dataset's "
@@ -271,7 +273,7 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
     data = PerfDataset.read(dataset)
     parts = Parts.build(spec)
     label = check_dataset(spec, parts, data)
-    second = None if again is None else labels_again(data, again, parts.tasks[0].name)
+    second = None if again is None else labels_again(data, again, parts)
     adopted, digest = (None, None) if supernet_from is None else \
         adopted_supernet(supernet_from, spec, parts, options)
     task = parts.tasks[0].name

@@ -4,9 +4,9 @@ strategy writes ``<run>/supernet.pt`` once its supernet has trained, and a searc
 table, seed and evolution settings.
 
 The file holds the network's state (the supernet and the tasks' heads) and what the weights are valid for: the
-spec's ``space`` block (every field, the options that shape only the supernet too), its ``dataset`` block (the
-BatchNorm statistics of a path are re-estimated on that data, and the scores are measured on its val split) and its
-``tasks``. Another space, data, input size or task list is refused, the first field that differs named.
+spec's ``space`` block (every field, the options that shape only the supernet too), its ``dataset`` block but for
+where files are kept (``Dataset.locations``: the BatchNorm statistics of a path are re-estimated on that data, and
+the scores are measured on its val split) and its ``tasks``. Another space, data, input size or task list is refused, the first field that differs named.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def identity(parts: Parts) -> dict[str, Any]:
     def block(c: Any) -> dict[str, Any]:
         return {"name": c.name, **c.config.model_dump(mode="json", by_alias=True)}
 
-    return {"space": block(parts.space), "dataset": block(parts.dataset), "tasks": [block(t) for t in parts.tasks]}
+    return {"space": block(parts.space), "dataset": parts.dataset.without_locations(block(parts.dataset)),
+            "tasks": [block(t) for t in parts.tasks]}
 
 
 def save_supernet(path: Path, parts: Parts, network: dict[str, torch.Tensor], trained: dict[str, Any]) -> None:
@@ -53,6 +54,7 @@ def checked_file(checkpoint: dict[str, Any], path: Path, parts: Parts
     if not isinstance(theirs, dict) or not all(isinstance(theirs.get(k), t) for k, t in
                                                (("space", dict), ("dataset", dict), ("tasks", list))):
         raise NascoreError(f"supernet file {path}: its identity (space, dataset, tasks) is missing or malformed")
+    theirs = {**theirs, "dataset": parts.dataset.without_locations(theirs["dataset"])}  # files of before 2026-12-06
     for block in ("space", "dataset"):
         for key in sorted(set(theirs[block]) | set(ours[block]), key=lambda k: (k != "name", k)):  # name first
             if theirs[block].get(key) != ours[block].get(key):

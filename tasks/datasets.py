@@ -33,6 +33,7 @@ class DigitScenes(Dataset, Exporting):
 
     name: ClassVar[str] = "digit-scenes"
     splits: ClassVar[tuple[str, ...]] = ds.SPLITS
+    locations: ClassVar[frozenset[str]] = frozenset({"cache_dir"})
 
     class Config(ComponentConfig):
         image_size: int = Field(64, ge=16, le=512)

@@ -392,6 +392,28 @@ def test_a_supernet_of_another_space_or_data_is_refused(oneshot_run, tmp_path, c
     assert not out.exists()
 
 
+def test_a_supernet_of_another_space_is_refused_naming_the_space(oneshot_run, tmp_path, cache_dir, capsys):
+    spec = reuse_spec(cache_dir)
+    spec["space"] = {"name": "fbnetv2", "input_size": 32, "width": 0.25}
+    out = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, spec)), "--out", str(out),
+                 "--supernet", str(oneshot_run / "supernet.pt")]) == 2
+    assert "space.name = 'fbnet'; the spec has 'fbnetv2'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_supernet_is_reused_with_its_data_kept_in_another_folder(oneshot_run, tmp_path, cache_dir):
+    """Where the data is cached is not what it is: the same evolution as the run that trained the supernet."""
+    spec = reuse_spec(cache_dir, dataset__cache_dir=str(tmp_path / "elsewhere"))
+    out = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, spec)), "--out", str(out),
+                 "--supernet", str(oneshot_run / "supernet.pt")]) == 0
+    before = [r for r in rows(oneshot_run) if r["phase"] == "search"][2]
+    after = [r for r in rows(out) if r["phase"] == "search"][0]
+    assert {k: v for k, v in after.items() if k not in ("epoch", "seconds", "time")} == \
+        {k: v for k, v in before.items() if k not in ("epoch", "seconds", "time")}
+
+
 def test_supernet_is_refused_for_a_strategy_that_trains_none(oneshot_run, tmp_path, cache_dir, capsys):
     spec = standalone_spec(cache_dir, {"name": "random", "archs": 1})
     out = tmp_path / "run"

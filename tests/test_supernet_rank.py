@@ -314,6 +314,12 @@ def test_a_dataset_of_other_archs_is_refused_and_nothing_written(collection, tmp
     assert not out.exists()
 
 
+def test_a_dataset_cached_in_another_folder_is_the_same_data(collection, tmp_path):
+    spec, data = collection
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(tmp_path / "rank"), "--first", "1",
+                 "--set", f"dataset.cache_dir={tmp_path / 'elsewhere'}"]) == 0
+
+
 def test_a_dataset_of_another_space_is_refused_and_nothing_written(collection, tmp_path, capsys):
     spec, data = collection
     other = tmp_path / "data"
