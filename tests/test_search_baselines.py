@@ -7,6 +7,7 @@ import csv
 import itertools
 import json
 import os
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -412,6 +413,27 @@ def test_a_supernet_is_reused_with_its_data_kept_in_another_folder(oneshot_run, 
     after = [r for r in rows(out) if r["phase"] == "search"][0]
     assert {k: v for k, v in after.items() if k not in ("epoch", "seconds", "time")} == \
         {k: v for k, v in before.items() if k not in ("epoch", "seconds", "time")}
+
+
+def test_oneshot_is_listed_described_and_reported(oneshot_run, tmp_path, capsys):
+    """``nascore plugins`` lists the strategy, ``nascore schema`` describes its options (every one-shot rule), and
+    ``nascore report`` renders its run: its phases, its found arch."""
+    from nascore.performance.oneshot import RULES
+
+    capsys.readouterr()
+    assert main(["plugins"]) == 0
+    assert any(line.split()[:2] == ["strategy", "oneshot"] and "ok" in line.split()
+               for line in capsys.readouterr().out.splitlines())
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    text = json.dumps(schema)
+    assert '"oneshot"' in text and all(f'"{rule}"' in text for rule in RULES)
+    run = tmp_path / "run"
+    shutil.copytree(oneshot_run, run)
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "search: 4 epochs" in page and "name: oneshot" in page and "(arch.json)" in page
+    assert all(f"<td>{choice}</td>" in page for choice in json.loads((run / "arch.json").read_text())["choices"].values())
 
 
 def test_supernet_is_refused_for_a_strategy_that_trains_none(oneshot_run, tmp_path, cache_dir, capsys):
