@@ -73,7 +73,8 @@ def add(commands: Commands) -> None:
                    help="training batches that re-estimate each path's BatchNorm statistics (default 8)")
     r.add_argument("--first", type=int, metavar="N", help="score only the first N archs of the dataset's plan")
     r.add_argument("--supernet", metavar="FILE", help="a finished supernet.pt of another --out (same spec, --epochs "
-                                                      "and --rule), or the supernet.pt a oneshot run keeps (its "
+                                                      "and --rule), the supernet.pt a oneshot run keeps, or a "
+                                                      "run's checkpoints/search.pt (a DNAS search's supernet; its "
                                                       "space, data and tasks the spec's), used instead of training "
                                                       "one")
     r.add_argument("--labels-again", metavar="DIR",
@@ -153,7 +154,7 @@ def _supernet_rank(args: argparse.Namespace) -> int:
                            executor=executor(args, spec, args.workers),
                            again=Path(args.labels_again) if args.labels_again else None)
     trained = f"{result['epochs']} epochs, rule {args.rule}, {result['supernet_seconds']:.0f} s" \
-        if result["supernet"] is None else f"the oneshot run's {result['supernet']}"
+        if result["supernet"] is None else f"taken from {result['supernet']}"
     print(f"supernet: {trained} (an arch trained standalone: {result['standalone_seconds_per_arch']} s); scoring "
           f"{result['scoring_seconds']:.0f} s")
     print(f"{'ranker':<20} {'spearman':>9} {'kendall':>8} {'n':>5}   against {result['label']}")

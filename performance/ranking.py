@@ -9,8 +9,9 @@ metric (``val/<task>/<primary metric>``). Spearman's rho and Kendall's tau of th
 printed beside those of the dataset's own measurements of each arch (multiply-adds, parameters, latency, each
 zero-cost proxy of its records).
 
-``--supernet`` takes the ``supernet.pt`` of another such folder (the same spec, epochs and rule), or the supernet
-file a ``oneshot`` run keeps (trained for the spec's space, data and tasks; its scores are tied to that file's
+``--supernet`` takes the ``supernet.pt`` of another such folder (the same spec, epochs and rule), the supernet file
+a ``oneshot`` run keeps, or a run's ``checkpoints/search.pt`` (the supernet a DNAS search decided on; either trained
+for the spec's space, data and tasks, the run's ``spec.yaml`` read for it; its scores are tied to that file's
 digest).
 
 The labels' own ceiling: with ``--labels-again`` (a performance dataset of the same archs trained again with
@@ -177,11 +178,14 @@ def adopted_supernet(source: Path, spec: RunSpec, parts: Parts, options: Options
                      ) -> tuple[dict[str, Any], str | None]:
     """The checkpoint ``--supernet`` names, checked: the ``supernet.pt`` of another supernet-rank or pseudo-label
     folder (this spec, epochs and rule; returned with no digest: the spec's), or the supernet file of a ``oneshot``
-    run (its space, data and tasks this spec's), returned in this folder's checkpoint layout with its file's digest."""
+    run or a run's ``checkpoints/search.pt`` (its space, data and tasks this spec's), returned in this folder's
+    checkpoint layout with its file's digest."""
     checkpoint = load_checkpoint(source, map_location=parts.device, what="--supernet checkpoint")
-    if checkpoint.get("format") != supernet_file.FORMAT:
+    if "fingerprint" in checkpoint:
         epochs = options.epochs or spec.train.epochs
         return check_fingerprint(checkpoint, source, spec, epochs, options.rule, "--epochs"), None
+    if checkpoint.get("format") != supernet_file.FORMAT:
+        checkpoint = supernet_file.from_search_checkpoint(checkpoint, source)
     network, trained = supernet_file.checked_file(checkpoint, source, parts)
     digest = hashlib.sha256()
     with open(source, "rb") as f:

@@ -18,6 +18,8 @@ import torch
 from nascore.errors import NascoreError
 from nascore.fileio import load_checkpoint, save_checkpoint
 from nascore.parts import Parts
+from nascore.rundir import SPEC_FILE
+from nascore.spec import load_spec
 
 FORMAT, VERSION = "nascore-supernet", 1
 
@@ -69,3 +71,19 @@ def checked_file(checkpoint: dict[str, Any], path: Path, parts: Parts
     if not isinstance(network, dict) or not all(isinstance(v, torch.Tensor) for v in network.values()):
         raise NascoreError(f"supernet file {path}: 'network' is not a state dict of tensors")
     return network, trained if isinstance(trained, dict) else {}
+
+
+def from_search_checkpoint(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A run's search checkpoint (``RUN/checkpoints/search.pt``, read from ``path``) as a supernet file: its network
+    (the supernet and the tasks' heads, as the search left them: DNAS's after its last epoch) and the identity of
+    the run's spec (``RUN/spec.yaml``)."""
+    run = path.parent.parent
+    state = checkpoint.get("state")
+    if path.name != "search.pt" or not isinstance(state, dict) or not (run / SPEC_FILE).is_file():
+        raise NascoreError(f"{path} is not a supernet: expected the supernet.pt of a bench supernet-rank or "
+                           f"pseudo-label folder or of a oneshot run, or a run's checkpoints/search.pt (its "
+                           f"{SPEC_FILE} two folders up)")
+    return {"format": FORMAT, "version": VERSION, "identity": identity(Parts.build(load_spec(run / SPEC_FILE))),
+            "trained": {"run": str(run), "search_epochs": checkpoint.get("epoch", -1) + 1
+                        if isinstance(checkpoint.get("epoch"), int) else None},
+            "network": state.get("network")}

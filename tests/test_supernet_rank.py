@@ -270,7 +270,7 @@ def test_ranks_on_the_supernet_a_oneshot_run_kept(collection, tmp_path, capsys):
     out = tmp_path / "rank"
     capsys.readouterr()
     assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--supernet", str(kept)]) == 0
-    assert f"the oneshot run's {kept}" in capsys.readouterr().out
+    assert f"taken from {kept}" in capsys.readouterr().out
     ranking = json.loads((out / "ranking.json").read_text())
     assert ranking["supernet"] == str(kept) and ranking["supernet_seconds"] is None
     state = load_checkpoint(kept)["network"]
@@ -286,6 +286,32 @@ def test_ranks_on_the_supernet_a_oneshot_run_kept(collection, tmp_path, capsys):
                  str(tmp_path / "other.pt")]) == 2
     err = capsys.readouterr().err
     assert "space.width = 0.5" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_ranks_on_the_supernet_a_dnas_search_left(collection, tmp_path, capsys):
+    """``--supernet RUN/checkpoints/search.pt``: the supernet a DNAS search decided on, checked against the run's
+    spec.yaml; the checkpoint away from its run is refused, saying what is expected."""
+    spec, data = collection
+    assert main(["run", str(spec), "--out", str(tmp_path / "run"), "--set", "strategy.epochs=2",
+                 "--set", "strategy.warmup_epochs=1", "--set", "strategy.batch_size=16", "--set", "train=null",
+                 "--set", "pareto.samples=0"]) == 0
+    search = tmp_path / "run" / "checkpoints" / "search.pt"
+    out = tmp_path / "rank"
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), "--supernet", str(search)]) == 0
+    state = load_checkpoint(search)["state"]["network"]
+    assert all(torch.equal(v, state[k]) for k, v in load_checkpoint(out / "supernet.pt")["state"]["network"].items())
+    for p in sorted((out / "scores").iterdir()):
+        score = json.loads(p.read_text())
+        assert score["metrics"] == pytest.approx(path_metrics(spec, out, score["choices"], 8), abs=1e-6)
+    moved = tmp_path / "elsewhere" / "search.pt"
+    moved.parent.mkdir()
+    shutil.copy(search, moved)
+    capsys.readouterr()
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(tmp_path / "x"), "--supernet",
+                 str(moved)]) == 2
+    err = capsys.readouterr().err
+    assert "a run's checkpoints/search.pt (its spec.yaml two folders up)" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
 
