@@ -119,7 +119,6 @@ class PathSampler:
         return [dict(self.largest), dict(self.smallest),
                 *(uniform_arch(self.decisions, self.rng) for _ in range(self.rule.paths))]
 
-
     def gumbel_mix(self, n: int) -> Tensor:
         """A Gumbel-softmax sample over ``n`` options of equal logits at the rule's temperature."""
         gumbels = torch.tensor([-math.log(-math.log(self.rng.random() or 1e-300)) for _ in range(n)])
@@ -280,4 +279,3 @@ def check_fingerprint(checkpoint: dict[str, Any], source: Path, spec: RunSpec, e
         raise NascoreError(f"--supernet {source} has trained {done + 1 if isinstance(done, int) else 0} of its "
                            f"{epochs} epochs; finish it (run its command again) first")
     return checkpoint
-

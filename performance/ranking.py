@@ -64,7 +64,7 @@ from .proxies import PROXIES, scale
 
 SUPERNET_FILE, SCORES, RANKING = "supernet.pt", "scores", "ranking.json"
 LABELS_AGAIN = "labels, another seed"  # the ranker that is the labels of --labels-again
-ADOPTED = "adopted"  # the key of a checkpoint that holds a oneshot run's supernet file: the file's path
+ADOPTED = "adopted"  # the key of a checkpoint holding another file's supernet (a oneshot run's, a search's): its path
 SCORE_MAX_BYTES = 1 << 20
 BN_STREAM = 19  # the random stream (nascore.data.epoch_seed) of the recalibration batches
 
@@ -181,6 +181,8 @@ def adopted_supernet(source: Path, spec: RunSpec, parts: Parts, options: Options
     run or a run's ``checkpoints/search.pt`` (its space, data and tasks this spec's), returned in this folder's
     checkpoint layout with its file's digest."""
     checkpoint = load_checkpoint(source, map_location=parts.device, what="--supernet checkpoint")
+    if ADOPTED in checkpoint:
+        raise NascoreError(f"--supernet {source} is a copy of {checkpoint[ADOPTED]}'s supernet; pass that file")
     if "fingerprint" in checkpoint:
         epochs = options.epochs or spec.train.epochs
         return check_fingerprint(checkpoint, source, spec, epochs, options.rule, "--epochs"), None

@@ -279,6 +279,9 @@ def test_ranks_on_the_supernet_a_oneshot_run_kept(collection, tmp_path, capsys):
         score = json.loads(p.read_text())
         assert score["supernet"].startswith("file-")
         assert score["metrics"] == pytest.approx(path_metrics(spec, out, score["choices"], 8), abs=1e-6)
+    assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(tmp_path / "x"), "--supernet",
+                 str(out / "supernet.pt")]) == 2
+    assert f"is a copy of {kept}'s supernet; pass that file" in capsys.readouterr().err
     other = load_checkpoint(kept)
     other["identity"]["space"]["width"] = 0.5
     torch.save(other, tmp_path / "other.pt")
