@@ -299,7 +299,7 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
         path = out_dir / SCORES / f"{r.index:05d}.json"
         if path.exists() or path.is_symlink():
             done[r.index] = read_score(path, r.index, digest)
-    if adopted is not None and ADOPTED in adopted:  # a oneshot run's supernet: nothing to train
+    if adopted is not None and ADOPTED in adopted:  # a oneshot run's or a search's supernet: nothing to train
         network = build_network(parts.space.supernet(), parts.tasks, parts.info).to(parts.device)
         try:
             network.load_state_dict(adopted["state"]["network"])

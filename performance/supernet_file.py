@@ -6,7 +6,8 @@ table, seed and evolution settings.
 The file holds the network's state (the supernet and the tasks' heads) and what the weights are valid for: the
 spec's ``space`` block (every field, the options that shape only the supernet too), its ``dataset`` block but for
 where files are kept (``Dataset.locations``: the BatchNorm statistics of a path are re-estimated on that data, and
-the scores are measured on its val split) and its ``tasks``. Another space, data, input size or task list is refused, the first field that differs named.
+the scores are measured on its val split) and its ``tasks``. Another space, data, input size or task list is
+refused, the first field that differs named.
 """
 from __future__ import annotations
 
