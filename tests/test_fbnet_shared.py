@@ -94,7 +94,9 @@ def test_paths_share_storage_a_step_on_one_moves_another():
         assert all(not list(c.parameters()) for label, c in op.candidates.items() if label != "skip")
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     small, large = ({d.name: label for d in space.decisions()} for label in ("k3_e1", "k5_e6"))
-    assert moves(supernet, x, small, large)
+    assert moves(supernet, x, small, large, [p for op in supernet.layers for p in op.parameters()])
+    # the control: FBNet's own supernet, a set of weights per candidate
+    assert not moves(plain, x, small, large, [p for op in plain.layers for p in op.parameters()])
 
 
 def test_options_are_priced_as_the_plain_blocks():
@@ -143,7 +145,7 @@ def test_with_e1_the_expansions_first_channels_are_the_input(candidates, tied):
     before = layer.expansion(mid).detach().clone()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     largest = {d.name: "k5_e6" for d in space.decisions()}
-    assert moves(supernet, x, largest, largest)
+    assert moves(supernet, x, largest, largest, [p for op in supernet.layers for p in op.parameters()])
     after = layer.expansion(mid).detach()
     eye = torch.eye(layer.cin).view(layer.cin, layer.cin, 1, 1)
     assert torch.equal(before[:layer.cin], eye) is tied

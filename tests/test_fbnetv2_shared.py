@@ -31,7 +31,9 @@ def test_types_share_storage_and_a_step_on_one_moves_another():
         assert set(block.candidates) <= {"skip"}  # only the strided 1x1 conv of a skip that changes the shape
     x = torch.randn(4, 3, 30, 30, generator=torch.Generator().manual_seed(0))
     small, large = same_type(on, "k3"), same_type(on, "k5_se_hs")
-    assert moves(supernet, x, small, large)
+    assert moves(supernet, x, small, large, [p for b in supernet.blocks for p in b.parameters()])
+    plain = off.supernet()  # the control: a set of weights per block type
+    assert not moves(plain, x, small, large, [p for b in plain.blocks for p in b.parameters()])
 
 
 def test_a_small_kernel_is_the_centre_of_the_shared_one():

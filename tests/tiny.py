@@ -103,16 +103,22 @@ def standalone_spec(cache: Path, strategy: dict) -> dict:
             "train": {**budget, "references": False}}
 
 
-def moves(supernet: torch.nn.Module, x: torch.Tensor, trained: dict[str, str], read: dict[str, str]) -> bool:
-    """Whether one SGD step on the path ``trained`` changes the output of the path ``read`` on ``x`` (in eval
-    mode): true where the two paths share weights."""
+def moves(supernet: torch.nn.Module, x: torch.Tensor, trained: dict[str, str], read: dict[str, str],
+          searched: list[torch.nn.Parameter]) -> bool:
+    """Whether one SGD step on the path ``trained``, over the ``searched`` layers' weights only (the stem and the rest
+    frozen, the BatchNorm statistics its forward gathered put back), changes the output of the path ``read`` on
+    ``x`` (in eval mode) at all: true where the two paths read weights in common, false where they read none."""
     supernet.eval().set_choices(read)
     with torch.no_grad():
         before = supernet(x)[-1].clone()
+    buffers = {k: v.clone() for k, v in supernet.named_buffers()}
     supernet.train().set_choices(trained)
-    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.1)
+    optimizer = torch.optim.SGD(searched, lr=0.1)
     supernet(x)[-1].square().mean().backward()
     optimizer.step()
+    with torch.no_grad():
+        for k, v in supernet.named_buffers():
+            v.copy_(buffers[k])
     supernet.eval().set_choices(read)
     with torch.no_grad():
-        return not torch.allclose(supernet(x)[-1], before)
+        return not torch.equal(supernet(x)[-1], before)
