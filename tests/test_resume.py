@@ -188,7 +188,7 @@ KILLS = [("dnas", "search", 0), ("dnas", "search", 2), ("dnas", "search", 3), ("
          ("reinforce", "search", 2), ("reinforce", "search", 3),
          ("bmtas", "search", 2), ("bmtas", "search", 4), ("bmtas", "search", 5),
          ("random", "search", 2), ("predictor", "search", 2), ("predictor", "search", 4),
-         ("oneshot", "search", 1), ("oneshot", "search", 3),
+         ("oneshot", "search", 1), ("oneshot", "search", 2), ("oneshot", "search", 3),
          ("dnas-amp", "search", 2), ("dnas-amp", "train", 1)]
 
 
