@@ -8,9 +8,10 @@
 
 Both run on the space and tasks of ``examples/fbnetv5.yaml`` (digit-scenes 32x32 since 2026-12-06, 64x64
 before; batch 32, fbnetv5 width 0.5, blocks [1, 2, 2, 1], FLOPs in the reward) with
-``torch.set_num_threads(--threads)``. Each timed block is ``--steps`` steps from the same policies and generator state; the configurations alternate block by block
-(round robin) so that drift on a busy machine hits them alike; a time is the median over ``--rounds`` blocks
-of the mean step time. Target: 3 tasks in one pass at most 1.3x the 1-task step, heads included.
+``torch.set_num_threads(--threads)``. Each timed block is ``--steps`` steps from the same policies and generator
+state; the configurations alternate block by block (round robin) so that drift on a busy machine hits them alike;
+a time is the median over ``--rounds`` blocks of the mean step time. Target: 3 tasks in one pass at most 1.3x the
+1-task step, heads included.
 
     python benchmarks/fbnetv5_step.py [--threads 2] [--rounds 7] [--steps 6]
 

@@ -156,11 +156,22 @@ def _worker(spec_json: str, checkpoint: str, options_json: str) -> Scorer:
     spec = validate_spec(json.loads(spec_json), source="the ranked spec")
     parts = Parts.build(spec)
     state = load_checkpoint(checkpoint, map_location=parts.device, what="supernet")
-    network = build_network(parts.space.supernet(), parts.tasks if ADOPTED in state else [parts.tasks[0]],
-                            parts.info).to(parts.device)
-    network.load_state_dict(state["state"]["network"])
-    return Scorer(spec, parts, network, Path(checkpoint), Options.model_validate_json(options_json),
-                  state["fingerprint"] if ADOPTED in state else None)
+    return Scorer(spec, parts, scored_network(parts, state, Path(checkpoint)), Path(checkpoint),
+                  Options.model_validate_json(options_json), state["fingerprint"] if ADOPTED in state else None)
+
+
+def scored_network(parts: Parts, checkpoint: dict[str, Any], source: Path) -> Network:
+    """The network a checkpoint of this folder holds: another file's supernet with every task's head (as that file
+    was trained), this folder's own with the first task's; a NascoreError names ``source`` where the weights do not
+    fit the spec's supernet."""
+    tasks = parts.tasks if ADOPTED in checkpoint else parts.tasks[:1]
+    network = build_network(parts.space.supernet(), tasks, parts.info).to(parts.device)
+    try:
+        network.load_state_dict(checkpoint["state"]["network"])
+    except RuntimeError as exc:  # the identity matched but the tensors do not: a damaged or foreign file
+        raise NascoreError(f"--supernet {source}: its weights do not fit the spec's supernet "
+                           f"({str(exc).splitlines()[0]})") from None
+    return network
 
 
 def score_one(scorer: Scorer, index: int, choices: dict[str, str], label: str) -> Score:
@@ -193,8 +204,9 @@ def adopted_supernet(source: Path, spec: RunSpec, parts: Parts, options: Options
     with open(source, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return {ADOPTED: str(source), "trained": trained, "fingerprint": f"file-{digest.hexdigest()[:16]}",
-            "state": {"network": network}}, f"file-{digest.hexdigest()[:16]}"
+    fingerprint = f"file-{digest.hexdigest()[:16]}"
+    return {ADOPTED: str(source), "trained": trained, "fingerprint": fingerprint, "state": {"network": network}}, \
+        fingerprint
 
 
 def read_score(path: Path, index: int, supernet: str) -> Score:
@@ -233,10 +245,12 @@ def labels_again(data: PerfDataset, again: Path, parts: Parts) -> dict[int, floa
     return {r.index: r.tasks[task].label for r in other.records if r.index in archs and task in r.tasks}
 
 
-def correlations(data: PerfDataset, task: str, supernet: dict[int, float | None]) -> dict[str, dict[str, Any]]:
+def correlations(data: PerfDataset, task: str, supernet: dict[int, float | None],
+                 again: dict[int, float | None] | None = None) -> dict[str, dict[str, Any]]:
     """Spearman, Kendall and n of each ranker against the labels of ``task``, over the archs with a label and a
     value: the supernet's scores, then the records' multiply-adds, parameters, latency and proxies, then the
-    supernet's score plus each proxy (both standardised over the archs, as ``oneshot``'s ``proxy`` sums them)."""
+    supernet's score plus each proxy (both standardised over the archs, as ``oneshot``'s ``proxy`` sums them), then
+    ``again``'s labels (the same archs trained with another seed) when given."""
     rankers: dict[str, dict[int, float | None]] = {"supernet": supernet, "macs": {}, "params": {}, "latency_ms": {}}
     labels = {}
     for r in data.records:
@@ -254,6 +268,8 @@ def correlations(data: PerfDataset, task: str, supernet: dict[int, float | None]
             (m1, s1), (m2, s2) = (scale(column) for column in zip(*both.values(), strict=True))
             rankers[f"supernet+{name}"] = {i: sign * ((a - m1) / s1 + sign * (b - m2) / s2)
                                            for i, (a, b) in both.items()}
+    if again is not None:
+        rankers[LABELS_AGAIN] = again
     out = {}
     for name, values in rankers.items():
         common = [i for i in labels if values.get(i) is not None]
@@ -300,13 +316,7 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
         if path.exists() or path.is_symlink():
             done[r.index] = read_score(path, r.index, digest)
     if adopted is not None and ADOPTED in adopted:  # a oneshot run's or a search's supernet: nothing to train
-        network = build_network(parts.space.supernet(), parts.tasks, parts.info).to(parts.device)
-        try:
-            network.load_state_dict(adopted["state"]["network"])
-        except RuntimeError as exc:  # the identity matched but the tensors do not: a damaged or foreign file
-            raise NascoreError(f"--supernet {supernet_from}: its weights do not fit the spec's supernet "
-                               f"({str(exc).splitlines()[0]})") from None
-        seconds = None
+        network, seconds = scored_network(parts, adopted, supernet_from), None
     else:
         network, seconds = train_supernet(spec, parts, checkpoint, epochs, reporter, options.rule)
     todo = [(r.index, r.arch.choices, label) for r in records if r.index not in done]
@@ -324,11 +334,7 @@ def supernet_rank(spec: RunSpec, dataset: Path, out_dir: Path, options: Options 
               "scoring_seconds": round(sum(s.seconds for s in done.values()), 3),
               "standalone_seconds_per_arch": _mean([r.tasks[task].seconds for r in records if task in r.tasks]),
               "labels_again": None if again is None else str(again),
-              "correlations": correlations(ranked, task, {i: s.score for i, s in done.items()})}
-    labels = {r.index: r.tasks[task].label for r in records if task in r.tasks and r.tasks[task].label is not None}
-    common = [i for i in labels if second is not None and second.get(i) is not None]
-    if common:
-        result["correlations"][LABELS_AGAIN] = scores([second[i] for i in common], [labels[i] for i in common])
+              "correlations": correlations(ranked, task, {i: s.score for i, s in done.items()}, second)}
     atomic_write_text(out_dir / RANKING, json.dumps(result, indent=1) + "\n")
     return result
 

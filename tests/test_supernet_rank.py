@@ -237,7 +237,8 @@ def test_the_labels_agreement_with_another_training_seed_is_printed_as_the_ceili
     assert "labels, another seed" in capsys.readouterr().out
 
     def labels(folder: Path) -> list[float]:
-        return [json.loads(p.read_text())["tasks"]["classification"]["label"] for p in sorted((folder / "archs").iterdir())]
+        return [json.loads(p.read_text())["tasks"]["classification"]["label"]
+                for p in sorted((folder / "archs").iterdir())]
 
     want, got = scores(labels(again), labels(data)), json.loads((out / "ranking.json").read_text())
     assert got["labels_again"] == str(again) and got["correlations"]["labels, another seed"]["n"] == 4
@@ -382,7 +383,8 @@ def test_a_supernet_of_another_spec_is_refused_the_field_named(collection, tmp_p
     assert main(["bench", "supernet-rank", str(spec), str(data), "--out", str(out), *args,
                  "--supernet", str(trained / "supernet.pt")]) == 2
     err = capsys.readouterr().err
-    assert f"--supernet {trained / 'supernet.pt'} was trained for other options: {field}" in err and "Traceback" not in err
+    assert f"--supernet {trained / 'supernet.pt'} was trained for other options: {field}" in err
+    assert "Traceback" not in err
     assert not out.exists()
 
 
