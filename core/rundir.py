@@ -96,6 +96,7 @@ def build_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | N
         # each rank would skip an overflowing step on its own gradients' inf check: ranks would drift or hang
         raise NascoreError("amp.dtype: fp16 (a loss scaler per process) is not supported under torchrun; use bf16")
     check_dir(spec, out_dir, resume)
+    spec.strategy.create().check_inputs(spec)  # a file it names refused before data is built or anything written
     reporter = reporter or Reporter(quiet=not distributed.is_main())
     return Run(spec, Parts.build(spec, device), out_dir, registry or get_registry(), reporter, resume,
                executor=executor or LocalExecutor())

@@ -5,7 +5,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import torch
 
@@ -20,6 +20,9 @@ from .progress import Progress, no_progress
 from .protocols import CostEstimate
 from .supernet import Decision, Supernet
 from .task import Network, Task
+
+if TYPE_CHECKING:
+    from .spec_model import RunSpec
 
 #: owner: the task an arch is for, or SHARED (None) for an arch all tasks share
 SHARED: Final = None
@@ -55,6 +58,11 @@ class SearchStrategy(Component):
     """
 
     kind: ClassVar[str] = "strategy"
+
+    def check_inputs(self, spec: RunSpec) -> None:
+        """Check the files the strategy's config names (``oneshot``'s ``supernet_file``) against the run's spec;
+        raise a NascoreError naming the field. Called before the run builds its data or writes anything (on every
+        rank under torchrun); the default has nothing to check."""
 
     def setup(self, ctx: SearchContext) -> None:
         self.ctx = ctx

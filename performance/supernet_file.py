@@ -11,43 +11,67 @@ refused, the first field that differs named.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
+from nascore.dataset import Dataset
 from nascore.errors import NascoreError
 from nascore.fileio import load_checkpoint, save_checkpoint
-from nascore.parts import Parts
 from nascore.rundir import SPEC_FILE
+from nascore.space import SearchSpace
 from nascore.spec import load_spec
+from nascore.spec_model import RunSpec
+from nascore.task import Task
 
 FORMAT, VERSION = "nascore-supernet", 1
 
 
-def identity(parts: Parts) -> dict[str, Any]:
+class Blocks(Protocol):
+    """The components a supernet's weights are valid for (``nascore.parts.Parts`` has them, built)."""
+
+    space: SearchSpace
+    dataset: Dataset
+    tasks: Sequence[Task]
+
+
+class SpecBlocks(NamedTuple):
+    space: SearchSpace
+    dataset: Dataset
+    tasks: list[Task]
+
+
+def spec_blocks(spec: RunSpec) -> SpecBlocks:
+    """The space, dataset and tasks of ``spec``, created but not loaded (no data is read or generated)."""
+    return SpecBlocks(spec.space.create(), spec.dataset.create(), [t.create() for t in spec.tasks])
+
+
+def identity(blocks: Blocks) -> dict[str, Any]:
     """What a supernet's weights are valid for: the space, dataset and tasks blocks, as the spec dumps them."""
     def block(c: Any) -> dict[str, Any]:
         return {"name": c.name, **c.config.model_dump(mode="json", by_alias=True)}
 
-    return {"space": block(parts.space), "dataset": parts.dataset.without_locations(block(parts.dataset)),
-            "tasks": [block(t) for t in parts.tasks]}
+    return {"space": block(blocks.space), "dataset": blocks.dataset.without_locations(block(blocks.dataset)),
+            "tasks": [block(t) for t in blocks.tasks]}
 
 
-def save_supernet(path: Path, parts: Parts, network: dict[str, torch.Tensor], trained: dict[str, Any]) -> None:
+def save_supernet(path: Path, parts: Blocks, network: dict[str, torch.Tensor], trained: dict[str, Any]) -> None:
     """Write the supernet file (atomically): ``network``'s state, the identity of ``parts``, and ``trained`` (how the
     supernet was trained, for the reader's log)."""
     save_checkpoint({"format": FORMAT, "version": VERSION, "identity": identity(parts), "trained": trained,
                      "network": network}, path)
 
 
-def load_supernet(path: Path, parts: Parts) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The network state and the training record of the supernet file ``path``, if it was trained for the space,
-    data and tasks of ``parts``; a NascoreError names the first field that differs."""
-    return checked_file(load_checkpoint(path, map_location=parts.device, what="supernet file"), path, parts)
+def load_supernet(path: Path, parts: Blocks, device: torch.device | str = "cpu"
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The network state (on ``device``) and the training record of the supernet file ``path``, if it was trained
+    for the space, data and tasks of ``parts``; a NascoreError names the first field that differs."""
+    return checked_file(load_checkpoint(path, map_location=device, what="supernet file"), path, parts)
 
 
-def checked_file(checkpoint: dict[str, Any], path: Path, parts: Parts
+def checked_file(checkpoint: dict[str, Any], path: Path, parts: Blocks
                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """:func:`load_supernet` of a checkpoint already read from ``path``."""
     if checkpoint.get("format") != FORMAT or checkpoint.get("version") != VERSION:
@@ -84,7 +108,7 @@ def from_search_checkpoint(checkpoint: dict[str, Any], path: Path) -> dict[str, 
         raise NascoreError(f"{path} is not a supernet: expected the supernet.pt of a bench supernet-rank or "
                            f"pseudo-label folder or of a oneshot run, or a run's checkpoints/search.pt (its "
                            f"{SPEC_FILE} two folders up)")
-    return {"format": FORMAT, "version": VERSION, "identity": identity(Parts.build(load_spec(run / SPEC_FILE))),
+    return {"format": FORMAT, "version": VERSION, "identity": identity(spec_blocks(load_spec(run / SPEC_FILE))),
             "trained": {"run": str(run), "search_epochs": checkpoint.get("epoch", -1) + 1
                         if isinstance(checkpoint.get("epoch"), int) else None},
             "network": state.get("network")}

@@ -26,7 +26,7 @@ from nascore.protocols import MultiTaskBackbone, Sampling
 from nascore.strategy import SHARED, SearchContext, entropy, evaluate_arch
 from nascore.supernet import Decision
 
-from .gumbel import GumbelSearch
+from .gumbel import ArchPass, GumbelSearch
 
 
 class LinearTemperature(BaseModel):
@@ -41,8 +41,7 @@ class WeightAdam(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
 
 
-class ArchAdam(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ArchAdam(ArchPass):
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(5e-5, ge=0)
 

@@ -20,7 +20,7 @@ from nascore.protocols import Sampling
 from nascore.strategy import SHARED, SearchContext, entropy, evaluate_arch, owners
 from nascore.supernet import Decision
 
-from .gumbel import GumbelSearch
+from .gumbel import ArchPass, GumbelSearch
 
 
 class Temperature(BaseModel):
@@ -62,8 +62,7 @@ class WeightOptim(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
 
 
-class ArchOptim(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ArchOptim(ArchPass):
     #: Adam's step on theta: a CPU-sized search takes tens of architecture steps (FBNet's 0.01 is for thousands)
     lr: float = Field(0.2, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
@@ -87,6 +86,10 @@ class DNAS(GumbelSearch, Sampling):
         max_steps: int | None = Field(None, ge=1)
         #: training batches that re-estimate BatchNorm statistics before the derived arch is evaluated
         bn_batches: int = Field(8, ge=1)
+
+        @property
+        def warmup(self) -> int:
+            return self.warmup_epochs
 
         @model_validator(mode="after")
         def _some_search(self) -> DNAS.Config:

@@ -7,20 +7,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from nascore import distributed
 from nascore.data import epoch_seed, loader, split
-from nascore.loops import train_step
+from nascore.loops import cosine_lr, set_lr, train_step
 from nascore.protocols import Distributing
 from nascore.strategy import SearchContext, SearchStrategy, owner_name
 
 
+class ArchPass(BaseModel):
+    """The architecture pass of each epoch after the warm-up, besides its optimiser (whose settings, ``lr`` among
+    them, a subclass adds): how many steps it takes, and theta's learning rate over those epochs."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int | None = Field(None, ge=1, description=(
+        "architecture steps per epoch, at most one pass over the architecture split (default: max_steps, else "
+        "the whole split)"))
+    schedule: Literal["constant", "cosine"] = Field("constant", description=(
+        "theta's learning rate over the epochs after the warm-up: lr throughout, or cosine from lr at the first "
+        "(as the weights' lr falls over all epochs)"))
+
+
 class GumbelSearch(SearchStrategy, Distributing):
-    """Subclasses' ``Config`` has ``batch_size``, ``arch_fraction`` and ``max_steps``; their ``setup`` creates the
+    """Subclasses' ``Config`` has ``epochs``, ``warmup`` (the weights-only epochs), ``batch_size``,
+    ``arch_fraction``, ``max_steps`` and ``arch`` (an :class:`ArchPass` with ``lr``); their ``setup`` creates the
     optimisers ``w_opt`` (network weights) and ``a_opt`` (``theta``, its gradients averaged over the ranks:
     ``distributed.average_gradients``)."""
 
@@ -91,14 +106,15 @@ class GumbelSearch(SearchStrategy, Distributing):
     def _arch_pass(self, epoch: int, tau: float) -> dict[str, float]:
         """Architecture steps over the architecture split: one Gumbel sample per step drives the forward, the
         task losses and ``_resource`` are combined by the spec's objective, only ``theta`` is updated."""
-        ctx = self.ctx
+        ctx, cfg = self.ctx, self.config
         ctx.network.train()  # not through DDP: the backward reaches theta only
+        set_lr(self.a_opt, self.arch_lr(epoch))
         noise = self._noise(epoch, self.ARCH_NOISE)
-        total, batches = self._batches(self.arch_set, epoch, stream=1)
+        total, batches = self._batches(self.arch_set, epoch, stream=1, limit=cfg.arch.steps)
         costed = ctx.cost_table is not None and ctx.objective is not None
         sums = {"arch_loss": 0.0, "task_loss": 0.0} | ({"expected_cost": 0.0} if costed else {})
         step = 0
-        with ctx.progress(total, f"search epoch {epoch} ({epoch + 1}/{self.config.epochs}) arch") as advance:
+        with ctx.progress(total, f"search epoch {epoch} ({epoch + 1}/{cfg.epochs}) arch") as advance:
             for step, (images, targets) in enumerate(batches):
                 mix = self._gumbel(tau, grad=True, noise=noise)
                 ctx.supernet.set_mix(mix)
@@ -112,7 +128,15 @@ class GumbelSearch(SearchStrategy, Distributing):
                 sums["arch_loss"] += loss.item()
                 sums["task_loss"] += terms["task_loss"].item()
                 advance()
-        return {k: v / (step + 1) for k, v in sums.items()}
+        return {"arch_lr": self.a_opt.param_groups[0]["lr"], "arch_steps": step + 1} | \
+            {k: v / (step + 1) for k, v in sums.items()}
+
+    def arch_lr(self, epoch: int) -> float:
+        """Theta's learning rate in ``epoch`` (after the warm-up): ``arch.lr``, or its cosine over those epochs."""
+        cfg = self.config
+        if cfg.arch.schedule == "constant":
+            return cfg.arch.lr
+        return cosine_lr(cfg.arch.lr, epoch - cfg.warmup, cfg.epochs - cfg.warmup)
 
     def distributions(self) -> dict[str, dict[str, list[float]]]:
         """softmax(theta) of every decision, grouped by the arch the decision belongs to (``owner_name``)."""

@@ -38,9 +38,9 @@ from nascore.hookspecs import hookimpl
 from nascore.loops import set_lr, weight_optimizer
 from nascore.performance.oneshot import DATA, PATHS, OneShot, PathSampler, batches, extremes, oneshot_step, scheduled_lr
 from nascore.performance.proxies import naswot, scale, synflow
-from nascore.performance.supernet_file import load_supernet, save_supernet
+from nascore.performance.supernet_file import load_supernet, save_supernet, spec_blocks
 from nascore.protocols import Choices
-from nascore.spec_model import TrainBudget
+from nascore.spec_model import RunSpec, TrainBudget
 from nascore.strategy import SHARED, SearchContext, evaluate_arch
 
 from .evolution import EvolutionConfig, EvolutionSearch
@@ -72,6 +72,11 @@ class OneShotSearch(EvolutionSearch):
     def evolution_epoch(self) -> int:
         return 0 if self.config.supernet_file else self.config.supernet.epochs
 
+    def check_inputs(self, spec: RunSpec) -> None:
+        """A ``supernet_file`` of another space, data or tasks is refused before the run's data is built."""
+        if self.config.supernet_file:
+            load_supernet(Path(self.config.supernet_file), spec_blocks(spec))
+
     def setup(self, ctx: SearchContext) -> None:
         super().setup(ctx)
         cfg = self.config.supernet
@@ -87,7 +92,7 @@ class OneShotSearch(EvolutionSearch):
         self.weight_net = distributed.wrap(ctx.network, find_unused_parameters=True)  # a path leaves weights out
         self.largest = self.smallest = None
         if self.config.supernet_file:
-            state, _ = load_supernet(Path(self.config.supernet_file), ctx.parts)
+            state, _ = load_supernet(Path(self.config.supernet_file), ctx.parts, ctx.parts.device)
             try:
                 ctx.network.load_state_dict(state)
             except RuntimeError as exc:  # the identity matched but the tensors do not: a damaged or foreign file

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -184,6 +185,16 @@ def run_search(tmp_path, data) -> tuple:
     summary = run_spec(run)
     rows = [json.loads(line) for line in (run.out_dir / "metrics.jsonl").read_text().splitlines()]
     return run, summary, rows
+
+
+def test_architecture_pass_takes_its_own_step_count_and_lr_schedule(tmp_path):
+    """``arch: {steps, schedule}`` (shared with dnas): one architecture step per epoch where weights take two, at
+    theta's cosine rate over the epochs after the warm-up."""
+    _, _, rows = run_search(tmp_path, spec_data(arch={"steps": 1, "schedule": "cosine"}))
+    searched = [r for r in rows if r["phase"] == "search" and not r["warmup"]]
+    assert [r["arch_steps"] for r in searched] == [1, 1, 1]
+    assert [r["arch_lr"] for r in searched] == pytest.approx([0.01 * 0.5 * (1 + math.cos(math.pi * k / 3))
+                                                              for k in range(3)], rel=1e-12)
 
 
 def test_warmup_runs_every_task_on_its_own_copy(tmp_path, monkeypatch):

@@ -170,6 +170,56 @@ def test_arch_steps_leave_the_network_weights_alone(data, splits, table):
     assert any(not torch.equal(t0[k], strategy.theta[k]) for k in t0)
 
 
+def count_steps(strategy: DNAS, monkeypatch) -> dict[str, int]:
+    """The weight and the architecture steps of the next epochs, counted where they are taken (``train_step``)."""
+    import nascore.strategies.gumbel as gumbel
+
+    counts = {"weights": 0, "arch": 0}
+    real = gumbel.train_step
+
+    def counted(net, images, targets, tasks, optimizer, *args, **kwargs):
+        counts["arch" if optimizer is strategy.a_opt else "weights"] += 1
+        return real(net, images, targets, tasks, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(gumbel, "train_step", counted)
+    return counts
+
+
+@pytest.mark.parametrize("config, weights, arch", [
+    ({"max_steps": None}, 12, 3),  # the whole splits: 48 and 12 images in batches of 4
+    ({"max_steps": None, "arch": {"steps": 1}}, 12, 1),  # fewer architecture steps, as many weight steps
+    ({"max_steps": 1, "arch": {"steps": 2}}, 1, 2),  # arch.steps, not max_steps, caps the architecture pass
+    ({"max_steps": None, "arch": {"steps": 5}}, 12, 3)])  # at most one pass over the architecture split
+def test_architecture_steps_per_epoch_are_capped_apart_from_the_weight_steps(data, splits, monkeypatch, config,
+                                                                            weights, arch):
+    strategy = make_dnas(make_ctx(data, splits), warmup_epochs=0, batch_size=4, **config)
+    counts = count_steps(strategy, monkeypatch)
+    row = strategy.run_epoch(0)
+    assert (counts["weights"], counts["arch"]) == (weights, arch)
+    assert row["arch_steps"] == arch
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_theta_learning_rate_follows_its_schedule_over_the_architecture_epochs(data, splits, monkeypatch, schedule):
+    """Each architecture step is taken at the epoch's rate: lr throughout, or its cosine over the epochs after the
+    warm-up (from lr at the first); a pure function of the epoch, so a resumed search takes the same steps."""
+    strategy = make_dnas(make_ctx(data, splits), epochs=5, warmup_epochs=1, arch={"lr": 0.3, "schedule": schedule})
+    used: list[float] = []
+    step = strategy.a_opt.step
+
+    def recorded(*args, **kwargs):
+        used.append(strategy.a_opt.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(strategy.a_opt, "step", recorded)
+    rows = [strategy._arch_pass(epoch, 1.0) for epoch in range(1, 5)]
+    expected = [0.3] * 4 if schedule == "constant" else [0.3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert used == pytest.approx(expected, rel=1e-12)  # one step per epoch (max_steps: 1)
+    assert [r["arch_lr"] for r in rows] == pytest.approx(expected, rel=1e-12)
+    assert make_dnas(make_ctx(data, splits), epochs=5, warmup_epochs=1,
+                     arch={"lr": 0.3, "schedule": schedule}).arch_lr(3) == pytest.approx(expected[2], rel=1e-12)
+
+
 def test_one_gumbel_sample_drives_forward_and_cost(data, splits, table, monkeypatch):
     ctx = make_ctx(data, splits, table)
     strategy = make_dnas(ctx, batch_size=4, max_steps=2)

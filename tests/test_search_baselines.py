@@ -381,16 +381,19 @@ def test_a_reused_supernet_gives_the_evolution_of_the_run_that_trained_it(onesho
 @pytest.mark.parametrize("change, field", [({"space__width": 0.5}, "space.width"),
                                            ({"space__input_size": 64}, "space.input_size"),
                                            ({"dataset__num_train": 48}, "dataset.num_train")])
-def test_a_supernet_of_another_space_or_data_is_refused(oneshot_run, tmp_path, cache_dir, capsys, change, field):
-    """Exit 2 naming the field that differs, nothing written."""
+def test_a_supernet_of_another_space_or_data_is_refused(oneshot_run, tmp_path, cache_dir, capsys, monkeypatch,
+                                                        change, field):
+    """Exit 2 naming the field that differs, before the data is built: nothing written, no dataset generated into
+    the cache, no default runs/ folder made."""
     spec = reuse_spec(cache_dir, **change)
     if "space__input_size" in change:
         spec["dataset"] = {**spec["dataset"], "image_size": 64}
-    out = tmp_path / "run"
-    assert main(["run", str(write(tmp_path, spec)), "--out", str(out),
-                 "--supernet", str(oneshot_run / "supernet.pt")]) == 2
+    path = write(tmp_path, spec)
+    cached = sorted(cache_dir.iterdir())
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(path), "--supernet", str(oneshot_run / "supernet.pt")]) == 2
     assert field in capsys.readouterr().err
-    assert not out.exists()
+    assert not (tmp_path / "runs").exists() and sorted(cache_dir.iterdir()) == cached
 
 
 def test_a_supernet_of_another_space_is_refused_naming_the_space(oneshot_run, tmp_path, cache_dir, capsys):
