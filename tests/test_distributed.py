@@ -353,6 +353,18 @@ def test_other_searches_derive_one_arch_on_every_rank(tmp_path, strategy):
         assert json.loads((tmp_path / "run" / entry["file"]).read_text())["choices"] == entry["choices"]
     if strategy == "oneshot":
         assert torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)["format"] == "nascore-supernet"
+        # its supernet reused under torchrun: no supernet epoch, the evolution the run that trained it had
+        proc = subprocess.run([*torchrun(2), "-m", "nascore", "run", str(tmp_path / "spec.yaml"), "--out",
+                               str(tmp_path / "reuse"), "--supernet", str(tmp_path / "run" / "supernet.pt")],
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              timeout=DEADLINE_S, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        before, after = ([json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+                          if json.loads(line)["phase"] == "search"] for d in ("run", "reuse"))
+        same = ("epoch", "seconds", "time")
+        assert {k: v for k, v in after[0].items() if k not in same} == \
+            {k: v for k, v in before[2].items() if k not in same}
+        assert json.loads((tmp_path / "reuse" / "summary.json").read_text())["archs"].keys() == summary["archs"].keys()
 
 
 

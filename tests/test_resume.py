@@ -173,7 +173,13 @@ def reference(tmp_path_factory):
         if strategy not in done:
             tmp = tmp_path_factory.mktemp(strategy)
             spec = tmp / "spec.yaml"
-            spec.write_text(yaml.safe_dump(SPECS[strategy](tmp / "cache")))
+            if strategy == "oneshot-reuse":  # the oneshot run's supernet reused: the evolution, then two trainings
+                _, trained = get("oneshot")
+                data = oneshot_spec(trained.parent / "cache")
+                data["strategy"]["supernet_file"] = str(trained / "supernet.pt")
+            else:
+                data = SPECS[strategy](tmp / "cache")
+            spec.write_text(yaml.safe_dump(data))
             run_to_end(spec, tmp / "reference")
             done[strategy] = spec, tmp / "reference"
         return done[strategy]
@@ -189,6 +195,7 @@ KILLS = [("dnas", "search", 0), ("dnas", "search", 2), ("dnas", "search", 3), ("
          ("bmtas", "search", 2), ("bmtas", "search", 4), ("bmtas", "search", 5),
          ("random", "search", 2), ("predictor", "search", 2), ("predictor", "search", 4),
          ("oneshot", "search", 1), ("oneshot", "search", 2), ("oneshot", "search", 3),
+         ("oneshot-reuse", "search", 1), ("oneshot-reuse", "search", 2),
          ("dnas-amp", "search", 2), ("dnas-amp", "train", 1)]
 
 
@@ -209,7 +216,7 @@ def test_killed_run_resumes_to_the_same_outputs(reference, tmp_path, strategy, p
     assert outputs(out) == outputs(ref)
     arch_files = {"dnas": ["arch.json"], "reinforce": ["arch_classification.json", "arch_segmentation.json"],
                   "bmtas": ["branch_config.json"], "random": ["arch.json"], "predictor": ["arch.json"],
-                  "oneshot": ["arch.json"], "dnas-amp": ["arch.json"]}[strategy]
+                  "oneshot": ["arch.json"], "oneshot-reuse": ["arch.json"], "dnas-amp": ["arch.json"]}[strategy]
     assert set(arch_files) <= set(outputs(out))
     if strategy == "oneshot":  # the supernet kept for reuse, whether the kill came before it was written or after
         kept, expected = (torch.load(d / "supernet.pt", weights_only=True)["network"] for d in (out, ref))
