@@ -24,8 +24,10 @@ from nascore.component import ComponentConfig
 from nascore.data import epoch_seed, loader
 from nascore.errors import NascoreError
 from nascore.hookspecs import hookimpl
+from nascore.parts import Parts
 from nascore.performance.predictors.file import PredictorFile
 from nascore.performance.predictors.samples import measured_sample
+from nascore.predictor import Predictor
 from nascore.protocols import Choices
 from nascore.spec_model import TrainBudget
 from nascore.strategy import SearchContext
@@ -159,33 +161,41 @@ class PredictorSearch(EvolutionSearch):
     def setup(self, ctx: SearchContext) -> None:
         super().setup(ctx)
         c = self.config
-        file = PredictorFile.load(Path(c.file))
-        task = c.task or ctx.parts.tasks[0].name
-        if task not in file.tasks:
-            raise NascoreError(f"strategy.task: predictor file {c.file} predicts {', '.join(file.tasks)}, not "
-                               f"'{task}'")
-        entry = file.tasks[task]
-        if c.rank_by is not None and c.rank_by not in entry.baselines:
-            raise NascoreError(f"strategy.rank_by: predictor file {c.file} has no baseline '{c.rank_by}' for "
-                               f"'{task}' (it has {', '.join(entry.baselines)})")
-        size = (ctx.parts.space.input_size, ctx.parts.info.in_channels)
-        if (file.input_size, file.in_channels) != size:
-            raise NascoreError(f"strategy.file: {c.file} was fitted on archs measured at {file.in_channels} x "
-                               f"{file.input_size} px; the search's are {size[1]} x {size[0]} px")
-        self.predictor = entry.baselines[c.rank_by] if c.rank_by else entry.predictor
-        self.score_sign = 1.0 if entry.higher_is_better else -1.0
+        self.predictor, self.score_sign = file_predictor(c.file, "strategy.file", ctx.parts, c.task, c.rank_by)
 
     def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
-        """The predictor's score of one arch: its backbone built (seeded, as ``nascore bench collect`` measures
-        archs) and measured as a performance record is."""
-        ctx = self.ctx
-        arch = Arch(space=ctx.parts.space.name, config=ctx.parts.space.arch_config(), choices=choices)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.parts.seed)
-            parts = ctx.parts
-            sample = measured_sample(parts.space.build(arch), parts.space.input_size, parts.info.in_channels, images,
-                                     parts.tasks[0].name, choices)
-        return float(self.predictor.predict([sample])[0])
+        return predicted(self.predictor, self.ctx.parts, choices, images)
+
+
+def file_predictor(path: str, field: str, parts: Parts, task: str | None = None, rank_by: str | None = None
+                   ) -> tuple[Predictor, float]:
+    """The predictor of ``task`` (default: the spec's first task) in the predictor file ``path`` (the spec's
+    ``field``), or its baseline ``rank_by``, and +1 where a higher prediction is better (-1 where lower is); a file
+    of another task or input size is refused naming the field."""
+    file = PredictorFile.load(Path(path))
+    task = task or parts.tasks[0].name
+    if task not in file.tasks:
+        raise NascoreError(f"strategy.task: predictor file {path} predicts {', '.join(file.tasks)}, not '{task}'")
+    entry = file.tasks[task]
+    if rank_by is not None and rank_by not in entry.baselines:
+        raise NascoreError(f"strategy.rank_by: predictor file {path} has no baseline '{rank_by}' for '{task}' (it "
+                           f"has {', '.join(entry.baselines)})")
+    size = (parts.space.input_size, parts.info.in_channels)
+    if (file.input_size, file.in_channels) != size:
+        raise NascoreError(f"{field}: {path} was fitted on archs measured at {file.in_channels} x "
+                           f"{file.input_size} px; the search's are {size[1]} x {size[0]} px")
+    return entry.baselines[rank_by] if rank_by else entry.predictor, 1.0 if entry.higher_is_better else -1.0
+
+
+def predicted(predictor: Predictor, parts: Parts, choices: Choices, images: torch.Tensor) -> float:
+    """A predictor's score of one arch: its backbone built (seeded, as ``nascore bench collect`` measures archs) and
+    measured as a performance record is (``images``: a batch of training images)."""
+    arch = Arch(space=parts.space.name, config=parts.space.arch_config(), choices=choices)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(parts.seed)
+        sample = measured_sample(parts.space.build(arch), parts.space.input_size, parts.info.in_channels, images,
+                                 parts.tasks[0].name, choices)
+    return float(predictor.predict([sample])[0])
 
 
 @hookimpl

@@ -7,9 +7,11 @@ scratch with the ``train`` budget; the found arch is the one of them best on val
 
 What scores an arch on the shared weights is the first task's primary metric (``score: metric``) or its validation
 loss (``score: loss``: continuous where top-1 counts images). With ``proxy`` a zero-cost proxy of the untrained arch
-(``nascore.performance.proxies``; NASWOT on the evolution's batch of training images) is a second opinion: each of
-the two is standardised by its mean and standard deviation over the evolution's initial population, and their sum
-is the score (in FBNetV2's masked space the two rank archs better together than either alone: BENCHMARKS.md).
+(``nascore.performance.proxies``; NASWOT on the evolution's batch of training images), or with ``predictor`` a
+predictor file's prediction (AIO-P: ``nascore predictor fit`` or ``transfer``), is a second opinion: each of the two
+is standardised by its mean and standard deviation over the evolution's initial population, and their sum is the
+score (in FBNetV2's masked space NASWOT and the shared weights rank archs better together than either alone:
+BENCHMARKS.md).
 
 One supernet epoch per search epoch, then the evolution, then one arch trained per epoch: a stopped search resumes
 at the epoch it was in. The trained supernet is kept as ``<run>/supernet.pt`` (``nascore.performance.supernet_file``);
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nascore import distributed
 from nascore.arch import Arch
@@ -43,7 +45,7 @@ from nascore.protocols import Choices
 from nascore.spec_model import RunSpec, TrainBudget
 from nascore.strategy import SHARED, SearchContext, evaluate_arch
 
-from .evolution import EvolutionConfig, EvolutionSearch
+from .evolution import EvolutionConfig, EvolutionSearch, file_predictor, predicted
 
 BN_STREAM = 13  # the batches that re-estimate BatchNorm statistics before an arch is scored (nascore.data.epoch_seed)
 SUPERNET_FILE = "supernet.pt"  # in the run directory
@@ -64,9 +66,23 @@ class OneShotSearch(EvolutionSearch):
         proxy: Literal["naswot", "synflow"] | None = Field(None, description=(
             "a zero-cost proxy of the untrained arch added to the shared weights' score, each standardised over "
             "the evolution's initial population"))
+        predictor: str | None = Field(None, description=(
+            "a predictor file (nascore predictor fit or transfer) whose prediction for the spec's first task is "
+            "added to the shared weights' score as proxy is (not with proxy)"))
         supernet_file: str | None = Field(None, description=(
             "a supernet.pt of an earlier oneshot run (the same space, data and tasks) reused instead of training "
             "one (supernet and one_shot are then unused): the search starts with the evolution"))
+
+        @model_validator(mode="after")
+        def _one_second_score(self) -> OneShotSearch.Config:
+            if self.proxy is not None and self.predictor is not None:
+                raise ValueError("give proxy or predictor (the second score added to the shared weights'), not both")
+            return self
+
+        @property
+        def second(self) -> str | None:
+            """The name of the second score: the proxy's, "predictor", or None."""
+            return self.proxy or ("predictor" if self.predictor else None)
 
     @property
     def evolution_epoch(self) -> int:
@@ -83,8 +99,11 @@ class OneShotSearch(EvolutionSearch):
         self.task = ctx.parts.tasks[0]
         #: +1 when a higher shared-weights score is better
         self.shared_sign = 1.0 if self.higher_is_better and self.config.score == "metric" else -1.0
-        self.score_sign = 1.0 if self.config.proxy else self.shared_sign
-        #: the proxy's and the shared score's (mean, standard deviation) over the initial population
+        self.score_sign = 1.0 if self.config.second else self.shared_sign
+        #: the predictor of ``predictor`` and +1 where its higher predictions are better
+        self.predictor = file_predictor(self.config.predictor, "strategy.predictor", ctx.parts) \
+            if self.config.predictor else None
+        #: the second score's and the shared score's (mean, standard deviation) over the initial population
         self.scales: tuple[tuple[float, float], tuple[float, float]] | None = None
         self.measured: dict[str, tuple[float, float]] = {}
         self.optimizer = weight_optimizer(ctx.network.parameters(), cfg.optimizer, cfg.lr, cfg.momentum,
@@ -143,9 +162,13 @@ class OneShotSearch(EvolutionSearch):
         metrics = evaluate_arch(self.ctx, choices, SHARED, bn, c.supernet.batch_size)
         return float(metrics[self.key if c.score == "metric" else f"{self.task.name}/loss"])
 
-    def proxy_score(self, choices: Choices, images: torch.Tensor) -> float:
-        """The zero-cost proxy of the arch built untrained (seeded, as ``nascore bench collect`` measures archs)."""
+    def second_score(self, choices: Choices, images: torch.Tensor) -> float:
+        """The zero-cost proxy of the arch built untrained (seeded, as ``nascore bench collect`` measures archs), or
+        the predictor file's prediction, made higher-is-better."""
         parts = self.ctx.parts
+        if self.predictor is not None:
+            predictor, sign = self.predictor
+            return sign * predicted(predictor, parts, choices, images)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(parts.seed)
             backbone = parts.space.build(Arch(space=parts.space.name, config=parts.space.arch_config(),
@@ -155,32 +178,36 @@ class OneShotSearch(EvolutionSearch):
         return synflow(backbone, parts.space.input_size, parts.info.in_channels)
 
     def measure(self, choices: Choices, images: torch.Tensor) -> tuple[float, float]:
-        """The proxy and the shared score made higher-is-better, measured once per arch."""
+        """The second score and the shared score made higher-is-better, measured once per arch."""
         key = self.key_of(choices)
         if key not in self.measured:
-            self.measured[key] = (self.proxy_score(choices, images), self.shared_sign * self.shared_score(choices))
+            self.measured[key] = (self.second_score(choices, images), self.shared_sign * self.shared_score(choices))
         return self.measured[key]
 
     def calibrate(self, population: list[Choices], images: torch.Tensor) -> None:
-        if self.config.proxy is None:
+        if self.config.second is None:
             return
         proxy, shared = zip(*(self.measure(a, images) for a in population), strict=True)
         self.scales = scale(proxy), scale(shared)
 
     def score_arch(self, choices: Choices, images: torch.Tensor) -> float:
-        """The shared weights' score; with ``proxy``, the sum of the two standardised scores (an arch whose
-        proxy is not finite, such as NASWOT's singular kernel, scores lowest)."""
-        if self.config.proxy is None:
+        """The shared weights' score; with ``proxy`` or ``predictor``, the sum of the two standardised scores (an
+        arch whose proxy is not finite, such as NASWOT's singular kernel, scores lowest)."""
+        if self.config.second is None:
             return self.shared_score(choices)
         values = self.measure(choices, images)
         return sum((v - mean) / sd for v, (mean, sd) in zip(values, self.scales, strict=True))
 
     def score_parts(self, choices: Choices) -> dict[str, float]:
-        """With ``proxy``: the proxy's value and the shared weights' metric (or loss), as measured."""
-        if self.config.proxy is None:
+        """With ``proxy`` or ``predictor``: its value (a prediction as the file predicts it) and the shared weights'
+        metric (or loss), as measured."""
+        second = self.config.second
+        if second is None:
             return {}
-        proxy, shared = self.measured[self.key_of(choices)]
-        return {self.config.proxy: proxy, "shared": self.shared_sign * shared}
+        value, shared = self.measured[self.key_of(choices)]
+        if self.predictor is not None:
+            value *= self.predictor[1]
+        return {second: value, "shared": self.shared_sign * shared}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}

@@ -101,3 +101,20 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, capsys, monkeypatch
     kept = torch.load(out / "checkpoints" / "search.pt", weights_only=True)
     assert kept["epoch"] == 0
     assert not (out / "arch.json").exists()
+
+
+def test_the_quickstart_search_learns(tmp_path):
+    """The quickstart's search as shipped (its training left out, about 2 minutes): the derived arch scores well
+    above chance on the shared weights by the last search epoch and rises while the search runs, as the
+    architecture distribution narrows (README: 0.14 -> 0.73 and 0.17 -> 0.63 top-1 on two machines, chance 0.10;
+    the derived choices' mean probability 0.21 -> 0.45-0.50). The margins are wide: CPUs differ in reduction order
+    and a search amplifies that."""
+    quickstart = Path(__file__).resolve().parents[1] / "examples" / "quickstart.yaml"
+    assert main(["run", str(quickstart), "--out", str(tmp_path / "run"), "--set", "train=null", "--set",
+                 "pareto.samples=0", "--set", f"dataset.cache_dir={tmp_path / 'cache'}"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0], rows[-1]
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert last["val/classification/top1"] >= 0.3
+    assert last["val/classification/top1"] >= first["val/classification/top1"] + 0.2
+    assert last["top_probability"] >= first["top_probability"] + 0.1 and last["entropy"] < first["entropy"]

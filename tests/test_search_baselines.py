@@ -332,6 +332,40 @@ def test_oneshot_adds_a_zero_cost_proxy_standardised_over_the_initial_population
     assert (row["score/naswot"], row["score/shared"]) == (best["parts"]["naswot"], best["parts"]["shared"])
 
 
+def test_oneshot_adds_a_predictor_files_prediction_as_its_second_score(tmp_path, cache_dir):
+    """``predictor: FILE`` (AIO-P): the file's prediction of the arch, made higher-is-better, takes the proxy's
+    place: each of it and the shared weights' top-1 standardised over the initial population, their sum the score;
+    the prediction is kept beside the score as the file predicts it."""
+    from nascore.performance.predictors.file import PredictorFile
+    from nascore.strategies.evolution import predicted
+
+    file = predictor_file(cache_dir.parent)
+    search, run = _oneshot(tmp_path, cache_dir, predictor=str(file))
+    search.evolve()
+    archs = [p["choices"] for p in search.proposals]
+    entry = PredictorFile.load(file).tasks["classification"]
+    sign = 1.0 if entry.higher_is_better else -1.0
+    images, _ = next(iter(loader(run.parts.train_set, 32, run.parts.collate, shuffle=True, seed=run.parts.seed)))
+    predictions = [predicted(entry.predictor, run.parts, choices, images) for choices in archs]
+    assert len(set(predictions)) > 1  # the file tells these archs apart
+    shared = [_on_shared_weights(search, run, choices)["classification/top1"] for choices in archs]
+    z = [(torch.tensor(v, dtype=torch.float64) - statistics.fmean(v)) / (statistics.pstdev(v) or 1.0)
+         for v in ([sign * p for p in predictions], shared)]
+    assert [p["score"] for p in search.proposals] == pytest.approx((z[0] + z[1]).tolist(), abs=1e-9)
+    assert [p["parts"]["predictor"] for p in search.proposals] == pytest.approx(predictions, abs=1e-9)
+    assert [p["parts"]["shared"] for p in search.proposals] == pytest.approx(shared, abs=1e-9)
+
+
+def test_oneshot_refuses_two_second_scores_and_a_predictor_of_another_input_size(tmp_path, cache_dir, capsys):
+    file = str(predictor_file(cache_dir.parent))
+    spec = reuse_spec(cache_dir, strategy__proxy="naswot", strategy__predictor=file)
+    assert main(["run", str(write(tmp_path, spec)), "--out", str(tmp_path / "both")]) == 2
+    assert "give proxy or predictor" in capsys.readouterr().err and not (tmp_path / "both").exists()
+    spec = reuse_spec(cache_dir, strategy__predictor=file, space__input_size=64, dataset__image_size=64)
+    assert main(["run", str(write(tmp_path, spec, "big.yaml")), "--out", str(tmp_path / "big")]) == 2
+    assert f"strategy.predictor: {file} was fitted on archs measured at 3 x 32 px" in capsys.readouterr().err
+
+
 ONE_SHOT = {"name": "oneshot", "supernet": {"epochs": 2, "batch_size": 16, "lr": 0.05}, "population": 6,
             "cycles": 6, "sample_size": 3, "top_k": 1, "bn_batches": 2}
 
