@@ -84,9 +84,11 @@ class Run:
 
 
 def build_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
-              reporter: Reporter | None = None, executor: Executor | None = None) -> Run:
+              reporter: Reporter | None = None, executor: Executor | None = None, search: bool = False) -> Run:
     """The run of ``spec`` in ``out_dir``, its directory checked and its parts built; nothing is written yet. Under
-    torchrun this process joins the job's process group, on its rank's device, and only rank 0 reports."""
+    torchrun this process joins the job's process group, on its rank's device, and only rank 0 reports. ``search``:
+    the run searches, and the files its strategy names are checked before the data is built
+    (``SearchStrategy.check_inputs``)."""
     device = distributed.setup(resolve_device(spec.device))
     if spec.distributed is not None and spec.distributed.sync_batchnorm and distributed.launched() \
             and device.type != "cuda":
@@ -96,7 +98,8 @@ def build_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | N
         # each rank would skip an overflowing step on its own gradients' inf check: ranks would drift or hang
         raise NascoreError("amp.dtype: fp16 (a loss scaler per process) is not supported under torchrun; use bf16")
     check_dir(spec, out_dir, resume)
-    spec.strategy.create().check_inputs(spec)  # a file it names refused before data is built or anything written
+    if search:
+        spec.strategy.create().check_inputs(spec)
     reporter = reporter or Reporter(quiet=not distributed.is_main())
     return Run(spec, Parts.build(spec, device), out_dir, registry or get_registry(), reporter, resume,
                executor=executor or LocalExecutor())
@@ -104,8 +107,8 @@ def build_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | N
 
 def open_run(spec: RunSpec, out_dir: Path, resume: bool, registry: Registry | None = None,
              reporter: Reporter | None = None, executor: Executor | None = None) -> Run:
-    """``build_run``, then the run's directory opened."""
-    return build_run(spec, out_dir, resume, registry, reporter, executor).open()
+    """``build_run`` of a run that searches (``nascore run``), then the run's directory opened."""
+    return build_run(spec, out_dir, resume, registry, reporter, executor, search=True).open()
 
 
 def check_dir(spec: RunSpec, out_dir: Path, resume: bool) -> None:

@@ -452,6 +452,17 @@ def test_a_supernet_is_reused_with_its_data_kept_in_another_folder(oneshot_run, 
         {k: v for k, v in before.items() if k not in ("epoch", "seconds", "time")}
 
 
+def test_training_an_arch_of_a_reuse_run_does_not_need_its_supernet(oneshot_run, tmp_path, cache_dir):
+    """The supernet file is a search's input: ``nascore train`` with the spec of a run that reused one (and the
+    trainings inside such a run) do not read it, so it may be gone."""
+    kept = tmp_path / "supernet.pt"
+    shutil.copy(oneshot_run / "supernet.pt", kept)
+    out = tmp_path / "reuse"
+    assert main(["run", str(write(tmp_path, reuse_spec(cache_dir))), "--out", str(out), "--supernet", str(kept)]) == 0
+    kept.unlink()
+    assert main(["train", str(out / "arch.json"), "--spec", str(out / "spec.yaml"), "--out", str(tmp_path / "t")]) == 0
+
+
 def test_oneshot_is_listed_described_and_reported(oneshot_run, tmp_path, capsys):
     """``nascore plugins`` lists the strategy, ``nascore schema`` describes its options (every one-shot rule), and
     ``nascore report`` renders its run: its phases, its found arch."""
