@@ -452,6 +452,30 @@ def test_a_supernet_is_reused_with_its_data_kept_in_another_folder(oneshot_run, 
         {k: v for k, v in before.items() if k not in ("epoch", "seconds", "time")}
 
 
+def test_a_reused_supernet_answers_another_devices_latency_table(oneshot_run, tmp_path, cache_dir):
+    """One supernet, another device: its latency table (``nascore lut build``) and a budget in ms between the space's
+    cheapest and dearest archs on it: no supernet epoch, and the found arch within the budget, as the table prices
+    it."""
+    from nascore.costs.latency import LatencyCost
+
+    spec = reuse_spec(cache_dir)
+    lut = tmp_path / "device.lut.json"
+    spec["cost"] = {"name": "latency", "lut": str(lut), "min_run_time": 0.005}
+    assert main(["lut", "build", str(write(tmp_path, spec, "lut.yaml"))]) == 0
+    run = build_run(validate_spec(spec), tmp_path / "unused", False)
+    table = run.parts.space.supernet().price(LatencyCost({"lut": str(lut), "min_run_time": 0.005}), 32)
+    low, high = table.bounds()
+    target = low + 0.5 * (high - low)
+    spec["cost"]["loss"] = {"form": "budget", "target": target}
+    out = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, spec)), "--out", str(out), "--supernet",
+                 str(oneshot_run / "supernet.pt")]) == 0
+    evolution = [r for r in rows(out) if r["phase"] == "search"][0]
+    assert "supernet_loss" not in evolution and low <= evolution["cost"] <= target
+    found = json.loads((out / "arch.json").read_text())["choices"]
+    assert table.of_choices(found) <= target
+
+
 def test_training_an_arch_of_a_reuse_run_does_not_need_its_supernet(oneshot_run, tmp_path, cache_dir):
     """The supernet file is a search's input: ``nascore train`` with the spec of a run that reused one (and the
     trainings inside such a run) do not read it, so it may be gone."""
