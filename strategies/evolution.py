@@ -167,15 +167,15 @@ class PredictorSearch(EvolutionSearch):
         return predicted(self.predictor, self.ctx.parts, choices, images)
 
 
-def file_predictor(path: str, field: str, parts: Parts, task: str | None = None, rank_by: str | None = None
-                   ) -> tuple[Predictor, float]:
-    """The predictor of ``task`` (default: the spec's first task) in the predictor file ``path`` (the spec's
-    ``field``), or its baseline ``rank_by``, and +1 where a higher prediction is better (-1 where lower is); a file
-    of another task or input size is refused naming the field."""
+def file_predictor(path: str, field: str, parts: Parts, task: str | None = None, rank_by: str | None = None,
+                   task_field: str = "strategy.task") -> tuple[Predictor, float]:
+    """The predictor of ``task`` (default: the spec's first task; the spec's ``task_field``) in the predictor file
+    ``path`` (the spec's ``field``), or its baseline ``rank_by``, and +1 where a higher prediction is better (-1 where
+    lower is); a file of another task or input size is refused naming the field."""
     file = PredictorFile.load(Path(path))
     task = task or parts.tasks[0].name
     if task not in file.tasks:
-        raise NascoreError(f"strategy.task: predictor file {path} predicts {', '.join(file.tasks)}, not '{task}'")
+        raise NascoreError(f"{task_field}: predictor file {path} predicts {', '.join(file.tasks)}, not '{task}'")
     entry = file.tasks[task]
     if rank_by is not None and rank_by not in entry.baselines:
         raise NascoreError(f"strategy.rank_by: predictor file {path} has no baseline '{rank_by}' for '{task}' (it "

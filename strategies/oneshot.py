@@ -101,8 +101,8 @@ class OneShotSearch(EvolutionSearch):
         self.shared_sign = 1.0 if self.higher_is_better and self.config.score == "metric" else -1.0
         self.score_sign = 1.0 if self.config.second else self.shared_sign
         #: the predictor of ``predictor`` and +1 where its higher predictions are better
-        self.predictor = file_predictor(self.config.predictor, "strategy.predictor", ctx.parts) \
-            if self.config.predictor else None
+        self.predictor = file_predictor(self.config.predictor, "strategy.predictor", ctx.parts,
+                                        task_field="strategy.predictor") if self.config.predictor else None
         #: the second score's and the shared score's (mean, standard deviation) over the initial population
         self.scales: tuple[tuple[float, float], tuple[float, float]] | None = None
         self.measured: dict[str, tuple[float, float]] = {}
